@@ -1,0 +1,68 @@
+//! Ultralytics YOLOv8 / YOLO11 export: one `[1, 4+C, N]` output, cx,cy,w,h in input pixels,
+//! class scores already sigmoid, no objectness.
+
+use super::decode::{output, Decoder, InputGeom};
+use super::RawDetection;
+use crate::engine::{Outputs, TensorInfo};
+use crate::geometry::BBox;
+
+pub struct Yolov8 {
+    _geom: InputGeom,
+}
+
+impl Yolov8 {
+    pub fn new(geom: InputGeom) -> Self {
+        Yolov8 { _geom: geom }
+    }
+}
+
+impl Decoder for Yolov8 {
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), String> {
+        let o = outputs.first().ok_or("model has no output")?;
+        if !o.shape.is_empty() && (o.shape.len() != 3 || o.shape[1] != 4 + num_labels) {
+            return Err(format!(
+                "output '{}' has shape {:?}, expected [1, {}, N]",
+                o.name,
+                o.shape,
+                4 + num_labels
+            ));
+        }
+        Ok(())
+    }
+
+    fn decode(
+        &self,
+        outputs: &Outputs,
+        conf: f32,
+        out: &mut Vec<RawDetection>,
+    ) -> Result<(), String> {
+        let o = output(outputs, 0)?;
+        let &[_, ch, n] = o.shape else {
+            return Err(format!("output shape {:?} is not [1, 4+C, N]", o.shape));
+        };
+        if ch < 5 {
+            return Err(format!("output shape {:?} has no class rows", o.shape));
+        }
+        let row = |r: usize| &o.data[r * n..(r + 1) * n];
+        // Class-major layout: find each anchor's best class by sweeping class rows once.
+        let mut best = vec![(0usize, f32::NEG_INFINITY); n];
+        for c in 0..ch - 4 {
+            for (b, &v) in best.iter_mut().zip(row(4 + c)) {
+                if v > b.1 {
+                    *b = (c, v);
+                }
+            }
+        }
+        let (cx, cy, w, h) = (row(0), row(1), row(2), row(3));
+        for (i, &(class_id, score)) in best.iter().enumerate() {
+            if score >= conf {
+                out.push(RawDetection {
+                    class_id,
+                    score,
+                    bbox: BBox::from_cxcywh(cx[i], cy[i], w[i], h[i]),
+                });
+            }
+        }
+        Ok(())
+    }
+}

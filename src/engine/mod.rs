@@ -1,0 +1,303 @@
+//! The only module that knows tract. It loads an ONNX file, pins its input shape, optimises it
+//! and runs it; everything above speaks in plain shapes and `f32` slices.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// How a model is loaded and run.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Threads for tract's matrix kernels (1 = the calling thread only).
+    pub threads: usize,
+    /// Pin the first input to this shape. Checked against what the file declares.
+    pub input_shape: Option<Vec<usize>>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            threads: 1,
+            input_shape: None,
+        }
+    }
+}
+
+/// Name, element type and shape of a model input or output, as tract sees it after loading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: String,
+}
+
+/// A loaded, optimised, runnable model.
+pub struct Engine {
+    path: PathBuf,
+    plan: Arc<TypedRunnableModel>,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.path)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+/// Outputs of one run, converted to `f32` where the model emits another type (class ids, counts).
+pub struct Outputs {
+    tensors: TVec<TValue>,
+    names: Vec<String>,
+}
+
+/// A borrowed view of one output.
+#[derive(Debug, Clone, Copy)]
+pub struct OutView<'a> {
+    pub shape: &'a [usize],
+    pub data: &'a [f32],
+}
+
+impl Outputs {
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+    pub fn get(&self, i: usize) -> Option<OutView<'_>> {
+        let t = self.tensors.get(i)?;
+        Some(OutView {
+            shape: t.shape(),
+            data: t.as_slice::<f32>().ok()?,
+        })
+    }
+    pub fn by_name(&self, name: &str) -> Option<OutView<'_>> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.get(i)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, OutView<'_>)> {
+        (0..self.len()).filter_map(move |i| Some((self.names[i].as_str(), self.get(i)?)))
+    }
+}
+
+fn dims_to_vec(fact: &InferenceFact) -> Option<Vec<Option<usize>>> {
+    let shape = fact.shape.concretize()?;
+    Some(shape.iter().map(|d| d.to_usize().ok()).collect())
+}
+
+impl Engine {
+    /// Load an ONNX file. Errors name the file and say what is wrong with it: missing, truncated,
+    /// not ONNX, an operator tract lacks, or an input shape that disagrees with `opts.input_shape`.
+    pub fn load(path: &Path, opts: &EngineOptions) -> Result<Engine> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.len() == 0 {
+            return Err(Error::model(path, "file is empty"));
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::load_bytes(path, &bytes, opts)
+    }
+
+    fn load_bytes(path: &Path, bytes: &[u8], opts: &EngineOptions) -> Result<Engine> {
+        let onnx = tract_onnx::onnx().with_ignore_value_info(true);
+        let proto = onnx
+            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| {
+                Error::model(
+                    path,
+                    format!("not a valid ONNX file (truncated or corrupt?): {e}"),
+                )
+            })?;
+        for node in proto
+            .graph
+            .as_ref()
+            .map(|g| g.node.as_slice())
+            .unwrap_or_default()
+        {
+            if node.domain == "com.microsoft" {
+                return Err(Error::model(
+                    path,
+                    format!(
+                        "uses the onnxruntime-only operator com.microsoft.{} (node '{}'), which tract cannot run; \
+                         quantize with standard ops only (QDQ, QLinearConv, ConvInteger)",
+                        node.op_type, node.name
+                    ),
+                ));
+            }
+        }
+        let mut model = onnx
+            .model_for_proto_model(&proto)
+            .map_err(|e| Error::model(path, format!("cannot load: {}", chain(&e))))?;
+
+        let declared = model
+            .input_outlets()
+            .ok()
+            .and_then(|o| o.first().copied())
+            .and_then(|outlet| model.outlet_fact(outlet).ok().cloned());
+        if let Some(want) = &opts.input_shape {
+            if let Some(dims) = declared.as_ref().and_then(dims_to_vec) {
+                let agrees = dims.len() == want.len()
+                    && dims
+                        .iter()
+                        .zip(want)
+                        .all(|(d, w)| d.is_none_or(|d| d == *w));
+                if !agrees {
+                    let shown: Vec<String> = dims
+                        .iter()
+                        .map(|d| d.map_or("?".into(), |d| d.to_string()))
+                        .collect();
+                    return Err(Error::model(
+                        path,
+                        format!("input shape mismatch: the manifest says {want:?} but the model declares [{}]", shown.join(", ")),
+                    ));
+                }
+            }
+            let dt = declared
+                .as_ref()
+                .and_then(|f| f.datum_type.concretize())
+                .unwrap_or(f32::datum_type());
+            if dt != f32::datum_type() {
+                return Err(Error::model(
+                    path,
+                    format!("input type is {dt:?}; lookout feeds f32 images"),
+                ));
+            }
+            model = model
+                .with_input_fact(0, f32::fact(want).into())
+                .map_err(|e| {
+                    Error::model(
+                        path,
+                        format!("cannot set input shape {want:?}: {}", chain(&e)),
+                    )
+                })?;
+        }
+        let typed = model
+            .into_optimized()
+            .map_err(|e| Error::model(path, format!("cannot analyse/optimise: {}", chain(&e))))?;
+
+        let info = |outlets: &[OutletId]| -> Vec<TensorInfo> {
+            outlets
+                .iter()
+                .map(|o| {
+                    let fact = typed.outlet_fact(*o).ok();
+                    TensorInfo {
+                        name: typed.node(o.node).name.clone(),
+                        shape: fact
+                            .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()))
+                            .unwrap_or_default(),
+                        dtype: fact
+                            .map(|f| format!("{:?}", f.datum_type))
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect()
+        };
+        let inputs = info(typed.input_outlets().unwrap_or(&[]));
+        let mut outputs = info(typed.output_outlets().unwrap_or(&[]));
+        // Output node names after optimisation can be internal; prefer the ONNX graph's names.
+        if let Some(g) = proto.graph.as_ref() {
+            if g.output.len() == outputs.len() {
+                for (o, p) in outputs.iter_mut().zip(&g.output) {
+                    o.name = p.name.clone();
+                }
+            }
+        }
+
+        let executor = if opts.threads > 1 {
+            Some(tract_linalg::multithread::Executor::multithread(
+                opts.threads,
+            ))
+        } else {
+            Some(tract_linalg::multithread::Executor::SingleThread)
+        };
+        let run_opts = RunOptions {
+            executor,
+            ..Default::default()
+        };
+        let plan = typed
+            .into_runnable_with_options(&run_opts)
+            .map_err(|e| Error::model(path, format!("cannot plan: {}", chain(&e))))?;
+        Ok(Engine {
+            path: path.to_path_buf(),
+            plan,
+            inputs,
+            outputs,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    /// Run on one f32 input of the pinned shape. `data` is moved in, so callers that want to reuse
+    /// a buffer get it back from [`Engine::run_reuse`].
+    pub fn run(&self, shape: &[usize], data: Vec<f32>) -> Result<Outputs> {
+        let tensor = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), data)
+            .map_err(|e| {
+                Error::model(
+                    &self.path,
+                    format!("input buffer does not fit shape {shape:?}: {e}"),
+                )
+            })?
+            .into_tensor();
+        self.run_tensor(tensor)
+    }
+
+    /// Run on a borrowed input (copied once into tract's tensor).
+    pub fn run_slice(&self, shape: &[usize], data: &[f32]) -> Result<Outputs> {
+        let tensor = Tensor::from_shape(shape, data).map_err(|e| {
+            Error::model(
+                &self.path,
+                format!("input buffer does not fit shape {shape:?}: {e}"),
+            )
+        })?;
+        self.run_tensor(tensor)
+    }
+
+    fn run_tensor(&self, tensor: Tensor) -> Result<Outputs> {
+        let out = self
+            .plan
+            .run(tvec!(tensor.into()))
+            .map_err(|e| Error::model(&self.path, format!("inference failed: {}", chain(&e))))?;
+        let mut tensors = TVec::new();
+        for t in out {
+            if t.datum_type() == f32::datum_type() {
+                tensors.push(t);
+            } else {
+                let cast = t
+                    .cast_to::<f32>()
+                    .map_err(|e| Error::model(&self.path, format!("output cast to f32: {e}")))?
+                    .into_owned();
+                tensors.push(cast.into());
+            }
+        }
+        Ok(Outputs {
+            tensors,
+            names: self.outputs.iter().map(|o| o.name.clone()).collect(),
+        })
+    }
+}
+
+/// tract's errors are anyhow chains; show the whole chain on one line.
+fn chain(e: &TractError) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}

@@ -1,0 +1,26 @@
+//! # lookout
+//!
+//! An edge-inference runtime: frames from a camera, file or pipe → int8/fp32 detectors run by
+//! [tract](https://github.com/sonos/tract) → tracks, rules and scene descriptions → MQTT.
+//!
+//! Data flows one way; each stage sits behind a trait so it can be tested alone:
+//!
+//! ```text
+//! FrameSource ─Frame─▶ Detector ─Detections─▶ Tracker ─Tracks─▶ Rules/Describer ─Events─▶ Publisher
+//! ```
+//!
+//! This release provides the detection stage: [`detect::ModelDetector`] runs any model described
+//! by a `model.toml` manifest ([`detect::Manifest`]), with the family decoders in [`detect`].
+
+pub mod annotate;
+pub mod detect;
+pub mod engine;
+pub mod error;
+pub mod geometry;
+pub mod imageio;
+pub mod models;
+pub mod schema;
+
+pub use detect::{Detection, Detector, DetectorOptions, Manifest, ModelDetector};
+pub use error::{Error, Result};
+pub use geometry::BBox;

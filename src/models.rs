@@ -1,0 +1,92 @@
+//! Finding installed models: `--model NAME` looks in the model folders; `--model DIR` or a
+//! `model.toml` path is used as given.
+
+use std::path::{Path, PathBuf};
+
+use crate::detect::Manifest;
+use crate::error::{Error, Result};
+
+/// The model `lookout detect` and `lookout run` use when none is named.
+pub const DEFAULT_MODEL: &str = "nanodet-m";
+
+/// Where models are looked for, in order: `$LOOKOUT_MODELS` (colon-separated), `./models`,
+/// `<exe>/../share/lookout/models`, and this source tree's `models/` (for `cargo run`).
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(v) = std::env::var("LOOKOUT_MODELS") {
+        dirs.extend(std::env::split_paths(&v));
+    }
+    dirs.push(PathBuf::from("models"));
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(bin) = exe.parent() {
+            dirs.push(bin.join("../share/lookout/models"));
+        }
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
+    dirs
+}
+
+/// Resolve a model name or path to its manifest.
+pub fn find(name_or_path: &str) -> Result<Manifest> {
+    let p = Path::new(name_or_path);
+    if p.is_file() || p.join("model.toml").is_file() {
+        return Manifest::load(p);
+    }
+    for dir in search_dirs() {
+        let candidate = dir.join(name_or_path).join("model.toml");
+        if candidate.is_file() {
+            return Manifest::load(&candidate);
+        }
+    }
+    let known: Vec<String> = list()
+        .into_iter()
+        .filter_map(|r| r.ok())
+        .map(|m| m.model.name)
+        .collect();
+    Err(Error::Other(format!(
+        "model '{name_or_path}' not found (looked in {}); installed: {}",
+        search_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        }
+    )))
+}
+
+/// Every manifest in the search folders (first occurrence of a name wins), with errors for the
+/// ones that fail to parse so `lookout models` can show them.
+pub fn list() -> Vec<Result<Manifest>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for dir in search_dirs() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let toml = p.join("model.toml");
+            let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            if toml.is_file() && seen.insert(name) {
+                out.push(Manifest::load(&toml));
+            }
+        }
+    }
+    out
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
