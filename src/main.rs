@@ -29,6 +29,8 @@ struct Cli {
 enum Cmd {
     /// Detect objects in image files or folders.
     Detect(DetectArgs),
+    /// Time a model on an image: start-up, pre-processing, inference, post-processing.
+    Bench(BenchArgs),
     /// List the installed models.
     Models {
         /// One JSON object per model.
@@ -62,6 +64,24 @@ struct DetectArgs {
     inputs: Vec<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Model name or folder.
+    #[arg(long, default_value = models::DEFAULT_MODEL)]
+    model: String,
+    /// Inference threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Timed iterations (after 3 warm-up runs).
+    #[arg(long, default_value_t = 30)]
+    iters: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Image to run on (default: a bundled test photo).
+    image: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -72,6 +92,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let res = match cli.cmd {
         Cmd::Detect(a) => detect(a),
+        Cmd::Bench(a) => bench(a),
         Cmd::Models { json } => list_models(json),
     };
     match res {
@@ -254,6 +275,63 @@ fn list_models(json: bool) -> anyhow::Result<ExitCode> {
                 m.model.description
             )?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    use std::time::Instant;
+    let t0 = Instant::now();
+    let manifest = models::find(&a.model)?;
+    let mut det = ModelDetector::load(
+        manifest,
+        &DetectorOptions {
+            threads: a.threads,
+            ..Default::default()
+        },
+    )?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let img = match &a.image {
+        Some(p) => imageio::load_rgb(p)?,
+        None => imageio::decode_rgb(include_bytes!("../tests/fixtures/images/messi5.jpg"))
+            .map_err(anyhow::Error::msg)?,
+    };
+    let first = det.detect(&img)?;
+    let first_ms = t0.elapsed().as_secs_f64() * 1e3;
+    for _ in 0..2 {
+        det.detect(&img)?;
+    }
+    let mut samples = Vec::with_capacity(a.iters);
+    for _ in 0..a.iters.max(1) {
+        let t = Instant::now();
+        det.detect(&img)?;
+        samples.push((t.elapsed().as_secs_f64() * 1e3, det.last_timings()));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let total = median(samples.iter().map(|s| s.0).collect());
+    let pre = median(samples.iter().map(|s| s.1.preprocess_ms).collect());
+    let inf = median(samples.iter().map(|s| s.1.inference_ms).collect());
+    let post = median(samples.iter().map(|s| s.1.postprocess_ms).collect());
+    let report = serde_json::json!({
+        "model": det.name(), "variant": det.manifest().model.variant, "threads": a.threads,
+        "iters": samples.len(), "image": [img.width(), img.height()], "detections": first.len(),
+        "load_ms": load_ms, "first_detection_ms": first_ms,
+        "median_ms": {"total": total, "preprocess": pre, "inference": inf, "postprocess": post},
+        "overhead_pct": 100.0 * (total - inf) / inf,
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} ({}), {} thread(s): load {load_ms:.0} ms, first detection {first_ms:.0} ms; median per image {total:.2} ms = pre {pre:.2} + inference {inf:.2} + post {post:.2} ms ({:.1}% outside inference)",
+            det.name(),
+            det.manifest().model.variant,
+            a.threads,
+            100.0 * (total - inf) / inf
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

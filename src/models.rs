@@ -7,7 +7,7 @@ use crate::detect::Manifest;
 use crate::error::{Error, Result};
 
 /// The model `lookout detect` and `lookout run` use when none is named.
-pub const DEFAULT_MODEL: &str = "nanodet-m";
+pub const DEFAULT_MODEL: &str = "nanodet-g";
 
 /// Where models are looked for, in order: `$LOOKOUT_MODELS` (colon-separated), `./models`,
 /// `<exe>/../share/lookout/models`, and this source tree's `models/` (for `cargo run`).
@@ -85,8 +85,16 @@ pub fn list() -> Vec<Result<Manifest>> {
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::Digest;
+    use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

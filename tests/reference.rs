@@ -37,7 +37,12 @@ const MAX_DSCORE: f32 = 0.02;
 fn cases() -> Vec<PathBuf> {
     let dir = common::fixture("reference");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("case.json")).filter(|p| p.is_file()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("case.json"))
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -46,21 +51,33 @@ fn cases() -> Vec<PathBuf> {
 /// Returns Err with a report when the detections disagree.
 fn check_case(case_path: &std::path::Path) -> Result<Option<String>, String> {
     let dir = case_path.parent().unwrap();
-    let case: Case = serde_json::from_str(&std::fs::read_to_string(case_path).unwrap()).map_err(|e| e.to_string())?;
+    let case: Case = serde_json::from_str(&std::fs::read_to_string(case_path).unwrap())
+        .map_err(|e| e.to_string())?;
     let model = common::repo().join(&case.model);
     if !model.is_file() {
         if case.model.starts_with("../shared") {
-            return Ok(Some(format!("SKIP {}: {} absent", dir.display(), case.model)));
+            return Ok(Some(format!(
+                "SKIP {}: {} absent",
+                dir.display(),
+                case.model
+            )));
         }
         return Err(format!("{}: model {} missing", dir.display(), case.model));
     }
-    let mut manifest = Manifest::load(common::repo().join(&case.manifest)).map_err(|e| e.to_string())?;
+    let mut manifest =
+        Manifest::load(common::repo().join(&case.manifest)).map_err(|e| e.to_string())?;
     manifest.model_path = model;
     manifest.thresholds.max_detections = case.max_detections;
     assert_eq!(manifest.model.family.as_str(), case.family);
-    let opts = DetectorOptions { threads: 1, conf: Some(case.conf), iou: Some(case.iou) };
+    let opts = DetectorOptions {
+        threads: 1,
+        conf: Some(case.conf),
+        iou: Some(case.iou),
+    };
     let mut det = ModelDetector::load(manifest, &opts).map_err(|e| e.to_string())?;
-    let input = image::open(dir.join("input.png")).map_err(|e| e.to_string())?.to_rgb8();
+    let input = image::open(dir.join("input.png"))
+        .map_err(|e| e.to_string())?
+        .to_rgb8();
     let ours = det.detect_fitted(&input).map_err(|e| e.to_string())?;
     compare(&case, &ours).map(|summary| Some(format!("{}: {summary}", dir.display())))
 }
@@ -86,15 +103,28 @@ fn compare(case: &Case, ours: &[RawDetection]) -> Result<String, String> {
             _ if r.score < case.conf + MAX_DSCORE => {}
             other => problems.push(format!(
                 "reference {} {:.3} {:?} has no match (best: {:?})",
-                r.label, r.score, r.bbox, other.map(|(i, iou, ds)| (ours[i].score, iou, ds))
+                r.label,
+                r.score,
+                r.bbox,
+                other.map(|(i, iou, ds)| (ours[i].score, iou, ds))
             )),
         }
     }
-    for (o, _) in ours.iter().zip(&used).filter(|(o, u)| !**u && o.score >= case.conf + MAX_DSCORE) {
-        problems.push(format!("extra detection class {} score {:.3} {:?}", o.class_id, o.score, o.bbox));
+    for (o, _) in ours
+        .iter()
+        .zip(&used)
+        .filter(|(o, u)| !**u && o.score >= case.conf + MAX_DSCORE)
+    {
+        problems.push(format!(
+            "extra detection class {} score {:.3} {:?}",
+            o.class_id, o.score, o.bbox
+        ));
     }
     if problems.is_empty() {
-        Ok(format!("{matched}/{} reference detections matched", case.detections.len()))
+        Ok(format!(
+            "{matched}/{} reference detections matched",
+            case.detections.len()
+        ))
     } else {
         Err(problems.join("\n"))
     }
@@ -103,7 +133,10 @@ fn compare(case: &Case, ours: &[RawDetection]) -> Result<String, String> {
 #[test]
 fn every_family_matches_onnxruntime() {
     let cases = cases();
-    assert!(!cases.is_empty(), "no reference fixtures under tests/fixtures/reference");
+    assert!(
+        !cases.is_empty(),
+        "no reference fixtures under tests/fixtures/reference"
+    );
     let mut failures = Vec::new();
     let mut families = std::collections::BTreeSet::new();
     for c in &cases {
@@ -111,7 +144,8 @@ fn every_family_matches_onnxruntime() {
             Ok(Some(msg)) => {
                 println!("{msg}");
                 if !msg.starts_with("SKIP") {
-                    let case: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(c).unwrap()).unwrap();
+                    let case: serde_json::Value =
+                        serde_json::from_str(&std::fs::read_to_string(c).unwrap()).unwrap();
                     families.insert(case["family"].as_str().unwrap_or("").to_string());
                 }
             }

@@ -209,12 +209,12 @@ impl Manifest {
     /// Parse manifest text; `path` is used for error messages and to resolve relative files.
     pub fn parse(path: &Path, text: &str) -> Result<Manifest> {
         let raw: ManifestFile = toml::from_str(text).map_err(|e| {
-            let key = e.message().split('`').nth(1).unwrap_or("").to_string();
-            Error::manifest(
-                path,
-                if key.is_empty() { "(toml)" } else { &key },
-                e.to_string().trim(),
-            )
+            // One line: where it is and what is wrong (toml's Display draws a multi-line snippet).
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let at = line.map_or("toml".to_string(), |l| format!("line {l}"));
+            Error::manifest(path, &at, e.message().trim())
         })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let labels = match (&raw.labels.file, &raw.labels.names) {

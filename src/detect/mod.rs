@@ -28,11 +28,25 @@ use preprocess::{Preprocessor, Transform};
 /// One detected object, in source-image pixels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
+    #[serde(with = "arc_str")]
     pub label: Arc<str>,
     pub class_id: usize,
     pub score: f32,
     #[serde(rename = "box")]
     pub bbox: BBox,
+}
+
+/// Serde for `Arc<str>` without serde's `rc` feature (which would rebuild tract's dependency tree).
+pub(crate) mod arc_str {
+    use std::sync::Arc;
+
+    pub fn serialize<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        Ok(Arc::from(s))
+    }
 }
 
 /// A candidate before labelling and mapping back: input-tensor pixels.

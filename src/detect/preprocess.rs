@@ -127,9 +127,10 @@ pub fn resize_into(
         let out_off = ((oy as usize + y) * dst_w + ox as usize) * 3;
         let out = &mut d[out_off..out_off + dw * 3];
         for i in 0..dw * 3 {
-            // 22 fractional bits in total; round to nearest like OpenCV's FixedPtCast.
-            let v = (first[i] as i64 * b0 as i64 + second[i] as i64 * b1 as i64 + (1 << 21)) >> 22;
-            out[i] = v.clamp(0, 255) as u8;
+            // OpenCV's vectorised vertical pass: 16×16→high-16 products of the row sums (pre-shifted
+            // by 4) and the weights, then a rounding shift by 2. Reproducing it keeps us bit-exact.
+            let v = ((b0 * (first[i] >> 4)) >> 16) + ((b1 * (second[i] >> 4)) >> 16);
+            out[i] = ((v + 2) >> 2).clamp(0, 255) as u8;
         }
     }
 }
@@ -165,10 +166,11 @@ pub fn fit_into(
             }
         }
         ResizeMode::Letterbox => {
-            let r = (w as f32 / sw as f32).min(h as f32 / sh as f32);
-            // YOLOX's preproc: int(w * r), int(h * r).
-            let nw = ((sw as f32 * r) as u32).clamp(1, w);
-            let nh = ((sh as f32 * r) as u32).clamp(1, h);
+            // YOLOX's preproc, in f64 like Python: int(w * r), int(h * r).
+            let r = (w as f64 / sw as f64).min(h as f64 / sh as f64);
+            let nw = ((sw as f64 * r) as u32).clamp(1, w);
+            let nh = ((sh as f64 * r) as u32).clamp(1, h);
+            let r = r as f32;
             let (ox, oy) = match input.align {
                 Align::TopLeft => (0, 0),
                 Align::Center => ((w - nw) / 2, (h - nh) / 2),

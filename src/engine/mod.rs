@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
@@ -79,7 +80,7 @@ impl Outputs {
         let t = self.tensors.get(i)?;
         Some(OutView {
             shape: t.shape(),
-            data: t.as_slice::<f32>().ok()?,
+            data: t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?,
         })
     }
     pub fn by_name(&self, name: &str) -> Option<OutView<'_>> {
@@ -92,8 +93,19 @@ impl Outputs {
 }
 
 fn dims_to_vec(fact: &InferenceFact) -> Option<Vec<Option<usize>>> {
-    let shape = fact.shape.concretize()?;
-    Some(shape.iter().map(|d| d.to_usize().ok()).collect())
+    if fact.shape.is_open() {
+        return None;
+    }
+    Some(
+        fact.shape
+            .dims()
+            .map(|d| {
+                d.concretize()
+                    .and_then(|d| d.to_i64().ok())
+                    .and_then(|v| usize::try_from(v).ok())
+            })
+            .collect(),
+    )
 }
 
 impl Engine {
@@ -280,11 +292,23 @@ impl Engine {
             if t.datum_type() == f32::datum_type() {
                 tensors.push(t);
             } else {
-                let cast = t
-                    .cast_to::<f32>()
-                    .map_err(|e| Error::model(&self.path, format!("output cast to f32: {e}")))?
-                    .into_owned();
-                tensors.push(cast.into());
+                // A shape-derived output (e.g. a detection count after NonMaxSuppression) can be a
+                // symbolic dimension tract does not resolve; decoders treat such outputs as absent.
+                match t.cast_to::<f32>() {
+                    Ok(cast) => tensors.push(cast.into_owned().into()),
+                    Err(e) => {
+                        log::debug!(
+                            "{}: output #{} not convertible to f32: {e}",
+                            self.path.display(),
+                            tensors.len()
+                        );
+                        tensors.push(
+                            Tensor::zero::<f32>(&[0])
+                                .unwrap_or_else(|_| Tensor::from(0f32))
+                                .into(),
+                        );
+                    }
+                }
             }
         }
         Ok(Outputs {

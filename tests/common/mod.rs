@@ -20,7 +20,9 @@ macro_rules! require_shared {
         match common::shared() {
             Some(p) => p,
             None => {
-                eprintln!("SKIP: ../shared is absent on this machine; test needs its real models/media");
+                eprintln!(
+                    "SKIP: ../shared is absent on this machine; test needs its real models/media"
+                );
                 return;
             }
         }

@@ -183,6 +183,22 @@ def nms(dets: Iterable[Det], iou_thr: float, max_det: int | None = None) -> list
     return kept
 
 
+def nms_margin(dets: Iterable[Det], iou_thr: float) -> float | None:
+    """Smallest |IoU - iou_thr| over the comparisons greedy NMS makes (candidate vs kept box of its class):
+    how close a reference result is to flipping an NMS decision."""
+    kept: dict[int, list[Det]] = {}
+    worst = None
+    for d in sort_dets(dets):
+        same = kept.setdefault(int(d[0]), [])
+        ious = [iou(d, k) for k in same]
+        for v in ious:
+            m = abs(v - iou_thr)
+            worst = m if worst is None or m < worst else worst
+        if not any(v > iou_thr for v in ious):
+            same.append(d)
+    return worst
+
+
 def match(ref_dets: Sequence[Det], dets: Sequence[Det], iou_thr: float = 0.5) -> dict:
     """Greedy one-to-one matching of ``dets`` to ``ref_dets`` (same class, IoU >= iou_thr), references
     taken in descending score order, each paired with its best free candidate.
