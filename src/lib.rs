@@ -20,6 +20,7 @@ pub mod geometry;
 pub mod imageio;
 pub mod models;
 pub mod schema;
+pub mod track;
 
 pub use detect::{Detection, Detector, DetectorOptions, Manifest, ModelDetector};
 pub use error::{Error, Result};
