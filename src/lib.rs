@@ -19,6 +19,7 @@ pub mod error;
 pub mod geometry;
 pub mod imageio;
 pub mod models;
+pub mod scene;
 pub mod schema;
 pub mod track;
 
