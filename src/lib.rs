@@ -19,7 +19,9 @@ pub mod error;
 pub mod geometry;
 pub mod imageio;
 pub mod models;
+pub mod scene;
 pub mod schema;
+pub mod track;
 
 pub use detect::{Detection, Detector, DetectorOptions, Manifest, ModelDetector};
 pub use error::{Error, Result};
