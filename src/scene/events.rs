@@ -63,7 +63,7 @@ pub struct Event {
     pub kind: EventType,
     pub camera: String,
     pub track_id: u64,
-    #[serde(with = "crate::track::arc_str")]
+    #[serde(with = "crate::detect::arc_str")]
     pub label: Arc<str>,
     /// The frame being processed when the event was raised (for `end`, a frame after the object
     /// was last seen: `after.frame_id` says when that was).

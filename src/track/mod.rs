@@ -49,7 +49,7 @@ impl Velocity {
 pub struct Track {
     /// Stable id, increasing from 1 in order of confirmation; 0 while tentative.
     pub id: u64,
-    #[serde(with = "arc_str")]
+    #[serde(with = "crate::detect::arc_str")]
     pub label: Arc<str>,
     pub class_id: usize,
     /// Score of the latest matched detection.
@@ -73,20 +73,6 @@ pub struct Track {
     /// Names of the zones the track is in; filled by [`crate::scene::RuleEngine::evaluate`].
     #[serde(default)]
     pub zones: Vec<String>,
-}
-
-/// Serde for `Arc<str>` as a plain string, without serde's `rc` feature (enabling it would
-/// rebuild tract's dependency tree).
-pub(crate) mod arc_str {
-    use std::sync::Arc;
-
-    pub fn serialize<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(v)
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
-        let s: String = serde::Deserialize::deserialize(d)?;
-        Ok(Arc::from(s))
-    }
 }
 
 impl Track {
