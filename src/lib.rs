@@ -13,6 +13,8 @@
 //! by a `model.toml` manifest ([`detect::Manifest`]), with the family decoders in [`detect`].
 
 pub mod annotate;
+pub mod config;
+pub mod pipeline;
 pub mod detect;
 pub mod engine;
 pub mod error;

@@ -29,6 +29,9 @@ struct Cli {
 enum Cmd {
     /// Detect objects in image files or folders.
     Detect(DetectArgs),
+    /// The main job: camera → detect → track → rules → events, alerts and scene descriptions.
+    /// With no arguments: the bundled model on the bundled clip with a demo zone.
+    Run(RunArgs),
     /// Time a model on an image: start-up, pre-processing, inference, post-processing.
     Bench(BenchArgs),
     /// List the installed models.
@@ -65,6 +68,34 @@ struct DetectArgs {
 }
 
 #[derive(clap::Args)]
+struct RunArgs {
+    /// Config file (TOML). Default: the embedded demo (samples/demo.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Board profile (boards/<NAME>.toml) under the config.
+    #[arg(long)]
+    board: Option<String>,
+    /// Frame source URI, overriding the config: v4l:///dev/video0?…, file:DIR?fps=…, video:clip.mp4, pipe:…, mjpeg+http://…
+    #[arg(long)]
+    source: Option<String>,
+    /// Model name or folder, overriding the config.
+    #[arg(long)]
+    model: Option<String>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    max_frames: Option<u64>,
+    /// Write events, alerts, descriptions and stats as JSON Lines here (`-` = stdout).
+    #[arg(long)]
+    events_out: Option<PathBuf>,
+    /// Print JSON Lines on stdout instead of readable lines.
+    #[arg(long)]
+    json: bool,
+    /// Print a summary as JSON on stdout at the end.
+    #[arg(long)]
+    summary_json: bool,
+}
+
+#[derive(clap::Args)]
 struct BenchArgs {
     /// Model name or folder.
     #[arg(long, default_value = models::DEFAULT_MODEL)]
@@ -92,6 +123,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let res = match cli.cmd {
         Cmd::Detect(a) => detect(a),
+        Cmd::Run(a) => run(a),
         Cmd::Bench(a) => bench(a),
         Cmd::Models { json } => list_models(json),
     };
@@ -333,5 +365,135 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             100.0 * (total - inf) / inf
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Readable one-liners for people watching a terminal.
+struct ReadableSink;
+
+impl lookout::pipeline::Sink for ReadableSink {
+    fn send(&mut self, out: &lookout::pipeline::Output) -> lookout::Result<()> {
+        use lookout::pipeline::Output;
+        let line = match out {
+            Output::Alert(a) => format!("ALERT [{:?}] {} (rule '{}', frame {})", a.severity, a.message, a.rule, a.frame_id),
+            Output::Event(e) => format!(
+                "event {:<6} {} #{} at [{:.0} {:.0} {:.0} {:.0}]{}",
+                format!("{:?}", e.kind).to_lowercase(),
+                e.label,
+                e.track_id,
+                e.after.bbox.x1,
+                e.after.bbox.y1,
+                e.after.bbox.x2,
+                e.after.bbox.y2,
+                if e.after.zones.is_empty() { String::new() } else { format!(" in {}", e.after.zones.join(", ")) }
+            ),
+            Output::Scene(d) => format!("scene: {}", d.text),
+            Output::Stats(s) => format!(
+                "stats: {} frames, {:.1} fps, inference {:.1} ms, latency {:.1} ms, dropped {}, tracks {}",
+                s.frames_processed, s.fps, s.inference_ms, s.latency_ms, s.frames_dropped, s.tracks
+            ),
+            Output::Detections(_) | Output::Snapshot(_) => return Ok(()),
+        };
+        println!("{line}");
+        Ok(())
+    }
+}
+
+/// The embedded demo config, with the bundled clip found wherever lookout runs from.
+fn demo_config_text() -> String {
+    let text = include_str!("../samples/demo.toml").to_string();
+    if Path::new("samples/vtest").is_dir() {
+        text
+    } else {
+        let abs = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/vtest");
+        text.replace("file:samples/vtest", &format!("file:{}", abs.display()))
+    }
+}
+
+fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    use lookout::config::Config;
+    use lookout::pipeline::{self, Handle, JsonlSink, RunOptions, Sink};
+    use std::sync::atomic::Ordering;
+
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(Some(p), a.board.as_deref())?,
+        None => {
+            let dir = tempfile::tempdir()?;
+            let p = dir.path().join("demo.toml");
+            std::fs::write(&p, demo_config_text())?;
+            Config::load(Some(&p), a.board.as_deref())?
+        }
+    };
+    if let Some(s) = &a.source {
+        cfg.camera.source = Some(s.clone());
+    }
+    if let Some(m) = &a.model {
+        cfg.detector.model = m.clone();
+    }
+    let uri = cfg.source();
+    let source = lookout::capture::open(&uri)?;
+    let live = uri.starts_with("v4l:") || uri.starts_with("mjpeg+http:");
+    let manifest = models::find(&cfg.detector.model)?;
+    let opts = DetectorOptions { threads: cfg.detector.threads, conf: cfg.detector.conf, iou: cfg.detector.iou };
+    let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+    for _ in 0..cfg.detector.workers {
+        detectors.push(Box::new(ModelDetector::load(manifest.clone(), &opts)?));
+    }
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    match &a.events_out {
+        Some(p) if p.as_os_str() == "-" => sinks.push(Box::new(JsonlSink::new(std::io::stdout(), true))),
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
+            sinks.push(Box::new(JsonlSink::new(std::io::BufWriter::new(f), false)));
+        }
+        None => {}
+    }
+    if a.json {
+        if a.events_out.as_deref() != Some(Path::new("-")) {
+            sinks.push(Box::new(JsonlSink::new(std::io::stdout(), true)));
+        }
+    } else if !a.summary_json {
+        sinks.push(Box::new(ReadableSink));
+    }
+    let handle = Handle::default();
+    {
+        let stop = handle.stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("stopping (Ctrl-C again to exit at once)");
+        })?;
+    }
+    eprintln!(
+        "lookout run: {} on {} ({} worker(s) × {} thread(s)){}",
+        manifest.model.name,
+        uri,
+        cfg.detector.workers,
+        cfg.detector.threads,
+        cfg.board.as_ref().map(|b| format!(", board {b}")).unwrap_or_default()
+    );
+    let summary = pipeline::run(
+        &cfg,
+        source,
+        detectors,
+        sinks,
+        RunOptions { max_frames: a.max_frames, drop_oldest: live },
+        handle,
+    )?;
+    if a.summary_json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    eprintln!(
+        "done: {} frames in {:.1} s ({:.1} fps), {} events, {} alerts, {} descriptions, {} dropped, {} bad",
+        summary.frames_processed,
+        summary.wall_s,
+        summary.frames_processed as f64 / summary.wall_s.max(1e-9),
+        summary.events,
+        summary.alerts,
+        summary.descriptions,
+        summary.frames_dropped,
+        summary.bad_frames
+    );
     Ok(ExitCode::SUCCESS)
 }

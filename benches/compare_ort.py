@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""lookout (tract) vs onnxruntime on the same models, inputs and thread counts, in one run.
+
+For every bundled model (and the ../shared YOLOX-Nano and FastestDet when present) and each thread
+count, it runs `lookout bench` (the release binary: load, pre-processing, inference, decode, NMS) and
+an onnxruntime session on the identical pre-processed tensor, alternating the two, and prints ratios.
+With --write it replaces benches/RESULTS.md.
+
+    cargo build --release
+    /opt/ortvenv/bin/python benches/compare_ort.py --write      # venv: pip install -r models/tools/requirements-reference.txt
+
+No assertion is made on speed anywhere; these are measurements.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "models", "tools"))
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from ref import common  # noqa: E402
+
+IMAGE = os.path.join(ROOT, "tests", "fixtures", "images", "messi5.jpg")
+
+
+def manifests() -> list[str]:
+    out = []
+    mdir = os.path.join(ROOT, "models")
+    for name in sorted(os.listdir(mdir)):
+        p = os.path.join(mdir, name, "model.toml")
+        if os.path.isfile(p):
+            out.append(p)
+    shared = os.path.join(ROOT, "..", "shared", "models")
+    if os.path.isdir(shared):
+        for case in ("yolox", "fastestdet"):
+            out.append(os.path.join(ROOT, "tests", "fixtures", "reference", case, "model.toml"))
+    else:
+        print("note: ../shared absent, YOLOX-Nano and FastestDet rows skipped", file=sys.stderr)
+    return out
+
+
+def ort_median(model: str, tensor: np.ndarray, threads: int, iters: int) -> float:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    for _ in range(3):
+        sess.run(None, {name: tensor})
+    samples = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        sess.run(None, {name: tensor})
+        samples.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(samples)
+
+
+def lookout_bench(binary: str, manifest: str, threads: int, iters: int) -> dict:
+    out = subprocess.run(
+        [binary, "bench", "--model", manifest, "--threads", str(threads), "--iters", str(iters), "--json", IMAGE],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lookout", default=os.path.join(ROOT, "target", "release", "lookout"))
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--only", nargs="*", help="model names to include")
+    ap.add_argument("--write", action="store_true", help="write benches/RESULTS.md")
+    args = ap.parse_args()
+
+    img = common.read_rgb(IMAGE)
+    rows = []
+    for mpath in manifests():
+        m = common.load_manifest(mpath)
+        name = m["model"]["name"]
+        if args.only and name not in args.only:
+            continue
+        onnx = common.model_path(m)
+        model_img, _ = common.preprocess(img, m)
+        tensor = common.to_tensor(model_img, m)
+        for t in args.threads:
+            lk = lookout_bench(args.lookout, mpath, t, args.iters)
+            o = ort_median(onnx, tensor, t, args.iters)
+            row = {
+                "model": name, "variant": m["model"].get("variant", "fp32"), "threads": t,
+                "tract_ms": lk["median_ms"]["inference"], "ort_ms": o,
+                "lookout_total_ms": lk["median_ms"]["total"], "overhead_pct": lk["overhead_pct"],
+                "load_ms": lk["load_ms"], "first_ms": lk["first_detection_ms"],
+            }
+            row["ratio"] = row["tract_ms"] / o
+            rows.append(row)
+            print(f"{name:26} {row['variant']:13} t={t}  tract {row['tract_ms']:8.2f} ms  ort {o:8.2f} ms  "
+                  f"ratio {row['ratio']:5.2f}  lookout total {row['lookout_total_ms']:8.2f} ms "
+                  f"(+{row['overhead_pct']:.1f}%)  load {row['load_ms']:.0f} ms", flush=True)
+
+    # int8 vs fp32 of the same base model, same engine and threads.
+    base = {(r["model"], r["threads"]): r for r in rows if r["variant"] == "fp32"}
+    for r in rows:
+        b = base.get((r["model"].split("-int8")[0], r["threads"]))
+        r["int8_vs_fp32_tract"] = r["tract_ms"] / b["tract_ms"] if b and r["variant"] != "fp32" else None
+        r["int8_vs_fp32_ort"] = r["ort_ms"] / b["ort_ms"] if b and r["variant"] != "fp32" else None
+
+    if args.write:
+        write_results(rows, args)
+
+
+def write_results(rows: list[dict], args) -> None:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines = [
+        "# Results: lookout (tract) vs onnxruntime",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {platform.machine()} ({cpu}), {os.cpu_count()} cores, "
+        f"by `benches/compare_ort.py` in one run: same ONNX file, same pre-processed input "
+        f"(`tests/fixtures/images/messi5.jpg`), same thread count, median of {args.iters} runs after 3 warm-ups, "
+        f"tract 0.23.9 (`lookout bench`, release build) and onnxruntime {ort.__version__} (CPU provider, "
+        f"sequential, all graph optimisations). ratio = tract / onnxruntime (below 1 = lookout faster).",
+        "",
+        "| model | variant | threads | tract ms | onnxruntime ms | ratio | int8/fp32 tract | int8/fp32 ort | lookout total ms | outside inference | load ms | first detection ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    f = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['threads']} | {f(r['tract_ms'])} | {f(r['ort_ms'])} | "
+            f"**{f(r['ratio'])}** | {f(r['int8_vs_fp32_tract'])} | {f(r['int8_vs_fp32_ort'])} | "
+            f"{f(r['lookout_total_ms'])} | {f(r['overhead_pct'], 1)} % | {f(r['load_ms'], 0)} | {f(r['first_ms'], 0)} |"
+        )
+    lines += [
+        "",
+        "\"outside inference\" is lookout's pre-processing, decode and NMS as a share of inference time;",
+        "\"first detection\" is process-internal time from loading the model to the first result.",
+        "",
+    ]
+    path = os.path.join(ROOT, "benches", "RESULTS.md")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+//! `lookout run` configuration: a TOML file, optionally layered over a board profile
+//! (`boards/<name>.toml`). The board gives sensible defaults for the hardware; the user's file
+//! overrides any key. Unknown keys and bad values are errors naming the key and the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::scene::{DescribeConfig, EventConfig, RuleConfig};
+use crate::track::TrackerConfig;
+
+/// Where `source` comes from when the config names none: the bundled clip.
+pub const DEFAULT_SOURCE: &str = "file:samples/vtest?fps=10&loop=false";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Board profile the rest is layered on (a name in `boards/` or a path).
+    #[serde(default)]
+    pub board: Option<String>,
+    /// Identifies this box in MQTT topics (`lookout/<device>/…`).
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default)]
+    pub camera: CameraConfig,
+    #[serde(default)]
+    pub detector: DetectorConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub tracker: TrackerConfig,
+    #[serde(default)]
+    pub events: EventConfig,
+    #[serde(default)]
+    pub describe: DescribeConfig,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// MQTT settings; kept as a table here and validated by the MQTT module.
+    #[serde(default)]
+    pub mqtt: Option<toml::Table>,
+    /// Board facts for reports (name, cores, memory); free-form.
+    #[serde(default)]
+    pub hardware: Option<toml::Table>,
+    /// Scheduling of the VLM worker; free-form until a VLM is configured.
+    #[serde(default)]
+    pub vlm: Option<toml::Table>,
+}
+
+fn default_device() -> String {
+    "lookout".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    #[serde(default = "default_camera_name")]
+    pub name: String,
+    /// Frame source URI (`v4l://`, `file:`, `pipe:`, `video:`, `mjpeg+http://`).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+fn default_camera_name() -> String {
+    "cam0".into()
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig { name: default_camera_name(), source: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    #[serde(default = "default_model")]
+    pub model: String,
+    pub conf: Option<f32>,
+    pub iou: Option<f32>,
+    /// tract threads per worker.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Parallel inference workers (each loads its own copy of the model).
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Only these labels go on to tracking (empty = all).
+    #[serde(default)]
+    pub classes: Vec<String>,
+}
+
+fn default_model() -> String {
+    crate::models::DEFAULT_MODEL.into()
+}
+fn one() -> usize {
+    1
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig { model: default_model(), conf: None, iou: None, threads: 1, workers: 1, classes: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Frames waiting for a detector; the oldest is dropped when full, so detection always sees
+    /// the newest frame.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Seconds between scene descriptions (0 = never).
+    #[serde(default = "default_describe")]
+    pub describe_interval: f64,
+    /// Seconds between stats records (0 = never).
+    #[serde(default = "default_stats")]
+    pub stats_interval: f64,
+    /// Emit every frame's detections (low priority, droppable).
+    #[serde(default)]
+    pub publish_detections: bool,
+    /// Pace a file source in real time instead of as fast as detection goes.
+    #[serde(default)]
+    pub realtime: bool,
+}
+
+fn default_queue() -> usize {
+    2
+}
+fn default_describe() -> f64 {
+    1.0
+}
+fn default_stats() -> f64 {
+    5.0
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue: default_queue(),
+            describe_interval: default_describe(),
+            stats_interval: default_stats(),
+            publish_detections: false,
+            realtime: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// JSON Lines file for events, alerts, descriptions and stats (`-` = stdout).
+    pub events_out: Option<PathBuf>,
+}
+
+/// Folders searched for board profiles: `$LOOKOUT_BOARDS`, `./boards`, the source tree's `boards/`.
+pub fn board_dirs() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(p) = std::env::var("LOOKOUT_BOARDS") {
+        v.extend(std::env::split_paths(&p));
+    }
+    v.push(PathBuf::from("boards"));
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(bin) = exe.parent() {
+            v.push(bin.join("../share/lookout/boards"));
+        }
+    }
+    v.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards"));
+    v
+}
+
+pub fn find_board(name: &str) -> Result<PathBuf> {
+    let p = Path::new(name);
+    if p.is_file() {
+        return Ok(p.to_path_buf());
+    }
+    for d in board_dirs() {
+        let f = d.join(format!("{name}.toml"));
+        if f.is_file() {
+            return Ok(f);
+        }
+    }
+    Err(Error::Other(format!("board '{name}' not found in {:?}", board_dirs())))
+}
+
+fn read_table(path: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    if text.len() > 1 << 20 {
+        return Err(Error::Config { path: path.into(), reason: "larger than 1 MiB".into() });
+    }
+    toml::from_str(&text).map_err(|e| Error::Config { path: path.into(), reason: one_line(&e, &text) })
+}
+
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    match e.span() {
+        Some(s) => format!("line {}: {}", text[..s.start.min(text.len())].matches('\n').count() + 1, e.message()),
+        None => e.message().to_string(),
+    }
+}
+
+/// `over` wins; tables merge key by key, everything else is replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Load a config file, layering it over its board (or `board_override`). `None` gives the
+    /// embedded default: defaults layered over `board_override` if given.
+    pub fn load(path: Option<&Path>, board_override: Option<&str>) -> Result<Config> {
+        let user = match path {
+            Some(p) => read_table(p)?,
+            None => toml::Table::new(),
+        };
+        let board = board_override.map(str::to_owned).or_else(|| user.get("board").and_then(|b| b.as_str()).map(str::to_owned));
+        let mut merged = match &board {
+            Some(b) => {
+                let bp = find_board(b)?;
+                let mut t = read_table(&bp)?;
+                t.insert("board".into(), toml::Value::String(b.clone()));
+                t
+            }
+            None => toml::Table::new(),
+        };
+        let src = path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("(defaults)"));
+        let mut user = user;
+        user.remove("board");
+        merge(&mut merged, user);
+        let cfg: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config { path: src.clone(), reason: e.message().to_string() })?;
+        cfg.validate().map_err(|reason| Error::Config { path: src, reason })?;
+        Ok(cfg)
+    }
+
+    /// Parse from text (tests, embedded defaults).
+    pub fn parse(text: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| Error::Config { path: "(text)".into(), reason: one_line(&e, text) })?;
+        cfg.validate().map_err(|reason| Error::Config { path: "(text)".into(), reason })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let d = &self.detector;
+        if d.workers == 0 || d.workers > 16 {
+            return Err(format!("detector.workers: {} must be 1..16", d.workers));
+        }
+        if d.threads == 0 || d.threads > 64 {
+            return Err(format!("detector.threads: {} must be 1..64", d.threads));
+        }
+        if self.pipeline.queue == 0 || self.pipeline.queue > 64 {
+            return Err(format!("pipeline.queue: {} must be 1..64", self.pipeline.queue));
+        }
+        for (k, v) in [("pipeline.describe_interval", self.pipeline.describe_interval), ("pipeline.stats_interval", self.pipeline.stats_interval)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("{k}: {v} must be ≥ 0"));
+            }
+        }
+        if self.device.is_empty() || self.device.contains(['/', '+', '#']) {
+            return Err(format!("device: '{}' must be non-empty without '/', '+' or '#'", self.device));
+        }
+        self.tracker.validate().map_err(|e| e.to_string())?;
+        self.events.validate().map_err(|e| e.to_string())?;
+        self.describe.validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    pub fn source(&self) -> String {
+        self.camera.source.clone().unwrap_or_else(|| DEFAULT_SOURCE.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = Config::parse("[detector]\nmodle = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("modle"), "{e}");
+        let e = Config::parse("[detector]\nworkers = 0\n").unwrap_err().to_string();
+        assert!(e.contains("detector.workers"), "{e}");
+        let e = Config::parse("device = \"a/b\"\n").unwrap_err().to_string();
+        assert!(e.contains("device"), "{e}");
+        let e = Config::parse("[pipeline]\nqueue = \"two\"\n").unwrap_err().to_string();
+        assert!(e.contains("line 2") || e.contains("queue"), "{e}");
+    }
+
+    #[test]
+    fn every_board_profile_loads_and_user_keys_override_it() {
+        for b in ["rpi4", "rpi5", "jetson-orin-nano", "jetson-nano", "x86-dev"] {
+            let c = Config::load(None, Some(b)).unwrap_or_else(|e| panic!("{b}: {e}"));
+            assert_eq!(c.board.as_deref(), Some(b));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "board = \"rpi4\"\n[detector]\nthreads = 3\n").unwrap();
+        let c = Config::load(Some(&p), None).unwrap();
+        let board = Config::load(None, Some("rpi4")).unwrap();
+        assert_eq!(c.detector.threads, 3);
+        assert_eq!(c.detector.model, board.detector.model, "untouched keys come from the board");
+    }
+}

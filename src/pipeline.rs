@@ -1,0 +1,538 @@
+//! The frame loop: capture → detect → track → rules/events/descriptions → sinks, each stage on its
+//! own thread(s) joined by bounded channels.
+//!
+//! Capture never waits for detection on a live source: when the queue is full the oldest frame is
+//! dropped (and counted), so the detector always works on the newest picture. Offline sources
+//! (files, pipes) apply back-pressure instead, so a clip is processed completely and repeatably.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use image::RgbImage;
+use serde::Serialize;
+
+use crate::capture::{CaptureError, Frame, FrameSource};
+use crate::config::Config;
+use crate::detect::{Detection, Detector};
+use crate::error::{Error, Result};
+use crate::scene::{Alert, Describer, Event, EventBuilder, RuleEngine, SceneDescription};
+use crate::track::{Track, Tracker};
+
+/// Everything the pipeline emits, in one JSON shape: `{"kind": "...", ...}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Output {
+    Event(Event),
+    Alert(Alert),
+    Scene(SceneDescription),
+    Detections(FrameDetections),
+    Stats(Stats),
+    /// Annotated JPEG of the frame an alert fired on. Not written to JSON Lines.
+    #[serde(skip)]
+    Snapshot(Snapshot),
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub camera: String,
+    pub alert_id: String,
+    pub jpeg: Vec<u8>,
+}
+
+/// One frame's detections (low priority, droppable).
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameDetections {
+    pub camera: String,
+    pub frame_id: u64,
+    pub ts: f64,
+    pub width: u32,
+    pub height: u32,
+    pub detections: Vec<Detection>,
+}
+
+/// Periodic health record.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub camera: String,
+    pub ts: f64,
+    pub uptime_s: f64,
+    pub frames_captured: u64,
+    pub frames_processed: u64,
+    /// Frames dropped because detection was behind (drop-oldest).
+    pub frames_dropped: u64,
+    pub bad_frames: u64,
+    pub detect_errors: u64,
+    /// Processed frames per second over the last interval.
+    pub fps: f64,
+    /// Mean over the last interval, milliseconds.
+    pub latency_ms: f64,
+    pub inference_ms: f64,
+    pub queue_depth: usize,
+    pub tracks: usize,
+    pub events: u64,
+    pub alerts: u64,
+    /// Output records the sinks could not take quickly enough (droppable classes only).
+    pub outputs_dropped: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature_c: Option<f64>,
+}
+
+/// Where outputs go: a JSON Lines file, MQTT, a test collector.
+pub trait Sink: Send {
+    fn send(&mut self, out: &Output) -> Result<()>;
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes one JSON object per line (snapshots are skipped).
+pub struct JsonlSink<W: Write + Send> {
+    w: W,
+    flush_each: bool,
+}
+
+impl<W: Write + Send> JsonlSink<W> {
+    /// `flush_each`: flush after every record (a live terminal or a tailing reader).
+    pub fn new(w: W, flush_each: bool) -> Self {
+        JsonlSink { w, flush_each }
+    }
+}
+
+impl<W: Write + Send> Sink for JsonlSink<W> {
+    fn send(&mut self, out: &Output) -> Result<()> {
+        if matches!(out, Output::Snapshot(_)) {
+            return Ok(());
+        }
+        let line = serde_json::to_string(out).map_err(|e| Error::Other(format!("serialise: {e}")))?;
+        writeln!(self.w, "{line}").map_err(|e| Error::Other(format!("write: {e}")))?;
+        if self.flush_each {
+            self.w.flush().map_err(|e| Error::Other(format!("flush: {e}")))?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.w.flush().map_err(|e| Error::Other(format!("flush: {e}")))
+    }
+}
+
+/// Collects outputs in memory (tests, embedding).
+#[derive(Clone, Default)]
+pub struct CollectSink(pub Arc<Mutex<Vec<Output>>>);
+
+impl Sink for CollectSink {
+    fn send(&mut self, out: &Output) -> Result<()> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(out.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The newest processed frame with its tracks, for commands (snapshot, ground, describe).
+#[derive(Clone)]
+pub struct Latest {
+    pub frame_id: u64,
+    pub ts: f64,
+    pub image: Arc<RgbImage>,
+    pub tracks: Vec<Track>,
+}
+
+/// Shared view of the running pipeline.
+#[derive(Clone, Default)]
+pub struct Handle {
+    pub stop: Arc<AtomicBool>,
+    pub latest: Arc<Mutex<Option<Latest>>>,
+    /// Rule enable/disable requests applied by the scene thread.
+    pub rule_switches: Arc<Mutex<Vec<(String, bool)>>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this many frames have been captured.
+    pub max_frames: Option<u64>,
+    /// Drop the oldest queued frame when detection is behind (live cameras). Off: back-pressure.
+    pub drop_oldest: bool,
+}
+
+/// What a run did, for the CLI and tests.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub frames_captured: u64,
+    pub frames_processed: u64,
+    pub frames_dropped: u64,
+    pub bad_frames: u64,
+    pub events: u64,
+    pub alerts: u64,
+    pub descriptions: u64,
+    pub wall_s: f64,
+}
+
+struct Counters {
+    captured: AtomicU64,
+    dropped: AtomicU64,
+    bad: AtomicU64,
+    processed: AtomicU64,
+    detect_errors: AtomicU64,
+    outputs_dropped: AtomicU64,
+}
+
+struct DetResult {
+    frame_id: u64,
+    ts: f64,
+    captured_at: Instant,
+    image: Arc<RgbImage>,
+    detections: Vec<Detection>,
+    inference_ms: f64,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Run until the source ends, `max_frames` is reached or `handle.stop` is set.
+pub fn run(
+    cfg: &Config,
+    mut source: Box<dyn FrameSource>,
+    detectors: Vec<Box<dyn Detector>>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    opts: RunOptions,
+    handle: Handle,
+) -> Result<Summary> {
+    if detectors.is_empty() {
+        return Err(Error::Other("pipeline needs at least one detector".into()));
+    }
+    let started = Instant::now();
+    let counters = Arc::new(Counters {
+        captured: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        bad: AtomicU64::new(0),
+        processed: AtomicU64::new(0),
+        detect_errors: AtomicU64::new(0),
+        outputs_dropped: AtomicU64::new(0),
+    });
+    let (frame_tx, frame_rx) = bounded::<(Frame, Instant)>(cfg.pipeline.queue);
+    let (det_tx, det_rx) = bounded::<DetResult>(cfg.pipeline.queue * 2 + detectors.len());
+    let (out_tx, out_rx) = bounded::<Output>(1024);
+
+    // Capture.
+    let cap = {
+        let (stop, counters, frame_rx_oldest) = (handle.stop.clone(), counters.clone(), frame_rx.clone());
+        let max = opts.max_frames;
+        let drop_oldest = opts.drop_oldest;
+        thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                log::info!("capture: {}", source.describe());
+                while !stop.load(Ordering::Relaxed) {
+                    if max.is_some_and(|m| counters.captured.load(Ordering::Relaxed) >= m) {
+                        break;
+                    }
+                    match source.next_frame() {
+                        Ok(Some(f)) => {
+                            counters.captured.fetch_add(1, Ordering::Relaxed);
+                            let mut item = (f, Instant::now());
+                            if drop_oldest {
+                                loop {
+                                    match frame_tx.try_send(item) {
+                                        Ok(()) => break,
+                                        Err(TrySendError::Full(back)) => {
+                                            item = back;
+                                            if frame_rx_oldest.try_recv().is_ok() {
+                                                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                                            }
+                                        }
+                                        Err(TrySendError::Disconnected(_)) => return,
+                                    }
+                                }
+                            } else if frame_tx.send(item).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) if e.is_recoverable() => {
+                            if matches!(e, CaptureError::BadFrame { .. }) {
+                                counters.bad.fetch_add(1, Ordering::Relaxed);
+                            }
+                            log::warn!("{e}");
+                        }
+                        Err(e) => {
+                            log::error!("{e}");
+                            break;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Other(format!("spawn capture: {e}")))?
+    };
+
+    // Detection workers.
+    let mut workers = Vec::new();
+    for (i, mut det) in detectors.into_iter().enumerate() {
+        let (rx, tx, counters) = (frame_rx.clone(), det_tx.clone(), counters.clone());
+        workers.push(
+            thread::Builder::new()
+                .name(format!("detect-{i}"))
+                .spawn(move || {
+                    for (frame, captured_at) in rx.iter() {
+                        match det.detect(&frame.image) {
+                            Ok(detections) => {
+                                counters.processed.fetch_add(1, Ordering::Relaxed);
+                                let r = DetResult {
+                                    frame_id: frame.id,
+                                    ts: frame.ts,
+                                    captured_at,
+                                    image: Arc::new(frame.image),
+                                    detections,
+                                    inference_ms: det.last_timings().inference_ms,
+                                };
+                                if tx.send(r).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                counters.detect_errors.fetch_add(1, Ordering::Relaxed);
+                                log::warn!("frame {}: {e}", frame.id);
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| Error::Other(format!("spawn detector: {e}")))?,
+        );
+    }
+    drop(frame_rx);
+    drop(det_tx);
+
+    // Tracking, rules, events, descriptions.
+    let scene = {
+        let cfg = cfg.clone();
+        let (counters, handle, out_tx) = (counters.clone(), handle.clone(), out_tx.clone());
+        let rules = RuleEngine::new(cfg.rules.clone(), 1, 1)?.with_camera(cfg.camera.name.clone());
+        thread::Builder::new()
+            .name("scene".into())
+            .spawn(move || scene_loop(cfg, det_rx, out_tx, counters, handle, rules, started))
+            .map_err(|e| Error::Other(format!("spawn scene: {e}")))?
+    };
+    drop(out_tx);
+
+    // Sinks on this thread: they are the slowest and least important part of the loop.
+    let mut summary = Summary::default();
+    for out in out_rx.iter() {
+        match &out {
+            Output::Event(_) => summary.events += 1,
+            Output::Alert(_) => summary.alerts += 1,
+            Output::Scene(_) => summary.descriptions += 1,
+            _ => {}
+        }
+        for s in sinks.iter_mut() {
+            if let Err(e) = s.send(&out) {
+                log::warn!("sink: {e}");
+            }
+        }
+    }
+    for s in sinks.iter_mut() {
+        let _ = s.flush();
+    }
+    let _ = cap.join();
+    for w in workers {
+        let _ = w.join();
+    }
+    let _ = scene.join();
+    summary.frames_captured = counters.captured.load(Ordering::Relaxed);
+    summary.frames_processed = counters.processed.load(Ordering::Relaxed);
+    summary.frames_dropped = counters.dropped.load(Ordering::Relaxed);
+    summary.bad_frames = counters.bad.load(Ordering::Relaxed);
+    summary.wall_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scene_loop(
+    cfg: Config,
+    rx: Receiver<DetResult>,
+    out: Sender<Output>,
+    counters: Arc<Counters>,
+    handle: Handle,
+    mut rules: RuleEngine,
+    started: Instant,
+) {
+    let camera = cfg.camera.name.clone();
+    let mut tracker = Tracker::new(cfg.tracker.clone());
+    let mut events = EventBuilder::new(cfg.events.clone());
+    let mut describer: Option<Describer> = None;
+    let classes: Vec<String> = cfg.detector.classes.clone();
+    let mut last_frame: Option<u64> = None;
+    let (mut last_describe, mut last_stats) = (f64::NEG_INFINITY, Instant::now());
+    let (mut n_events, mut n_alerts) = (0u64, 0u64);
+    let mut window = StatsWindow::default();
+    let mut last_ts = 0.0;
+    let mut send = |o: Output, droppable: bool| {
+        if droppable {
+            if out.try_send(o).is_err() {
+                counters.outputs_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            let _ = out.send(o);
+        }
+    };
+
+    for r in rx.iter() {
+        // With several workers results can arrive out of order; an older frame is stale.
+        if last_frame.is_some_and(|l| r.frame_id <= l) {
+            continue;
+        }
+        last_frame = Some(r.frame_id);
+        last_ts = r.ts;
+        let (w, h) = r.image.dimensions();
+        if describer.is_none() {
+            if let Err(e) = rules.set_frame_size(w, h) {
+                log::error!("rules: {e}");
+            }
+            describer = Some(Describer::new(cfg.describe.clone(), w, h));
+        }
+        if let Ok(mut sw) = handle.rule_switches.lock() {
+            for (name, on) in sw.drain(..) {
+                if let Err(e) = rules.set_enabled(&name, on) {
+                    log::warn!("rules: {e}");
+                }
+            }
+        }
+        let dets: Vec<Detection> = if classes.is_empty() {
+            r.detections
+        } else {
+            r.detections.into_iter().filter(|d| classes.iter().any(|c| c.as_str() == &*d.label)).collect()
+        };
+        if cfg.pipeline.publish_detections {
+            send(
+                Output::Detections(FrameDetections {
+                    camera: camera.clone(),
+                    frame_id: r.frame_id,
+                    ts: r.ts,
+                    width: w,
+                    height: h,
+                    detections: dets.clone(),
+                }),
+                true,
+            );
+        }
+        let mut tracks: Vec<Track> = tracker.update(r.frame_id, r.ts, &dets).to_vec();
+        let alerts = rules.evaluate(r.frame_id, r.ts, &mut tracks);
+        for ev in events.update(r.frame_id, r.ts, &tracks) {
+            n_events += 1;
+            send(Output::Event(ev), false);
+        }
+        for a in alerts {
+            n_alerts += 1;
+            let snap = snapshot(&r.image, &tracks, &a, &camera);
+            send(Output::Alert(a), false);
+            if let Some(s) = snap {
+                send(Output::Snapshot(s), true);
+            }
+        }
+        if cfg.pipeline.describe_interval > 0.0 && r.ts - last_describe >= cfg.pipeline.describe_interval {
+            last_describe = r.ts;
+            if let Some(d) = describer.as_mut() {
+                send(Output::Scene(d.describe(r.frame_id, r.ts, &tracks)), false);
+            }
+        }
+        window.add(r.captured_at.elapsed().as_secs_f64() * 1e3, r.inference_ms);
+        if let Ok(mut l) = handle.latest.lock() {
+            *l = Some(Latest { frame_id: r.frame_id, ts: r.ts, image: r.image, tracks: tracks.clone() });
+        }
+        if cfg.pipeline.stats_interval > 0.0 && last_stats.elapsed().as_secs_f64() >= cfg.pipeline.stats_interval {
+            let s = window.take(&camera, &counters, started, tracks.len(), n_events, n_alerts, last_stats.elapsed());
+            last_stats = Instant::now();
+            send(Output::Stats(s), true);
+        }
+    }
+    // End of stream: close every open track's lifecycle so subscribers see `end`.
+    let end_frame = last_frame.unwrap_or(0);
+    for ev in events.finish(end_frame, last_ts.max(unix_now().min(last_ts + 1.0))) {
+        n_events += 1;
+        send(Output::Event(ev), false);
+    }
+    let s = window.take(&camera, &counters, started, 0, n_events, n_alerts, last_stats.elapsed());
+    send(Output::Stats(s), false);
+}
+
+#[derive(Default)]
+struct StatsWindow {
+    n: u64,
+    latency: f64,
+    inference: f64,
+}
+
+impl StatsWindow {
+    fn add(&mut self, latency_ms: f64, inference_ms: f64) {
+        self.n += 1;
+        self.latency += latency_ms;
+        self.inference += inference_ms;
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        camera: &str,
+        c: &Counters,
+        started: Instant,
+        tracks: usize,
+        events: u64,
+        alerts: u64,
+        window: Duration,
+    ) -> Stats {
+        let n = self.n.max(1) as f64;
+        let s = Stats {
+            camera: camera.to_string(),
+            ts: unix_now(),
+            uptime_s: started.elapsed().as_secs_f64(),
+            frames_captured: c.captured.load(Ordering::Relaxed),
+            frames_processed: c.processed.load(Ordering::Relaxed),
+            frames_dropped: c.dropped.load(Ordering::Relaxed),
+            bad_frames: c.bad.load(Ordering::Relaxed),
+            detect_errors: c.detect_errors.load(Ordering::Relaxed),
+            fps: self.n as f64 / window.as_secs_f64().max(1e-3),
+            latency_ms: self.latency / n,
+            inference_ms: self.inference / n,
+            queue_depth: 0,
+            tracks,
+            events,
+            alerts,
+            outputs_dropped: c.outputs_dropped.load(Ordering::Relaxed),
+            temperature_c: board_temperature(),
+        };
+        *self = StatsWindow::default();
+        s
+    }
+}
+
+/// SoC temperature where the board exposes it (Raspberry Pi, Jetson: thermal_zone0).
+pub fn board_temperature() -> Option<f64> {
+    let t = std::fs::read_to_string("/sys/class/thermal/thermal_zone0/temp").ok()?;
+    t.trim().parse::<f64>().ok().map(|m| m / 1000.0)
+}
+
+/// The alert's frame with the tracks drawn, as JPEG.
+fn snapshot(img: &RgbImage, tracks: &[Track], alert: &Alert, camera: &str) -> Option<Snapshot> {
+    let mut canvas = img.clone();
+    let dets: Vec<Detection> = tracks
+        .iter()
+        .filter(|t| alert.track_ids.is_empty() || alert.track_ids.contains(&t.id))
+        .map(|t| Detection { label: t.label.clone(), class_id: t.class_id, score: t.score, bbox: t.bbox })
+        .collect();
+    crate::annotate::annotate(&mut canvas, &dets);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80).encode_image(&canvas).ok()?;
+    Some(Snapshot { camera: camera.to_string(), alert_id: alert.id.clone(), jpeg })
+}
+
+/// Counts per label of a set of tracks (for readable summaries).
+pub fn label_counts(tracks: &[Track]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for t in tracks {
+        *m.entry(t.label.to_string()).or_default() += 1;
+    }
+    m
+}
