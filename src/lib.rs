@@ -13,6 +13,7 @@
 //! by a `model.toml` manifest ([`detect::Manifest`]), with the family decoders in [`detect`].
 
 pub mod annotate;
+pub mod capture;
 pub mod detect;
 pub mod engine;
 pub mod error;
