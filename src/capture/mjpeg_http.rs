@@ -409,31 +409,25 @@ fn boundary_param(ctype: &str) -> Option<String> {
 /// Some cameras send `multipart/x-mixed-replace` without a boundary parameter; the first line
 /// of the body that starts with `--` is then the delimiter.
 fn sniff_boundary<R: Read>(body: &mut InBuf<R>) -> io::Result<String> {
-    for _ in 0..8 {
-        let Some(i) = find(body.data(), b"--") else {
-            if body.fill()? == 0 || body.data().len() > 4096 {
-                break;
-            }
-            continue;
-        };
-        let end = body.data()[i..]
-            .iter()
-            .position(|&b| b == b'\r' || b == b'\n');
-        match end {
-            Some(e) => {
-                let b = String::from_utf8_lossy(&body.data()[i + 2..i + e]).to_string();
+    const WINDOW: usize = 4096;
+    loop {
+        let d = body.data();
+        let window = &d[..d.len().min(WINDOW)];
+        if let Some(i) = find(window, b"--") {
+            if let Some(e) = window[i..].iter().position(|&b| b == b'\r' || b == b'\n') {
+                let b = String::from_utf8_lossy(&window[i + 2..i + e]).to_string();
                 // Leave the delimiter in place for the first part.
                 body.consume(i);
                 return Ok(b);
             }
-            None if body.fill()? == 0 => break,
-            None => {}
+        }
+        if d.len() >= WINDOW || body.fill()? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no boundary parameter and no --boundary line at the start of the body",
+            ));
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "no boundary parameter and no --boundary line at the start of the body",
-    ))
 }
 
 enum Part {
