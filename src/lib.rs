@@ -13,6 +13,7 @@
 //! by a `model.toml` manifest ([`detect::Manifest`]), with the family decoders in [`detect`].
 
 pub mod annotate;
+pub mod capture;
 pub mod config;
 pub mod pipeline;
 pub mod detect;

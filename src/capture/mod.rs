@@ -1,0 +1,196 @@
+//! Frame sources: everything that turns a camera, a clip, a folder or a network stream into a
+//! sequence of RGB [`Frame`]s for the detector.
+//!
+//! A source is opened from a URI ([`open`]) or built from its options struct when the caller
+//! already has typed config. The scheme picks the source:
+//!
+//! | URI | source |
+//! |---|---|
+//! | `photo.jpg`, `frames/`, `file:frames?fps=10&loop=true` | [`file::FileSource`]: an image or a folder of images |
+//! | `pipe:ffmpeg -i clip.mp4 -f rawvideo -pix_fmt rgb24 -?width=640&height=360` | [`pipe::PipeSource`]: raw frames from a command's stdout |
+//! | `video:clip.mp4?fps=5&width=640&loop=true` | [`pipe::PipeSource`] running an ffmpeg command built for you |
+//! | `mjpeg+http://user:pw@10.0.0.7:8080/video?action=stream` | [`mjpeg_http::MjpegHttpSource`]: an IP camera's MJPEG stream |
+//! | `v4l:///dev/video0?width=640&height=480&fps=15&format=yuyv` | [`v4l::V4lSource`]: a V4L2 camera |
+//!
+//! The grammar of each scheme is documented on its options type ([`file::FileOptions`],
+//! [`pipe::PipeSpec`], [`pipe::VideoOptions`], [`mjpeg_http::MjpegOptions`],
+//! [`v4l::V4lOptions`]). Query parameters are `key=value` pairs joined by `&` and
+//! percent-decoded; an unknown or repeated parameter is an error, so a typo is never ignored.
+//!
+//! Errors come in kinds that tell a capture loop what to do (see [`CaptureError`]):
+//!
+//! ```no_run
+//! # fn main() -> Result<(), lookout::capture::CaptureError> {
+//! let mut src = lookout::capture::open("video:clip.mp4?fps=5")?;
+//! loop {
+//!     match src.next_frame() {
+//!         Ok(Some(frame)) => { /* detect on frame.image */ }
+//!         Ok(None) => break,                           // end of stream
+//!         Err(e) if e.is_recoverable() => log::warn!("{e}"), // skip a frame / wait out a reconnect
+//!         Err(e) => return Err(e),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use image::RgbImage;
+
+pub mod file;
+mod inbuf;
+mod jpeg;
+pub mod mjpeg_http;
+pub mod pipe;
+pub mod pixfmt;
+mod retry;
+mod uri;
+pub mod v4l;
+
+pub use pixfmt::PixelFormat;
+pub use retry::Backoff;
+
+/// Largest encoded frame (a JPEG part, a PPM, a raw buffer) accepted from outside. Far above any
+/// real camera frame, and small enough that a hostile or broken peer cannot exhaust an edge
+/// board's memory.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// One captured picture.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Sequence number within its source, strictly increasing from 0 (across loops and
+    /// reconnects). A frame reported as [`CaptureError::BadFrame`] uses up its number, so a gap
+    /// in the ids of delivered frames means frames were lost.
+    pub id: u64,
+    /// When the frame was captured or received, in seconds since the Unix epoch.
+    pub ts: f64,
+    pub image: RgbImage,
+    /// Where it came from: the source URI with any password removed.
+    pub source: Arc<str>,
+}
+
+/// Something that yields frames until the end of its stream. Used from one capture thread.
+pub trait FrameSource: Send {
+    /// The next frame, `Ok(None)` at the end of the stream (a live camera never ends).
+    ///
+    /// After an error for which [`CaptureError::is_recoverable`] holds, calling again continues
+    /// with the next frame (after a bad frame) or the next reconnection attempt (after a
+    /// disconnect, the call first waits out the back-off delay). After any other error the
+    /// source is finished.
+    fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError>;
+
+    /// A one-line description for logs, e.g. `v4l:///dev/video0 640x480 YUYV @ 15 fps`.
+    fn describe(&self) -> String;
+
+    /// Counters since the source was opened.
+    fn stats(&self) -> CaptureStats {
+        CaptureStats::default()
+    }
+}
+
+/// Counters a source keeps so that losses are visible without parsing logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Frames delivered.
+    pub frames: u64,
+    /// Frames skipped as [`CaptureError::BadFrame`].
+    pub bad_frames: u64,
+    /// Successful reconnections after a lost connection or device.
+    pub reconnects: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The URI (or an options struct) is wrong; `param` names the part: `scheme`, `path`,
+    /// `host`, or a query parameter such as `fps`.
+    #[error("{uri}: {param}: {reason}")]
+    Uri {
+        uri: String,
+        param: String,
+        reason: String,
+    },
+
+    /// One frame could not be read or decoded; the stream goes on with the next one.
+    #[error("{stream}: frame {frame}: {reason}")]
+    BadFrame {
+        stream: Arc<str>,
+        frame: u64,
+        reason: String,
+    },
+
+    /// The camera or server went away; the source keeps trying to get it back, waiting
+    /// `retry_in` before the next attempt (done inside the next call to `next_frame`).
+    #[error("{stream}: disconnected: {reason} (retrying in {:.1} s)", retry_in.as_secs_f64())]
+    Disconnected {
+        stream: Arc<str>,
+        reason: String,
+        retry_in: Duration,
+    },
+
+    /// The source cannot start or cannot go on.
+    #[error("{stream}: {reason}")]
+    Fatal { stream: Arc<str>, reason: String },
+}
+
+impl CaptureError {
+    /// True when calling `next_frame` again makes sense.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(
+            self,
+            CaptureError::BadFrame { .. } | CaptureError::Disconnected { .. }
+        )
+    }
+
+    pub(crate) fn uri(uri: &str, param: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        CaptureError::Uri {
+            uri: uri.to_string(),
+            param: param.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn fatal(stream: &Arc<str>, reason: impl std::fmt::Display) -> Self {
+        CaptureError::Fatal {
+            stream: stream.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn bad_frame(stream: &Arc<str>, frame: u64, reason: impl std::fmt::Display) -> Self {
+        CaptureError::BadFrame {
+            stream: stream.clone(),
+            frame,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<CaptureError> for crate::Error {
+    fn from(e: CaptureError) -> Self {
+        crate::Error::Other(e.to_string())
+    }
+}
+
+/// Open a frame source from its URI (see the [module docs](self) for the schemes).
+pub fn open(uri: &str) -> Result<Box<dyn FrameSource>, CaptureError> {
+    let (scheme, _) = uri::classify(uri)?;
+    Ok(match scheme {
+        uri::Scheme::File => Box::new(file::FileSource::open(file::FileOptions::parse(uri)?)?),
+        uri::Scheme::Pipe => Box::new(pipe::PipeSource::spawn(pipe::PipeSpec::parse(uri)?)?),
+        uri::Scheme::Video => Box::new(pipe::PipeSource::spawn(
+            pipe::VideoOptions::parse(uri)?.to_spec(),
+        )?),
+        uri::Scheme::MjpegHttp => Box::new(mjpeg_http::MjpegHttpSource::open(
+            mjpeg_http::MjpegOptions::parse(uri)?,
+        )?),
+        uri::Scheme::V4l => Box::new(v4l::V4lSource::open(v4l::V4lOptions::parse(uri)?)?),
+    })
+}
+
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
