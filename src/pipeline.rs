@@ -370,7 +370,7 @@ fn scene_loop(
     let (mut n_events, mut n_alerts) = (0u64, 0u64);
     let mut window = StatsWindow::default();
     let mut last_ts = 0.0;
-    let mut send = |o: Output, droppable: bool| {
+    let send = |o: Output, droppable: bool| {
         if droppable {
             if out.try_send(o).is_err() {
                 counters.outputs_dropped.fetch_add(1, Ordering::Relaxed);
