@@ -15,13 +15,13 @@
 pub mod annotate;
 pub mod capture;
 pub mod config;
-pub mod pipeline;
 pub mod detect;
 pub mod engine;
 pub mod error;
 pub mod geometry;
 pub mod imageio;
 pub mod models;
+pub mod pipeline;
 pub mod scene;
 pub mod schema;
 pub mod track;

@@ -375,7 +375,7 @@ impl lookout::pipeline::Sink for ReadableSink {
     fn send(&mut self, out: &lookout::pipeline::Output) -> lookout::Result<()> {
         use lookout::pipeline::Output;
         let line = match out {
-            Output::Alert(a) => format!("ALERT [{:?}] {} (rule '{}', frame {})", a.severity, a.message, a.rule, a.frame_id),
+            Output::Alert(a) => format!("ALERT [{}] {} (rule '{}', frame {})", format!("{:?}", a.severity).to_lowercase(), a.message, a.rule, a.frame_id),
             Output::Event(e) => format!(
                 "event {:<6} {} #{} at [{:.0} {:.0} {:.0} {:.0}]{}",
                 format!("{:?}", e.kind).to_lowercase(),
@@ -434,14 +434,20 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let source = lookout::capture::open(&uri)?;
     let live = uri.starts_with("v4l:") || uri.starts_with("mjpeg+http:");
     let manifest = models::find(&cfg.detector.model)?;
-    let opts = DetectorOptions { threads: cfg.detector.threads, conf: cfg.detector.conf, iou: cfg.detector.iou };
+    let opts = DetectorOptions {
+        threads: cfg.detector.threads,
+        conf: cfg.detector.conf,
+        iou: cfg.detector.iou,
+    };
     let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
     for _ in 0..cfg.detector.workers {
         detectors.push(Box::new(ModelDetector::load(manifest.clone(), &opts)?));
     }
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     match &a.events_out {
-        Some(p) if p.as_os_str() == "-" => sinks.push(Box::new(JsonlSink::new(std::io::stdout(), true))),
+        Some(p) if p.as_os_str() == "-" => {
+            sinks.push(Box::new(JsonlSink::new(std::io::stdout(), true)))
+        }
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
             sinks.push(Box::new(JsonlSink::new(std::io::BufWriter::new(f), false)));
@@ -471,14 +477,20 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         uri,
         cfg.detector.workers,
         cfg.detector.threads,
-        cfg.board.as_ref().map(|b| format!(", board {b}")).unwrap_or_default()
+        cfg.board
+            .as_ref()
+            .map(|b| format!(", board {b}"))
+            .unwrap_or_default()
     );
     let summary = pipeline::run(
         &cfg,
         source,
         detectors,
         sinks,
-        RunOptions { max_frames: a.max_frames, drop_oldest: live },
+        RunOptions {
+            max_frames: a.max_frames,
+            drop_oldest: live,
+        },
         handle,
     )?;
     if a.summary_json {

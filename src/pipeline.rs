@@ -23,9 +23,9 @@ use crate::error::{Error, Result};
 use crate::scene::{Alert, Describer, Event, EventBuilder, RuleEngine, SceneDescription};
 use crate::track::{Track, Tracker};
 
-/// Everything the pipeline emits, in one JSON shape: `{"kind": "...", ...}`.
+/// Everything the pipeline emits, in one JSON shape: `{"record": "event"|"alert"|"scene"|"detections"|"stats", ...}`.
 #[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "record", rename_all = "lowercase")]
 pub enum Output {
     Event(Event),
     Alert(Alert),
@@ -108,15 +108,20 @@ impl<W: Write + Send> Sink for JsonlSink<W> {
         if matches!(out, Output::Snapshot(_)) {
             return Ok(());
         }
-        let line = serde_json::to_string(out).map_err(|e| Error::Other(format!("serialise: {e}")))?;
+        let line =
+            serde_json::to_string(out).map_err(|e| Error::Other(format!("serialise: {e}")))?;
         writeln!(self.w, "{line}").map_err(|e| Error::Other(format!("write: {e}")))?;
         if self.flush_each {
-            self.w.flush().map_err(|e| Error::Other(format!("flush: {e}")))?;
+            self.w
+                .flush()
+                .map_err(|e| Error::Other(format!("flush: {e}")))?;
         }
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {
-        self.w.flush().map_err(|e| Error::Other(format!("flush: {e}")))
+        self.w
+            .flush()
+            .map_err(|e| Error::Other(format!("flush: {e}")))
     }
 }
 
@@ -191,7 +196,10 @@ struct DetResult {
 }
 
 fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Run until the source ends, `max_frames` is reached or `handle.stop` is set.
@@ -221,7 +229,8 @@ pub fn run(
 
     // Capture.
     let cap = {
-        let (stop, counters, frame_rx_oldest) = (handle.stop.clone(), counters.clone(), frame_rx.clone());
+        let (stop, counters, frame_rx_oldest) =
+            (handle.stop.clone(), counters.clone(), frame_rx.clone());
         let max = opts.max_frames;
         let drop_oldest = opts.drop_oldest;
         thread::Builder::new()
@@ -404,7 +413,10 @@ fn scene_loop(
         let dets: Vec<Detection> = if classes.is_empty() {
             r.detections
         } else {
-            r.detections.into_iter().filter(|d| classes.iter().any(|c| c.as_str() == &*d.label)).collect()
+            r.detections
+                .into_iter()
+                .filter(|d| classes.iter().any(|c| c.as_str() == &*d.label))
+                .collect()
         };
         if cfg.pipeline.publish_detections {
             send(
@@ -433,7 +445,9 @@ fn scene_loop(
                 send(Output::Snapshot(s), true);
             }
         }
-        if cfg.pipeline.describe_interval > 0.0 && r.ts - last_describe >= cfg.pipeline.describe_interval {
+        if cfg.pipeline.describe_interval > 0.0
+            && r.ts - last_describe >= cfg.pipeline.describe_interval
+        {
             last_describe = r.ts;
             if let Some(d) = describer.as_mut() {
                 send(Output::Scene(d.describe(r.frame_id, r.ts, &tracks)), false);
@@ -441,10 +455,25 @@ fn scene_loop(
         }
         window.add(r.captured_at.elapsed().as_secs_f64() * 1e3, r.inference_ms);
         if let Ok(mut l) = handle.latest.lock() {
-            *l = Some(Latest { frame_id: r.frame_id, ts: r.ts, image: r.image, tracks: tracks.clone() });
+            *l = Some(Latest {
+                frame_id: r.frame_id,
+                ts: r.ts,
+                image: r.image,
+                tracks: tracks.clone(),
+            });
         }
-        if cfg.pipeline.stats_interval > 0.0 && last_stats.elapsed().as_secs_f64() >= cfg.pipeline.stats_interval {
-            let s = window.take(&camera, &counters, started, tracks.len(), n_events, n_alerts, last_stats.elapsed());
+        if cfg.pipeline.stats_interval > 0.0
+            && last_stats.elapsed().as_secs_f64() >= cfg.pipeline.stats_interval
+        {
+            let s = window.take(
+                &camera,
+                &counters,
+                started,
+                tracks.len(),
+                n_events,
+                n_alerts,
+                last_stats.elapsed(),
+            );
             last_stats = Instant::now();
             send(Output::Stats(s), true);
         }
@@ -455,7 +484,15 @@ fn scene_loop(
         n_events += 1;
         send(Output::Event(ev), false);
     }
-    let s = window.take(&camera, &counters, started, 0, n_events, n_alerts, last_stats.elapsed());
+    let s = window.take(
+        &camera,
+        &counters,
+        started,
+        0,
+        n_events,
+        n_alerts,
+        last_stats.elapsed(),
+    );
     send(Output::Stats(s), false);
 }
 
@@ -520,12 +557,23 @@ fn snapshot(img: &RgbImage, tracks: &[Track], alert: &Alert, camera: &str) -> Op
     let dets: Vec<Detection> = tracks
         .iter()
         .filter(|t| alert.track_ids.is_empty() || alert.track_ids.contains(&t.id))
-        .map(|t| Detection { label: t.label.clone(), class_id: t.class_id, score: t.score, bbox: t.bbox })
+        .map(|t| Detection {
+            label: t.label.clone(),
+            class_id: t.class_id,
+            score: t.score,
+            bbox: t.bbox,
+        })
         .collect();
     crate::annotate::annotate(&mut canvas, &dets);
     let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80).encode_image(&canvas).ok()?;
-    Some(Snapshot { camera: camera.to_string(), alert_id: alert.id.clone(), jpeg })
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+        .encode_image(&canvas)
+        .ok()?;
+    Some(Snapshot {
+        camera: camera.to_string(),
+        alert_id: alert.id.clone(),
+        jpeg,
+    })
 }
 
 /// Counts per label of a set of tracks (for readable summaries).

@@ -26,13 +26,23 @@ fn run(args: &[&str]) -> (Vec<Value>, Value) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&res.stderr);
     assert!(res.status.success(), "{stderr}");
-    let summary: Value = serde_json::from_str(String::from_utf8_lossy(&res.stdout).lines().last().unwrap()).unwrap();
-    let recs = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary: Value =
+        serde_json::from_str(String::from_utf8_lossy(&res.stdout).lines().last().unwrap()).unwrap();
+    let recs = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     (recs, summary)
 }
 
 fn bbox(v: &Value) -> lookout::BBox {
-    let a: Vec<f32> = v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    let a: Vec<f32> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
     lookout::BBox::from([a[0], a[1], a[2], a[3]])
 }
 
@@ -43,21 +53,44 @@ struct Lifecycle {
 
 /// Check new/update/end consistency and count re-births.
 fn check_lifecycle(recs: &[Value]) -> Lifecycle {
-    let events: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "event").collect();
+    let events: Vec<&Value> = recs.iter().filter(|r| r["record"] == "event").collect();
     let mut by_track: BTreeMap<u64, Vec<&Value>> = BTreeMap::new();
     for e in &events {
-        by_track.entry(e["track_id"].as_u64().unwrap()).or_default().push(e);
+        by_track
+            .entry(e["track_id"].as_u64().unwrap())
+            .or_default()
+            .push(e);
     }
     for (id, evs) in &by_track {
-        assert_eq!(evs.first().unwrap()["type"], "new", "track {id} starts with new");
-        assert_eq!(evs.last().unwrap()["type"], "end", "track {id} ends with end");
-        assert_eq!(evs.iter().filter(|e| e["type"] == "new").count(), 1, "track {id}: one new");
-        assert_eq!(evs.iter().filter(|e| e["type"] == "end").count(), 1, "track {id}: one end");
+        assert_eq!(
+            evs.first().unwrap()["type"],
+            "new",
+            "track {id} starts with new"
+        );
+        assert_eq!(
+            evs.last().unwrap()["type"],
+            "end",
+            "track {id} ends with end"
+        );
+        assert_eq!(
+            evs.iter().filter(|e| e["type"] == "new").count(),
+            1,
+            "track {id}: one new"
+        );
+        assert_eq!(
+            evs.iter().filter(|e| e["type"] == "end").count(),
+            1,
+            "track {id}: one end"
+        );
         for w in evs.windows(2) {
-            assert_eq!(w[1]["before"], w[0]["after"], "track {id}: before = previous after");
+            assert_eq!(
+                w[1]["before"], w[0]["after"],
+                "track {id}: before = previous after"
+            );
             assert!(w[1]["frame_id"].as_u64() >= w[0]["frame_id"].as_u64());
         }
-        let labels: std::collections::BTreeSet<_> = evs.iter().map(|e| e["label"].as_str().unwrap()).collect();
+        let labels: std::collections::BTreeSet<_> =
+            evs.iter().map(|e| e["label"].as_str().unwrap()).collect();
         assert_eq!(labels.len(), 1, "track {id} keeps its class");
     }
     // Re-births.
@@ -67,24 +100,34 @@ fn check_lifecycle(recs: &[Value]) -> Lifecycle {
         let ts = e["ts"].as_f64().unwrap();
         let label = e["label"].as_str().unwrap().to_string();
         match e["type"].as_str().unwrap() {
-            "end" => ends.push((e["before"]["ts"].as_f64().unwrap_or(ts), label, bbox(&e["after"]["box"]))),
+            "end" => ends.push((
+                e["before"]["ts"].as_f64().unwrap_or(ts),
+                label,
+                bbox(&e["after"]["box"]),
+            )),
             "new" => {
                 let b = bbox(&e["after"]["box"]);
                 let first_seen = e["first_seen"].as_f64().unwrap_or(ts);
-                if ends.iter().any(|(t, l, eb)| *l == label && first_seen - t < 1.5 && first_seen >= *t && eb.iou(&b) >= 0.3) {
+                if ends.iter().any(|(t, l, eb)| {
+                    *l == label && first_seen - t < 1.5 && first_seen >= *t && eb.iou(&b) >= 0.3
+                }) {
                     switches += 1;
                 }
             }
             _ => {}
         }
     }
-    Lifecycle { tracks: by_track.len(), switches }
+    Lifecycle {
+        tracks: by_track.len(),
+        switches,
+    }
 }
 
 fn kinds(recs: &[Value]) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in recs {
-        *m.entry(r["kind"].as_str().unwrap().to_string()).or_default() += 1;
+        *m.entry(r["record"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     m
 }
@@ -94,21 +137,40 @@ fn bundled_clip_tracks_people_and_fires_the_demo_rules() {
     let (recs, summary) = run(&["--max-frames", "120"]);
     println!("summary {summary}");
     println!("records {:?}", kinds(&recs));
-    assert_eq!(summary["frames_processed"], 120, "file sources are processed completely");
+    assert_eq!(
+        summary["frames_processed"], 120,
+        "file sources are processed completely"
+    );
     let lc = check_lifecycle(&recs);
     let per_track = lc.switches as f64 / lc.tracks.max(1) as f64;
-    println!("tracks {}, id switches (re-births) {} = {per_track:.2} per track", lc.tracks, lc.switches);
+    println!(
+        "tracks {}, id switches (re-births) {} = {per_track:.2} per track",
+        lc.tracks, lc.switches
+    );
     assert!(lc.tracks >= 5, "pedestrians are tracked");
-    assert!(per_track <= 0.25, "id switches per track {per_track:.2} above the 0.25 bound");
-    let alerts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "alert").collect();
-    let rules: std::collections::BTreeSet<_> = alerts.iter().map(|a| a["rule"].as_str().unwrap()).collect();
+    assert!(
+        per_track <= 0.25,
+        "id switches per track {per_track:.2} above the 0.25 bound"
+    );
+    let alerts: Vec<&Value> = recs.iter().filter(|r| r["record"] == "alert").collect();
+    let rules: std::collections::BTreeSet<_> =
+        alerts.iter().map(|a| a["rule"].as_str().unwrap()).collect();
     println!("alerts {} from rules {rules:?}", alerts.len());
     assert!(rules.contains("path"), "people enter the path zone");
-    assert!(rules.contains("lamp-post"), "people cross the lamp-post line");
-    let ids: std::collections::BTreeSet<_> = alerts.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert!(
+        rules.contains("lamp-post"),
+        "people cross the lamp-post line"
+    );
+    let ids: std::collections::BTreeSet<_> =
+        alerts.iter().map(|a| a["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), alerts.len(), "alert ids are unique");
-    let scenes: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "scene").collect();
-    assert!(!scenes.is_empty() && scenes.iter().any(|s| s["text"].as_str().unwrap().contains("person")));
+    let scenes: Vec<&Value> = recs.iter().filter(|r| r["record"] == "scene").collect();
+    assert!(
+        !scenes.is_empty()
+            && scenes
+                .iter()
+                .any(|s| s["text"].as_str().unwrap().contains("person"))
+    );
 }
 
 #[test]
@@ -116,19 +178,37 @@ fn events_agree_with_the_detections_of_their_frame() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("c.toml");
     let demo = std::fs::read_to_string(common::repo().join("samples/demo.toml")).unwrap();
-    std::fs::write(&cfg, demo.replace("[pipeline]", "[pipeline]\npublish_detections = true")).unwrap();
+    std::fs::write(
+        &cfg,
+        demo.replace("[pipeline]", "[pipeline]\npublish_detections = true"),
+    )
+    .unwrap();
     let (recs, _) = run(&["--config", cfg.to_str().unwrap(), "--max-frames", "60"]);
     let mut dets: HashMap<u64, Vec<lookout::BBox>> = HashMap::new();
-    for r in recs.iter().filter(|r| r["kind"] == "detections") {
-        dets.insert(r["frame_id"].as_u64().unwrap(), r["detections"].as_array().unwrap().iter().map(|d| bbox(&d["box"])).collect());
+    for r in recs.iter().filter(|r| r["record"] == "detections") {
+        dets.insert(
+            r["frame_id"].as_u64().unwrap(),
+            r["detections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| bbox(&d["box"]))
+                .collect(),
+        );
     }
-    let news: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "event" && r["type"] == "new").collect();
+    let news: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["record"] == "event" && r["type"] == "new")
+        .collect();
     assert!(!news.is_empty());
     for n in news {
         let f = n["frame_id"].as_u64().unwrap();
         let b = bbox(&n["after"]["box"]);
         let best = dets[&f].iter().map(|d| d.iou(&b)).fold(0.0f32, f32::max);
-        assert!(best >= 0.5, "new event in frame {f} has no matching detection (best IoU {best:.2})");
+        assert!(
+            best >= 0.5,
+            "new event in frame {f} has no matching detection (best IoU {best:.2})"
+        );
     }
 }
 
@@ -147,10 +227,15 @@ fn real_mp4_clips_through_ffmpeg() {
     let lc = check_lifecycle(&recs);
     let cars: std::collections::BTreeSet<u64> = recs
         .iter()
-        .filter(|r| r["kind"] == "event" && r["label"] == "car")
+        .filter(|r| r["record"] == "event" && r["label"] == "car")
         .map(|r| r["track_id"].as_u64().unwrap())
         .collect();
-    println!("udacity: {} tracks, {} car tracks, {} switches", lc.tracks, cars.len(), lc.switches);
+    println!(
+        "udacity: {} tracks, {} car tracks, {} switches",
+        lc.tracks,
+        cars.len(),
+        lc.switches
+    );
     // Two cars drive ahead-right through the whole clip.
     assert!((2..=4).contains(&cars.len()), "car tracks {cars:?}");
     assert!(lc.switches <= 1);
@@ -169,8 +254,15 @@ fn bad_config_names_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("bad.toml");
     std::fs::write(&cfg, "[detector]\nworkers = 0\n").unwrap();
-    let out = Command::new(common::lookout_bin()).args(["run", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(common::lookout_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("bad.toml") && e.contains("detector.workers"), "{e}");
+    assert!(
+        e.contains("bad.toml") && e.contains("detector.workers"),
+        "{e}"
+    );
 }

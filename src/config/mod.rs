@@ -69,7 +69,10 @@ fn default_camera_name() -> String {
 
 impl Default for CameraConfig {
     fn default() -> Self {
-        CameraConfig { name: default_camera_name(), source: None }
+        CameraConfig {
+            name: default_camera_name(),
+            source: None,
+        }
     }
 }
 
@@ -100,7 +103,14 @@ fn one() -> usize {
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        DetectorConfig { model: default_model(), conf: None, iou: None, threads: 1, workers: 1, classes: vec![] }
+        DetectorConfig {
+            model: default_model(),
+            conf: None,
+            iou: None,
+            threads: 1,
+            workers: 1,
+            classes: vec![],
+        }
     }
 }
 
@@ -181,20 +191,33 @@ pub fn find_board(name: &str) -> Result<PathBuf> {
             return Ok(f);
         }
     }
-    Err(Error::Other(format!("board '{name}' not found in {:?}", board_dirs())))
+    Err(Error::Other(format!(
+        "board '{name}' not found in {:?}",
+        board_dirs()
+    )))
 }
 
 fn read_table(path: &Path) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     if text.len() > 1 << 20 {
-        return Err(Error::Config { path: path.into(), reason: "larger than 1 MiB".into() });
+        return Err(Error::Config {
+            path: path.into(),
+            reason: "larger than 1 MiB".into(),
+        });
     }
-    toml::from_str(&text).map_err(|e| Error::Config { path: path.into(), reason: one_line(&e, &text) })
+    toml::from_str(&text).map_err(|e| Error::Config {
+        path: path.into(),
+        reason: one_line(&e, &text),
+    })
 }
 
 fn one_line(e: &toml::de::Error, text: &str) -> String {
     match e.span() {
-        Some(s) => format!("line {}: {}", text[..s.start.min(text.len())].matches('\n').count() + 1, e.message()),
+        Some(s) => format!(
+            "line {}: {}",
+            text[..s.start.min(text.len())].matches('\n').count() + 1,
+            e.message()
+        ),
         None => e.message().to_string(),
     }
 }
@@ -219,7 +242,11 @@ impl Config {
             Some(p) => read_table(p)?,
             None => toml::Table::new(),
         };
-        let board = board_override.map(str::to_owned).or_else(|| user.get("board").and_then(|b| b.as_str()).map(str::to_owned));
+        let board = board_override.map(str::to_owned).or_else(|| {
+            user.get("board")
+                .and_then(|b| b.as_str())
+                .map(str::to_owned)
+        });
         let mut merged = match &board {
             Some(b) => {
                 let bp = find_board(b)?;
@@ -229,22 +256,33 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        let src = path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("(defaults)"));
+        let src = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("(defaults)"));
         let mut user = user;
         user.remove("board");
         merge(&mut merged, user);
         let cfg: Config = toml::Value::Table(merged)
             .try_into()
-            .map_err(|e: toml::de::Error| Error::Config { path: src.clone(), reason: e.message().to_string() })?;
-        cfg.validate().map_err(|reason| Error::Config { path: src, reason })?;
+            .map_err(|e: toml::de::Error| Error::Config {
+                path: src.clone(),
+                reason: e.message().to_string(),
+            })?;
+        cfg.validate()
+            .map_err(|reason| Error::Config { path: src, reason })?;
         Ok(cfg)
     }
 
     /// Parse from text (tests, embedded defaults).
     pub fn parse(text: &str) -> Result<Config> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| Error::Config { path: "(text)".into(), reason: one_line(&e, text) })?;
-        cfg.validate().map_err(|reason| Error::Config { path: "(text)".into(), reason })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| Error::Config {
+            path: "(text)".into(),
+            reason: one_line(&e, text),
+        })?;
+        cfg.validate().map_err(|reason| Error::Config {
+            path: "(text)".into(),
+            reason,
+        })?;
         Ok(cfg)
     }
 
@@ -257,15 +295,27 @@ impl Config {
             return Err(format!("detector.threads: {} must be 1..64", d.threads));
         }
         if self.pipeline.queue == 0 || self.pipeline.queue > 64 {
-            return Err(format!("pipeline.queue: {} must be 1..64", self.pipeline.queue));
+            return Err(format!(
+                "pipeline.queue: {} must be 1..64",
+                self.pipeline.queue
+            ));
         }
-        for (k, v) in [("pipeline.describe_interval", self.pipeline.describe_interval), ("pipeline.stats_interval", self.pipeline.stats_interval)] {
+        for (k, v) in [
+            (
+                "pipeline.describe_interval",
+                self.pipeline.describe_interval,
+            ),
+            ("pipeline.stats_interval", self.pipeline.stats_interval),
+        ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(format!("{k}: {v} must be ≥ 0"));
             }
         }
         if self.device.is_empty() || self.device.contains(['/', '+', '#']) {
-            return Err(format!("device: '{}' must be non-empty without '/', '+' or '#'", self.device));
+            return Err(format!(
+                "device: '{}' must be non-empty without '/', '+' or '#'",
+                self.device
+            ));
         }
         self.tracker.validate().map_err(|e| e.to_string())?;
         self.events.validate().map_err(|e| e.to_string())?;
@@ -274,7 +324,10 @@ impl Config {
     }
 
     pub fn source(&self) -> String {
-        self.camera.source.clone().unwrap_or_else(|| DEFAULT_SOURCE.to_string())
+        self.camera
+            .source
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SOURCE.to_string())
     }
 }
 
@@ -284,13 +337,19 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let e = Config::parse("[detector]\nmodle = \"x\"\n").unwrap_err().to_string();
+        let e = Config::parse("[detector]\nmodle = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("modle"), "{e}");
-        let e = Config::parse("[detector]\nworkers = 0\n").unwrap_err().to_string();
+        let e = Config::parse("[detector]\nworkers = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("detector.workers"), "{e}");
         let e = Config::parse("device = \"a/b\"\n").unwrap_err().to_string();
         assert!(e.contains("device"), "{e}");
-        let e = Config::parse("[pipeline]\nqueue = \"two\"\n").unwrap_err().to_string();
+        let e = Config::parse("[pipeline]\nqueue = \"two\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") || e.contains("queue"), "{e}");
     }
 
@@ -306,6 +365,9 @@ mod tests {
         let c = Config::load(Some(&p), None).unwrap();
         let board = Config::load(None, Some("rpi4")).unwrap();
         assert_eq!(c.detector.threads, 3);
-        assert_eq!(c.detector.model, board.detector.model, "untouched keys come from the board");
+        assert_eq!(
+            c.detector.model, board.detector.model,
+            "untouched keys come from the board"
+        );
     }
 }
