@@ -331,7 +331,7 @@ impl PipeSource {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         if let Some(mut err) = child.stderr.take() {
             let tail = stderr.clone();
-            std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("pipe-stderr".into())
                 .spawn(move || {
                     let mut chunk = [0u8; 4096];
@@ -345,8 +345,14 @@ impl PipeSource {
                             t.drain(..excess);
                         }
                     }
-                })
-                .map_err(|e| CaptureError::fatal(&label, format!("cannot start thread: {e}")))?;
+                });
+            if let Err(e) = started {
+                kill_group(&mut child);
+                return Err(CaptureError::fatal(
+                    &label,
+                    format!("cannot start thread: {e}"),
+                ));
+            }
         }
         let Some(stdout) = stdout else {
             kill_group(&mut child);
