@@ -93,6 +93,39 @@ impl JpegScanner {
     }
 }
 
+/// `(width, height)` from the frame header, walking the segments before it; `None` when the
+/// headers are malformed or end first.
+pub(crate) fn dimensions(d: &[u8]) -> Option<(u32, u32)> {
+    if d.get(..2)? != [0xFF, 0xD8] {
+        return None;
+    }
+    let mut pos = 2;
+    loop {
+        if *d.get(pos)? != 0xFF {
+            return None;
+        }
+        let m = *d.get(pos + 1)?;
+        match m {
+            0xFF => pos += 1,
+            0x01 | 0xD0..=0xD7 => pos += 2,
+            0xD8..=0xDA => return None,
+            _ => {
+                let len = u16::from_be_bytes([*d.get(pos + 2)?, *d.get(pos + 3)?]) as usize;
+                // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+                if (0xC0..=0xCF).contains(&m) && !matches!(m, 0xC4 | 0xC8 | 0xCC) {
+                    let h = u16::from_be_bytes([*d.get(pos + 5)?, *d.get(pos + 6)?]);
+                    let w = u16::from_be_bytes([*d.get(pos + 7)?, *d.get(pos + 8)?]);
+                    return Some((w as u32, h as u32));
+                }
+                if len < 2 {
+                    return None;
+                }
+                pos += 2 + len;
+            }
+        }
+    }
+}
+
 /// Position of the next `FF D8 FF` (a plausible JPEG start) at or after `from`.
 pub(crate) fn find_soi(d: &[u8], from: usize) -> Option<usize> {
     d.get(from..)?
@@ -224,6 +257,16 @@ mod tests {
         assert!(matches!(JpegScanner::default().scan(&j), Scan::Invalid(_)));
         assert_eq!(find_soi(&j, 1), Some(6)); // the thumbnail: a plain search is only for resync
         assert_eq!(find_soi(&j, 7), Some(12));
+    }
+
+    #[test]
+    fn reads_dimensions() {
+        let mut j = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00];
+        j.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x11, 0x08, 0x01, 0xE0, 0x02, 0x80, 0x03]);
+        assert_eq!(dimensions(&j), Some((640, 480)));
+        assert_eq!(dimensions(&j[..12]), None);
+        assert_eq!(dimensions(&sample()), None);
+        assert_eq!(dimensions(b"junk"), None);
     }
 
     #[test]

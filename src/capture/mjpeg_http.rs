@@ -202,6 +202,15 @@ impl FrameSource for MjpegHttpSource {
             Ok(Part::Jpeg(b)) => Ok(b),
             Ok(Part::Rejected(why)) => Err(why),
             Ok(Part::End) => return Err(self.lost("the server ended the stream".into())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let secs = self.opts.read_timeout.as_secs_f64();
+                return Err(self.lost(format!("no data for {secs:.1} s")));
+            }
             Err(e) => return Err(self.lost(e.to_string())),
         };
         let id = self.next_id;

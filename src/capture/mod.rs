@@ -56,8 +56,13 @@ pub use retry::Backoff;
 /// board's memory.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest frame accepted from a stream, in pixels (8K UHD, 100 MB as RGB). Sizes that a camera,
+/// server or child process declares (JPEG and PPM headers, raw sizes, V4L2 formats) are checked
+/// against it before anything is allocated or decoded.
+pub const MAX_FRAME_PIXELS: u64 = 7680 * 4320;
+
 /// One captured picture.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Frame {
     /// Sequence number within its source, strictly increasing from 0 (across loops and
     /// reconnects). A frame reported as [`CaptureError::BadFrame`] uses up its number, so a gap
@@ -66,8 +71,20 @@ pub struct Frame {
     /// When the frame was captured or received, in seconds since the Unix epoch.
     pub ts: f64,
     pub image: RgbImage,
-    /// Where it came from: the source URI with any password removed.
+    /// Where it came from: the path or URI, with any password removed.
     pub source: Arc<str>,
+}
+
+impl std::fmt::Debug for Frame {
+    // The pixels would drown everything else.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("id", &self.id)
+            .field("ts", &self.ts)
+            .field("size", &self.image.dimensions())
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// Something that yields frames until the end of its stream. Used from one capture thread.

@@ -13,7 +13,7 @@ use super::inbuf::InBuf;
 use super::jpeg::{self, JpegScanner, Scan};
 use super::pixfmt::{self, PixelFormat};
 use super::uri::{self, Params};
-use super::{CaptureError, CaptureStats, Frame, FrameSource, MAX_FRAME_BYTES};
+use super::{CaptureError, CaptureStats, Frame, FrameSource, MAX_FRAME_BYTES, MAX_FRAME_PIXELS};
 use crate::imageio::MAX_SIDE;
 
 /// What to run.
@@ -268,6 +268,8 @@ pub struct PipeSource {
     buf: Vec<u8>,
     next_id: u64,
     finished: bool,
+    /// The child has been waited for (its pid may no longer be ours).
+    reaped: bool,
     stats: CaptureStats,
 }
 
@@ -294,14 +296,23 @@ impl PipeSource {
             .unwrap_or_else(|| format!("pipe:{}", uri::redact_userinfo(&shown)))
             .into();
         if let StreamFormat::Raw {
-            format: PixelFormat::Mjpeg,
-            ..
+            format,
+            width,
+            height,
         } = spec.format
         {
-            return Err(CaptureError::fatal(
-                &label,
-                "raw frames cannot be MJPEG; use StreamFormat::Mjpeg",
-            ));
+            if format == PixelFormat::Mjpeg {
+                return Err(CaptureError::fatal(
+                    &label,
+                    "raw frames cannot be MJPEG; use StreamFormat::Mjpeg",
+                ));
+            }
+            if width == 0 || height == 0 || width as u64 * height as u64 > MAX_FRAME_PIXELS {
+                return Err(CaptureError::fatal(
+                    &label,
+                    format!("frame size {width}x{height} is outside 1..={MAX_FRAME_PIXELS} pixels"),
+                ));
+            }
         }
         // Its own process group, so that dropping the source also stops the programs a shell
         // pipeline started, not just the shell.
@@ -320,7 +331,7 @@ impl PipeSource {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         if let Some(mut err) = child.stderr.take() {
             let tail = stderr.clone();
-            std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("pipe-stderr".into())
                 .spawn(move || {
                     let mut chunk = [0u8; 4096];
@@ -334,8 +345,14 @@ impl PipeSource {
                             t.drain(..excess);
                         }
                     }
-                })
-                .map_err(|e| CaptureError::fatal(&label, format!("cannot start thread: {e}")))?;
+                });
+            if let Err(e) = started {
+                kill_group(&mut child);
+                return Err(CaptureError::fatal(
+                    &label,
+                    format!("cannot start thread: {e}"),
+                ));
+            }
         }
         let Some(stdout) = stdout else {
             kill_group(&mut child);
@@ -350,6 +367,7 @@ impl PipeSource {
             buf: Vec::new(),
             next_id: 0,
             finished: false,
+            reaped: false,
             stats: CaptureStats::default(),
         })
     }
@@ -369,6 +387,7 @@ impl PipeSource {
     fn end(&mut self) -> Result<Option<Frame>, CaptureError> {
         self.finished = true;
         let status = wait_briefly(&mut self.child);
+        self.reaped = true;
         let failed = status.map(|s| !s.success()).unwrap_or(true);
         if !failed {
             return Ok(None);
@@ -429,6 +448,7 @@ impl PipeSource {
         // Nothing can follow a short read: the stream has ended.
         self.finished = true;
         let _ = wait_briefly(&mut self.child);
+        self.reaped = true;
         self.deliver(
             id,
             Err(format!(
@@ -444,14 +464,6 @@ impl PipeSource {
         h: u32,
     ) -> Result<Option<Frame>, CaptureError> {
         let need = format.frame_len(w, h).unwrap_or(0);
-        if need > MAX_FRAME_BYTES * 4 {
-            // A 16384² RGB frame would be 800 MB; refuse before allocating.
-            self.finished = true;
-            return Err(CaptureError::fatal(
-                &self.label,
-                format!("{w}x{h} {format} frames of {need} bytes are too large"),
-            ));
-        }
         let mut buf = std::mem::take(&mut self.buf);
         let got = match self.out.take_into(need, &mut buf) {
             Ok(n) => n,
@@ -627,8 +639,10 @@ fn parse_ppm_header(d: &[u8]) -> Result<Option<(u32, u32, usize)>, String> {
             "maxval {maxval} is not 8-bit (give ffmpeg -pix_fmt rgb24)"
         ));
     }
-    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
-        return Err(format!("size {w}x{h} is outside 1..={MAX_SIDE}"));
+    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_FRAME_PIXELS {
+        return Err(format!(
+            "size {w}x{h} is outside {MAX_SIDE} per side / {MAX_FRAME_PIXELS} pixels"
+        ));
     }
     Ok(Some((w, h, pos)))
 }
@@ -641,12 +655,16 @@ fn more<T>(d: &[u8], max: usize) -> Result<Option<T>, String> {
     }
 }
 
-/// Wait up to a second for a child that has closed its output, then kill it.
+/// Wait up to a second for a child that has closed its output, then kill it. Either way the
+/// child is reaped and any programs it left in its process group are killed.
 fn wait_briefly(child: &mut Child) -> Option<ExitStatus> {
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         match child.try_wait() {
-            Ok(Some(s)) => return Some(s),
+            Ok(Some(s)) => {
+                signal_group(child, libc::SIGKILL);
+                return Some(s);
+            }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => {
                 kill_group(child);
@@ -656,24 +674,29 @@ fn wait_briefly(child: &mut Child) -> Option<ExitStatus> {
     }
 }
 
-fn kill_group(child: &mut Child) {
+fn signal_group(child: &Child, signal: libc::c_int) {
     if let Ok(pgid) = i32::try_from(child.id()) {
         // SAFETY: kill(2) has no memory effects; the negative pid addresses the process group
         // that `process_group(0)` created for this child and nothing else.
         unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
+            libc::kill(-pgid, signal);
         }
     }
+}
+
+fn kill_group(child: &mut Child) {
+    signal_group(child, libc::SIGKILL);
     let _ = child.kill();
     let _ = child.wait();
 }
 
 impl Drop for PipeSource {
     fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            // Already reaped; the group may still hold grandchildren, stop them too.
+        // Once the leader is reaped its pid (the group id) may in time be recycled, so the
+        // group is signalled only while the leader is known to be ours.
+        if !self.reaped {
+            kill_group(&mut self.child);
         }
-        kill_group(&mut self.child);
     }
 }
 
@@ -787,6 +810,7 @@ mod tests {
         assert!(parse_ppm_header(b"P6\n1 1\n65535\n").is_err());
         assert!(parse_ppm_header(b"P6\n0 1\n255\n").is_err());
         assert!(parse_ppm_header(b"P6\n99999 1\n255\n").is_err());
+        assert!(parse_ppm_header(b"P6\n16384 16384\n255\n").is_err());
         assert!(parse_ppm_header(&[b' '; 2000]).is_err());
     }
 }

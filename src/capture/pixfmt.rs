@@ -257,8 +257,18 @@ pub fn nv12_to_rgb(
 }
 
 /// Decode one Motion-JPEG frame, supplying the standard Huffman tables when the camera left them
-/// out (as most USB webcams do).
+/// out (as most USB webcams do). Frames over [`MAX_FRAME_PIXELS`](super::MAX_FRAME_PIXELS) are
+/// refused from their header.
 pub fn mjpeg_to_rgb(data: &[u8]) -> Result<RgbImage, ConvertError> {
+    if let Some((w, h)) = super::jpeg::dimensions(data) {
+        // A few hundred bytes can declare a 65535x65535 image; refuse before decoding.
+        if w as u64 * h as u64 > super::MAX_FRAME_PIXELS {
+            return Err(ConvertError(format!(
+                "mjpeg: {w}x{h} is larger than the {} pixel limit",
+                super::MAX_FRAME_PIXELS
+            )));
+        }
+    }
     let fixed = super::jpeg::with_huffman_tables(data);
     imageio::decode_rgb(&fixed).map_err(|e| ConvertError(format!("mjpeg: {e}")))
 }
@@ -365,6 +375,12 @@ mod tests {
         assert!(rgb24_to_rgb(&[0; 3], 1, u32::MAX, None).is_err());
         assert!(mjpeg_to_rgb(b"not a jpeg").is_err());
         assert!(mjpeg_to_rgb(&[]).is_err());
+        let mut huge = vec![
+            0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
+        huge.extend_from_slice(&[0; 12]);
+        let e = mjpeg_to_rgb(&huge).unwrap_err().to_string();
+        assert!(e.contains("65535x65535 is larger"), "{e}");
     }
 
     #[test]

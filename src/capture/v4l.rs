@@ -19,7 +19,9 @@ use v4l::{Device, Format, FourCC};
 
 use super::retry::{Backoff, Retry};
 use super::uri::{self, Params};
-use super::{pixfmt, CaptureError, CaptureStats, Frame, FrameSource, PixelFormat};
+use super::{
+    pixfmt, CaptureError, CaptureStats, Frame, FrameSource, PixelFormat, MAX_FRAME_PIXELS,
+};
 use crate::imageio::MAX_SIDE;
 
 /// Which device and what to ask it for.
@@ -259,7 +261,12 @@ fn open_device(o: &V4lOptions) -> Result<Live, String> {
             got.fourcc
         ));
     }
-    if got.width == 0 || got.height == 0 || got.width > MAX_SIDE || got.height > MAX_SIDE {
+    if got.width == 0
+        || got.height == 0
+        || got.width > MAX_SIDE
+        || got.height > MAX_SIDE
+        || got.width as u64 * got.height as u64 > MAX_FRAME_PIXELS
+    {
         return Err(format!(
             "{path}: driver reports a frame size of {}x{}",
             got.width, got.height
