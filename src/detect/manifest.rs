@@ -269,7 +269,7 @@ impl Manifest {
                 ),
             );
         }
-        if self.input.std.iter().any(|v| *v == 0.0) {
+        if self.input.std.contains(&0.0) {
             return bad("input.std", "must not contain 0".into());
         }
         if self.labels.is_empty() {

@@ -203,10 +203,10 @@ pub fn to_tensor(canvas: &RgbImage, input: &InputSection, out: &mut [f32]) {
     };
     // Per channel: v = p * k + b, with k = scale/std and b = -mean/std, as a 256-entry table.
     let mut lut = [[0f32; 256]; 3];
-    for c in 0..3 {
-        let k = input.scale / input.std[c];
-        let b = -input.mean[c] / input.std[c];
-        for (p, v) in lut[c].iter_mut().enumerate() {
+    for ((table, mean), std) in lut.iter_mut().zip(input.mean).zip(input.std) {
+        let k = input.scale / std;
+        let b = -mean / std;
+        for (p, v) in table.iter_mut().enumerate() {
             *v = p as f32 * k + b;
         }
     }
