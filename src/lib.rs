@@ -19,6 +19,7 @@ pub mod error;
 pub mod geometry;
 pub mod imageio;
 pub mod models;
+pub mod mqtt;
 pub mod schema;
 
 pub use detect::{Detection, Detector, DetectorOptions, Manifest, ModelDetector};
