@@ -239,6 +239,9 @@ const STAGING_MAX_BYTES: u64 = 32 << 20;
 const INCOMING_CAP: usize = 32;
 /// Spool-thread batch: one fsync for up to this many messages.
 const BATCH: usize = 512;
+/// Bytes handed to the connection and not yet acknowledged, at most (one message may exceed
+/// it): rumqttc keeps a copy of every unacknowledged QoS 1 message.
+const INFLIGHT_BYTES: u64 = 8 << 20;
 /// A non-alert message at the head of the queue that was in flight for this many consecutive
 /// dropped connections is taken to be what makes the broker drop us (too large, refused) and
 /// is discarded, so one bad message cannot stall the queue forever.
@@ -889,11 +892,20 @@ struct Conn {
     inflight: HashMap<u16, Option<u64>>,
     /// Next spool key to hand over.
     cursor: u64,
+    /// Cost of each spool message handed over and not yet delivered, and their sum.
+    sizes: HashMap<u64, u64>,
+    bytes: u64,
 }
 
 impl Conn {
     fn used(&self) -> usize {
         self.sent.len() + self.inflight.len()
+    }
+
+    fn delivered(&mut self, key: u64) {
+        if let Some(b) = self.sizes.remove(&key) {
+            self.bytes -= b;
+        }
     }
 
     /// The oldest spool message this connection handed over and the broker has not acknowledged.
@@ -923,10 +935,19 @@ struct SpoolSender {
 impl SpoolSender {
     fn run(mut self, staging: Receiver<SpoolMessage>, net: Receiver<NetEvent>, ctl: Receiver<Ctl>) {
         let mut batch = Vec::new();
+        let mut net = net;
         loop {
             crossbeam_channel::select! {
                 recv(staging) -> m => if let Ok(m) = m { batch.push(m) },
-                recv(net) -> e => if let Ok(e) = e { self.on_net(e) },
+                recv(net) -> e => match e {
+                    Ok(e) => self.on_net(e),
+                    // The net thread is gone (it could not start its runtime): keep spooling,
+                    // without spinning on a closed channel.
+                    Err(_) => {
+                        self.conn = None;
+                        net = crossbeam_channel::never();
+                    }
+                },
                 recv(ctl) -> c => match c {
                     Ok(Ctl::Shutdown { drain_until }) => self.drain_until = Some(drain_until),
                     Err(_) => self.drain_until = Some(Instant::now()),
@@ -1018,6 +1039,8 @@ impl SpoolSender {
                     sent: VecDeque::new(),
                     inflight: HashMap::new(),
                     cursor: 0,
+                    sizes: HashMap::new(),
+                    bytes: 0,
                 };
                 let status = self.handle.status_payload(DeviceState::Online, None);
                 let topic = self.handle.topics().status();
@@ -1053,6 +1076,7 @@ impl SpoolSender {
                 };
                 match conn.sent.pop_front() {
                     Some(Slot::Spool(key)) if pkid == 0 => {
+                        conn.delivered(key);
                         self.deletes.push(key);
                         self.attempts.remove(&key);
                     }
@@ -1072,6 +1096,7 @@ impl SpoolSender {
                     return;
                 };
                 if let Some(Some(key)) = conn.inflight.remove(&pkid) {
+                    conn.delivered(key);
                     self.deletes.push(key);
                     self.attempts.remove(&key);
                 }
@@ -1149,14 +1174,20 @@ impl SpoolSender {
             return;
         };
         let mut handed = 0u64;
-        'outer: while conn.used() < self.window {
-            let batch = match self.spool.peek(conn.cursor, self.window - conn.used()) {
-                Ok(b) => b,
-                Err(e) => {
-                    log::error!("mqtt: {e}");
-                    break;
-                }
-            };
+        'outer: while conn.used() < self.window && (conn.bytes < INFLIGHT_BYTES || conn.used() == 0)
+        {
+            let budget = INFLIGHT_BYTES.saturating_sub(conn.bytes);
+            let batch =
+                match self
+                    .spool
+                    .peek_bounded(conn.cursor, self.window - conn.used(), budget)
+                {
+                    Ok(b) => b,
+                    Err(e) => {
+                        log::error!("mqtt: {e}");
+                        break;
+                    }
+                };
             if batch.is_empty() {
                 break;
             }
@@ -1171,11 +1202,14 @@ impl SpoolSender {
                     conn.cursor = key + 1;
                     continue;
                 }
+                let cost = m.cost();
                 match conn
                     .client
                     .try_publish(m.topic, m.qos.into(), m.retain, m.payload)
                 {
                     Ok(()) => {
+                        conn.sizes.insert(key, cost);
+                        conn.bytes += cost;
                         conn.sent.push_back(Slot::Spool(key));
                         conn.cursor = key + 1;
                         handed += 1;
@@ -1194,19 +1228,25 @@ impl SpoolSender {
 
     /// Announces a clean `offline` and disconnects, waiting briefly for both to be written.
     fn say_goodbye(&mut self, net: &Receiver<NetEvent>) {
-        let Some(conn) = self.conn.as_ref() else {
+        let Some(conn) = self.conn.as_mut() else {
             return;
         };
         let gen = conn.gen;
         let payload = self
             .handle
             .status_payload(DeviceState::Offline, Some("shutdown"));
-        let _ = conn.client.try_publish(
-            self.handle.topics().status(),
-            rumqttc::QoS::AtLeastOnce,
-            true,
-            payload,
-        );
+        if conn
+            .client
+            .try_publish(
+                self.handle.topics().status(),
+                rumqttc::QoS::AtLeastOnce,
+                true,
+                payload,
+            )
+            .is_ok()
+        {
+            conn.sent.push_back(Slot::Untracked);
+        }
         if conn.client.try_disconnect().is_err() {
             return;
         }

@@ -411,17 +411,33 @@ impl Spool {
 
     /// Up to `limit` messages with key ≥ `from`, in key order.
     pub fn peek(&self, from: u64, limit: usize) -> Result<Vec<(u64, SpoolMessage)>> {
+        self.peek_bounded(from, limit, u64::MAX)
+    }
+
+    /// Like [`Spool::peek`], but stops once the messages read reach `max_bytes` of cost (at least
+    /// one message is returned if any is there), so a backlog of large snapshots is not all read
+    /// into memory at once.
+    pub fn peek_bounded(
+        &self,
+        from: u64,
+        limit: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<(u64, SpoolMessage)>> {
         let err = |e: &dyn std::fmt::Display| db_err(&self.path, e);
         let txn = self.db.begin_read().map_err(|e| err(&e))?;
         let table = txn.open_table(MESSAGES).map_err(|e| err(&e))?;
         let mut out = Vec::new();
+        let mut bytes = 0u64;
         for row in table.range(from..).map_err(|e| err(&e))? {
-            if out.len() >= limit {
+            if out.len() >= limit || (bytes >= max_bytes && !out.is_empty()) {
                 break;
             }
             let (k, v) = row.map_err(|e| err(&e))?;
             match SpoolMessage::decode(v.value()) {
-                Ok(m) => out.push((k.value(), m)),
+                Ok(m) => {
+                    bytes += m.cost();
+                    out.push((k.value(), m))
+                }
                 // Open() removed undecodable records; one appearing now is damage on disk.
                 Err(why) => log::warn!(
                     "{}: skipping spool record {}: {why}",
@@ -648,6 +664,20 @@ mod tests {
         s.push(msg(MessageClass::Snapshot, "b", 500)).unwrap();
         assert_eq!(s.len(), 1);
         assert!(s.bytes() <= 1000);
+    }
+
+    #[test]
+    fn bounded_peek_stops_at_the_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path().join("s"), SpoolLimits::default()).unwrap();
+        for i in 0..5 {
+            s.push(msg(MessageClass::Snapshot, &format!("s{i}"), 1000))
+                .unwrap();
+        }
+        assert_eq!(s.peek_bounded(0, 10, 2500).unwrap().len(), 3);
+        // One message always comes back, however small the budget.
+        assert_eq!(s.peek_bounded(0, 10, 0).unwrap().len(), 1);
+        assert_eq!(s.peek_bounded(0, 2, u64::MAX).unwrap().len(), 2);
     }
 
     #[test]

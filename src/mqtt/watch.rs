@@ -6,6 +6,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
@@ -93,11 +95,52 @@ pub fn watch(opts: &WatchOptions, out: &mut impl Write) -> Result<usize> {
     if opts.status {
         filters.push("status");
     }
-    for f in filters {
-        client
-            .subscribe(format!("{DEFAULT_ROOT}/{device}/{f}"), QoS::AtLeastOnce)
-            .map_err(|e| Error::Other(format!("watch: {e}")))?;
-    }
+    let filters: Vec<String> = filters
+        .into_iter()
+        .map(|f| format!("{DEFAULT_ROOT}/{device}/{f}"))
+        .collect();
+
+    // rumqttc's event loop runs uninterrupted on its own thread: waking it on a timer instead
+    // would cancel it mid-operation, possibly halfway through a write.
+    let (tx, rx) = crossbeam_channel::bounded::<Incoming>(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop2, sub) = (stop.clone(), client.clone());
+    std::thread::Builder::new()
+        .name("mqtt-watch".into())
+        .spawn(move || {
+            for ev in conn.iter() {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                let msg = match ev {
+                    // A clean session forgets subscriptions: renew them on every connection.
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for f in &filters {
+                            let _ = sub.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                        }
+                        Incoming::Connected
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        Incoming::Message(p.topic, p.payload.to_vec())
+                    }
+                    Ok(_) => continue,
+                    Err(e) => Incoming::Lost(e.to_string()),
+                };
+                let lost = matches!(msg, Incoming::Lost(_));
+                if tx.send(msg).is_err() {
+                    return;
+                }
+                if lost {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        })
+        .map_err(|e| Error::Other(format!("watch: cannot start thread: {e}")))?;
+    let finish = |printed: usize| {
+        stop.store(true, Ordering::Relaxed);
+        let _ = client.try_disconnect();
+        printed
+    };
 
     let mut printed = 0usize;
     let mut ever_connected = false;
@@ -105,65 +148,62 @@ pub fn watch(opts: &WatchOptions, out: &mut impl Write) -> Result<usize> {
     let mut seen_order: VecDeque<String> = VecDeque::new();
     let mut last = Instant::now();
     loop {
-        if opts.max_messages.is_some_and(|m| printed >= m) {
-            return Ok(printed);
+        if opts.max_messages.is_some_and(|m| printed >= m)
+            || opts.idle_timeout.is_some_and(|t| last.elapsed() >= t)
+        {
+            return Ok(finish(printed));
         }
-        if opts.idle_timeout.is_some_and(|t| last.elapsed() >= t) {
-            return Ok(printed);
-        }
-        let ev = match conn.recv_timeout(Duration::from_millis(500)) {
-            Err(_) => continue,
-            Ok(ev) => ev,
+        let Ok(ev) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
         };
-        match ev {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => ever_connected = true,
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                last = Instant::now();
-                let value: Option<Value> = serde_json::from_slice(&p.payload).ok();
-                if let Some(id) = value
-                    .as_ref()
-                    .and_then(|v| v.get("id"))
-                    .and_then(Value::as_str)
-                {
-                    if !seen.insert(id.to_string()) {
-                        continue;
-                    }
-                    seen_order.push_back(id.to_string());
-                    if seen_order.len() > SEEN {
-                        if let Some(old) = seen_order.pop_front() {
-                            seen.remove(&old);
-                        }
-                    }
-                }
-                let line = if opts.json {
-                    json_line(&p.topic, value, p.payload.len())
-                } else {
-                    readable_line(&p.topic, value.as_ref(), p.payload.len())
-                };
-                if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                    return Ok(printed);
-                }
-                printed += 1;
+        let (topic, payload) = match ev {
+            Incoming::Connected => {
+                ever_connected = true;
+                continue;
             }
-            Ok(_) => {}
-            Err(e) if !ever_connected => {
+            Incoming::Lost(e) if !ever_connected => {
+                finish(printed);
                 return Err(Error::Other(format!("watch: cannot connect to {url}: {e}")));
             }
-            Err(e) => {
+            Incoming::Lost(e) => {
                 log::warn!("watch: connection to {url} lost: {e}; reconnecting");
-                std::thread::sleep(Duration::from_secs(1));
-                // The next successful poll reconnects; the clean session needs re-subscribing.
-                let mut filters = vec!["alerts", "events", "scene"];
-                if opts.status {
-                    filters.push("status");
-                }
-                for f in filters {
-                    let _ = client
-                        .try_subscribe(format!("{DEFAULT_ROOT}/{device}/{f}"), QoS::AtLeastOnce);
+                continue;
+            }
+            Incoming::Message(t, p) => (t, p),
+        };
+        last = Instant::now();
+        let value: Option<Value> = serde_json::from_slice(&payload).ok();
+        if let Some(id) = value
+            .as_ref()
+            .and_then(|v| v.get("id"))
+            .and_then(Value::as_str)
+        {
+            if !seen.insert(id.to_string()) {
+                continue;
+            }
+            seen_order.push_back(id.to_string());
+            if seen_order.len() > SEEN {
+                if let Some(old) = seen_order.pop_front() {
+                    seen.remove(&old);
                 }
             }
         }
+        let line = if opts.json {
+            json_line(&topic, value, payload.len())
+        } else {
+            readable_line(&topic, value.as_ref(), payload.len())
+        };
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            return Ok(finish(printed));
+        }
+        printed += 1;
     }
+}
+
+enum Incoming {
+    Connected,
+    Message(String, Vec<u8>),
+    Lost(String),
 }
 
 fn class_of(topic: &str) -> Option<MessageClass> {
@@ -273,6 +313,17 @@ pub fn format_ts(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_broker_is_an_error() {
+        let opts = WatchOptions {
+            // Nothing listens on port 1 of loopback.
+            broker: "mqtt://127.0.0.1:1".into(),
+            ..Default::default()
+        };
+        let err = watch(&opts, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("cannot connect"), "{err}");
+    }
 
     #[test]
     fn timestamps() {
