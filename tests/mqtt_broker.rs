@@ -6,6 +6,8 @@
 
 #[path = "support/mosquitto.rs"]
 mod mosquitto;
+#[path = "support/proxy.rs"]
+mod proxy;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -469,6 +471,8 @@ fn broker_restarts_lose_no_alert() {
     broker.stop(); // short outage
     std::thread::sleep(Duration::from_millis(800));
     broker.restart();
+    // Let the publisher find the broker again, so the second outage is a second disconnect.
+    wait_until("reconnected", || p.stats().connects >= 2);
     wait_until("two thirds published", || count() >= 2 * N / 3);
     broker.stop(); // longer than the 2 s keep-alive
     std::thread::sleep(Duration::from_secs(5));
@@ -497,6 +501,7 @@ fn broker_restarts_lose_no_alert() {
             }
         }
     }
+    assert!(p.flush(WAIT), "{:?}", p.stats());
     let st = p.stats();
     println!(
         "fault test: published {N}, received {received} (with duplicates), distinct {}, duplicates {}, \
@@ -521,7 +526,99 @@ fn broker_restarts_lose_no_alert() {
         st.dropped.get(&MessageClass::Alert).copied().unwrap_or(0),
         0
     );
-    assert!(p.flush(WAIT));
+    assert_eq!((st.acked, st.spool_depth), (N as u64, 0));
+}
+
+#[test]
+fn network_cuts_and_a_stalled_link_lose_no_alert() {
+    require_mosquitto!();
+    let broker = Mosquitto::start();
+    let link = proxy::Proxy::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    // The subscriber talks to the broker directly; only the publisher's link is faulty.
+    let sub = Sub::new(broker.port, "sub-net", &["lookout/net/alerts"], false);
+    let cfg = config(
+        &format!("mqtt://127.0.0.1:{}", link.port),
+        "net",
+        &dir.path().join("s.redb"),
+    );
+    let p = Arc::new(Publisher::start(&cfg).unwrap());
+    wait_until("publisher connected", || p.stats().connected);
+
+    const N: usize = 400;
+    let published = Arc::new(Mutex::new(Vec::<String>::new()));
+    let producer = {
+        let (p, published) = (p.clone(), published.clone());
+        std::thread::spawn(move || {
+            for i in 0..N {
+                let id = p
+                    .alert(AlertBody {
+                        alert: "net".into(),
+                        message: format!("{i}"),
+                        ..Default::default()
+                    })
+                    .unwrap();
+                published.lock().unwrap().push(id);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let count = || published.lock().unwrap().len();
+    let connects = || p.stats().connects;
+
+    // 1. The link goes away for a moment: connections reset, reconnects refused.
+    wait_until("a quarter published", || count() >= N / 4);
+    link.cut();
+    std::thread::sleep(Duration::from_millis(300));
+    link.restore();
+    wait_until("reconnect after the cut", || connects() >= 2);
+
+    // 2. A reset in the middle of the stream, back at once.
+    wait_until("half published", || count() >= N / 2);
+    link.cut();
+    link.restore();
+    wait_until("reconnect after the reset", || connects() >= 3);
+
+    // 3. A dead route: nothing moves but nothing closes; only keep-alive can notice.
+    wait_until("three quarters published", || count() >= 3 * N / 4);
+    link.stall();
+    wait_until("the publisher noticing the stall", || !p.stats().connected);
+    link.restore();
+    wait_until("reconnect after the stall", || connects() >= 4);
+
+    producer.join().unwrap();
+    let want: HashSet<String> = published.lock().unwrap().iter().cloned().collect();
+    let mut got = HashSet::new();
+    let mut received = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got.len() < N && Instant::now() < deadline {
+        let Ok(m) = sub.rx.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        received += 1;
+        got.insert(m.json()["id"].as_str().unwrap().to_string());
+    }
+    assert!(p.flush(WAIT), "{:?}", p.stats());
+    let st = p.stats();
+    println!(
+        "network faults: published {N}, received {received} (with duplicates), distinct {}, duplicates {}; \
+         publisher: connects {}, reconnects {}, sent {} (re-sends {}), acked {}, dropped alerts {}",
+        got.len(),
+        received - got.len(),
+        st.connects,
+        st.reconnects,
+        st.sent,
+        st.sent - N as u64,
+        st.acked,
+        st.dropped.get(&MessageClass::Alert).copied().unwrap_or(0),
+    );
+    let missing: Vec<_> = want.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} alerts never arrived: {missing:?}",
+        missing.len()
+    );
+    assert_eq!((st.acked, st.spool_depth), (N as u64, 0));
 }
 
 /// The device subscribes to commands right after connecting, without telling anyone when the
