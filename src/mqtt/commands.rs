@@ -298,6 +298,22 @@ fn salvage_request_id(text: &str) -> Option<String> {
     None
 }
 
+/// An MQTT v5 response topic from a peer. It may not point into this device's own topics (other
+/// than its replies): a request must not make the device publish on its alerts or status.
+fn check_response_topic(topics: &Topics, t: &str) -> std::result::Result<(), String> {
+    if t.is_empty() || t.len() > 1024 || !rumqttc::valid_topic(t) {
+        return Err("response topic must be 1-1024 bytes without wildcards".into());
+    }
+    let own = format!("{}/", topics.prefix());
+    let replies = format!("{}/reply/", topics.prefix());
+    if t.starts_with(&own) && !t.starts_with(&replies) {
+        return Err(format!(
+            "response topic may not be under {own} (except {replies})"
+        ));
+    }
+    Ok(())
+}
+
 fn valid_request_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
@@ -322,6 +338,8 @@ pub struct Responder {
     publisher: PublisherHandle,
     request_id: String,
     command: Option<String>,
+    /// MQTT v5: the requester's response topic and correlation data; `None`: `reply/<id>`.
+    response: Option<(String, Option<Vec<u8>>)>,
     answered: bool,
 }
 
@@ -343,8 +361,15 @@ impl Responder {
             publisher,
             request_id,
             command,
+            response: None,
             answered: false,
         }
+    }
+
+    /// Answer on an MQTT v5 response topic (with its correlation data) instead of `reply/<id>`.
+    pub fn with_response_topic(mut self, topic: String, correlation: Option<Vec<u8>>) -> Responder {
+        self.response = Some((topic, correlation));
+        self
     }
 
     pub fn request_id(&self) -> &str {
@@ -368,7 +393,11 @@ impl Responder {
             result,
             error,
         };
-        if let Err(e) = self.publisher.reply(body) {
+        let sent = match &self.response {
+            Some((topic, corr)) => self.publisher.reply_to(topic, corr.clone(), body),
+            None => self.publisher.reply(body),
+        };
+        if let Err(e) = sent {
             log::warn!("mqtt: reply to {}: {e}", self.request_id);
         }
     }
@@ -490,16 +519,36 @@ impl CommandServer {
                 let topics = publisher.topics().clone();
                 for msg in incoming.iter() {
                     st.received.fetch_add(1, Ordering::Relaxed);
-                    match parse_command(&topics, &msg.topic, &msg.payload, max_bytes, &ids) {
+                    let response = match &msg.response_topic {
+                        None => Ok(None),
+                        Some(t) => check_response_topic(&topics, t)
+                            .map(|()| Some((t.clone(), msg.correlation.clone()))),
+                    };
+                    let responder = |id: String, cmd: Option<String>| {
+                        let r = Responder::new(publisher.clone(), id, cmd);
+                        match &response {
+                            Ok(Some((t, c))) => r.with_response_topic(t.clone(), c.clone()),
+                            _ => r,
+                        }
+                    };
+                    let parsed = parse_command(&topics, &msg.topic, &msg.payload, max_bytes, &ids)
+                        .and_then(|req| match &response {
+                            Err(why) => Err(CommandError {
+                                request_id: req.request_id,
+                                command: Some(req.command.name().to_string()),
+                                error: why.clone(),
+                            }),
+                            Ok(_) => Ok(req),
+                        });
+                    match parsed {
                         Err(e) => {
                             st.rejected.fetch_add(1, Ordering::Relaxed);
                             log::debug!("mqtt: rejected command on {}: {}", msg.topic, e.error);
-                            Responder::new(publisher.clone(), e.request_id, e.command).err(e.error);
+                            responder(e.request_id, e.command).err(e.error);
                         }
                         Ok(req) => {
                             st.handled.fetch_add(1, Ordering::Relaxed);
-                            let responder = Responder::new(
-                                publisher.clone(),
+                            let responder = responder(
                                 req.request_id.clone(),
                                 Some(req.command.name().to_string()),
                             );
@@ -669,6 +718,16 @@ mod tests {
             salvage_request_id(r#""request_id":7,"request_id":"ok""#).as_deref(),
             Some("ok")
         );
+    }
+
+    #[test]
+    fn response_topics_stay_out_of_the_device_namespace() {
+        let t = Topics::new("dev").unwrap();
+        assert!(check_response_topic(&t, "robots/r1/answers").is_ok());
+        assert!(check_response_topic(&t, "lookout/dev/reply/x").is_ok());
+        assert!(check_response_topic(&t, "lookout/dev/alerts").is_err());
+        assert!(check_response_topic(&t, "a/+/b").is_err());
+        assert!(check_response_topic(&t, "").is_err());
     }
 
     #[test]

@@ -73,6 +73,20 @@ pub struct MqttConfig {
     pub max_incoming_bytes: usize,
     /// Reported in the `online` status.
     pub board: String,
+    /// `"3.1.1"` (default) or `"5"`.
+    pub protocol: Protocol,
+    /// MQTT v5 only: how long the broker keeps the durable session after a disconnect.
+    pub session_expiry_s: u32,
+}
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
 }
 
 impl Default for MqttConfig {
@@ -97,6 +111,8 @@ impl Default for MqttConfig {
             commands: true,
             max_incoming_bytes: 256 << 10,
             board: "unknown".into(),
+            protocol: Protocol::V311,
+            session_expiry_s: 7 * 24 * 3600,
         }
     }
 }
@@ -128,6 +144,12 @@ impl MqttConfig {
             return bad(
                 "ca_file",
                 "mqtts:// needs the CA that signed the broker's certificate",
+            );
+        }
+        if self.protocol == Protocol::V5 && self.keep_alive_s < 5 {
+            return bad(
+                "keep_alive_s",
+                "MQTT 5 needs at least 5 seconds (rumqttc's minimum)",
             );
         }
         if self.reconnect_min_ms == 0 || self.reconnect_max_ms < self.reconnect_min_ms {
@@ -230,6 +252,9 @@ pub struct PublisherStats {
 pub struct IncomingMessage {
     pub topic: String,
     pub payload: Vec<u8>,
+    /// MQTT v5 request/response: where the requester wants the answer, and what to echo.
+    pub response_topic: Option<String>,
+    pub correlation: Option<Vec<u8>>,
 }
 
 /// Messages accepted from callers but not yet in the spool, at most. A quarter of it is kept for
@@ -301,7 +326,18 @@ impl PublisherHandle {
         qos: Qos,
         retain: bool,
     ) -> Result<()> {
-        let topic = topic.into();
+        self.publish_full(class, topic.into(), payload, qos, retain, None)
+    }
+
+    fn publish_full(
+        &self,
+        class: MessageClass,
+        topic: String,
+        payload: Vec<u8>,
+        qos: Qos,
+        retain: bool,
+        correlation: Option<Vec<u8>>,
+    ) -> Result<()> {
         if topic.is_empty() || topic.len() > u16::MAX as usize || !rumqttc::valid_topic(&topic) {
             return Err(Error::Other(format!(
                 "mqtt: cannot publish to topic {topic:?}"
@@ -315,6 +351,7 @@ impl PublisherHandle {
             qos,
             retain,
             created_ts: now_ms(),
+            correlation,
         };
         let cost = msg.cost();
         let refuse = |why: &str| {
@@ -395,6 +432,27 @@ impl PublisherHandle {
         self.publish_json(MessageClass::Reply, topic, body)
     }
 
+    /// A reply to an MQTT v5 request: on the requester's response topic, with its correlation
+    /// data (which a 3.1.1 connection cannot carry and drops).
+    pub fn reply_to(
+        &self,
+        response_topic: &str,
+        correlation: Option<Vec<u8>>,
+        body: ReplyBody,
+    ) -> Result<String> {
+        let env = Envelope::new(&self.shared.ids, self.shared.topics.device(), body);
+        let p = self.shared.policies.policy(MessageClass::Reply);
+        self.publish_full(
+            MessageClass::Reply,
+            response_topic.to_string(),
+            env.to_json(),
+            p.qos,
+            p.retain,
+            correlation,
+        )?;
+        Ok(env.id)
+    }
+
     pub fn stats(&self) -> PublisherStats {
         let s = &self.shared;
         let mut st = s.stats.lock().map(|g| g.clone()).unwrap_or_default();
@@ -462,7 +520,7 @@ enum Ctl {
 enum NetEvent {
     Connected {
         gen: u64,
-        client: AsyncClient,
+        client: Client,
     },
     Published {
         gen: u64,
@@ -471,6 +529,8 @@ enum NetEvent {
     Acked {
         gen: u64,
         pkid: u16,
+        /// MQTT v5: the broker's reason for not accepting the message.
+        refused: Option<String>,
     },
     DisconnectSent {
         gen: u64,
@@ -524,6 +584,7 @@ impl Publisher {
             events: net_tx,
             incoming: incoming_tx,
             stop: stop.clone(),
+            gen: AtomicU64::new(0),
         };
         let net_thread = std::thread::Builder::new()
             .name("mqtt-net".into())
@@ -619,83 +680,58 @@ struct NetLoop {
     events: Sender<NetEvent>,
     incoming: Sender<IncomingMessage>,
     stop: Arc<Stop>,
+    /// Connection generation; kept across restarts of the loop so stale events stay stale.
+    gen: AtomicU64,
 }
 
 impl NetLoop {
     fn run(self) {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                log::error!("mqtt: cannot start the network runtime: {e}");
+        while !self.stop.is_set() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    log::error!("mqtt: cannot start the network runtime: {e}");
+                    return;
+                }
+            };
+            // A panic inside the MQTT client must not silence the device for good: report the
+            // connection lost and start over, as after any other failure.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rt.block_on(self.run_async())
+            }));
+            if run.is_ok() {
                 return;
             }
-        };
-        rt.block_on(self.run_async());
+            drop(rt);
+            let error = "internal error in the MQTT client (panic); restarting it".to_string();
+            log::error!("mqtt: {error}");
+            self.send(NetEvent::Disconnected {
+                gen: self.gen.load(Ordering::SeqCst),
+                error,
+                was_connected: true,
+            });
+            std::thread::sleep(Duration::from_millis(self.cfg.reconnect_max_ms));
+        }
     }
 
     async fn run_async(&self) {
         let min = Duration::from_millis(self.cfg.reconnect_min_ms);
         let max = Duration::from_millis(self.cfg.reconnect_max_ms);
         let mut backoff = min;
-        let mut gen = 0u64;
         while !self.stop.is_set() {
-            gen += 1;
-            let will = LastWill::new(
-                self.handle.topics().status(),
-                self.handle
-                    .status_payload(DeviceState::Offline, Some("connection lost")),
-                rumqttc::QoS::AtLeastOnce,
-                true,
-            );
-            let opts = mqtt_options(&self.cfg, &self.url, self.tls.clone(), Some(will), false);
-            let (client, mut el) = AsyncClient::new(opts, self.cfg.inflight as usize + 16);
-            set_timeout(&mut el, self.cfg.connect_timeout_s);
-            let mut connected = false;
-            let error = loop {
-                let ev = tokio::select! {
-                    biased;
-                    _ = self.stop.notify.notified() => {
-                        if self.stop.is_set() { return; }
-                        continue;
-                    }
-                    ev = el.poll() => ev,
-                };
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        connected = true;
-                        backoff = min;
-                        self.send(NetEvent::Connected {
-                            gen,
-                            client: client.clone(),
-                        });
-                    }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                        self.send(NetEvent::Published { gen, pkid })
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => self.send(NetEvent::Acked {
-                        gen,
-                        pkid: ack.pkid,
-                    }),
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let msg = IncomingMessage {
-                            topic: p.topic,
-                            payload: p.payload.to_vec(),
-                        };
-                        if let Err(TrySendError::Full(_)) = self.incoming.try_send(msg) {
-                            if let Ok(mut st) = self.handle.shared.stats.lock() {
-                                st.incoming_dropped += 1;
-                            }
-                        }
-                    }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                        self.send(NetEvent::DisconnectSent { gen })
-                    }
-                    Ok(_) => {}
-                    Err(e) => break describe_connection_error(&e, &self.cfg, &self.url),
-                }
+            let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
+            let will_payload = self
+                .handle
+                .status_payload(DeviceState::Offline, Some("connection lost"));
+            let session = match self.cfg.protocol {
+                Protocol::V311 => self.session_v311(gen, will_payload).await,
+                Protocol::V5 => self.session_v5(gen, will_payload).await,
+            };
+            let Some((error, connected)) = session else {
+                return; // stopped
             };
             self.send(NetEvent::Disconnected {
                 gen,
@@ -703,11 +739,11 @@ impl NetLoop {
                 was_connected: connected,
             });
             if connected {
+                backoff = min;
                 log::warn!("mqtt: disconnected from {}: {error}", self.url);
             } else {
                 log::debug!("mqtt: cannot connect to {}: {error}", self.url);
             }
-            drop(el);
             // Jitter spreads a fleet's reconnects after a broker restart.
             let jitter = Duration::from_millis(now_ms() % (backoff.as_millis() as u64 / 4 + 1));
             tokio::select! {
@@ -718,10 +754,244 @@ impl NetLoop {
         }
     }
 
+    /// One MQTT 3.1.1 connection, from connecting to losing it. `None` when stopped; otherwise
+    /// why it ended and whether it had been established.
+    async fn session_v311(&self, gen: u64, will_payload: Vec<u8>) -> Option<(String, bool)> {
+        let will = LastWill::new(
+            self.handle.topics().status(),
+            will_payload,
+            rumqttc::QoS::AtLeastOnce,
+            true,
+        );
+        let opts = mqtt_options(&self.cfg, &self.url, self.tls.clone(), Some(will), false);
+        let (client, mut el) = AsyncClient::new(opts, self.cfg.inflight as usize + 16);
+        set_timeout(&mut el, self.cfg.connect_timeout_s);
+        let mut connected = false;
+        loop {
+            let ev = tokio::select! {
+                biased;
+                _ = self.stop.notify.notified() => {
+                    if self.stop.is_set() { return None; }
+                    continue;
+                }
+                ev = el.poll() => ev,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected = true;
+                    self.send(NetEvent::Connected {
+                        gen,
+                        client: Client::V311(client.clone()),
+                    });
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    self.send(NetEvent::Published { gen, pkid })
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => self.send(NetEvent::Acked {
+                    gen,
+                    pkid: ack.pkid,
+                    refused: None,
+                }),
+                Ok(Event::Incoming(Packet::Publish(p))) => self.incoming(IncomingMessage {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                    response_topic: None,
+                    correlation: None,
+                }),
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    self.send(NetEvent::DisconnectSent { gen })
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Some((
+                        describe_connection_error(&e, &self.cfg, &self.url),
+                        connected,
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The same over MQTT v5, which adds reason codes on PUBACK and request/response properties.
+    async fn session_v5(&self, gen: u64, will_payload: Vec<u8>) -> Option<(String, bool)> {
+        use rumqttc::v5::mqttbytes::v5::{LastWill as Will5, Packet as P5, PubAckReason};
+        use rumqttc::v5::{AsyncClient as Client5, Event as Event5};
+
+        let will = Will5::new(
+            self.handle.topics().status(),
+            will_payload,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            true,
+            None,
+        );
+        let opts = mqtt_options_v5(&self.cfg, &self.url, self.tls.clone(), Some(will), false);
+        let (client, mut el) = Client5::new(opts, self.cfg.inflight as usize + 16);
+        let mut connected = false;
+        loop {
+            let ev = tokio::select! {
+                biased;
+                _ = self.stop.notify.notified() => {
+                    if self.stop.is_set() { return None; }
+                    continue;
+                }
+                ev = el.poll() => ev,
+            };
+            match ev {
+                Ok(Event5::Incoming(P5::ConnAck(_))) => {
+                    connected = true;
+                    self.send(NetEvent::Connected {
+                        gen,
+                        client: Client::V5(client.clone()),
+                    });
+                }
+                Ok(Event5::Outgoing(Outgoing::Publish(pkid))) => {
+                    self.send(NetEvent::Published { gen, pkid })
+                }
+                Ok(Event5::Incoming(P5::PubAck(ack))) => {
+                    let refused = match ack.reason {
+                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+                        other => Some(format!(
+                            "{other:?}{}",
+                            ack.properties
+                                .and_then(|p| p.reason_string)
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default()
+                        )),
+                    };
+                    self.send(NetEvent::Acked {
+                        gen,
+                        pkid: ack.pkid,
+                        refused,
+                    })
+                }
+                Ok(Event5::Incoming(P5::Publish(p))) => {
+                    let props = p.properties.unwrap_or_default();
+                    self.incoming(IncomingMessage {
+                        topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                        payload: p.payload.to_vec(),
+                        response_topic: props.response_topic,
+                        correlation: props.correlation_data.map(|c| c.to_vec()),
+                    })
+                }
+                Ok(Event5::Outgoing(Outgoing::Disconnect)) => {
+                    self.send(NetEvent::DisconnectSent { gen })
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Some((
+                        describe_error_text(&e.to_string(), &self.cfg, &self.url),
+                        connected,
+                    ))
+                }
+            }
+        }
+    }
+
+    fn incoming(&self, msg: IncomingMessage) {
+        if let Err(TrySendError::Full(_)) = self.incoming.try_send(msg) {
+            if let Ok(mut st) = self.handle.shared.stats.lock() {
+                st.incoming_dropped += 1;
+            }
+        }
+    }
+
     fn send(&self, ev: NetEvent) {
         // The spool thread outlives this one except at shutdown, when nothing is listening.
         let _ = self.events.send(ev);
     }
+}
+
+/// The connection's request handle, for either protocol version.
+#[derive(Clone)]
+enum Client {
+    V311(AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl Client {
+    fn try_publish(
+        &self,
+        topic: String,
+        qos: Qos,
+        retain: bool,
+        payload: Vec<u8>,
+        correlation: Option<Vec<u8>>,
+    ) -> bool {
+        match self {
+            Client::V311(c) => c.try_publish(topic, qos.into(), retain, payload).is_ok(),
+            Client::V5(c) => {
+                use rumqttc::v5::mqttbytes::{v5::PublishProperties, QoS as Q5};
+                let q = match qos {
+                    Qos::AtMostOnce => Q5::AtMostOnce,
+                    Qos::AtLeastOnce => Q5::AtLeastOnce,
+                };
+                match correlation {
+                    Some(c5) => {
+                        let props = PublishProperties {
+                            correlation_data: Some(c5.into()),
+                            ..Default::default()
+                        };
+                        c.try_publish_with_properties(topic, q, retain, payload, props)
+                            .is_ok()
+                    }
+                    None => c.try_publish(topic, q, retain, payload).is_ok(),
+                }
+            }
+        }
+    }
+
+    /// QoS 0: a command missed while offline is better lost than run late, and the broker then
+    /// never holds an over-sized command for re-delivery.
+    fn try_subscribe_qos0(&self, filter: String) -> bool {
+        match self {
+            Client::V311(c) => c.try_subscribe(filter, rumqttc::QoS::AtMostOnce).is_ok(),
+            Client::V5(c) => c
+                .try_subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtMostOnce)
+                .is_ok(),
+        }
+    }
+
+    fn try_disconnect(&self) -> bool {
+        match self {
+            Client::V311(c) => c.try_disconnect().is_ok(),
+            Client::V5(c) => c.try_disconnect().is_ok(),
+        }
+    }
+}
+
+fn mqtt_options_v5(
+    cfg: &MqttConfig,
+    url: &BrokerUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    will: Option<rumqttc::v5::mqttbytes::v5::LastWill>,
+    clean: bool,
+) -> rumqttc::v5::MqttOptions {
+    let id = if clean {
+        format!("{}-probe-{}", cfg.client_id(), std::process::id())
+    } else {
+        cfg.client_id()
+    };
+    let mut o = rumqttc::v5::MqttOptions::new(id, url.host.clone(), url.port);
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(1)));
+    o.set_clean_start(clean);
+    o.set_connection_timeout(cfg.connect_timeout_s.max(1));
+    if !clean {
+        // In v5 a session ends with the connection unless it is given an expiry.
+        o.set_session_expiry_interval(Some(cfg.session_expiry_s));
+    }
+    // Announced to the broker, which then discards larger messages instead of sending them.
+    o.set_max_packet_size(Some(cfg.max_incoming_bytes.max(1024) as u32));
+    o.set_outgoing_inflight_upper_limit(cfg.inflight.saturating_add(8));
+    if let Some(u) = &cfg.username {
+        o.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
+    }
+    if let Some(w) = will {
+        o.set_last_will(w);
+    }
+    if let Some(t) = tls {
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(t)));
+    }
+    o
 }
 
 fn set_timeout(el: &mut EventLoop, secs: u64) {
@@ -813,28 +1083,42 @@ pub fn tls_config(cfg: &MqttConfig) -> Result<rustls::ClientConfig> {
 
 /// Turns rumqttc's error into one line that says what to check.
 fn describe_connection_error(e: &ConnectionError, cfg: &MqttConfig, url: &BrokerUrl) -> String {
-    let raw = e.to_string();
     match e {
         ConnectionError::ConnectionRefused(code) => format!(
             "broker {url} refused the connection ({code:?}): check username/password and client id"
         ),
-        ConnectionError::Tls(_) if raw.contains("certificate") || raw.contains("Certificate") => {
-            let ca = cfg
-                .ca_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            format!(
-                "TLS handshake with {url} failed: {raw} (is the broker's certificate signed by the CA in {ca}, and issued for {}?)",
-                url.host
-            )
-        }
-        ConnectionError::Tls(_) => format!("TLS handshake with {url} failed: {raw}"),
-        ConnectionError::NetworkTimeout => format!("no answer from {url} (connect timed out)"),
         ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             format!("cannot reach {url}: connection refused (is the broker running?)")
         }
-        _ => format!("{url}: {raw}"),
+        _ => describe_error_text(&e.to_string(), cfg, url),
+    }
+}
+
+/// The same from the error's text (rumqttc's v5 errors are a separate type with the same words).
+fn describe_error_text(raw: &str, cfg: &MqttConfig, url: &BrokerUrl) -> String {
+    let tls = raw.starts_with("TLS") || raw.contains("Tls");
+    if tls && raw.to_ascii_lowercase().contains("certificate") {
+        let ca = cfg
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        format!(
+            "TLS handshake with {url} failed: {raw} (is the broker's certificate signed by the CA in {ca}, and issued for {}?)",
+            url.host
+        )
+    } else if tls {
+        format!("TLS handshake with {url} failed: {raw}")
+    } else if raw.starts_with("I/O") && raw.contains("refused") {
+        format!("cannot reach {url}: connection refused (is the broker running?)")
+    } else if raw.starts_with("Connection refused") {
+        format!(
+            "broker {url} refused the connection ({raw}): check username/password and client id"
+        )
+    } else if raw.contains("Timeout") || raw.contains("timeout") || raw.contains("timed out") {
+        format!("no answer from {url} ({raw})")
+    } else {
+        format!("{url}: {raw}")
     }
 }
 
@@ -847,11 +1131,14 @@ pub fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<()> {
     } else {
         None
     };
-    let opts = mqtt_options(cfg, &url, tls, None, true);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("mqtt: runtime: {e}")))?;
+    if cfg.protocol == Protocol::V5 {
+        return rt.block_on(probe_v5(cfg, &url, tls, timeout));
+    }
+    let opts = mqtt_options(cfg, &url, tls, None, true);
     rt.block_on(async {
         let (client, mut el) = AsyncClient::new(opts, 4);
         set_timeout(&mut el, timeout.as_secs().max(1));
@@ -874,6 +1161,34 @@ pub fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<()> {
     })
 }
 
+async fn probe_v5(
+    cfg: &MqttConfig,
+    url: &BrokerUrl,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<()> {
+    use rumqttc::v5::{mqttbytes::v5::Packet as P5, AsyncClient as Client5, Event as Event5};
+    let mut opts = mqtt_options_v5(cfg, url, tls, None, true);
+    opts.set_connection_timeout(timeout.as_secs().max(1));
+    let (client, mut el) = Client5::new(opts, 4);
+    let res = tokio::time::timeout(timeout, async {
+        loop {
+            match el.poll().await {
+                Ok(Event5::Incoming(P5::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(describe_error_text(&e.to_string(), cfg, url)),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer from {url} within {timeout:?}")));
+    if res.is_ok() {
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), el.poll()).await;
+    }
+    res.map_err(|e| Error::Other(format!("mqtt: {e}")))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Spool thread
 
@@ -885,7 +1200,7 @@ enum Slot {
 
 struct Conn {
     gen: u64,
-    client: AsyncClient,
+    client: Client,
     /// Handed to rumqttc, not yet reported written; rumqttc writes them in this order.
     sent: VecDeque<Slot>,
     /// Written QoS 1 messages by packet id, awaiting PUBACK (`None`: untracked).
@@ -1046,17 +1361,14 @@ impl SpoolSender {
                 let topic = self.handle.topics().status();
                 if conn
                     .client
-                    .try_publish(topic, rumqttc::QoS::AtLeastOnce, true, status)
-                    .is_ok()
+                    .try_publish(topic, Qos::AtLeastOnce, true, status, None)
                 {
                     conn.sent.push_back(Slot::Untracked);
                 }
                 if self.commands {
                     let filter = self.handle.topics().commands_filter();
-                    // QoS 0: a command missed while offline is better lost than run late, and
-                    // the broker then never holds an over-sized command for re-delivery.
-                    if let Err(e) = conn.client.try_subscribe(filter, rumqttc::QoS::AtMostOnce) {
-                        log::warn!("mqtt: cannot subscribe to commands: {e}");
+                    if !conn.client.try_subscribe_qos0(filter) {
+                        log::warn!("mqtt: cannot subscribe to commands");
                     }
                 }
                 self.conn = Some(conn);
@@ -1091,14 +1403,18 @@ impl SpoolSender {
                     None => log::warn!("mqtt: publish {pkid} written that was never queued"),
                 }
             }
-            NetEvent::Acked { gen, pkid } => {
+            NetEvent::Acked { gen, pkid, refused } => {
                 let Some(conn) = self.conn.as_mut().filter(|c| c.gen == gen) else {
                     return;
                 };
                 if let Some(Some(key)) = conn.inflight.remove(&pkid) {
                     conn.delivered(key);
-                    self.deletes.push(key);
                     self.attempts.remove(&key);
+                    match refused {
+                        None => self.deletes.push(key),
+                        // Sending it again would be refused again: drop it, loudly.
+                        Some(why) => self.refused(key, &why),
+                    }
                 }
             }
             NetEvent::DisconnectSent { .. } => {}
@@ -1153,6 +1469,29 @@ impl SpoolSender {
         }
     }
 
+    /// A message the broker acknowledged with an error reason (MQTT v5): not authorised, quota
+    /// exceeded, invalid topic... Re-sending cannot help, so it leaves the spool and is counted.
+    fn refused(&mut self, key: u64, why: &str) {
+        let found = self
+            .spool
+            .peek(key, 1)
+            .ok()
+            .and_then(|v| v.into_iter().next());
+        if let Some((k, m)) = found.filter(|(k, _)| *k == key) {
+            log::error!(
+                "mqtt: broker refused {} message on {}: {why}",
+                m.class,
+                m.topic
+            );
+            if self.spool.remove(&[k], true).is_ok() {
+                self.spool.count_drop(m.class);
+            }
+        }
+        if let Ok(mut st) = self.handle.shared.stats.lock() {
+            st.last_error = Some(format!("broker refused a message: {why}"));
+        }
+    }
+
     fn flush_deletes(&mut self) {
         if self.deletes.is_empty() {
             return;
@@ -1203,20 +1542,18 @@ impl SpoolSender {
                     continue;
                 }
                 let cost = m.cost();
-                match conn
+                if !conn
                     .client
-                    .try_publish(m.topic, m.qos.into(), m.retain, m.payload)
+                    .try_publish(m.topic, m.qos, m.retain, m.payload, m.correlation)
                 {
-                    Ok(()) => {
-                        conn.sizes.insert(key, cost);
-                        conn.bytes += cost;
-                        conn.sent.push_back(Slot::Spool(key));
-                        conn.cursor = key + 1;
-                        handed += 1;
-                    }
                     // Request queue full or the connection just went away: its events follow.
-                    Err(_) => break 'outer,
+                    break 'outer;
                 }
+                conn.sizes.insert(key, cost);
+                conn.bytes += cost;
+                conn.sent.push_back(Slot::Spool(key));
+                conn.cursor = key + 1;
+                handed += 1;
             }
         }
         if handed > 0 {
@@ -1235,19 +1572,16 @@ impl SpoolSender {
         let payload = self
             .handle
             .status_payload(DeviceState::Offline, Some("shutdown"));
-        if conn
-            .client
-            .try_publish(
-                self.handle.topics().status(),
-                rumqttc::QoS::AtLeastOnce,
-                true,
-                payload,
-            )
-            .is_ok()
-        {
+        if conn.client.try_publish(
+            self.handle.topics().status(),
+            Qos::AtLeastOnce,
+            true,
+            payload,
+            None,
+        ) {
             conn.sent.push_back(Slot::Untracked);
         }
-        if conn.client.try_disconnect().is_err() {
+        if !conn.client.try_disconnect() {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(2);

@@ -37,7 +37,11 @@ const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_KEY: &str = "next_key";
 
+/// Record layouts: 1 = header, topic, payload; 2 = header, topic, correlation data (a u16
+/// length, then the bytes), payload. Version 2 is written only for messages that carry
+/// correlation data, so spools stay readable by the version that only knew 1.
 const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION_CORRELATED: u8 = 2;
 /// Bytes of a record before the topic: version, class, qos, retain, created_ts, topic length.
 const HEADER: usize = 14;
 const CLASSES: usize = MessageClass::ALL.len();
@@ -78,23 +82,33 @@ pub struct SpoolMessage {
     pub retain: bool,
     /// Milliseconds since the Unix epoch when the message was accepted.
     pub created_ts: u64,
+    /// MQTT v5 correlation data, for replies to a v5 request (ignored on 3.1.1 connections).
+    pub correlation: Option<Vec<u8>>,
 }
 
 impl SpoolMessage {
     /// The size counted against the byte bounds.
     pub fn cost(&self) -> u64 {
-        (HEADER + self.topic.len() + self.payload.len()) as u64
+        let corr = self.correlation.as_ref().map_or(0, |c| 2 + c.len());
+        (HEADER + self.topic.len() + corr + self.payload.len()) as u64
     }
 
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.cost() as usize);
-        v.push(RECORD_VERSION);
+        v.push(match self.correlation {
+            Some(_) => RECORD_VERSION_CORRELATED,
+            None => RECORD_VERSION,
+        });
         v.push(self.class as u8);
         v.push(self.qos as u8);
         v.push(self.retain as u8);
         v.extend_from_slice(&self.created_ts.to_le_bytes());
         v.extend_from_slice(&(self.topic.len() as u16).to_le_bytes());
         v.extend_from_slice(self.topic.as_bytes());
+        if let Some(c) = &self.correlation {
+            v.extend_from_slice(&(c.len() as u16).to_le_bytes());
+            v.extend_from_slice(c);
+        }
         v.extend_from_slice(&self.payload);
         v
     }
@@ -104,13 +118,28 @@ impl SpoolMessage {
         let topic = std::str::from_utf8(&b[HEADER..HEADER + tlen])
             .map_err(|_| "topic is not UTF-8".to_string())?
             .to_string();
+        let mut at = HEADER + tlen;
+        let correlation = if b[0] == RECORD_VERSION_CORRELATED {
+            let Some(len) = b.get(at..at + 2) else {
+                return Err("correlation data runs past the end of the record".into());
+            };
+            let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+            let Some(c) = b.get(at + 2..at + 2 + len) else {
+                return Err("correlation data runs past the end of the record".into());
+            };
+            at += 2 + len;
+            Some(c.to_vec())
+        } else {
+            None
+        };
         Ok(SpoolMessage {
             class,
             topic,
-            payload: b[HEADER + tlen..].to_vec(),
+            payload: b[at..].to_vec(),
             qos,
             retain,
             created_ts,
+            correlation,
         })
     }
 }
@@ -122,7 +151,7 @@ fn decode_header(b: &[u8]) -> std::result::Result<(MessageClass, Qos, bool, u64,
             b.len()
         ));
     }
-    if b[0] != RECORD_VERSION {
+    if b[0] != RECORD_VERSION && b[0] != RECORD_VERSION_CORRELATED {
         return Err(format!("unknown record version {}", b[0]));
     }
     let class = MessageClass::from_index(b[1]).ok_or_else(|| format!("unknown class {}", b[1]))?;
@@ -520,6 +549,7 @@ mod tests {
             qos: Qos::AtLeastOnce,
             retain: false,
             created_ts: 7,
+            correlation: None,
         }
     }
 
@@ -550,6 +580,27 @@ mod tests {
         assert_eq!(topics, ["t/1", "t/2", "t/3", "t/4"]);
         assert_eq!(got[2].1, msg(MessageClass::Event, "t/3", 3));
         assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn correlation_data_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        let mut m = msg(MessageClass::Reply, "r", 3);
+        m.correlation = Some(vec![1, 2, 3, 4]);
+        {
+            let mut s = Spool::open(&p, SpoolLimits::default()).unwrap();
+            s.push(m.clone()).unwrap();
+            s.push(msg(MessageClass::Event, "e", 2)).unwrap();
+        }
+        let s = Spool::open(&p, SpoolLimits::default()).unwrap();
+        let got = s.peek(0, 10).unwrap();
+        assert_eq!(got[0].1, m);
+        assert_eq!(got[1].1.correlation, None);
+        assert_eq!(
+            s.bytes(),
+            m.cost() + msg(MessageClass::Event, "e", 2).cost()
+        );
     }
 
     #[test]
