@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 use lookout::mqtt::commands::{ChannelHandler, CommandServer, MAX_COMMAND_BYTES};
+use lookout::mqtt::publisher::Protocol;
 use lookout::mqtt::{
     probe, AlertBody, DetectionsBody, EmbeddedBroker, EmbeddedBrokerConfig, EventBody,
     MessageClass, MqttConfig, Publisher, SceneBody, Spool, SpoolLimits, WatchOptions,
@@ -531,17 +532,30 @@ fn broker_restarts_lose_no_alert() {
 
 #[test]
 fn network_cuts_and_a_stalled_link_lose_no_alert() {
+    network_faults(Protocol::V311);
+}
+
+#[test]
+fn network_cuts_and_a_stalled_link_lose_no_alert_mqtt5() {
+    network_faults(Protocol::V5);
+}
+
+fn network_faults(protocol: Protocol) {
     require_mosquitto!();
     let broker = Mosquitto::start();
     let link = proxy::Proxy::start(broker.port);
     let dir = tempfile::tempdir().unwrap();
     // The subscriber talks to the broker directly; only the publisher's link is faulty.
     let sub = Sub::new(broker.port, "sub-net", &["lookout/net/alerts"], false);
-    let cfg = config(
+    let mut cfg = config(
         &format!("mqtt://127.0.0.1:{}", link.port),
         "net",
         &dir.path().join("s.redb"),
     );
+    cfg.protocol = protocol;
+    if protocol == Protocol::V5 {
+        cfg.keep_alive_s = 5; // rumqttc's v5 minimum
+    }
     let p = Arc::new(Publisher::start(&cfg).unwrap());
     wait_until("publisher connected", || p.stats().connected);
 
@@ -601,7 +615,7 @@ fn network_cuts_and_a_stalled_link_lose_no_alert() {
     assert!(p.flush(WAIT), "{:?}", p.stats());
     let st = p.stats();
     println!(
-        "network faults: published {N}, received {received} (with duplicates), distinct {}, duplicates {}; \
+        "network faults ({protocol:?}): published {N}, received {received} (with duplicates), distinct {}, duplicates {}; \
          publisher: connects {}, reconnects {}, sent {} (re-sends {}), acked {}, dropped alerts {}",
         got.len(),
         received - got.len(),
@@ -619,6 +633,126 @@ fn network_cuts_and_a_stalled_link_lose_no_alert() {
         missing.len()
     );
     assert_eq!((st.acked, st.spool_depth), (N as u64, 0));
+}
+
+#[test]
+fn mqtt5_request_response_and_delivery() {
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{Client as Client5, Event as Event5, MqttOptions as Options5};
+
+    require_mosquitto!();
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sub = Sub::new(broker.port, "sub-v5", &["lookout/v5/#"], true);
+    let mut cfg = config(&broker.url(), "v5", &dir.path().join("s.redb"));
+    cfg.protocol = Protocol::V5;
+    cfg.keep_alive_s = 5;
+    probe(&cfg, WAIT).expect("v5 probe");
+    let p = Publisher::start(&cfg).unwrap();
+    let server = CommandServer::start(&p, lookout::mqtt::Unsupported).unwrap();
+    assert_eq!(sub.recv_on("lookout/v5/status").json()["state"], "online");
+
+    const N: usize = 100;
+    for i in 0..N {
+        p.alert(AlertBody {
+            alert: "v5".into(),
+            message: format!("{i}"),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    let mut seen = HashSet::new();
+    let mut order = Vec::new();
+    while order.len() < N {
+        let v = sub.recv_on("lookout/v5/alerts").json();
+        if seen.insert(v["id"].as_str().unwrap().to_string()) {
+            order.push(v["message"].as_str().unwrap().parse::<usize>().unwrap());
+        }
+    }
+    assert_eq!(order, (0..N).collect::<Vec<_>>());
+    assert!(p.flush(WAIT), "{:?}", p.stats());
+
+    // A v5 requester: response topic + correlation data, no request_id needed.
+    let mut o = Options5::new("requester-v5", "127.0.0.1", broker.port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client5::new(o, 16);
+    client
+        .subscribe("robots/r1/answers", Q5::AtLeastOnce)
+        .unwrap();
+    let (tx, rx) = unbounded();
+    std::thread::spawn(move || {
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event5::Incoming(P5::SubAck(_))) => {
+                    if tx.send(None).is_err() {
+                        return;
+                    }
+                }
+                Ok(Event5::Incoming(P5::Publish(m))) => {
+                    let corr = m
+                        .properties
+                        .and_then(|p| p.correlation_data)
+                        .map(|c| c.to_vec());
+                    let msg = (
+                        String::from_utf8_lossy(&m.topic).into_owned(),
+                        m.payload.to_vec(),
+                        corr,
+                    );
+                    if tx.send(Some(msg)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    });
+    assert_eq!(rx.recv_timeout(WAIT).expect("SUBACK"), None);
+    let ask = |cmd: &str, payload: &str, corr: &[u8]| {
+        let props = PublishProperties {
+            response_topic: Some("robots/r1/answers".into()),
+            correlation_data: Some(corr.to_vec().into()),
+            ..Default::default()
+        };
+        client
+            .publish_with_properties(
+                format!("lookout/v5/cmd/{cmd}"),
+                Q5::AtLeastOnce,
+                false,
+                payload.to_string(),
+                props,
+            )
+            .unwrap();
+    };
+    // The command subscription may lag the first connection: ask until answered.
+    let deadline = Instant::now() + WAIT;
+    let (topic, body, corr) = loop {
+        assert!(Instant::now() < deadline, "no v5 reply");
+        ask("ping", "", b"corr-1");
+        if let Ok(Some(m)) = rx.recv_timeout(Duration::from_secs(1)) {
+            break m;
+        }
+    };
+    assert_eq!(topic, "robots/r1/answers");
+    assert_eq!(corr.as_deref(), Some(&b"corr-1"[..]));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["command"].as_str()),
+        (Some(true), Some("ping"))
+    );
+    while rx.recv_timeout(Duration::from_millis(500)).is_ok() {} // extra pongs from the retries
+
+    ask("ground", r#"{"instruction": 5}"#, b"corr-2");
+    let Some((_, body, corr)) = rx.recv_timeout(WAIT).unwrap() else {
+        panic!("SUBACK again")
+    };
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(corr.as_deref(), Some(&b"corr-2"[..]));
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("invalid type"), "{v}");
+    drop(p);
+    server.join();
 }
 
 /// The device subscribes to commands right after connecting, without telling anyone when the
