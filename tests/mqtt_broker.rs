@@ -439,6 +439,90 @@ fn spool_survives_restart_while_the_broker_is_down() {
 }
 
 #[test]
+fn a_full_spool_drops_low_classes_first_and_keeps_every_alert() {
+    require_mosquitto!();
+    // The subscriber is in place from the start; the publisher's link stays cut until the end.
+    let broker = Mosquitto::start();
+    let link = proxy::Proxy::start(broker.port);
+    link.cut();
+    let sub = Sub::new(broker.port, "sub-full", &["lookout/full/alerts"], true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        &format!("mqtt://127.0.0.1:{}", link.port),
+        "full",
+        &dir.path().join("s.redb"),
+    );
+    cfg.spool = SpoolLimits {
+        max_messages: 30,
+        alert_max_messages: 60,
+        ..SpoolLimits::default()
+    };
+    let p = Publisher::start(&cfg).unwrap();
+    let event = |i: u64| EventBody {
+        event: "e".into(),
+        count: Some(i),
+        ..Default::default()
+    };
+    let detections = || DetectionsBody {
+        width: 1,
+        height: 1,
+        ..Default::default()
+    };
+    let wait_staged = || wait_until("staging drained", || p.stats().staged == 0);
+    for _ in 0..20 {
+        p.detections(detections()).unwrap();
+    }
+    for i in 0..20 {
+        p.event(event(i)).unwrap();
+    }
+    wait_staged();
+    // 40 offered to a 30-message spool: the oldest detections made room for the events.
+    let st = p.stats();
+    assert_eq!(
+        (
+            st.depth_by_class[&MessageClass::Event],
+            st.depth_by_class[&MessageClass::Detections]
+        ),
+        (20, 10)
+    );
+    assert_eq!(st.dropped[&MessageClass::Detections], 10);
+    for i in 0..50 {
+        p.alert(AlertBody {
+            alert: "full".into(),
+            message: format!("{i}"),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+    p.detections(detections()).unwrap(); // nothing of lower priority left to evict: refused
+    wait_staged();
+    let st = p.stats();
+    println!(
+        "full spool: depth {:?}, dropped {:?}",
+        st.depth_by_class, st.dropped
+    );
+    // Alerts pushed out every detection and event and grew past the normal bound.
+    assert_eq!(st.depth_by_class[&MessageClass::Alert], 50);
+    assert_eq!(st.depth_by_class[&MessageClass::Event], 0);
+    assert_eq!(st.depth_by_class[&MessageClass::Detections], 0);
+    assert_eq!(st.dropped[&MessageClass::Event], 20);
+    assert_eq!(st.dropped[&MessageClass::Detections], 21);
+    assert_eq!(st.dropped[&MessageClass::Alert], 0);
+
+    link.restore();
+    assert!(p.flush(WAIT), "{:?}", p.stats());
+    let mut got = Vec::new();
+    let mut seen = HashSet::new();
+    while got.len() < 50 {
+        let v = sub.recv_on("lookout/full/alerts").json();
+        if seen.insert(v["id"].as_str().unwrap().to_string()) {
+            got.push(v["message"].as_str().unwrap().parse::<u32>().unwrap());
+        }
+    }
+    assert_eq!(got, (0..50).collect::<Vec<_>>());
+}
+
+#[test]
 fn broker_restarts_lose_no_alert() {
     require_mosquitto!();
     let mut broker = Mosquitto::start();
