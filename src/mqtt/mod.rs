@@ -20,7 +20,7 @@ pub use commands::{
     ChannelHandler, Command, CommandHandler, CommandRequest, CommandServer, PendingCommand,
     Responder, Unsupported,
 };
-pub use publisher::{probe, MqttConfig, Publisher, PublisherHandle, PublisherStats};
+pub use publisher::{probe, MqttConfig, Protocol, Publisher, PublisherHandle, PublisherStats};
 pub use spool::{Spool, SpoolLimits, SpoolMessage};
 pub use topics::{
     AlertBody, ClassPolicies, ClassPolicy, DetectionsBody, Envelope, EventBody, MessageClass, Qos,
