@@ -21,6 +21,7 @@ pub mod error;
 pub mod geometry;
 pub mod imageio;
 pub mod models;
+pub mod mqtt;
 pub mod pipeline;
 pub mod scene;
 pub mod schema;

@@ -1,0 +1,29 @@
+//! MQTT: publish what the cameras see to remote subscribers without ever losing an alert, and
+//! take commands back. See `docs/mqtt.md` for the topic and payload schema.
+//!
+//! - [`topics`]: topic names, message classes (priority, QoS, retain) and payload structs;
+//! - [`spool`]: the persistent, bounded store-and-forward queue;
+//! - [`publisher`]: the connection that drains the spool, keeps the status and receives commands;
+//! - [`commands`]: parsing, validation and dispatch of `cmd/*`, replies on `reply/*`;
+//! - [`broker`]: an embedded broker (rumqttd);
+//! - [`watch`]: a terminal subscriber for people.
+
+pub mod broker;
+pub mod commands;
+pub mod publisher;
+pub mod spool;
+pub mod topics;
+pub mod watch;
+
+pub use broker::{EmbeddedBroker, EmbeddedBrokerConfig};
+pub use commands::{
+    ChannelHandler, Command, CommandHandler, CommandRequest, CommandServer, PendingCommand,
+    Responder, Unsupported,
+};
+pub use publisher::{probe, MqttConfig, Protocol, Publisher, PublisherHandle, PublisherStats};
+pub use spool::{Spool, SpoolLimits, SpoolMessage};
+pub use topics::{
+    AlertBody, ClassPolicies, ClassPolicy, DetectionsBody, Envelope, EventBody, MessageClass, Qos,
+    ReplyBody, SceneBody, StatusBody, Topics,
+};
+pub use watch::{watch, WatchOptions};
