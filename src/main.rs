@@ -32,6 +32,8 @@ enum Cmd {
     /// The main job: camera → detect → track → rules → events, alerts and scene descriptions.
     /// With no arguments: the bundled model on the bundled clip with a demo zone.
     Run(RunArgs),
+    /// Print events, alerts and scene descriptions from MQTT as they arrive.
+    Watch(WatchArgs),
     /// Time a model on an image: start-up, pre-processing, inference, post-processing.
     Bench(BenchArgs),
     /// List the installed models.
@@ -93,6 +95,45 @@ struct RunArgs {
     /// Print a summary as JSON on stdout at the end.
     #[arg(long)]
     summary_json: bool,
+    /// Publish over MQTT: a broker URL (mqtt://host:port, mqtts://…), `embedded` to start the
+    /// built-in broker on 127.0.0.1:1883, or `none`. Default: the config's [mqtt] table, if any.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Port for `--broker embedded`.
+    #[arg(long, default_value_t = 1883)]
+    embedded_port: u16,
+    /// Store-and-forward spool file (default: the config's mqtt.spool_path).
+    #[arg(long)]
+    spool: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct WatchArgs {
+    /// Broker URL.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// Only this device (default: every device).
+    #[arg(long)]
+    device: Option<String>,
+    /// One JSON object per message.
+    #[arg(long)]
+    json: bool,
+    /// Also show online/offline status.
+    #[arg(long)]
+    status: bool,
+    /// CA file for mqtts://.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    max_messages: Option<usize>,
+    /// Stop when nothing arrived for this many seconds.
+    #[arg(long)]
+    idle_timeout: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -120,11 +161,18 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    // rumqttd logs every client disconnect as an error; keep it quiet unless debugging.
+    let filter = if cli.verbose >= 2 {
+        level.to_string()
+    } else {
+        format!("{level},rumqttd=off")
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
     let res = match cli.cmd {
         Cmd::Detect(a) => detect(a),
         Cmd::Run(a) => run(a),
         Cmd::Bench(a) => bench(a),
+        Cmd::Watch(a) => watch(a),
         Cmd::Models { json } => list_models(json),
     };
     match res {
@@ -443,14 +491,22 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     for _ in 0..cfg.detector.workers {
         detectors.push(Box::new(ModelDetector::load(manifest.clone(), &opts)?));
     }
+    let handle = Handle::default();
+    let mqtt = start_mqtt(&a, &cfg, &handle)?;
+    // MQTT first: a record is in the store-and-forward spool before any log line reports it.
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(m) = &mqtt {
+        sinks.push(Box::new(lookout::mqtt::bridge::MqttSink::new(
+            m.publisher.handle(),
+        )));
+    }
     match &a.events_out {
         Some(p) if p.as_os_str() == "-" => {
             sinks.push(Box::new(JsonlSink::new(std::io::stdout(), true)))
         }
         Some(p) => {
             let f = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
-            sinks.push(Box::new(JsonlSink::new(std::io::BufWriter::new(f), false)));
+            sinks.push(Box::new(JsonlSink::new(std::io::BufWriter::new(f), true)));
         }
         None => {}
     }
@@ -461,7 +517,6 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     } else if !a.summary_json {
         sinks.push(Box::new(ReadableSink));
     }
-    let handle = Handle::default();
     {
         let stop = handle.stop.clone();
         ctrlc::set_handler(move || {
@@ -493,6 +548,9 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         },
         handle,
     )?;
+    if let Some(m) = mqtt {
+        m.stop();
+    }
     if a.summary_json {
         println!("{}", serde_json::to_string(&summary)?);
     }
@@ -507,5 +565,130 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         summary.frames_dropped,
         summary.bad_frames
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The MQTT side of a run: the embedded broker (if asked for), the publisher and the command server.
+struct MqttRuntime {
+    publisher: lookout::mqtt::Publisher,
+    commands: Option<lookout::mqtt::CommandServer>,
+    _broker: Option<lookout::mqtt::EmbeddedBroker>,
+}
+
+impl MqttRuntime {
+    fn stop(self) {
+        let drain = std::time::Duration::from_secs(5);
+        if !self.publisher.flush(drain) {
+            eprintln!("mqtt: not everything was acknowledged yet; it stays in the spool for the next start");
+        }
+        self.publisher.shutdown(std::time::Duration::from_secs(1));
+        if let Some(c) = self.commands {
+            c.join();
+        }
+    }
+}
+
+fn start_mqtt(
+    a: &RunArgs,
+    cfg: &lookout::config::Config,
+    handle: &lookout::pipeline::Handle,
+) -> anyhow::Result<Option<MqttRuntime>> {
+    use lookout::mqtt::{
+        bridge::PipelineCommands, CommandServer, EmbeddedBroker, EmbeddedBrokerConfig, MqttConfig,
+        Publisher,
+    };
+    // The embedded default (no --config) is self-contained: it brings its own broker.
+    let choice = a
+        .broker
+        .clone()
+        .or_else(|| a.config.is_none().then(|| "embedded".to_string()));
+    if choice.as_deref() == Some("none") || (choice.is_none() && cfg.mqtt.is_none()) {
+        return Ok(None);
+    }
+    let mut mc: MqttConfig = match &cfg.mqtt {
+        Some(t) => toml::Value::Table(t.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("[mqtt]: {}", e.message()))?,
+        None => MqttConfig::default(),
+    };
+    if cfg.mqtt.as_ref().is_none_or(|t| !t.contains_key("device")) {
+        mc.device = cfg.device.clone();
+    }
+    if let Some(b) = &cfg.board {
+        mc.board = b.clone();
+    }
+    if let Some(p) = &a.spool {
+        mc.spool_path = p.clone();
+    }
+    let mut broker = None;
+    match choice.as_deref() {
+        Some("embedded") => {
+            let bc = EmbeddedBrokerConfig {
+                listen: ([127, 0, 0, 1], a.embedded_port).into(),
+                ..Default::default()
+            };
+            let b = match EmbeddedBroker::start(&bc) {
+                Ok(b) => b,
+                // Port taken (another broker, another demo): any free loopback port will do.
+                Err(e) if a.embedded_port == 1883 => {
+                    log::info!("embedded broker on 1883: {e}; using a free port");
+                    EmbeddedBroker::start(&EmbeddedBrokerConfig {
+                        listen: ([127, 0, 0, 1], 0).into(),
+                        ..bc
+                    })?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            eprintln!(
+                "mqtt: embedded broker on {} (watch it with: lookout watch --broker {})",
+                b.url(),
+                b.url()
+            );
+            mc.broker = b.url();
+            broker = Some(b);
+        }
+        Some(url) => mc.broker = url.to_string(),
+        None => {}
+    }
+    mc.validate()?;
+    let publisher = Publisher::start(&mc)?;
+    let commands = if mc.commands {
+        let handler = PipelineCommands {
+            handle: handle.clone(),
+            publisher: publisher.handle(),
+            camera: cfg.camera.name.clone(),
+            rule_names: cfg.rules.iter().map(|r| r.name.clone()).collect(),
+        };
+        Some(CommandServer::start(&publisher, handler)?)
+    } else {
+        None
+    };
+    eprintln!(
+        "mqtt: publishing to {} as lookout/{}/… (spool {})",
+        mc.broker,
+        mc.device,
+        mc.spool_path.display()
+    );
+    Ok(Some(MqttRuntime {
+        publisher,
+        commands,
+        _broker: broker,
+    }))
+}
+
+fn watch(a: WatchArgs) -> anyhow::Result<ExitCode> {
+    let opts = lookout::mqtt::WatchOptions {
+        broker: a.broker,
+        device: a.device,
+        json: a.json,
+        status: a.status,
+        ca_file: a.ca_file,
+        username: a.username,
+        password: a.password,
+        max_messages: a.max_messages,
+        idle_timeout: a.idle_timeout.map(std::time::Duration::from_secs_f64),
+    };
+    let n = lookout::mqtt::watch(&opts, &mut std::io::stdout().lock())?;
+    eprintln!("{n} messages");
     Ok(ExitCode::SUCCESS)
 }

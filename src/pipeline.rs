@@ -371,7 +371,11 @@ fn scene_loop(
 ) {
     let camera = cfg.camera.name.clone();
     let mut tracker = Tracker::new(cfg.tracker.clone());
-    let mut events = EventBuilder::new(cfg.events.clone());
+    let mut ecfg = cfg.events.clone();
+    if ecfg.camera == crate::scene::EventConfig::default().camera {
+        ecfg.camera = camera.clone();
+    }
+    let mut events = EventBuilder::new(ecfg);
     let mut describer: Option<Describer> = None;
     let classes: Vec<String> = cfg.detector.classes.clone();
     let mut last_frame: Option<u64> = None;

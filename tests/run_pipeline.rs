@@ -21,6 +21,11 @@ fn run(args: &[&str]) -> (Vec<Value>, Value) {
         .arg("--events-out")
         .arg(&out)
         .arg("--summary-json")
+        .args(if args.contains(&"--broker") {
+            &[][..]
+        } else {
+            &["--broker", "none"][..]
+        })
         .current_dir(common::repo())
         .output()
         .unwrap();

@@ -8,6 +8,7 @@
 //! - [`broker`]: an embedded broker (rumqttd);
 //! - [`watch`]: a terminal subscriber for people.
 
+pub mod bridge;
 pub mod broker;
 pub mod commands;
 pub mod publisher;

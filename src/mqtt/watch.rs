@@ -230,6 +230,15 @@ fn readable_line(topic: &str, v: Option<&Value>, len: usize) -> String {
         return format!("{topic}: <{len} bytes, not JSON>");
     };
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+    // `lookout run` publishes the pipeline's records (rule/type/text); other publishers may use
+    // the short body names (alert/event/description).
+    let first = |keys: &[&str]| {
+        keys.iter()
+            .map(|k| s(k))
+            .find(|x| !x.is_empty())
+            .unwrap_or("")
+            .to_string()
+    };
     let ts = v
         .get("ts")
         .and_then(Value::as_u64)
@@ -249,10 +258,14 @@ fn readable_line(topic: &str, v: Option<&Value>, len: usize) -> String {
                 "" => String::new(),
                 x => format!(" ({x})"),
             };
-            format!("ALERT  {}{sev}: {}{camera}", s("alert"), s("message"))
+            format!(
+                "ALERT  {}{sev}: {}{camera}",
+                first(&["rule", "alert"]),
+                s("message")
+            )
         }
         Some(MessageClass::Event) => {
-            let mut parts = vec![s("event").to_string()];
+            let mut parts = vec![first(&["type", "event"])];
             if !s("label").is_empty() {
                 parts.push(s("label").to_string());
             }
@@ -262,6 +275,14 @@ fn readable_line(topic: &str, v: Option<&Value>, len: usize) -> String {
             if !s("zone").is_empty() {
                 parts.push(format!("zone={}", s("zone")));
             }
+            let zones: Vec<&str> = v
+                .pointer("/after/zones")
+                .and_then(Value::as_array)
+                .map(|z| z.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !zones.is_empty() {
+                parts.push(format!("in {}", zones.join(",")));
+            }
             if let Some(n) = v.get("count").and_then(Value::as_u64) {
                 parts.push(format!("count={n}"));
             }
@@ -270,7 +291,7 @@ fn readable_line(topic: &str, v: Option<&Value>, len: usize) -> String {
             }
             format!("EVENT  {}{camera}", parts.join(" "))
         }
-        Some(MessageClass::Scene) => format!("SCENE {camera} {}", s("description")),
+        Some(MessageClass::Scene) => format!("SCENE {}{camera}", first(&["text", "description"])),
         _ => {
             let reason = match s("reason") {
                 "" => String::new(),

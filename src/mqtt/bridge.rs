@@ -1,0 +1,167 @@
+//! Connects the pipeline to MQTT: a [`Sink`] that publishes the pipeline's records through the
+//! spool, and a command handler that answers `cmd/*` from the pipeline's latest frame.
+//!
+//! The pipeline's own serde types are the payload bodies, so JSON Lines, MQTT and the CLI never
+//! drift apart. The envelope's `id`/`ts` (unique across restarts, for de-duplication) take those
+//! names; the record's own are kept as `<record>_id` and `frame_ts`.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::commands::{Command, CommandHandler, CommandRequest, Responder};
+use super::publisher::PublisherHandle;
+use super::topics::MessageClass;
+use crate::error::{Error, Result};
+use crate::pipeline::{Handle, Output, Sink};
+
+pub struct MqttSink {
+    publisher: PublisherHandle,
+}
+
+impl MqttSink {
+    pub fn new(publisher: PublisherHandle) -> Self {
+        MqttSink { publisher }
+    }
+}
+
+/// Serialise `rec`, renaming its `id`/`ts` so they do not collide with the envelope's.
+fn body(rec: &impl serde::Serialize, id_name: &str) -> Result<Value> {
+    let mut v = serde_json::to_value(rec).map_err(|e| Error::Other(format!("serialise: {e}")))?;
+    if let Value::Object(m) = &mut v {
+        if let Some(id) = m.remove("id") {
+            m.insert(id_name.to_string(), id);
+        }
+        if let Some(ts) = m.remove("ts") {
+            m.insert("frame_ts".into(), ts);
+        }
+    }
+    Ok(v)
+}
+
+impl Sink for MqttSink {
+    fn send(&mut self, out: &Output) -> Result<()> {
+        let p = &self.publisher;
+        let t = p.topics();
+        match out {
+            Output::Alert(a) => p
+                .publish_json(MessageClass::Alert, t.alerts(), body(a, "alert_id")?)
+                .map(drop),
+            Output::Event(e) => p
+                .publish_json(MessageClass::Event, t.events(), body(e, "event_id")?)
+                .map(drop),
+            Output::Scene(s) => p
+                .publish_json(MessageClass::Scene, t.scene(), body(s, "scene_id")?)
+                .map(drop),
+            Output::Detections(d) => p
+                .publish_json(
+                    MessageClass::Detections,
+                    t.detections(),
+                    body(d, "detections_id")?,
+                )
+                .map(drop),
+            Output::Stats(s) => {
+                let mqtt = p.stats();
+                let v = serde_json::json!({ "pipeline": body(s, "stats_id")?, "mqtt": mqtt });
+                p.publish_json(MessageClass::Stats, t.stats(), v).map(drop)
+            }
+            Output::Snapshot(s) => p.snapshot(&s.camera, s.jpeg.clone()),
+        }
+    }
+}
+
+/// Answers commands from the running pipeline. `ping` is answered by the command server itself.
+pub struct PipelineCommands {
+    pub handle: Handle,
+    pub publisher: PublisherHandle,
+    pub camera: String,
+    pub rule_names: BTreeSet<String>,
+}
+
+impl CommandHandler for PipelineCommands {
+    fn handle(&mut self, request: CommandRequest, responder: Responder) {
+        if let Some(c) = match &request.command {
+            Command::Snapshot { camera }
+            | Command::Describe { camera, .. }
+            | Command::Ground { camera, .. } => camera.as_ref(),
+            _ => None,
+        } {
+            if c != &self.camera {
+                return responder.err(format!(
+                    "unknown camera '{c}' (this device has '{}')",
+                    self.camera
+                ));
+            }
+        }
+        let enable = matches!(request.command, Command::RulesEnable { .. });
+        match request.command {
+            Command::Snapshot { .. } => {
+                let Some(latest) = self.handle.latest.lock().ok().and_then(|l| l.clone()) else {
+                    return responder.err("no frame processed yet");
+                };
+                let mut img = (*latest.image).clone();
+                let dets: Vec<crate::detect::Detection> = latest
+                    .tracks
+                    .iter()
+                    .map(|t| crate::detect::Detection {
+                        label: t.label.clone(),
+                        class_id: t.class_id,
+                        score: t.score,
+                        bbox: t.bbox,
+                    })
+                    .collect();
+                crate::annotate::annotate(&mut img, &dets);
+                let mut jpeg = Vec::new();
+                if let Err(e) = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+                    .encode_image(&img)
+                {
+                    return responder.err(format!("encode: {e}"));
+                }
+                let bytes = jpeg.len();
+                match self.publisher.snapshot(&self.camera, jpeg) {
+                    Ok(()) => responder.ok(serde_json::json!({
+                        "topic": self.publisher.topics().snapshot(&self.camera).unwrap_or_default(),
+                        "frame_id": latest.frame_id, "bytes": bytes, "tracks": latest.tracks.len(),
+                    })),
+                    Err(e) => responder.err(e.to_string()),
+                }
+            }
+            Command::Describe { prompt, .. } => {
+                let Some(latest) = self.handle.latest.lock().ok().and_then(|l| l.clone()) else {
+                    return responder.err("no frame processed yet");
+                };
+                let (w, h) = latest.image.dimensions();
+                let mut d = crate::scene::Describer::new(Default::default(), w, h);
+                let desc = d.describe(latest.frame_id, latest.ts, &latest.tracks);
+                let mut v = serde_json::to_value(&desc).unwrap_or(Value::Null);
+                if prompt.is_some() {
+                    if let Value::Object(m) = &mut v {
+                        m.insert("note".into(), "no VLM configured: the prompt was not used; this description comes from detections".into());
+                    }
+                }
+                responder.ok(v)
+            }
+            Command::RulesEnable { name } | Command::RulesDisable { name } => {
+                if !self.rule_names.contains(&name) {
+                    let known: Vec<_> = self.rule_names.iter().cloned().collect();
+                    return responder.err(format!(
+                        "no rule named '{name}' (rules: {})",
+                        known.join(", ")
+                    ));
+                }
+                let on = enable;
+                match self.handle.rule_switches.lock() {
+                    Ok(mut s) => {
+                        s.push((name.clone(), on));
+                        responder.ok(serde_json::json!({ "rule": name, "enabled": on }))
+                    }
+                    Err(_) => responder.err("pipeline is stopping"),
+                }
+            }
+            Command::Ground { .. } => {
+                responder.err("instruction grounding is not available in this build yet")
+            }
+            Command::Ping => responder.ok(serde_json::json!({ "pong": true })),
+        }
+    }
+}
