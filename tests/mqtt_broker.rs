@@ -1281,6 +1281,6 @@ fn watch_prints_alerts_events_and_scenes() {
     assert_eq!(n, 9);
     assert!(text.contains(" w ALERT  gate: gate opened"), "{text}");
     assert!(text.contains(" w EVENT  enter person"), "{text}");
-    assert!(text.contains(" w SCENE  Two people at the gate."), "{text}");
+    assert!(text.contains(" w SCENE Two people at the gate."), "{text}");
     assert_eq!(text.lines().count(), 9);
 }
