@@ -224,6 +224,8 @@ pub fn run(
         outputs_dropped: AtomicU64::new(0),
     });
     let (frame_tx, frame_rx) = bounded::<(Frame, Instant)>(cfg.pipeline.queue);
+    // Only read for its length, to report queue depth in stats.
+    let frame_rx_depth = frame_rx.clone();
     let (det_tx, det_rx) = bounded::<DetResult>(cfg.pipeline.queue * 2 + detectors.len());
     let (out_tx, out_rx) = bounded::<Output>(1024);
 
@@ -320,10 +322,19 @@ pub fn run(
     let scene = {
         let cfg = cfg.clone();
         let (counters, handle, out_tx) = (counters.clone(), handle.clone(), out_tx.clone());
+        let frame_queue = frame_rx_depth;
         let rules = RuleEngine::new(cfg.rules.clone(), 1, 1)?.with_camera(cfg.camera.name.clone());
         thread::Builder::new()
             .name("scene".into())
-            .spawn(move || scene_loop(cfg, det_rx, out_tx, counters, handle, rules, started))
+            .spawn(move || {
+                let ctx = SceneCtx {
+                    counters,
+                    handle,
+                    started,
+                    frame_queue,
+                };
+                scene_loop(cfg, det_rx, out_tx, ctx, rules)
+            })
             .map_err(|e| Error::Other(format!("spawn scene: {e}")))?
     };
     drop(out_tx);
@@ -359,16 +370,27 @@ pub fn run(
     Ok(summary)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the scene thread shares with the rest of the pipeline.
+struct SceneCtx {
+    counters: Arc<Counters>,
+    handle: Handle,
+    started: Instant,
+    frame_queue: Receiver<(Frame, Instant)>,
+}
+
 fn scene_loop(
     cfg: Config,
     rx: Receiver<DetResult>,
     out: Sender<Output>,
-    counters: Arc<Counters>,
-    handle: Handle,
+    ctx: SceneCtx,
     mut rules: RuleEngine,
-    started: Instant,
 ) {
+    let SceneCtx {
+        counters,
+        handle,
+        started,
+        frame_queue,
+    } = ctx;
     let camera = cfg.camera.name.clone();
     let mut tracker = Tracker::new(cfg.tracker.clone());
     let mut ecfg = cfg.events.clone();
@@ -473,9 +495,8 @@ fn scene_loop(
                 &camera,
                 &counters,
                 started,
-                tracks.len(),
-                n_events,
-                n_alerts,
+                (tracks.len(), frame_queue.len()),
+                (n_events, n_alerts),
                 last_stats.elapsed(),
             );
             last_stats = Instant::now();
@@ -492,9 +513,8 @@ fn scene_loop(
         &camera,
         &counters,
         started,
-        0,
-        n_events,
-        n_alerts,
+        (0, frame_queue.len()),
+        (n_events, n_alerts),
         last_stats.elapsed(),
     );
     send(Output::Stats(s), false);
@@ -513,15 +533,13 @@ impl StatsWindow {
         self.latency += latency_ms;
         self.inference += inference_ms;
     }
-    #[allow(clippy::too_many_arguments)]
     fn take(
         &mut self,
         camera: &str,
         c: &Counters,
         started: Instant,
-        tracks: usize,
-        events: u64,
-        alerts: u64,
+        (tracks, queue_depth): (usize, usize),
+        (events, alerts): (u64, u64),
         window: Duration,
     ) -> Stats {
         let n = self.n.max(1) as f64;
@@ -537,7 +555,7 @@ impl StatsWindow {
             fps: self.n as f64 / window.as_secs_f64().max(1e-3),
             latency_ms: self.latency / n,
             inference_ms: self.inference / n,
-            queue_depth: 0,
+            queue_depth,
             tracks,
             events,
             alerts,

@@ -5,12 +5,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
 fn detect(paths: &[&Path], extra: &[&str]) -> Vec<Value> {
-    let out = Command::new(common::lookout_bin())
+    let out = common::lookout()
         .arg("detect")
         .arg("--json")
         .args(extra)
@@ -178,7 +177,7 @@ fn annotate_writes_a_picture() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("messi.annotated.png");
     let img = common::fixture("images/messi5.jpg");
-    let st = Command::new(common::lookout_bin())
+    let st = common::lookout()
         .args(["detect", "--annotate"])
         .arg(&out)
         .arg(&img)

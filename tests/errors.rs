@@ -3,7 +3,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use lookout::detect::{DetectorOptions, Manifest, ModelDetector};
 use lookout::models;
@@ -162,7 +161,7 @@ fn corrupt_image_in_a_folder_is_reported_and_the_run_continues() {
     std::fs::write(dir.path().join("b_truncated.jpg"), &bytes[..600]).unwrap();
     std::fs::write(dir.path().join("c_not_an_image.png"), b"hello").unwrap();
     std::fs::copy(&good, dir.path().join("d_good.jpg")).unwrap();
-    let out = Command::new(common::lookout_bin())
+    let out = common::lookout()
         .args(["detect", "--json"])
         .arg(dir.path())
         .output()
@@ -188,13 +187,13 @@ fn corrupt_image_in_a_folder_is_reported_and_the_run_continues() {
 
 #[test]
 fn missing_input_and_unknown_model_exit_cleanly() {
-    let out = Command::new(common::lookout_bin())
+    let out = common::lookout()
         .args(["detect", "/nonexistent/x.jpg"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.jpg"));
-    let out = Command::new(common::lookout_bin())
+    let out = common::lookout()
         .args(["detect", "--model", "no-such-model", "x.jpg"])
         .output()
         .unwrap();

@@ -8,14 +8,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 
 use serde_json::Value;
 
 fn run(args: &[&str]) -> (Vec<Value>, Value) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("events.jsonl");
-    let res = Command::new(common::lookout_bin())
+    let res = common::lookout()
         .arg("run")
         .args(args)
         .arg("--events-out")
@@ -259,7 +258,7 @@ fn bad_config_names_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("bad.toml");
     std::fs::write(&cfg, "[detector]\nworkers = 0\n").unwrap();
-    let out = Command::new(common::lookout_bin())
+    let out = common::lookout()
         .args(["run", "--config"])
         .arg(&cfg)
         .output()

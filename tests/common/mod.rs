@@ -34,6 +34,24 @@ pub fn lookout_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lookout"))
 }
 
+/// A command running the built `lookout`; under emulation (`LOOKOUT_TEST_RUNNER`, e.g.
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu`) through that runner, since a cross-built binary
+/// cannot be executed directly without binfmt support.
+pub fn lookout() -> std::process::Command {
+    match std::env::var("LOOKOUT_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        Some(runner) => {
+            let mut parts = runner.split_whitespace();
+            let mut c = std::process::Command::new(parts.next().unwrap_or("qemu-aarch64"));
+            c.args(parts).arg(lookout_bin());
+            c
+        }
+        None => std::process::Command::new(lookout_bin()),
+    }
+}
+
 pub fn fixture(rel: &str) -> PathBuf {
     repo().join("tests/fixtures").join(rel)
 }
