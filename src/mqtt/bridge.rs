@@ -44,9 +44,15 @@ impl Sink for MqttSink {
         let p = &self.publisher;
         let t = p.topics();
         match out {
-            Output::Alert(a) => p
-                .publish_json(MessageClass::Alert, t.alerts(), body(a, "alert_id")?)
-                .map(drop),
+            Output::Alert(a) => {
+                p.publish_json(MessageClass::Alert, t.alerts(), body(a, "alert_id")?)?;
+                // The alert is on disk before anything else (the JSON Lines log, the terminal)
+                // reports it, so a crash right after cannot lose an alert that was reported.
+                if !p.sync(std::time::Duration::from_secs(2)) {
+                    log::warn!("mqtt: alert {} not yet on disk after 2 s", a.id);
+                }
+                Ok(())
+            }
             Output::Event(e) => p
                 .publish_json(MessageClass::Event, t.events(), body(e, "event_id")?)
                 .map(drop),
