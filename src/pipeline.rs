@@ -5,7 +5,6 @@
 //! dropped (and counted), so the detector always works on the newest picture. Offline sources
 //! (files, pipes) apply back-pressure instead, so a clip is processed completely and repeatably.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -573,12 +572,15 @@ pub fn board_temperature() -> Option<f64> {
     t.trim().parse::<f64>().ok().map(|m| m / 1000.0)
 }
 
-/// The alert's frame with the tracks drawn, as JPEG.
-fn snapshot(img: &RgbImage, tracks: &[Track], alert: &Alert, camera: &str) -> Option<Snapshot> {
+/// `img` with `tracks` drawn as labelled boxes, JPEG-encoded at `quality`.
+pub fn annotated_jpeg<'a>(
+    img: &RgbImage,
+    tracks: impl IntoIterator<Item = &'a Track>,
+    quality: u8,
+) -> std::result::Result<Vec<u8>, String> {
     let mut canvas = img.clone();
     let dets: Vec<Detection> = tracks
-        .iter()
-        .filter(|t| alert.track_ids.is_empty() || alert.track_ids.contains(&t.id))
+        .into_iter()
         .map(|t| Detection {
             label: t.label.clone(),
             class_id: t.class_id,
@@ -588,21 +590,21 @@ fn snapshot(img: &RgbImage, tracks: &[Track], alert: &Alert, camera: &str) -> Op
         .collect();
     crate::annotate::annotate(&mut canvas, &dets);
     let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality)
         .encode_image(&canvas)
-        .ok()?;
+        .map_err(|e| format!("encode: {e}"))?;
+    Ok(jpeg)
+}
+
+/// The alert's frame with its tracks drawn (all tracks when the alert names none).
+fn snapshot(img: &RgbImage, tracks: &[Track], alert: &Alert, camera: &str) -> Option<Snapshot> {
+    let shown = tracks
+        .iter()
+        .filter(|t| alert.track_ids.is_empty() || alert.track_ids.contains(&t.id));
+    let jpeg = annotated_jpeg(img, shown, 80).ok()?;
     Some(Snapshot {
         camera: camera.to_string(),
         alert_id: alert.id.clone(),
         jpeg,
     })
-}
-
-/// Counts per label of a set of tracks (for readable summaries).
-pub fn label_counts(tracks: &[Track]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for t in tracks {
-        *m.entry(t.label.to_string()).or_default() += 1;
-    }
-    m
 }

@@ -105,24 +105,11 @@ impl CommandHandler for PipelineCommands {
                 let Some(latest) = self.handle.latest.lock().ok().and_then(|l| l.clone()) else {
                     return responder.err("no frame processed yet");
                 };
-                let mut img = (*latest.image).clone();
-                let dets: Vec<crate::detect::Detection> = latest
-                    .tracks
-                    .iter()
-                    .map(|t| crate::detect::Detection {
-                        label: t.label.clone(),
-                        class_id: t.class_id,
-                        score: t.score,
-                        bbox: t.bbox,
-                    })
-                    .collect();
-                crate::annotate::annotate(&mut img, &dets);
-                let mut jpeg = Vec::new();
-                if let Err(e) = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
-                    .encode_image(&img)
+                let jpeg = match crate::pipeline::annotated_jpeg(&latest.image, &latest.tracks, 85)
                 {
-                    return responder.err(format!("encode: {e}"));
-                }
+                    Ok(j) => j,
+                    Err(e) => return responder.err(e),
+                };
                 let bytes = jpeg.len();
                 match self.publisher.snapshot(&self.camera, jpeg) {
                     Ok(()) => responder.ok(serde_json::json!({
