@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod scene;
 pub mod schema;
 pub mod track;
+pub mod vlm;
 
 pub use detect::{Detection, Detector, DetectorOptions, Manifest, ModelDetector};
 pub use error::{Error, Result};
