@@ -71,6 +71,8 @@ pub struct Stats {
     /// Mean over the last interval, milliseconds.
     pub latency_ms: f64,
     pub inference_ms: f64,
+    /// Where the time of a frame went, stage by stage, over the last interval.
+    pub stages: StageTimes,
     pub queue_depth: usize,
     pub tracks: usize,
     pub events: u64,
@@ -79,6 +81,86 @@ pub struct Stats {
     pub outputs_dropped: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature_c: Option<f64>,
+}
+
+/// Per-stage latency over one stats interval, milliseconds: the mean and the worst frame.
+///
+/// A frame's path is capture → queue → pre-process → inference → post-process → analyse
+/// (tracking, rules, events, descriptions) → publish. `latency_ms` in [`Stats`] spans capture
+/// done to analysis done; publishing runs on its own thread and is timed per output record.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StageTimes {
+    /// Reading and decoding or converting one frame in the source.
+    pub capture: StageTime,
+    /// Waiting in the frame queue for a detection worker.
+    pub queue: StageTime,
+    pub preprocess: StageTime,
+    pub inference: StageTime,
+    pub postprocess: StageTime,
+    /// Tracking, rules, events and scene description for one frame.
+    pub analyse: StageTime,
+    /// Handing one output record to every sink (MQTT, files).
+    pub publish: StageTime,
+}
+
+/// Mean and maximum of one stage over a stats interval, milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct StageTime {
+    pub mean_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct StageAcc {
+    n: u64,
+    sum: f64,
+    max: f64,
+}
+
+impl StageAcc {
+    fn add(&mut self, ms: f64) {
+        self.n += 1;
+        self.sum += ms;
+        self.max = self.max.max(ms);
+    }
+    fn take(&mut self) -> StageTime {
+        let t = StageTime {
+            mean_ms: if self.n == 0 {
+                0.0
+            } else {
+                self.sum / self.n as f64
+            },
+            max_ms: self.max,
+        };
+        *self = StageAcc::default();
+        t
+    }
+}
+
+/// Publish times, written by the sink thread and read by the scene thread's stats window.
+#[derive(Default)]
+struct PublishAcc {
+    n: AtomicU64,
+    sum_us: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl PublishAcc {
+    fn add(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.n.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+    fn take(&self) -> StageTime {
+        let n = self.n.swap(0, Ordering::Relaxed);
+        let sum = self.sum_us.swap(0, Ordering::Relaxed) as f64 / 1e3;
+        let max = self.max_us.swap(0, Ordering::Relaxed) as f64 / 1e3;
+        StageTime {
+            mean_ms: if n == 0 { 0.0 } else { sum / n as f64 },
+            max_ms: max,
+        }
+    }
 }
 
 /// Where outputs go: a JSON Lines file, MQTT, a test collector.
@@ -176,6 +258,7 @@ pub struct Summary {
     pub wall_s: f64,
 }
 
+#[derive(Default)]
 struct Counters {
     captured: AtomicU64,
     dropped: AtomicU64,
@@ -183,6 +266,7 @@ struct Counters {
     processed: AtomicU64,
     detect_errors: AtomicU64,
     outputs_dropped: AtomicU64,
+    publish: PublishAcc,
 }
 
 struct DetResult {
@@ -191,7 +275,9 @@ struct DetResult {
     captured_at: Instant,
     image: Arc<RgbImage>,
     detections: Vec<Detection>,
-    inference_ms: f64,
+    capture_ms: f64,
+    queue_ms: f64,
+    timings: crate::detect::Timings,
 }
 
 fn unix_now() -> f64 {
@@ -214,15 +300,8 @@ pub fn run(
         return Err(Error::Other("pipeline needs at least one detector".into()));
     }
     let started = Instant::now();
-    let counters = Arc::new(Counters {
-        captured: AtomicU64::new(0),
-        dropped: AtomicU64::new(0),
-        bad: AtomicU64::new(0),
-        processed: AtomicU64::new(0),
-        detect_errors: AtomicU64::new(0),
-        outputs_dropped: AtomicU64::new(0),
-    });
-    let (frame_tx, frame_rx) = bounded::<(Frame, Instant)>(cfg.pipeline.queue);
+    let counters = Arc::new(Counters::default());
+    let (frame_tx, frame_rx) = bounded::<Captured>(cfg.pipeline.queue);
     // Only read for its length, to report queue depth in stats.
     let frame_rx_depth = frame_rx.clone();
     let (det_tx, det_rx) = bounded::<DetResult>(cfg.pipeline.queue * 2 + detectors.len());
@@ -242,10 +321,16 @@ pub fn run(
                     if max.is_some_and(|m| counters.captured.load(Ordering::Relaxed) >= m) {
                         break;
                     }
+                    let t0 = Instant::now();
                     match source.next_frame() {
                         Ok(Some(f)) => {
                             counters.captured.fetch_add(1, Ordering::Relaxed);
-                            let mut item = (f, Instant::now());
+                            let at = Instant::now();
+                            let mut item = Captured {
+                                frame: f,
+                                at,
+                                capture_ms: (at - t0).as_secs_f64() * 1e3,
+                            };
                             if drop_oldest {
                                 loop {
                                     match frame_tx.try_send(item) {
@@ -288,17 +373,21 @@ pub fn run(
             thread::Builder::new()
                 .name(format!("detect-{i}"))
                 .spawn(move || {
-                    for (frame, captured_at) in rx.iter() {
+                    for c in rx.iter() {
+                        let queue_ms = c.at.elapsed().as_secs_f64() * 1e3;
+                        let frame = c.frame;
                         match det.detect(&frame.image) {
                             Ok(detections) => {
                                 counters.processed.fetch_add(1, Ordering::Relaxed);
                                 let r = DetResult {
                                     frame_id: frame.id,
                                     ts: frame.ts,
-                                    captured_at,
+                                    captured_at: c.at,
                                     image: Arc::new(frame.image),
                                     detections,
-                                    inference_ms: det.last_timings().inference_ms,
+                                    capture_ms: c.capture_ms,
+                                    queue_ms,
+                                    timings: det.last_timings(),
                                 };
                                 if tx.send(r).is_err() {
                                     return;
@@ -347,11 +436,13 @@ pub fn run(
             Output::Scene(_) => summary.descriptions += 1,
             _ => {}
         }
+        let t0 = Instant::now();
         for s in sinks.iter_mut() {
             if let Err(e) = s.send(&out) {
                 log::warn!("sink: {e}");
             }
         }
+        counters.publish.add(t0.elapsed());
     }
     for s in sinks.iter_mut() {
         let _ = s.flush();
@@ -374,7 +465,14 @@ struct SceneCtx {
     counters: Arc<Counters>,
     handle: Handle,
     started: Instant,
-    frame_queue: Receiver<(Frame, Instant)>,
+    frame_queue: Receiver<Captured>,
+}
+
+/// A frame on its way to detection, with when it left the source and how long reading it took.
+struct Captured {
+    frame: Frame,
+    at: Instant,
+    capture_ms: f64,
 }
 
 fn scene_loop(
@@ -414,11 +512,12 @@ fn scene_loop(
         }
     };
 
-    for r in rx.iter() {
+    for mut r in rx.iter() {
         // With several workers results can arrive out of order; an older frame is stale.
         if last_frame.is_some_and(|l| r.frame_id <= l) {
             continue;
         }
+        let analyse_start = Instant::now();
         last_frame = Some(r.frame_id);
         last_ts = r.ts;
         let (w, h) = r.image.dimensions();
@@ -435,11 +534,11 @@ fn scene_loop(
                 }
             }
         }
+        let all = std::mem::take(&mut r.detections);
         let dets: Vec<Detection> = if classes.is_empty() {
-            r.detections
+            all
         } else {
-            r.detections
-                .into_iter()
+            all.into_iter()
                 .filter(|d| classes.iter().any(|c| c.as_str() == &*d.label))
                 .collect()
         };
@@ -478,7 +577,7 @@ fn scene_loop(
                 send(Output::Scene(d.describe(r.frame_id, r.ts, &tracks)), false);
             }
         }
-        window.add(r.captured_at.elapsed().as_secs_f64() * 1e3, r.inference_ms);
+        window.add(&r, analyse_start.elapsed());
         if let Ok(mut l) = handle.latest.lock() {
             *l = Some(Latest {
                 frame_id: r.frame_id,
@@ -524,13 +623,25 @@ struct StatsWindow {
     n: u64,
     latency: f64,
     inference: f64,
+    capture: StageAcc,
+    queue: StageAcc,
+    pre: StageAcc,
+    infer: StageAcc,
+    post: StageAcc,
+    analyse: StageAcc,
 }
 
 impl StatsWindow {
-    fn add(&mut self, latency_ms: f64, inference_ms: f64) {
+    fn add(&mut self, r: &DetResult, analyse: Duration) {
         self.n += 1;
-        self.latency += latency_ms;
-        self.inference += inference_ms;
+        self.latency += r.captured_at.elapsed().as_secs_f64() * 1e3;
+        self.inference += r.timings.inference_ms;
+        self.capture.add(r.capture_ms);
+        self.queue.add(r.queue_ms);
+        self.pre.add(r.timings.preprocess_ms);
+        self.infer.add(r.timings.inference_ms);
+        self.post.add(r.timings.postprocess_ms);
+        self.analyse.add(analyse.as_secs_f64() * 1e3);
     }
     fn take(
         &mut self,
@@ -554,6 +665,15 @@ impl StatsWindow {
             fps: self.n as f64 / window.as_secs_f64().max(1e-3),
             latency_ms: self.latency / n,
             inference_ms: self.inference / n,
+            stages: StageTimes {
+                capture: self.capture.take(),
+                queue: self.queue.take(),
+                preprocess: self.pre.take(),
+                inference: self.infer.take(),
+                postprocess: self.post.take(),
+                analyse: self.analyse.take(),
+                publish: c.publish.take(),
+            },
             queue_depth,
             tracks,
             events,

@@ -175,6 +175,31 @@ fn bundled_clip_tracks_people_and_fires_the_demo_rules() {
                 .iter()
                 .any(|s| s["text"].as_str().unwrap().contains("person"))
     );
+    // Stats records break the frame's latency down by stage; an interval with no frames has none.
+    let stats = recs
+        .iter()
+        .filter(|r| r["record"] == "stats" && r["fps"].as_f64().unwrap() > 0.0)
+        .last()
+        .expect("a stats record over processed frames");
+    println!("stages {}", stats["stages"]);
+    for stage in [
+        "capture",
+        "queue",
+        "preprocess",
+        "inference",
+        "postprocess",
+        "analyse",
+        "publish",
+    ] {
+        let t = &stats["stages"][stage];
+        let (mean, max) = (t["mean_ms"].as_f64(), t["max_ms"].as_f64());
+        assert!(
+            mean.is_some_and(|m| m >= 0.0) && max >= mean,
+            "stage {stage}: {t}"
+        );
+    }
+    assert!(stats["stages"]["inference"]["mean_ms"].as_f64().unwrap() > 0.0);
+    assert!(stats["stages"]["capture"]["mean_ms"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
