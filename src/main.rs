@@ -545,6 +545,7 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         RunOptions {
             max_frames: a.max_frames,
             drop_oldest: live,
+            vlm: None,
         },
         handle,
     )?;

@@ -16,11 +16,15 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::capture::{CaptureError, Frame, FrameSource};
-use crate::config::Config;
+use crate::config::{Config, VlmSchedule};
 use crate::detect::{Detection, Detector};
 use crate::error::{Error, Result};
-use crate::scene::{Alert, Describer, Event, EventBuilder, RuleEngine, SceneDescription};
+use crate::scene::{
+    Alert, Describer, Event, EventBuilder, EventType, RuleEngine, SceneDescription,
+};
 use crate::track::{Track, Tracker};
+use crate::vlm::worker::{Trigger, VlmFrame, VlmHandle, VlmWorker, WorkerOutput};
+use crate::vlm::VisionLanguageModel;
 
 /// Everything the pipeline emits, in one JSON shape: `{"record": "event"|"alert"|"scene"|"detections"|"stats", ...}`.
 #[derive(Debug, Clone, Serialize)]
@@ -235,6 +239,24 @@ pub struct Handle {
     pub latest: Arc<Mutex<Option<Latest>>>,
     /// Rule enable/disable requests applied by the scene thread.
     pub rule_switches: Arc<Mutex<Vec<(String, bool)>>>,
+    /// The VLM worker while one runs (`cmd/describe` asks it).
+    pub vlm: Arc<Mutex<Option<VlmHandle>>>,
+}
+
+/// A loaded VLM handed to [`run`], which starts its worker thread.
+#[derive(Clone)]
+pub struct SharedVlm(pub Arc<Mutex<Option<Box<dyn VisionLanguageModel>>>>);
+
+impl SharedVlm {
+    pub fn new(model: Box<dyn VisionLanguageModel>) -> Self {
+        SharedVlm(Arc::new(Mutex::new(Some(model))))
+    }
+}
+
+impl std::fmt::Debug for SharedVlm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedVlm")
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -243,6 +265,8 @@ pub struct RunOptions {
     pub max_frames: Option<u64>,
     /// Drop the oldest queued frame when detection is behind (live cameras). Off: back-pressure.
     pub drop_oldest: bool,
+    /// A VLM for model-written descriptions and alert verification, scheduled by `cfg.vlm`.
+    pub vlm: Option<SharedVlm>,
 }
 
 /// What a run did, for the CLI and tests.
@@ -406,6 +430,29 @@ pub fn run(
     drop(frame_rx);
     drop(det_tx);
 
+    // The VLM worker, fed by the scene thread and by commands; it publishes through `out_tx`.
+    let vlm = match opts
+        .vlm
+        .and_then(|m| m.0.lock().ok().and_then(|mut m| m.take()))
+    {
+        Some(model) => {
+            let tx = out_tx.clone();
+            let emit = Box::new(move |o: WorkerOutput| {
+                let _ = tx.send(match o {
+                    WorkerOutput::Scene(s) => Output::Scene(s),
+                    WorkerOutput::Alert(a) => Output::Alert(*a),
+                });
+            });
+            let w = VlmWorker::spawn(model, cfg.vlm.clone(), emit)
+                .map_err(|e| Error::Other(format!("spawn vlm: {e}")))?;
+            if let Ok(mut h) = handle.vlm.lock() {
+                *h = Some(w.handle());
+            }
+            Some(w)
+        }
+        None => None,
+    };
+
     // Tracking, rules, events, descriptions.
     let scene = {
         let cfg = cfg.clone();
@@ -417,11 +464,19 @@ pub fn run(
             .spawn(move || {
                 let ctx = SceneCtx {
                     counters,
-                    handle,
+                    handle: handle.clone(),
                     started,
                     frame_queue,
+                    vlm: vlm.as_ref().map(|w| w.handle()),
                 };
-                scene_loop(cfg, det_rx, out_tx, ctx, rules)
+                scene_loop(cfg, det_rx, out_tx, ctx, rules);
+                // Alerts held for verification are published before the output loop can end.
+                if let Ok(mut h) = handle.vlm.lock() {
+                    *h = None;
+                }
+                if let Some(w) = vlm {
+                    w.finish(handle.stop.load(Ordering::Relaxed));
+                }
             })
             .map_err(|e| Error::Other(format!("spawn scene: {e}")))?
     };
@@ -466,6 +521,7 @@ struct SceneCtx {
     handle: Handle,
     started: Instant,
     frame_queue: Receiver<Captured>,
+    vlm: Option<VlmHandle>,
 }
 
 /// A frame on its way to detection, with when it left the source and how long reading it took.
@@ -487,7 +543,9 @@ fn scene_loop(
         handle,
         started,
         frame_queue,
+        vlm,
     } = ctx;
+    let mut last_vlm = f64::NEG_INFINITY;
     let camera = cfg.camera.name.clone();
     let mut tracker = Tracker::new(cfg.tracker.clone());
     let mut ecfg = cfg.events.clone();
@@ -557,14 +615,28 @@ fn scene_loop(
         }
         let mut tracks: Vec<Track> = tracker.update(r.frame_id, r.ts, &dets).to_vec();
         let alerts = rules.evaluate(r.frame_id, r.ts, &mut tracks);
+        let mut saw_new = false;
         for ev in events.update(r.frame_id, r.ts, &tracks) {
             n_events += 1;
+            saw_new |= ev.kind == EventType::New;
             send(Output::Event(ev), false);
         }
+        let frame = || VlmFrame {
+            frame_id: r.frame_id,
+            ts: r.ts,
+            image: r.image.clone(),
+        };
         for a in alerts {
             n_alerts += 1;
             let snap = snapshot(&r.image, &tracks, &a, &camera);
-            send(Output::Alert(a), false);
+            match vlm.as_ref().filter(|v| v.verifies(&a.rule)) {
+                Some(v) => {
+                    if let Err(busy) = v.verify(a, frame()) {
+                        send(Output::Alert(*busy), false);
+                    }
+                }
+                None => send(Output::Alert(a), false),
+            }
             if let Some(s) = snap {
                 send(Output::Snapshot(s), true);
             }
@@ -575,6 +647,20 @@ fn scene_loop(
             last_describe = r.ts;
             if let Some(d) = describer.as_mut() {
                 send(Output::Scene(d.describe(r.frame_id, r.ts, &tracks)), false);
+            }
+        }
+        if let (Some(v), Some(d)) = (vlm.as_ref(), describer.as_ref()) {
+            let c = v.config();
+            let trigger = match c.schedule {
+                VlmSchedule::Periodic => Some(Trigger::Periodic),
+                VlmSchedule::OnEvent if saw_new => Some(Trigger::Event),
+                _ => None,
+            };
+            // One description at a time: a busy VLM skips a turn rather than queueing stale frames.
+            if let Some(t) = trigger.filter(|_| r.ts - last_vlm >= c.interval_s && v.pending() == 0)
+            {
+                last_vlm = r.ts;
+                v.describe(frame(), d.peek(r.frame_id, r.ts, &tracks), None, t, None);
             }
         }
         window.add(&r, analyse_start.elapsed());

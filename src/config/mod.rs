@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::scene::{DescribeConfig, EventConfig, RuleConfig};
@@ -44,9 +44,117 @@ pub struct Config {
     /// Board facts for reports (name, cores, memory); free-form.
     #[serde(default)]
     pub hardware: Option<toml::Table>,
-    /// Scheduling of the VLM worker; free-form until a VLM is configured.
+    /// The VLM worker: which model, when it describes, whether it verifies alerts.
     #[serde(default)]
-    pub vlm: Option<toml::Table>,
+    pub vlm: VlmConfig,
+}
+
+/// When the VLM writes a scene description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VlmSchedule {
+    /// Only when asked (`cmd/describe`).
+    #[default]
+    OnCommand,
+    /// Every `interval_s`, when the worker is free.
+    Periodic,
+    /// When a new object appears, at most every `interval_s`.
+    OnEvent,
+}
+
+/// `[vlm]`: a vision-language model beside the detector. Without `model` there is no VLM and the
+/// rest only records the board's intended schedule.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlmConfig {
+    /// Model folder (a `config.json` and an `onnx/` folder, as `lookout models pull` writes).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Model file variant: `fp32`, `int8`, `uint8`, `quantized`.
+    #[serde(default = "default_vlm_variant")]
+    pub variant: String,
+    /// tract threads for the VLM.
+    #[serde(default = "one")]
+    pub threads: usize,
+    #[serde(default)]
+    pub schedule: VlmSchedule,
+    /// Seconds between model-written descriptions (`periodic`, `on-event`).
+    #[serde(default = "default_vlm_interval")]
+    pub interval_s: f64,
+    /// Hold rule alerts until the VLM confirms or rejects them.
+    #[serde(default)]
+    pub verify_alerts: bool,
+    /// Only verify alerts of these rules (empty = every rule).
+    #[serde(default)]
+    pub verify_rules: Vec<String>,
+    #[serde(default = "default_describe_prompt")]
+    pub describe_prompt: String,
+    /// Yes/no question for verification; `{label}` and `{message}` are filled from the alert.
+    #[serde(default = "default_verify_prompt")]
+    pub verify_prompt: String,
+    /// Verify on a crop around the alert's box rather than the whole frame.
+    #[serde(default = "yes")]
+    pub verify_crop: bool,
+    /// An alert held longer than this is published as `unverified`.
+    #[serde(default = "default_verify_timeout")]
+    pub verify_timeout_s: f64,
+    #[serde(default = "default_vlm_tokens")]
+    pub max_new_tokens: usize,
+    /// Jobs waiting for the VLM; beyond this, descriptions are skipped and alerts go out unverified.
+    #[serde(default = "default_vlm_queue")]
+    pub queue: usize,
+    /// Niceness of the VLM thread, so the frame loop keeps its cores (0 = as the rest).
+    #[serde(default = "default_vlm_nice")]
+    pub nice: i32,
+}
+
+fn default_vlm_variant() -> String {
+    "fp32".into()
+}
+fn default_vlm_interval() -> f64 {
+    30.0
+}
+fn default_describe_prompt() -> String {
+    "Describe what is happening in this image in one sentence.".into()
+}
+fn default_verify_prompt() -> String {
+    "Is there a {label} in this image? Answer yes or no.".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_verify_timeout() -> f64 {
+    30.0
+}
+fn default_vlm_tokens() -> usize {
+    48
+}
+fn default_vlm_queue() -> usize {
+    8
+}
+fn default_vlm_nice() -> i32 {
+    10
+}
+
+impl Default for VlmConfig {
+    fn default() -> Self {
+        VlmConfig {
+            model: None,
+            variant: default_vlm_variant(),
+            threads: 1,
+            schedule: VlmSchedule::default(),
+            interval_s: default_vlm_interval(),
+            verify_alerts: false,
+            verify_rules: vec![],
+            describe_prompt: default_describe_prompt(),
+            verify_prompt: default_verify_prompt(),
+            verify_crop: true,
+            verify_timeout_s: default_verify_timeout(),
+            max_new_tokens: default_vlm_tokens(),
+            queue: default_vlm_queue(),
+            nice: default_vlm_nice(),
+        }
+    }
 }
 
 fn default_device() -> String {
@@ -320,6 +428,30 @@ impl Config {
         self.tracker.validate().map_err(|e| e.to_string())?;
         self.events.validate().map_err(|e| e.to_string())?;
         self.describe.validate().map_err(|e| e.to_string())?;
+        let v = &self.vlm;
+        if v.threads == 0 || v.threads > 64 {
+            return Err(format!("vlm.threads: {} must be 1..64", v.threads));
+        }
+        if v.queue == 0 || v.queue > 256 {
+            return Err(format!("vlm.queue: {} must be 1..256", v.queue));
+        }
+        if v.max_new_tokens == 0 || v.max_new_tokens > 4096 {
+            return Err(format!(
+                "vlm.max_new_tokens: {} must be 1..4096",
+                v.max_new_tokens
+            ));
+        }
+        if !(-20..=19).contains(&v.nice) {
+            return Err(format!("vlm.nice: {} must be -20..19", v.nice));
+        }
+        for (k, x) in [
+            ("vlm.interval_s", v.interval_s),
+            ("vlm.verify_timeout_s", v.verify_timeout_s),
+        ] {
+            if !x.is_finite() || x <= 0.0 {
+                return Err(format!("{k}: {x} must be > 0"));
+            }
+        }
         Ok(())
     }
 

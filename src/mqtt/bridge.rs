@@ -14,6 +14,8 @@ use super::publisher::PublisherHandle;
 use super::topics::MessageClass;
 use crate::error::{Error, Result};
 use crate::pipeline::{Handle, Output, Sink};
+use crate::scene::SceneDescription;
+use crate::vlm::worker::{Trigger, VlmFrame};
 
 pub struct MqttSink {
     publisher: PublisherHandle,
@@ -126,6 +128,20 @@ impl CommandHandler for PipelineCommands {
                 let (w, h) = latest.image.dimensions();
                 let mut d = crate::scene::Describer::new(Default::default(), w, h);
                 let desc = d.describe(latest.frame_id, latest.ts, &latest.tracks);
+                if let Some(vlm) = self.handle.vlm.lock().ok().and_then(|v| v.clone()) {
+                    // The VLM answers later, from its own thread; the reply goes out then.
+                    let frame = VlmFrame {
+                        frame_id: latest.frame_id,
+                        ts: latest.ts,
+                        image: latest.image.clone(),
+                    };
+                    let reply = Box::new(move |r: Result<SceneDescription, String>| match r {
+                        Ok(s) => responder.ok(serde_json::to_value(&s).unwrap_or(Value::Null)),
+                        Err(e) => responder.err(e),
+                    });
+                    vlm.describe(frame, desc, prompt, Trigger::Command, Some(reply));
+                    return;
+                }
                 let mut v = serde_json::to_value(&desc).unwrap_or(Value::Null);
                 if prompt.is_some() {
                     if let Value::Object(m) = &mut v {

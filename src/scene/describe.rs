@@ -106,6 +106,24 @@ pub struct SceneDescription {
     pub counts: BTreeMap<String, usize>,
     pub objects: Vec<SceneObject>,
     pub changes: Vec<Change>,
+    /// A model-written description of the same frame, when a VLM is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlm: Option<VlmText>,
+}
+
+/// What a vision-language model wrote about a frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VlmText {
+    pub text: String,
+    pub model: String,
+    pub prompt: String,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub vision_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms_per_token: f64,
+    /// Why it was written: `periodic`, `event` or `command`.
+    pub trigger: String,
 }
 
 /// Keeps the previous description's objects so each description can say what changed.
@@ -137,6 +155,11 @@ impl Describer {
         self.prev = None;
     }
 
+    /// The description `describe` would give now, without moving the "what changed" baseline.
+    pub fn peek(&self, frame_id: u64, ts: f64, tracks: &[Track]) -> SceneDescription {
+        self.clone().describe(frame_id, ts, tracks)
+    }
+
     /// Describe confirmed and lost tracks (tentative ones are not yet believed). The first
     /// description after `new` or `reset` has no changes.
     pub fn describe(&mut self, frame_id: u64, ts: f64, tracks: &[Track]) -> SceneDescription {
@@ -163,6 +186,7 @@ impl Describer {
             counts,
             objects,
             changes,
+            vlm: None,
         }
     }
 

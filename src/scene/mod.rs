@@ -8,10 +8,10 @@ pub mod rules;
 
 pub use describe::{
     Change, ChangeKind, DescribeConfig, Describer, Distance, Position, SceneDescription,
-    SceneObject,
+    SceneObject, VlmText,
 };
 pub use events::{Event, EventBuilder, EventConfig, EventType, ObjectState};
 pub use rules::{
     load_rules, parse_rules, Alert, AlertDetails, AlertKind, Direction, NearThresholds, RuleConfig,
-    RuleEngine, RuleKind, Severity, ZoneTrigger,
+    RuleEngine, RuleKind, Severity, Verification, VerificationStatus, ZoneTrigger,
 };

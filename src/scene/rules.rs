@@ -305,6 +305,34 @@ pub struct Alert {
     pub labels: Vec<String>,
     pub message: String,
     pub details: AlertDetails,
+    /// The VLM's verdict, when alerts are verified (`[vlm] verify_alerts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// What the VLM made of an alert it was asked to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerificationStatus {
+    /// The model answered yes.
+    Confirmed,
+    /// The model answered no.
+    Rejected,
+    /// The model answered, but neither yes nor no.
+    Unclear,
+    /// No answer in time (busy, timed out, failed or shutting down): see `answer`.
+    Unverified,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub status: VerificationStatus,
+    pub question: String,
+    /// The model's answer, or why there is none.
+    pub answer: String,
+    pub model: String,
+    /// How long the alert was held, milliseconds.
+    pub held_ms: f64,
 }
 
 type Pt = (f32, f32);
@@ -706,6 +734,7 @@ impl Ctx<'_> {
             labels,
             message,
             details,
+            verification: None,
         }
     }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub mod worker;
+
 /// How long one generation may run.
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
