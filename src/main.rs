@@ -150,6 +150,9 @@ struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also time every node of the plan and print where inference time goes, per operator kind.
+    #[arg(long)]
+    profile: bool,
     /// Image to run on (default: a bundled test photo).
     image: Option<PathBuf>,
 }
@@ -395,12 +398,18 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let pre = median(samples.iter().map(|s| s.1.preprocess_ms).collect());
     let inf = median(samples.iter().map(|s| s.1.inference_ms).collect());
     let post = median(samples.iter().map(|s| s.1.postprocess_ms).collect());
+    let profile = if a.profile {
+        Some(det.profile(&img, a.iters.max(1))?)
+    } else {
+        None
+    };
     let report = serde_json::json!({
         "model": det.name(), "variant": det.manifest().model.variant, "threads": a.threads,
         "iters": samples.len(), "image": [img.width(), img.height()], "detections": first.len(),
         "load_ms": load_ms, "first_detection_ms": first_ms,
         "median_ms": {"total": total, "preprocess": pre, "inference": inf, "postprocess": post},
         "overhead_pct": 100.0 * (total - inf) / inf,
+        "profile": profile,
     });
     if a.json {
         println!("{report}");
@@ -412,6 +421,24 @@ fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             a.threads,
             100.0 * (total - inf) / inf
         );
+        if let Some(p) = &profile {
+            let sum: f64 = p.iter().map(|o| o.ms).sum();
+            println!(
+                "{:<28} {:>5} {:>9} {:>6}  slowest node",
+                "operator", "nodes", "ms/run", "share"
+            );
+            for o in p {
+                println!(
+                    "{:<28} {:>5} {:>9.3} {:>5.1}%  {} ({:.3} ms)",
+                    o.op,
+                    o.nodes,
+                    o.ms,
+                    100.0 * o.ms / sum.max(1e-9),
+                    o.slowest_node,
+                    o.slowest_ms
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -166,6 +166,17 @@ impl ModelDetector {
         &self.engine
     }
 
+    /// Where inference time goes on `img`, per tract operator kind (see [`Engine::profile`]).
+    pub fn profile(
+        &mut self,
+        img: &RgbImage,
+        runs: usize,
+    ) -> Result<Vec<crate::engine::OpProfile>> {
+        self.pre.run(img);
+        self.engine
+            .profile(&self.manifest.input.shape, self.pre.tensor(), runs)
+    }
+
     /// Run the model on an image already fitted to the input geometry (letterboxed/stretched) and
     /// return candidates after NMS, in input-tensor pixels. Used by reference tests and benches.
     pub fn detect_fitted(&mut self, canvas: &RgbImage) -> Result<Vec<RawDetection>> {

@@ -318,6 +318,74 @@ impl Engine {
     }
 }
 
+/// Time spent in one kind of operator, summed over a profiled run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OpProfile {
+    /// tract's operator name after optimisation (e.g. `Conv`, `OptMatMul`, `DeconvSum`).
+    pub op: String,
+    /// How many nodes of this kind the plan runs.
+    pub nodes: usize,
+    /// Milliseconds per run, all nodes of this kind together (median-free mean over `runs`).
+    pub ms: f64,
+    /// The slowest single node of this kind and its time per run.
+    pub slowest_node: String,
+    pub slowest_ms: f64,
+}
+
+impl Engine {
+    /// Runs the model `runs` times timing every node (tract's evaluation hook), and returns time
+    /// per operator kind, slowest first. For finding where inference time goes, not for speed
+    /// figures: the timing itself costs a little per node.
+    pub fn profile(&self, shape: &[usize], data: &[f32], runs: usize) -> Result<Vec<OpProfile>> {
+        use std::collections::HashMap;
+        use std::time::Instant;
+        let tensor = Tensor::from_shape(shape, data).map_err(|e| {
+            Error::model(
+                &self.path,
+                format!("input buffer does not fit shape {shape:?}: {e}"),
+            )
+        })?;
+        let mut state = tract_core::plan::SimpleState::new(&self.plan)
+            .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))?;
+        // node id -> (op name, node name, total seconds)
+        let mut per_node: HashMap<usize, (String, String, f64)> = HashMap::new();
+        let runs = runs.max(1);
+        for _ in 0..runs {
+            state
+                .run_plan_with_eval(tvec!(tensor.clone().into()), |ctx, st, node, inputs| {
+                    let t = Instant::now();
+                    let r = tract_core::plan::eval(ctx, st, node, inputs);
+                    let e = per_node
+                        .entry(node.id)
+                        .or_insert_with(|| (node.op().name().to_string(), node.name.clone(), 0.0));
+                    e.2 += t.elapsed().as_secs_f64();
+                    r
+                })
+                .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))?;
+        }
+        let mut per_op: HashMap<String, OpProfile> = HashMap::new();
+        for (op, node, secs) in per_node.into_values() {
+            let ms = secs * 1e3 / runs as f64;
+            let p = per_op.entry(op.clone()).or_insert_with(|| OpProfile {
+                op,
+                nodes: 0,
+                ms: 0.0,
+                slowest_node: String::new(),
+                slowest_ms: 0.0,
+            });
+            p.nodes += 1;
+            p.ms += ms;
+            if ms > p.slowest_ms {
+                p.slowest_ms = ms;
+                p.slowest_node = node;
+            }
+        }
+        let mut v: Vec<OpProfile> = per_op.into_values().collect();
+        v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(v)
+    }
+}
+
 /// tract's errors are anyhow chains; show the whole chain on one line.
 fn chain(e: &TractError) -> String {
     e.chain()
