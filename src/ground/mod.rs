@@ -1,0 +1,1 @@
+//! Instruction grounding (placeholder while the embedding step is built).
