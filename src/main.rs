@@ -665,6 +665,7 @@ fn start_mqtt(
             publisher: publisher.handle(),
             camera: cfg.camera.name.clone(),
             rule_names: cfg.rules.iter().map(|r| r.name.clone()).collect(),
+            grounder: lookout::mqtt::bridge::LazyGrounder::for_model(&cfg.detector.model),
         };
         Some(CommandServer::start(&publisher, handler)?)
     } else {
