@@ -130,7 +130,7 @@ fn ground_over_mqtt_with_malformed_instructions() {
     let broker = mosquitto::Mosquitto::start();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("ground.toml");
-    let image = common::repo().join("tests/fixtures/images/smarties.png");
+    let image = common::repo().join("tests/fixtures/ground/smarties.png");
     std::fs::write(
         &cfg,
         format!(
@@ -159,6 +159,7 @@ fn ground_over_mqtt_with_malformed_instructions() {
     // Until lookout is connected and has confirmed tracks of the sweets, ask again.
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut n = 0;
+    let mut last = None;
     let blue = loop {
         n += 1;
         let id = format!("warm-{n}");
@@ -168,10 +169,11 @@ fn ground_over_mqtt_with_malformed_instructions() {
             if v["ok"] == true && v["result"]["target"]["track_id"].is_u64() {
                 break v;
             }
+            last = Some(v);
         }
         assert!(
             Instant::now() < deadline,
-            "no grounded reply with a track id"
+            "no grounded reply with a track id; last reply: {last:?}"
         );
         std::thread::sleep(Duration::from_millis(500));
     };

@@ -171,8 +171,10 @@ pub fn histogram(img: &RgbImage, bbox: &BBox) -> ColourHistogram {
             samples.push((name_pixel(p[0], p[1], p[2]), fx, fy));
         }
     }
-    let is_border =
-        |fx: f32, fy: f32| fx < BORDER || fx > 1.0 - BORDER || fy < BORDER || fy > 1.0 - BORDER;
+    let is_border = |fx: f32, fy: f32| {
+        let inner = BORDER..=1.0 - BORDER;
+        !inner.contains(&fx) || !inner.contains(&fy)
+    };
     let mut border = [0f32; COLOURS.len()];
     let mut n_border = 0f32;
     for &(c, fx, fy) in &samples {

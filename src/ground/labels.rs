@@ -189,7 +189,7 @@ impl LabelMatcher {
             labels: Vec::new(),
             closest: None,
         };
-        if self.labels.iter().any(|l| *l == noun) {
+        if self.labels.contains(&noun) {
             out.labels.push(LabelMatch {
                 label: noun.clone(),
                 score: 1.0,

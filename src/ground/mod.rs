@@ -444,7 +444,7 @@ impl Grounder {
                                 .total_cmp(&objects[scored[b].idx].bbox.center().0)
                         });
                         how = format!("middle of {} {kind}", good.len());
-                        if good.len() % 2 == 0 {
+                        if good.len().is_multiple_of(2) {
                             // two middles: the one nearer the image centre, or both if level
                             let (a, b) = (good[good.len() / 2 - 1], good[good.len() / 2]);
                             let ka =

@@ -84,11 +84,11 @@ pub fn relation_score(kind: RelationKind, c: &BBox, a: &BBox) -> f32 {
         RelationKind::InFrontOf => {
             // overlapping in x, bottom edge lower (closer), and not far away
             let closer = smooth_step((c.y2 - a.y2) / (a.height() * 0.25).max(1.0));
-            closer * x_overlap(c, a).min(1.0).max(0.2) * (-gap(c, a)).exp()
+            closer * x_overlap(c, a).clamp(0.2, 1.0) * (-gap(c, a)).exp()
         }
         RelationKind::Behind => {
             let farther = smooth_step((a.y2 - c.y2) / (a.height() * 0.25).max(1.0));
-            farther * x_overlap(c, a).min(1.0).max(0.2) * (-gap(c, a)).exp()
+            farther * x_overlap(c, a).clamp(0.2, 1.0) * (-gap(c, a)).exp()
         }
     }
 }
