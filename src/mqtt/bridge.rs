@@ -88,7 +88,7 @@ pub struct PipelineCommands {
 }
 
 /// A [`Grounder`] for the pipeline's detector, made when the first `cmd/ground` arrives so a
-/// device that is never asked pays nothing (the embedding model is ~23 MB and ~0.5 s to load).
+/// device that is never asked pays nothing (the embedding model is 23 MB).
 pub struct LazyGrounder {
     model: String,
     state: Option<std::result::Result<Grounder, String>>,
