@@ -11,6 +11,10 @@ use lookout::detect::{Detector, DetectorOptions, ModelDetector};
 use lookout::schema::{DetectError, DetectRecord};
 use lookout::{annotate, imageio, models};
 
+mod cli {
+    pub mod ground;
+}
+
 #[derive(Parser)]
 #[command(
     name = "lookout",
@@ -36,6 +40,8 @@ enum Cmd {
     Watch(WatchArgs),
     /// Time a model on an image: start-up, pre-processing, inference, post-processing.
     Bench(BenchArgs),
+    /// Which object an instruction means: `lookout ground IMAGE "pick up the red cup on the left"`.
+    Ground(cli::ground::GroundArgs),
     /// List the installed models.
     Models {
         /// One JSON object per model.
@@ -176,6 +182,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run(a),
         Cmd::Bench(a) => bench(a),
         Cmd::Watch(a) => watch(a),
+        Cmd::Ground(a) => cli::ground::run(a),
         Cmd::Models { json } => list_models(json),
     };
     match res {
@@ -686,6 +693,7 @@ fn start_mqtt(
             publisher: publisher.handle(),
             camera: cfg.camera.name.clone(),
             rule_names: cfg.rules.iter().map(|r| r.name.clone()).collect(),
+            grounder: lookout::mqtt::bridge::LazyGrounder::for_model(&cfg.detector.model),
         };
         Some(CommandServer::start(&publisher, handler)?)
     } else {

@@ -35,6 +35,13 @@ pub fn find(name_or_path: &str) -> Result<Manifest> {
     for dir in search_dirs() {
         let candidate = dir.join(name_or_path).join("model.toml");
         if candidate.is_file() {
+            if !is_detector(&candidate) {
+                return Err(Error::manifest(
+                    &candidate,
+                    "model.kind",
+                    "this model is not a detector",
+                ));
+            }
             return Manifest::load(&candidate);
         }
     }
@@ -74,12 +81,28 @@ pub fn list() -> Vec<Result<Manifest>> {
             let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                 continue;
             };
-            if toml.is_file() && seen.insert(name) {
+            if toml.is_file() && is_detector(&toml) && seen.insert(name) {
                 out.push(Manifest::load(&toml));
             }
         }
     }
     out
+}
+
+/// Whether a manifest describes a detector: other models (`[model] kind = "embedding"`, used by
+/// grounding) share the folders. A manifest without `kind` is a detector; one that does not parse
+/// is listed so its error is shown.
+fn is_detector(toml_path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(toml_path) else {
+        return true;
+    };
+    let Ok(v) = text.parse::<toml::Table>() else {
+        return true;
+    };
+    v.get("model")
+        .and_then(|m| m.get("kind"))
+        .and_then(|k| k.as_str())
+        .is_none_or(|k| k == "detector")
 }
 
 /// sha256 of a file, hex.

@@ -1,6 +1,8 @@
 //! The only module that knows tract. It loads an ONNX file, pins its input shape, optimises it
 //! and runs it; everything above speaks in plain shapes and `f32` slices.
 
+pub mod text;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

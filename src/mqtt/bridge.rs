@@ -13,6 +13,7 @@ use super::commands::{Command, CommandHandler, CommandRequest, Responder};
 use super::publisher::PublisherHandle;
 use super::topics::MessageClass;
 use crate::error::{Error, Result};
+use crate::ground::{Grounder, Object};
 use crate::pipeline::{Handle, Output, Sink};
 use crate::scene::SceneDescription;
 use crate::vlm::worker::{Trigger, VlmFrame};
@@ -84,6 +85,67 @@ pub struct PipelineCommands {
     pub publisher: PublisherHandle,
     pub camera: String,
     pub rule_names: BTreeSet<String>,
+    /// For `cmd/ground`; loads its models at the first instruction.
+    pub grounder: LazyGrounder,
+}
+
+/// A [`Grounder`] for the pipeline's detector, made when the first `cmd/ground` arrives so a
+/// device that is never asked pays nothing (the embedding model is 23 MB).
+pub struct LazyGrounder {
+    model: String,
+    state: Option<std::result::Result<Grounder, String>>,
+}
+
+impl LazyGrounder {
+    /// For the detector `model` (a name or folder, as in the config).
+    pub fn for_model(model: &str) -> LazyGrounder {
+        LazyGrounder {
+            model: model.to_string(),
+            state: None,
+        }
+    }
+
+    fn get(&mut self) -> std::result::Result<&mut Grounder, String> {
+        let model = self.model.clone();
+        let state = self.state.get_or_insert_with(|| {
+            let labels = crate::models::find(&model)
+                .map_err(|e| e.to_string())?
+                .labels;
+            Grounder::with_default_embedder(&labels).map_err(|e| e.to_string())
+        });
+        state.as_mut().map_err(|e| e.clone())
+    }
+}
+
+/// Grounds `instruction` on the latest frame and the tracks seen in it; the reply is the CLI's
+/// JSON plus the frame it was grounded on.
+fn ground_reply(
+    grounder: &mut LazyGrounder,
+    latest: &crate::pipeline::Latest,
+    instruction: &str,
+) -> std::result::Result<Value, String> {
+    let g = grounder
+        .get()
+        .map_err(|e| format!("grounding is not available: {e}"))?;
+    // lost tracks are where an object was, not where it is
+    let objects: Vec<Object> = latest
+        .tracks
+        .iter()
+        .filter(|t| t.missed_frames == 0)
+        .map(Object::from)
+        .collect();
+    let r = g
+        .ground(&latest.image, &objects, instruction)
+        .map_err(|e| e.to_string())?;
+    // through text, so boxes keep the short f32 decimals the CLI prints (350.76, not 350.760009765625)
+    let mut v: Value = serde_json::to_string(&r)
+        .and_then(|t| serde_json::from_str(&t))
+        .map_err(|e| format!("serialise: {e}"))?;
+    if let Value::Object(m) = &mut v {
+        m.insert("frame_id".into(), latest.frame_id.into());
+        m.insert("frame_ts".into(), latest.ts.into());
+    }
+    Ok(v)
 }
 
 impl CommandHandler for PipelineCommands {
@@ -167,8 +229,14 @@ impl CommandHandler for PipelineCommands {
                     Err(_) => responder.err("pipeline is stopping"),
                 }
             }
-            Command::Ground { .. } => {
-                responder.err("instruction grounding is not available in this build yet")
+            Command::Ground { instruction, .. } => {
+                let Some(latest) = self.handle.latest.lock().ok().and_then(|l| l.clone()) else {
+                    return responder.err("no frame processed yet");
+                };
+                match ground_reply(&mut self.grounder, &latest, &instruction) {
+                    Ok(v) => responder.ok(v),
+                    Err(e) => responder.err(e),
+                }
             }
             Command::Ping => responder.ok(serde_json::json!({ "pong": true })),
         }

@@ -159,8 +159,15 @@ pub fn parse_command(
             format!("{topic:?} is not a command topic"),
         ));
     };
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| fail(salvaged(), format!("payload is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        fail(
+            salvaged(),
+            match field_with_bad_utf8(payload) {
+                Some(f) => format!("{f} is not valid UTF-8 (byte {})", e.valid_up_to()),
+                None => format!("payload is not UTF-8: {e}"),
+            },
+        )
+    })?;
     let value: Value = if text.trim().is_empty() {
         Value::Object(Map::new())
     } else {
@@ -202,6 +209,13 @@ pub fn parse_command(
     let args = Value::Object(obj);
     let command = match cmd_name {
         "ground" => {
+            // serde's type errors do not say which field; a controller needs to know
+            if let Some(v) = args.get("instruction").filter(|v| !v.is_string()) {
+                return Err(fail(format!(
+                    "instruction must be a string, got {}",
+                    json_type(v)
+                )));
+            }
             let a: GroundArgs = args_of(args).map_err(&fail)?;
             Command::Ground {
                 instruction: text_field("instruction", a.instruction, true).map_err(&fail)?,
@@ -275,6 +289,18 @@ fn camera_field(c: Option<String>) -> std::result::Result<Option<String>, String
             .map_err(|e| e.to_string().trim_start_matches("mqtt: ").to_string()),
         None => Ok(None),
     }
+}
+
+/// The top-level string field of a JSON object payload that holds the invalid UTF-8 bytes, if the
+/// payload is otherwise a JSON object.
+fn field_with_bad_utf8(payload: &[u8]) -> Option<String> {
+    let lossy = String::from_utf8_lossy(&payload[..payload.len().min(MAX_COMMAND_BYTES)]);
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(&lossy) else {
+        return None;
+    };
+    obj.into_iter()
+        .find(|(_, v)| v.as_str().is_some_and(|s| s.contains('\u{FFFD}')))
+        .map(|(k, _)| k)
 }
 
 /// Finds `"request_id": "<valid id>"` in text that is not valid JSON as a whole.
@@ -653,7 +679,17 @@ mod tests {
             (
                 "ground",
                 br#"{"request_id":"a","instruction":5}"#,
-                "invalid type",
+                "instruction must be a string, got a number",
+            ),
+            (
+                "ground",
+                br#"{"request_id":"a","instruction":["cup"]}"#,
+                "instruction must be a string, got an array",
+            ),
+            (
+                "ground",
+                b"{\"request_id\":\"a\",\"instruction\":\"the \xff cup\"}",
+                "instruction is not valid UTF-8",
             ),
             (
                 "ground",

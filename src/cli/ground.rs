@@ -1,0 +1,136 @@
+//! `lookout ground IMAGE "instruction"`: which object the instruction means, from the detector's
+//! boxes in one image.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use image::Rgb;
+
+use lookout::detect::{Detector, DetectorOptions, ModelDetector};
+use lookout::embed::{Embedder, EmbeddingManifest, DEFAULT_EMBEDDING_MODEL};
+use lookout::ground::{GroundResult, Grounder, Object, Status};
+use lookout::{annotate, imageio, models};
+
+#[derive(clap::Args)]
+pub struct GroundArgs {
+    /// Detector: a model name (a folder under the model paths) or a model folder / model.toml.
+    #[arg(long, default_value = models::DEFAULT_MODEL)]
+    pub model: String,
+    /// Detection score threshold.
+    #[arg(long, default_value_t = lookout::ground::DETECTOR_CONF)]
+    pub conf: f32,
+    /// Sentence-embedding model for matching nouns to labels (name or folder).
+    #[arg(long, default_value = DEFAULT_EMBEDDING_MODEL)]
+    pub embedding: String,
+    /// Florence-2 model folder for VLM grounding.
+    #[arg(long, value_name = "DIR")]
+    pub vlm: Option<PathBuf>,
+    /// Inference threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Print the answer as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the image with the chosen box (and the candidates) drawn.
+    #[arg(long, value_name = "OUT")]
+    pub annotate: Option<PathBuf>,
+    /// The image.
+    pub image: PathBuf,
+    /// What to find, e.g. "pick up the red cup on the left".
+    pub instruction: String,
+}
+
+pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &a.vlm {
+        anyhow::bail!(
+            "--vlm {}: VLM grounding is not available in this build (use the detector path without --vlm)",
+            dir.display()
+        );
+    }
+    let manifest = models::find(&a.model)?;
+    let mut det = ModelDetector::load(
+        manifest,
+        &DetectorOptions {
+            threads: a.threads,
+            conf: Some(a.conf),
+            iou: None,
+        },
+    )?;
+    let em = EmbeddingManifest::find(&a.embedding)?;
+    let embedder = Embedder::load(&em)?;
+    let mut grounder = Grounder::new(det.labels(), Some(embedder))?;
+    let mut img = imageio::load_rgb(&a.image)?;
+    let dets = det.detect(&img)?;
+    let objects: Vec<Object> = dets.iter().map(Object::from).collect();
+    let res = grounder
+        .ground(&img, &objects, &a.instruction)
+        .with_context(|| format!("{}", a.image.display()))?;
+    let mut so = std::io::stdout().lock();
+    if a.json {
+        writeln!(so, "{}", serde_json::to_string(&res)?)?;
+    } else {
+        print_answer(&mut so, &res)?;
+    }
+    if let Some(out) = &a.annotate {
+        draw(&mut img, &res);
+        img.save(out)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_answer(w: &mut impl Write, r: &GroundResult) -> std::io::Result<()> {
+    let status = match r.status {
+        Status::Found => "found",
+        Status::Ambiguous => "ambiguous",
+        Status::NotFound => "not found",
+    };
+    match &r.target {
+        Some(t) => {
+            let b = t.bbox;
+            writeln!(
+                w,
+                "{status}: {} [{:.0} {:.0} {:.0} {:.0}] score {:.2}{}",
+                t.label,
+                b.x1,
+                b.y1,
+                b.x2,
+                b.y2,
+                t.score,
+                t.track_id
+                    .map(|i| format!(" track {i}"))
+                    .unwrap_or_default()
+            )?;
+            writeln!(w, "  because: {}", t.reason)?;
+        }
+        None => writeln!(w, "{status}: {}", r.reason)?,
+    }
+    for c in &r.candidates {
+        let b = c.bbox;
+        writeln!(
+            w,
+            "  candidate {:<12} [{:>4.0} {:>4.0} {:>4.0} {:>4.0}] {:.2}  {}",
+            c.label, b.x1, b.y1, b.x2, b.y2, c.score, c.reason
+        )?;
+    }
+    Ok(())
+}
+
+fn draw(img: &mut image::RgbImage, r: &GroundResult) {
+    let scale = ((img.width().max(img.height()) / 640) as i64).clamp(1, 4);
+    let grey = Rgb([200, 200, 200]);
+    let amber = Rgb([255, 176, 0]);
+    let tied = r.status == Status::Ambiguous;
+    for c in &r.candidates {
+        annotate::draw_box(img, &c.bbox, if tied { amber } else { grey }, scale);
+    }
+    if let Some(t) = &r.target {
+        let green = Rgb([0, 230, 60]);
+        annotate::draw_box(img, &t.bbox, green, 3 * scale);
+        let text = format!("{} {:.2}", t.label, t.score);
+        let y = (t.bbox.y1 as i64 - 10 * scale).max(0);
+        annotate::draw_text(img, t.bbox.x1 as i64 + scale, y, &text, green, scale);
+    }
+}
