@@ -11,6 +11,8 @@ use lookout::detect::{Detector, DetectorOptions, ModelDetector};
 use lookout::schema::{DetectError, DetectRecord};
 use lookout::{annotate, imageio, models};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "lookout",
@@ -36,11 +38,17 @@ enum Cmd {
     Watch(WatchArgs),
     /// Time a model on an image: start-up, pre-processing, inference, post-processing.
     Bench(BenchArgs),
-    /// List the installed models.
+    /// Describe an image with a vision-language model.
+    Describe(cli::describe::DescribeArgs),
+    /// Ask a vision-language model a question about an image.
+    Ask(cli::describe::AskArgs),
+    /// List the installed models, or pull one (`lookout models pull smolvlm-256m`).
     Models {
         /// One JSON object per model.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<cli::pull::ModelsCmd>,
     },
 }
 
@@ -173,7 +181,12 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run(a),
         Cmd::Bench(a) => bench(a),
         Cmd::Watch(a) => watch(a),
-        Cmd::Models { json } => list_models(json),
+        Cmd::Describe(a) => cli::describe::describe(a),
+        Cmd::Ask(a) => cli::describe::ask(a),
+        Cmd::Models {
+            action: Some(a), ..
+        } => cli::pull::run(a),
+        Cmd::Models { json, .. } => list_models(json),
     };
     match res {
         Ok(code) => code,

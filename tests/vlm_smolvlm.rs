@@ -407,3 +407,63 @@ fn the_tokenizer_matches_transformers() {
         );
     }
 }
+
+#[test]
+fn describe_and_ask_run_through_the_binary() {
+    let r = reference();
+    let img = fixture().join("reference/image.png");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["describe", "--json", "--max-new-tokens", "12", "--vlm"])
+        .arg(fixture())
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&v["token_ids"]), ids(&r["greedy_tokens"]));
+    assert_eq!(v["text"], r["greedy_text"]);
+    assert_eq!(
+        v["prompt_tokens"].as_u64().unwrap() as usize,
+        r["input_ids"].as_array().unwrap().len()
+    );
+    for k in ["vision_ms", "prefill_ms", "decode_ms_per_token"] {
+        assert!(v["timings"][k].as_f64().unwrap() > 0.0, "{k}");
+    }
+
+    // Streaming text mode: the answer on stdout, then a newline.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args([
+            "ask",
+            "--max-new-tokens",
+            "12",
+            "--variant",
+            "int8",
+            "--vlm",
+        ])
+        .arg(fixture())
+        .arg(&img)
+        .arg("Describe this image.")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, format!("{}\n", r["ort_int8_text"].as_str().unwrap()));
+
+    // A bad model folder: exit 2 and one line naming it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["ask", "--vlm", "/nonexistent/model"])
+        .arg(&img)
+        .arg("Is the path clear?")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model"));
+}

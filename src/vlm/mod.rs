@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub mod decode;
+pub mod pull;
 pub mod resample;
 pub mod smolvlm;
 pub mod tokenize;
