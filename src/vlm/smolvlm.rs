@@ -91,7 +91,10 @@ impl Config {
             vocab_size: need(text, "text_config.", "vocab_size")
                 .or_else(|_| need(&v, "", "vocab_size"))?,
         };
-        if cfg.image_size % (cfg.patch_size * cfg.scale_factor) != 0 {
+        if !cfg
+            .image_size
+            .is_multiple_of(cfg.patch_size * cfg.scale_factor)
+        {
             return Err(err(
                 "vision_config.image_size",
                 "not a multiple of patch_size × scale_factor",
@@ -245,13 +248,13 @@ pub fn first_resize_size(height: usize, width: usize, max_len: usize) -> (usize,
     if w >= h {
         w = max_len;
         h = (w as f64 / aspect) as usize;
-        if h % 2 != 0 {
+        if !h.is_multiple_of(2) {
             h += 1;
         }
     } else {
         h = max_len;
         w = (h as f64 * aspect) as usize;
-        if w % 2 != 0 {
+        if !w.is_multiple_of(2) {
             w += 1;
         }
     }
