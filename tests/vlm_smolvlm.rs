@@ -135,7 +135,7 @@ fn fp32_matches_transformers_at_every_stage() {
     let img = image();
 
     let (shape, want) = array(&r, "image_features");
-    let (feats, cached) = m.image_features(&img).unwrap();
+    let (feats, cached, _) = m.image_features(&img).unwrap();
     assert!(!cached);
     assert_eq!(shape.iter().product::<usize>(), feats.len());
     let d = max_abs(&feats, &want);
@@ -287,9 +287,40 @@ fn check_quantized(variant: Variant, key: &str) {
     );
 }
 
+/// The int8 fixture files carry onnxruntime's value_info (shape-inference output of
+/// quantize_dynamic); loading them proves lookout copes with it (tract fails at a `Cast` otherwise).
 #[test]
 fn int8_tokens_equal_onnxruntime_on_the_same_graphs() {
     check_quantized(Variant::Int8, "ort_int8_tokens");
+    // And the logits each choice was made from, against onnxruntime's.
+    let r = reference();
+    let mut m = load(Variant::Int8);
+    let (feats, _, _) = m.image_features(&image()).unwrap();
+    let ids_ = m.prompt_ids(r["prompt"].as_str().unwrap()).unwrap();
+    let mut trace = Trace::default();
+    m.generate_from(
+        &feats,
+        &ids_,
+        &GenerateOptions {
+            max_new_tokens: r["max_new_tokens"].as_u64().unwrap() as usize,
+            time_budget: None,
+        },
+        Instant::now(),
+        &mut |_| Ok(()),
+        Some(&mut trace),
+    )
+    .unwrap();
+    let (shape, want) = array(&r, "int8_step_logits");
+    let v = shape[1];
+    let mut worst = 0f32;
+    for (i, row) in trace.step_logits.iter().enumerate().take(shape[0]) {
+        worst = worst.max(max_abs(row, &want[i * v..(i + 1) * v]));
+    }
+    println!(
+        "int8: logits of {} steps vs onnxruntime: max |diff| {worst:e}",
+        shape[0]
+    );
+    assert!(worst < TOL);
 }
 
 #[test]

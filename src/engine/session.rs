@@ -221,6 +221,11 @@ impl Session {
         specs: &[InputSpec],
         opts: &SessionOptions,
     ) -> Result<Session> {
+        // Ignore the file's value_info: onnxruntime's quantize_dynamic writes shape-inference results
+        // for every intermediate tensor, with the exporter's dimension names ("batch_size",
+        // "total_sequence_length", …). tract would make those separate symbols, unrelated to the
+        // ones in the input facts below, and analysis of the int8 decoders fails at the first `Cast`
+        // of `attention_mask`. The facts set here determine every shape anyway.
         let onnx = tract_onnx::onnx().with_ignore_value_info(true);
         let mut model = onnx
             .model_for_proto_model(proto)

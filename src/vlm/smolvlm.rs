@@ -544,17 +544,29 @@ impl SmolVlm {
         Ok(f.as_f32().unwrap_or_default().to_vec())
     }
 
-    /// Image features of `img`, from the cache when it is the frame seen last.
-    pub fn image_features(&mut self, img: &RgbImage) -> Result<(Vec<f32>, bool), VlmError> {
+    /// Image features of `img`, from the cache when it is the frame seen last. Also returns whether
+    /// the cache answered and the milliseconds spent in the vision encoder (pre-processing excluded;
+    /// 0 when cached).
+    pub fn image_features(&mut self, img: &RgbImage) -> Result<(Vec<f32>, bool, f64), VlmError> {
         let key = frame_hash(img);
         if let Some((k, f)) = &self.cache {
             if *k == key {
-                return Ok((f.clone(), true));
+                return Ok((f.clone(), true, 0.0));
             }
         }
-        let f = self.encode_pixels(self.pre.pixel_values(img))?;
+        let t = Instant::now();
+        let pixels = self.pre.pixel_values(img);
+        log::debug!(
+            "smolvlm: pre-processing {}x{} took {:.1} ms",
+            img.width(),
+            img.height(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        let t = Instant::now();
+        let f = self.encode_pixels(pixels)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
         self.cache = Some((key, f.clone()));
-        Ok((f, false))
+        Ok((f, false, ms))
     }
 
     /// The chat prompt for one image and a question, with the image placeholder expanded.
@@ -821,13 +833,7 @@ impl VisionLanguageModel for SmolVlm {
     ) -> Result<Generation, VlmError> {
         let started = Instant::now();
         let ids = self.prompt_ids(prompt)?;
-        let t = Instant::now();
-        let (features, cached) = self.image_features(image)?;
-        let vision_ms = if cached {
-            0.0
-        } else {
-            t.elapsed().as_secs_f64() * 1e3
-        };
+        let (features, _, vision_ms) = self.image_features(image)?;
         let mut stream = TextStream::new();
         let tok = &self.tokenizer;
         let mut emit = |id: u32| -> Result<(), VlmError> {
