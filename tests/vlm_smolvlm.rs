@@ -87,31 +87,46 @@ fn preprocessing_matches_the_transformers_image_processor() {
             r["image_size"][1].as_u64().unwrap() as u32
         ]
     );
-    // The 8-bit image after both Pillow Lanczos resizes (548x342 -> 2048x1278 -> 512x512).
-    let want = image::open(fixture().join("reference/pixel_values_u8.png"))
+    // The 8-bit image after both Pillow Lanczos resizes (548x342 -> 2048x1278 -> 512x512; the
+    // portrait 301x457 -> 1348x2048 -> 512x512). Stated tolerance: identical bytes (the resampler is
+    // Pillow's fixed-point algorithm), hence identical float pixel values.
+    for case in r["preprocess_cases"].as_array().unwrap() {
+        let input = image::open(
+            fixture()
+                .join("reference")
+                .join(case["image"].as_str().unwrap()),
+        )
         .unwrap()
         .to_rgb8();
-    let got = m.preprocess().resize(&img);
-    assert_eq!(got.dimensions(), want.dimensions());
-    let worst = got
-        .as_raw()
-        .iter()
-        .zip(want.as_raw())
-        .map(|(a, b)| (*a as i32 - *b as i32).abs())
-        .max()
-        .unwrap();
-    let differing = got
-        .as_raw()
-        .iter()
-        .zip(want.as_raw())
-        .filter(|(a, b)| a != b)
-        .count();
-    println!(
-        "resize: {differing} of {} bytes differ, worst by {worst}",
-        want.as_raw().len()
-    );
-    // Stated tolerance: identical bytes (the resampler is Pillow's fixed-point algorithm).
-    assert_eq!(worst, 0);
+        let want = image::open(
+            fixture()
+                .join("reference")
+                .join(case["pixel_values_u8"].as_str().unwrap()),
+        )
+        .unwrap()
+        .to_rgb8();
+        let got = m.preprocess().resize(&input);
+        assert_eq!(got.dimensions(), want.dimensions());
+        let worst = got
+            .as_raw()
+            .iter()
+            .zip(want.as_raw())
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .max()
+            .unwrap();
+        let differing = got
+            .as_raw()
+            .iter()
+            .zip(want.as_raw())
+            .filter(|(a, b)| a != b)
+            .count();
+        println!(
+            "{}: {differing} of {} bytes differ, worst by {worst}",
+            case["image"],
+            want.as_raw().len()
+        );
+        assert_eq!(worst, 0);
+    }
     // Rescale + normalise: the same float values.
     let pv = m.preprocess().pixel_values(&img);
     let stats = &r["pixel_values_stats"];

@@ -590,6 +590,17 @@ def build(size, out_dir):
         "ort_uint8_tokens": uint8["tokens"],
         "arrays": meta,
     }
+    # A second pre-processing case: portrait, odd sizes (the first resize rounds the width up to even).
+    portrait = Image.open(os.path.join(ROOT, "tests", "fixtures", "images", "fruits.jpg")).convert("RGB")
+    portrait = portrait.crop((100, 50, 401, 507))
+    portrait.save(os.path.join(ref_dir, "portrait.png"))
+    ppv = ip(images=[[portrait]], return_tensors="np")["pixel_values"][0, 0]
+    pu8 = np.round((ppv * 0.5 + 0.5) * 255.0).astype(np.uint8).transpose(1, 2, 0)
+    Image.fromarray(pu8).save(os.path.join(ref_dir, "portrait_pixel_values_u8.png"))
+    ref["preprocess_cases"] = [
+        {"image": "image.png", "pixel_values_u8": "pixel_values_u8.png"},
+        {"image": "portrait.png", "pixel_values_u8": "portrait_pixel_values_u8.png"},
+    ]
     # Tokenizer spot checks for the Rust side: plain text and the chat template with the image expansion.
     samples = ["Is the path clear?", "A person walks a dog near 3 parked cars.", " héllo  wörld\n\ttabs"]
     ref["tokenizer_samples"] = [{"text": t, "ids": fast(t)["input_ids"]} for t in samples]

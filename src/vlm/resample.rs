@@ -126,8 +126,8 @@ fn precompute(in_size: usize, out_size: usize, filter: Filter) -> Coeffs {
 }
 
 #[inline]
-fn clip8(v: i64) -> u8 {
-    if v >= (1i64 << PRECISION_BITS << 8) {
+fn clip8(v: i32) -> u8 {
+    if v >= (1i32 << PRECISION_BITS << 8) {
         255
     } else if v <= 0 {
         0
@@ -149,7 +149,7 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbIma
     let need_v = oh != ih;
     let vert = precompute(ih, oh, filter);
     // Horizontal pass over the rows the vertical pass will read (as Pillow does).
-    let (tmp, tmp_h, row0) = if need_h {
+    let (tmp, row0) = if need_h {
         let horiz = precompute(iw, ow, filter);
         let first = vert.bounds.first().map_or(0, |b| b.0);
         let last = vert.bounds.last().map_or(ih, |b| b.0 + b.1);
@@ -162,39 +162,43 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbIma
             for xx in 0..ow {
                 let (xmin, n) = horiz.bounds[xx];
                 let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
-                let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-                for (x, &w) in k.iter().enumerate() {
-                    let p = &srow[(xmin + x) * 3..(xmin + x) * 3 + 3];
-                    acc[0] += p[0] as i64 * w as i64;
-                    acc[1] += p[1] as i64 * w as i64;
-                    acc[2] += p[2] as i64 * w as i64;
+                // 32-bit accumulators as in Pillow (|sum| < 2^31 for these filters).
+                let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+                let px = &srow[xmin * 3..(xmin + k.len()) * 3];
+                for (p, &w) in px.chunks_exact(3).zip(k) {
+                    acc[0] = acc[0].wrapping_add((p[0] as i32).wrapping_mul(w));
+                    acc[1] = acc[1].wrapping_add((p[1] as i32).wrapping_mul(w));
+                    acc[2] = acc[2].wrapping_add((p[2] as i32).wrapping_mul(w));
                 }
                 drow[xx * 3] = clip8(acc[0]);
                 drow[xx * 3 + 1] = clip8(acc[1]);
                 drow[xx * 3 + 2] = clip8(acc[2]);
             }
         }
-        (out, rows, first)
+        (out, first)
     } else {
-        (src.clone(), ih, 0)
+        (src.clone(), 0)
     };
     if !need_v {
         return RgbImage::from_raw(width, height, tmp)
             .unwrap_or_else(|| RgbImage::new(width, height));
     }
-    let _ = tmp_h;
     let mut out = vec![0u8; oh * ow * 3];
+    // Row by row (integer sums, so the order of terms does not change the result).
+    let mut acc = vec![0i32; ow * 3];
     for yy in 0..oh {
         let (ymin, n) = vert.bounds[yy];
         let ymin = ymin - row0;
         let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
-        let drow = &mut out[yy * ow * 3..(yy + 1) * ow * 3];
-        for (xx, d) in drow.iter_mut().enumerate() {
-            let mut acc = 1i64 << (PRECISION_BITS - 1);
-            for (y, &w) in k.iter().enumerate() {
-                acc += tmp[(ymin + y) * ow * 3 + xx] as i64 * w as i64;
+        acc.fill(1i32 << (PRECISION_BITS - 1));
+        for (y, &w) in k.iter().enumerate() {
+            let srow = &tmp[(ymin + y) * ow * 3..(ymin + y + 1) * ow * 3];
+            for (a, &p) in acc.iter_mut().zip(srow) {
+                *a = a.wrapping_add((p as i32).wrapping_mul(w));
             }
-            *d = clip8(acc);
+        }
+        for (d, &a) in out[yy * ow * 3..(yy + 1) * ow * 3].iter_mut().zip(&acc) {
+            *d = clip8(a);
         }
     }
     RgbImage::from_raw(width, height, out).unwrap_or_else(|| RgbImage::new(width, height))
