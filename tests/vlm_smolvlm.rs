@@ -356,7 +356,7 @@ fn q4_files_are_refused_naming_the_file_and_operator() {
     let msg = err.to_string();
     println!("{msg}");
     assert!(matches!(err, VlmError::Unsupported { .. }), "{msg}");
-    assert!(msg.contains("vision_encoder_q4.onnx"), "{msg}");
+    assert!(msg.contains("decoder_model_merged_q4.onnx"), "{msg}");
     assert!(msg.contains("com.microsoft.MatMulNBits"), "{msg}");
 }
 
@@ -414,7 +414,7 @@ fn a_truncated_or_missing_graph_is_a_clear_error() {
     )
     .unwrap_err()
     .to_string();
-    assert!(msg.contains("vision_encoder_quantized.onnx"), "{msg}");
+    assert!(msg.contains("decoder_model_merged_quantized.onnx"), "{msg}");
 }
 
 #[test]

@@ -211,13 +211,14 @@ impl Session {
                 ),
             ));
         }
-        Self::from_proto(path, &proto, specs, opts)
+        Self::from_proto(path, proto, specs, opts)
     }
 
-    /// Like [`Session::load`] on an already-read protobuf.
+    /// Like [`Session::load`] on an already-read protobuf. Takes it by value and drops it once
+    /// tract holds the weights, so a large graph is not resident twice during optimisation.
     pub fn from_proto(
         path: &Path,
-        proto: &ModelProto,
+        proto: ModelProto,
         specs: &[InputSpec],
         opts: &SessionOptions,
     ) -> Result<Session> {
@@ -228,8 +229,13 @@ impl Session {
         // of `attention_mask`. The facts set here determine every shape anyway.
         let onnx = tract_onnx::onnx().with_ignore_value_info(true);
         let mut model = onnx
-            .model_for_proto_model(proto)
+            .model_for_proto_model(&proto)
             .map_err(|e| Error::model(path, format!("cannot load: {}", chain(&e))))?;
+        let output_names: Vec<String> = proto
+            .graph
+            .as_ref()
+            .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
+            .unwrap_or_default();
         let graph_inputs: Vec<String> = proto
             .graph
             .as_ref()
@@ -243,6 +249,7 @@ impl Session {
                     .collect()
             })
             .unwrap_or_default();
+        drop(proto);
         let by_name: HashMap<&str, &InputSpec> =
             specs.iter().map(|s| (s.name.as_str(), s)).collect();
         for (ix, name) in graph_inputs.iter().enumerate() {
@@ -286,11 +293,6 @@ impl Session {
             .into_decluttered()
             .and_then(|m| m.into_optimized())
             .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
-        let output_names: Vec<String> = proto
-            .graph
-            .as_ref()
-            .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
-            .unwrap_or_default();
         let executor = if opts.threads > 1 {
             tract_linalg::multithread::Executor::multithread(opts.threads)
         } else {

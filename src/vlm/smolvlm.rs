@@ -322,7 +322,7 @@ pub(crate) fn load_graph(
     }
     let mut proto = proto;
     session::merge_duplicate_nonzero(&mut proto);
-    Session::from_proto(path, &proto, specs, opts).map_err(|e| engine_err(path, e))
+    Session::from_proto(path, proto, specs, opts).map_err(|e| engine_err(path, e))
 }
 
 fn engine_err(path: &Path, e: crate::Error) -> VlmError {
@@ -411,38 +411,8 @@ impl SmolVlm {
             dir.join("onnx")
                 .join(format!("{stem}{}.onnx", opts.variant.suffix()))
         };
-        let s = cfg.image_size;
-        let vision = load_graph(
-            &file("vision_encoder"),
-            &[
-                InputSpec::new(
-                    "pixel_values",
-                    ElemType::F32,
-                    vec![
-                        Dim::Fixed(1),
-                        Dim::Fixed(1),
-                        Dim::Fixed(3),
-                        Dim::Fixed(s),
-                        Dim::Fixed(s),
-                    ],
-                ),
-                InputSpec::new(
-                    "pixel_attention_mask",
-                    ElemType::Bool,
-                    vec![Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(s), Dim::Fixed(s)],
-                ),
-            ],
-            &so,
-        )?;
-        let embed = load_graph(
-            &file("embed_tokens"),
-            &[InputSpec::new(
-                "input_ids",
-                ElemType::I64,
-                vec![Dim::Fixed(1), Dim::Sym("S")],
-            )],
-            &so,
-        )?;
+        // The largest graph first: each load briefly holds its file twice (bytes, then tract's
+        // tensors), and that peak is lowest with nothing else resident yet.
         let mut specs = vec![
             InputSpec::new(
                 "inputs_embeds",
@@ -475,6 +445,38 @@ impl SmolVlm {
             }
         }
         let decoder = load_graph(&file("decoder_model_merged"), &specs, &so)?;
+        let s = cfg.image_size;
+        let vision = load_graph(
+            &file("vision_encoder"),
+            &[
+                InputSpec::new(
+                    "pixel_values",
+                    ElemType::F32,
+                    vec![
+                        Dim::Fixed(1),
+                        Dim::Fixed(1),
+                        Dim::Fixed(3),
+                        Dim::Fixed(s),
+                        Dim::Fixed(s),
+                    ],
+                ),
+                InputSpec::new(
+                    "pixel_attention_mask",
+                    ElemType::Bool,
+                    vec![Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(s), Dim::Fixed(s)],
+                ),
+            ],
+            &so,
+        )?;
+        let embed = load_graph(
+            &file("embed_tokens"),
+            &[InputSpec::new(
+                "input_ids",
+                ElemType::I64,
+                vec![Dim::Fixed(1), Dim::Sym("S")],
+            )],
+            &so,
+        )?;
         if decoder.output_index("logits") != Some(0) {
             return Err(VlmError::Load {
                 path: decoder.path().to_path_buf(),
