@@ -11,9 +11,7 @@ use lookout::detect::{Detector, DetectorOptions, ModelDetector};
 use lookout::schema::{DetectError, DetectRecord};
 use lookout::{annotate, imageio, models};
 
-mod cli {
-    pub mod ground;
-}
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -42,11 +40,17 @@ enum Cmd {
     Bench(BenchArgs),
     /// Which object an instruction means: `lookout ground IMAGE "pick up the red cup on the left"`.
     Ground(cli::ground::GroundArgs),
-    /// List the installed models.
+    /// Describe an image with a vision-language model.
+    Describe(cli::describe::DescribeArgs),
+    /// Ask a vision-language model a question about an image.
+    Ask(cli::describe::AskArgs),
+    /// List the installed models, or pull one (`lookout models pull smolvlm-256m`).
     Models {
         /// One JSON object per model.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<cli::pull::ModelsCmd>,
     },
 }
 
@@ -183,7 +187,12 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench(a),
         Cmd::Watch(a) => watch(a),
         Cmd::Ground(a) => cli::ground::run(a),
-        Cmd::Models { json } => list_models(json),
+        Cmd::Describe(a) => cli::describe::describe(a),
+        Cmd::Ask(a) => cli::describe::ask(a),
+        Cmd::Models {
+            action: Some(a), ..
+        } => cli::pull::run(a),
+        Cmd::Models { json, .. } => list_models(json),
     };
     match res {
         Ok(code) => code,

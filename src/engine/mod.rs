@@ -11,6 +11,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+pub mod session;
+
 /// How a model is loaded and run.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {

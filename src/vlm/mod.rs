@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub mod decode;
+pub mod pull;
+pub mod resample;
+pub mod smolvlm;
+pub mod tokenize;
 pub mod worker;
 
 /// How long one generation may run.
@@ -110,4 +115,72 @@ pub fn model_type(dir: &Path) -> Result<String, VlmError> {
             path,
             reason: "missing string field `model_type`".into(),
         })
+}
+
+/// Which files of a transformers.js layout to load: `onnx/<graph><suffix>.onnx`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Variant {
+    /// `""`: float32.
+    Fp32,
+    /// `_int8`: onnxruntime dynamic quantization, int8 weights.
+    Int8,
+    /// `_uint8`: the same with uint8 weights.
+    Uint8,
+    /// `_quantized`: transformers.js' default 8-bit files.
+    Quantized,
+    /// Any other suffix (`q4`, `bnb4`, `fp16`, …), tried as given; files that need onnxruntime-only
+    /// operators are refused with [`VlmError::Unsupported`].
+    Other(String),
+}
+
+impl Variant {
+    /// The file-name suffix (`""`, `"_int8"`, …).
+    pub fn suffix(&self) -> String {
+        match self {
+            Variant::Fp32 => String::new(),
+            Variant::Int8 => "_int8".into(),
+            Variant::Uint8 => "_uint8".into(),
+            Variant::Quantized => "_quantized".into(),
+            Variant::Other(s) => format!("_{s}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = VlmError;
+    fn from_str(s: &str) -> Result<Variant, VlmError> {
+        let s = s.trim().trim_start_matches('_');
+        Ok(match s {
+            "" | "fp32" | "float32" => Variant::Fp32,
+            "int8" => Variant::Int8,
+            "uint8" => Variant::Uint8,
+            "quantized" | "q8" => Variant::Quantized,
+            other if other.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                Variant::Other(other.to_string())
+            }
+            other => {
+                return Err(VlmError::Input(format!(
+                    "variant `{other}`: not a file suffix"
+                )))
+            }
+        })
+    }
+}
+
+/// Loads the model in `dir`, picking the architecture from `config.json`'s `model_type`.
+pub fn load(
+    dir: &Path,
+    variant: Variant,
+    threads: usize,
+) -> Result<Box<dyn VisionLanguageModel>, VlmError> {
+    match model_type(dir)?.as_str() {
+        "idefics3" | "smolvlm" => Ok(Box::new(smolvlm::SmolVlm::load(
+            dir,
+            &smolvlm::LoadOptions { variant, threads },
+        )?)),
+        other => Err(VlmError::Unsupported {
+            path: dir.join("config.json"),
+            reason: format!("model_type `{other}` (lookout runs idefics3/smolvlm)"),
+        }),
+    }
 }
