@@ -115,6 +115,9 @@ struct RunArgs {
     /// Store-and-forward spool file (default: the config's mqtt.spool_path).
     #[arg(long)]
     spool: Option<PathBuf>,
+    /// VLM folder for model-written descriptions and alert verification, overriding `[vlm] model`.
+    #[arg(long)]
+    vlm: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -521,6 +524,9 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = &a.model {
         cfg.detector.model = m.clone();
     }
+    if let Some(v) = &a.vlm {
+        cfg.vlm.model = Some(v.clone());
+    }
     let uri = cfg.source();
     let source = lookout::capture::open(&uri)?;
     let live = uri.starts_with("v4l:") || uri.starts_with("mjpeg+http:");
@@ -580,6 +586,32 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             .map(|b| format!(", board {b}"))
             .unwrap_or_default()
     );
+    let vlm = match &cfg.vlm.model {
+        Some(dir) => {
+            let variant: lookout::vlm::Variant = cfg
+                .vlm
+                .variant
+                .parse()
+                .with_context(|| format!("vlm.variant '{}'", cfg.vlm.variant))?;
+            let t = std::time::Instant::now();
+            let m = lookout::vlm::load(dir, variant, cfg.vlm.threads)
+                .with_context(|| format!("vlm.model {}", dir.display()))?;
+            eprintln!(
+                "vlm: {} from {} in {:.1} s ({:?} schedule{})",
+                m.name(),
+                dir.display(),
+                t.elapsed().as_secs_f64(),
+                cfg.vlm.schedule,
+                if cfg.vlm.verify_alerts {
+                    ", verifying alerts"
+                } else {
+                    ""
+                }
+            );
+            Some(pipeline::SharedVlm::new(m))
+        }
+        None => None,
+    };
     let summary = pipeline::run(
         &cfg,
         source,
@@ -588,7 +620,7 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         RunOptions {
             max_frames: a.max_frames,
             drop_oldest: live,
-            vlm: None,
+            vlm,
         },
         handle,
     )?;
