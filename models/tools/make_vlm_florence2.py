@@ -640,6 +640,7 @@ def write_reference(model, proc, out: Path, tiny: bool, max_new: int):
         case = {
             "task": task, "text_input": arg, "prompt": proc._construct_prompts(prompt)[0],
             "input_ids": text_ids, "tokens": tokens, "decoded": text,
+            "parsed": proc.post_process_generation(text=text, task=task, image_size=img.size)[task],
             "min_top1_margin": margins(steps),
             "logits": save_f32(ref / f"case{ci}_logits.bin", steps),
         }

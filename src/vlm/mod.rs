@@ -5,6 +5,8 @@
 //! one from the model folder's `config.json` (`model_type`), the file Hugging Face / transformers.js
 //! layouts ship beside their `onnx/` folder.
 
+pub mod florence2;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
