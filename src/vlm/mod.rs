@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub mod decode;
+pub mod florence2;
 pub mod pull;
 pub mod resample;
 pub mod smolvlm;
@@ -178,9 +179,10 @@ pub fn load(
             dir,
             &smolvlm::LoadOptions { variant, threads },
         )?)),
+        "florence2" => Ok(Box::new(florence2::load(dir, &variant.suffix(), threads)?)),
         other => Err(VlmError::Unsupported {
             path: dir.join("config.json"),
-            reason: format!("model_type `{other}` (lookout runs idefics3/smolvlm)"),
+            reason: format!("model_type `{other}` (lookout runs idefics3/smolvlm and florence2)"),
         }),
     }
 }
