@@ -102,6 +102,26 @@ fn loop_and_fps_keep_ids_increasing() {
 }
 
 #[test]
+fn clips_with_a_frame_rate_carry_media_time() {
+    // Frame n of a 25 fps clip is n/25 s after frame 0, however long reading took: dwell rules
+    // then count the clip's seconds, not the machine's.
+    let dir = folder();
+    let u = format!("file:{}?loop=true&fps=25", uri(dir.path()));
+    let mut src = capture::open(&u).unwrap();
+    let mut stamps = Vec::new();
+    while stamps.len() < 6 {
+        if let Ok(Some(f)) = src.next_frame() {
+            stamps.push((f.id, f.ts));
+        }
+    }
+    let (id0, ts0) = stamps[0];
+    for (id, ts) in &stamps {
+        let want = ts0 + (id - id0) as f64 / 25.0;
+        assert!((ts - want).abs() < 1e-6, "frame {id}: ts {ts}, want {want}");
+    }
+}
+
+#[test]
 fn single_image_by_path_and_by_file_uri() {
     let p = fixture("fruits_160x120.png");
     for u in [

@@ -286,6 +286,7 @@ fn shell_pipelines_are_killed_on_drop() {
         command: PipeCommand::Shell("sleep 30 | sleep 30".into()),
         format: StreamFormat::Ppm,
         label: None,
+        media_fps: None,
     };
     let src = PipeSource::spawn(spec).unwrap();
     let pgid = src.child_id();
@@ -315,6 +316,7 @@ fn failing_commands_are_fatal_with_their_stderr() {
         command: PipeCommand::Argv(vec!["/nonexistent/ffmpeg".into()]),
         format: StreamFormat::Ppm,
         label: None,
+        media_fps: None,
     };
     let msg = PipeSource::spawn(spec).err().unwrap().to_string();
     assert!(msg.contains("cannot run /nonexistent/ffmpeg"), "{msg}");

@@ -90,6 +90,7 @@ pub struct FileSource {
     interval: Option<Duration>,
     due: Option<Instant>,
     next_id: u64,
+    clock: super::MediaClock,
     good_this_pass: bool,
     stats: CaptureStats,
 }
@@ -108,6 +109,7 @@ impl FileSource {
             interval: opts.fps.map(|f| Duration::from_secs_f64(1.0 / f)),
             due: None,
             next_id: 0,
+            clock: super::MediaClock::new(opts.fps),
             good_this_pass: false,
             stats: CaptureStats::default(),
         })
@@ -195,7 +197,7 @@ impl FrameSource for FileSource {
                 self.stats.frames += 1;
                 Ok(Some(Frame {
                     id,
-                    ts: super::unix_now(),
+                    ts: self.clock.stamp(id),
                     image,
                     source: self.label.clone(),
                 }))

@@ -68,7 +68,10 @@ pub struct Frame {
     /// reconnects). A frame reported as [`CaptureError::BadFrame`] uses up its number, so a gap
     /// in the ids of delivered frames means frames were lost.
     pub id: u64,
-    /// When the frame was captured or received, in seconds since the Unix epoch.
+    /// When the frame was captured or received, in seconds since the Unix epoch. Clips with a
+    /// frame rate (`file:…?fps=`, `video:…?fps=` on a file) carry media time instead: the time of
+    /// their first frame plus the frame's position in the clip, so dwell and cooldown rules see
+    /// the clip's seconds however fast or slow it is processed.
     pub ts: f64,
     pub image: RgbImage,
     /// Where it came from: the path or URI, with any password removed.
@@ -203,6 +206,35 @@ pub fn open(uri: &str) -> Result<Box<dyn FrameSource>, CaptureError> {
         )?),
         uri::Scheme::V4l => Box::new(v4l::V4lSource::open(v4l::V4lOptions::parse(uri)?)?),
     })
+}
+
+/// Stamps frames: with a clip rate, media time from the first frame; otherwise wall clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MediaClock {
+    fps: Option<f64>,
+    start: Option<f64>,
+}
+
+impl MediaClock {
+    pub(crate) fn new(fps: Option<f64>) -> Self {
+        MediaClock {
+            fps: fps.filter(|f| f.is_finite() && *f > 0.0),
+            start: None,
+        }
+    }
+
+    /// The timestamp of frame `id` (ids count from 0 across loops and bad frames).
+    pub(crate) fn stamp(&mut self, id: u64) -> f64 {
+        match self.fps {
+            Some(fps) => {
+                let start = *self
+                    .start
+                    .get_or_insert_with(|| unix_now() - id as f64 / fps);
+                start + id as f64 / fps
+            }
+            None => unix_now(),
+        }
+    }
 }
 
 pub(crate) fn unix_now() -> f64 {

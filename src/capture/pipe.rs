@@ -63,12 +63,15 @@ pub enum StreamFormat {
 ///
 /// Programs that build the command themselves should fill a [`PipeSpec`] with
 /// [`PipeCommand::Argv`] and skip the shell and its quoting altogether.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PipeSpec {
     pub command: PipeCommand,
     pub format: StreamFormat,
     /// Name used in frames and messages; defaults to the command.
     pub label: Option<String>,
+    /// Frames are a clip at this rate: stamp them with media time (start + n / fps) rather than
+    /// the time they were read, so rules that count seconds see the clip's own time.
+    pub media_fps: Option<f64>,
 }
 
 impl PipeSpec {
@@ -89,6 +92,7 @@ impl PipeSpec {
             command: PipeCommand::Shell(cmd),
             format,
             label: None,
+            media_fps: None,
         })
     }
 }
@@ -250,6 +254,8 @@ impl VideoOptions {
             command: PipeCommand::Argv(a),
             format: StreamFormat::Ppm,
             label: Some(format!("video:{}", uri::redact_userinfo(&self.input))),
+            // A file has a timeline; a network stream (rtsp://, http://) is live: wall clock.
+            media_fps: self.fps.filter(|_| !self.input.contains("://")),
         }
     }
 }
@@ -267,6 +273,7 @@ pub struct PipeSource {
     stderr: Arc<Mutex<Vec<u8>>>,
     buf: Vec<u8>,
     next_id: u64,
+    clock: super::MediaClock,
     finished: bool,
     /// The child has been waited for (its pid may no longer be ours).
     reaped: bool,
@@ -366,6 +373,7 @@ impl PipeSource {
             stderr,
             buf: Vec::new(),
             next_id: 0,
+            clock: super::MediaClock::new(spec.media_fps),
             finished: false,
             reaped: false,
             stats: CaptureStats::default(),
@@ -427,7 +435,7 @@ impl PipeSource {
                 self.stats.frames += 1;
                 Ok(Some(Frame {
                     id,
-                    ts: super::unix_now(),
+                    ts: self.clock.stamp(id),
                     image,
                     source: self.label.clone(),
                 }))
