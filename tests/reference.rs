@@ -45,6 +45,17 @@ fn cases() -> Vec<PathBuf> {
         })
         .unwrap_or_default();
     v.sort();
+    // LOOKOUT_REFERENCE_CASES=nanodet,ssd runs only those (the emulated aarch64 run, where each
+    // full-size model costs minutes); the default is every case.
+    if let Ok(only) = std::env::var("LOOKOUT_REFERENCE_CASES") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        v.retain(|p| {
+            p.parent()
+                .and_then(|d| d.file_name())
+                .is_some_and(|n| only.iter().any(|o| n == *o))
+        });
+        println!("LOOKOUT_REFERENCE_CASES: running {} case(s)", v.len());
+    }
     v
 }
 
