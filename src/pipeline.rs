@@ -439,7 +439,7 @@ pub fn run(
             let tx = out_tx.clone();
             let emit = Box::new(move |o: WorkerOutput| {
                 let _ = tx.send(match o {
-                    WorkerOutput::Scene(s) => Output::Scene(s),
+                    WorkerOutput::Scene(s) => Output::Scene(*s),
                     WorkerOutput::Alert(a) => Output::Alert(*a),
                 });
             });

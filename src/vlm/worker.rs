@@ -32,7 +32,7 @@ pub type Reply = Box<dyn FnOnce(Result<SceneDescription, String>) + Send>;
 
 /// What the worker gives back to the pipeline.
 pub enum WorkerOutput {
-    Scene(SceneDescription),
+    Scene(Box<SceneDescription>),
     Alert(Box<Alert>),
 }
 
@@ -305,7 +305,7 @@ impl Runner {
                         scene.vlm = Some(vlm_text(&g, self.model.name(), prompt, trigger));
                         match reply {
                             Some(r) => r(Ok(*scene)),
-                            None => (self.emit)(WorkerOutput::Scene(*scene)),
+                            None => (self.emit)(WorkerOutput::Scene(scene)),
                         }
                     }
                     Err(e) => {
