@@ -9,6 +9,9 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod topk;
+pub use topk::SelectTopk;
+
 /// How a model is loaded and run.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -193,9 +196,16 @@ impl Engine {
                     )
                 })?;
         }
-        let typed = model
+        let mut typed = model
             .into_optimized()
             .map_err(|e| Error::model(path, format!("cannot analyse/optimise: {}", chain(&e))))?;
+        let replaced = topk::replace_topk(&mut typed);
+        if replaced > 0 {
+            log::debug!(
+                "{}: {replaced} TopK node(s) run as SelectTopk",
+                path.display()
+            );
+        }
 
         let info = |outlets: &[OutletId]| -> Vec<TensorInfo> {
             outlets
