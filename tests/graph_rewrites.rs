@@ -5,6 +5,8 @@
 //!   script writes it before and after (`tests/fixtures/models/pad-conv/`): tract runs both, outputs
 //!   agree within 1e-5, and tract's plan for the rewritten graph runs fewer Pad nodes (tract pads a
 //!   lazy-im2col conv's input with a Pad node of its own, so only the MaxPool fold removes one).
+//! * The quantised folds on the script's self-test graphs (QLinearConv with a zero-point Pad; a float
+//!   Pad in front of Q -> DQ -> Conv): tract's outputs before and after are identical.
 //! * The shipped models are the rewritten graphs; `tests/fixtures/reference/{nanodet,centernet}` hold
 //!   onnxruntime's outputs and detections of the untouched converter output (their `model_sha256` is
 //!   the original file). Here tract runs the shipped graph on the same pixels: the raw outputs must agree
@@ -18,6 +20,7 @@ mod common;
 use lookout::detect::{DetectorOptions, Manifest, ModelDetector};
 use lookout::engine::{Engine, EngineOptions};
 use serde_json::Value;
+use tract_onnx::prelude::Tensor;
 
 const FIXTURE_SHAPE: [usize; 4] = [1, 3, 17, 20];
 
@@ -282,4 +285,89 @@ fn centernet_select_topk_equals_untouched_tract() {
         "degenerate input: best score {}",
         scores[0]
     );
+}
+
+/// Runs an ONNX file in plain tract (no lookout engine: the QLinearConv fixture has a uint8 input).
+fn tract_run(rel: &str, input: Tensor) -> Tensor {
+    use tract_onnx::prelude::*;
+    let plan = tract_onnx::onnx()
+        .model_for_path(common::fixture(rel))
+        .unwrap()
+        .with_input_fact(
+            0,
+            InferenceFact::dt_shape(input.datum_type(), input.shape()),
+        )
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let out = plan.run(tvec!(input.into())).unwrap();
+    out[0].clone().into_tensor()
+}
+
+/// The quantised folds (`optimize_graph.py --self-test`): a Pad with the input zero point folded
+/// into a QLinearConv (tract must pad a quantised conv with the zero point, not with 0), and a float
+/// Pad moved through Q -> DQ into a Conv. tract's outputs before and after must be identical.
+#[test]
+fn quantised_pad_folds_same_in_tract() {
+    let shape = [1usize, 4, 9, 8];
+    let n: usize = shape.iter().product();
+    let mut s = 5u64;
+    let bytes: Vec<u8> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 56) as u8
+        })
+        .collect();
+    let x = Tensor::from_shape(&shape, &bytes).unwrap();
+    let a = tract_run("models/pad-conv/qlinearconv-pad7.original.onnx", x.clone());
+    let b = tract_run("models/pad-conv/qlinearconv-pad7.rewritten.onnx", x);
+    assert_eq!(a.shape(), &[1, 6, 10, 7]);
+    let (a, b) = (
+        a.try_as_plain_ram()
+            .unwrap()
+            .as_slice::<u8>()
+            .unwrap()
+            .to_vec(),
+        b.try_as_plain_ram()
+            .unwrap()
+            .as_slice::<u8>()
+            .unwrap()
+            .to_vec(),
+    );
+    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    let distinct = a.iter().collect::<std::collections::BTreeSet<_>>().len();
+    println!(
+        "QLinearConv: {differing} of {} outputs differ, {distinct} distinct values",
+        a.len()
+    );
+    assert_eq!(differing, 0);
+    assert!(distinct > 10, "degenerate QLinearConv output");
+
+    let x = Tensor::from_shape(&shape, &lcg_input(n, 4)).unwrap();
+    let a = tract_run("models/pad-conv/pad-qdq-conv.original.onnx", x.clone());
+    let b = tract_run("models/pad-conv/pad-qdq-conv.rewritten.onnx", x);
+    assert_eq!(a.shape(), &[1, 6, 5, 7]);
+    let (a, b) = (
+        a.try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec(),
+        b.try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec(),
+    );
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    println!("Pad -> Q -> DQ -> Conv: max |original - rewritten| in tract = {worst:e}");
+    assert!(worst <= 1e-5, "QDQ fold: outputs differ by {worst}");
 }

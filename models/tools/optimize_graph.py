@@ -4,6 +4,7 @@
     /opt/ortvenv/bin/python models/tools/optimize_graph.py IN.onnx OUT.onnx [--manifest model.toml]
     /opt/ortvenv/bin/python models/tools/optimize_graph.py --model models/nanodet-g     # in place + manifest
     /opt/ortvenv/bin/python models/tools/optimize_graph.py --make-fixture tests/fixtures/models/pad-conv
+    /opt/ortvenv/bin/python models/tools/optimize_graph.py --self-test    # the quantised Pad folds
 
 Python deps: requirements-optimize.txt (onnx, numpy, onnxruntime for the check; OpenCV for the photos).
 
@@ -63,6 +64,7 @@ class Graph:
     def __init__(self, model: onnx.ModelProto):
         self.model = model
         self.g = model.graph
+        self.stale = set()  # tensors whose recorded value_info no longer holds
         self.reindex()
 
     def reindex(self):
@@ -261,6 +263,7 @@ def fold_pad_through_qdq(G: Graph) -> int:
             continue
         add_pads(conv, spatial)
         q.input[0] = pad.input[0]
+        G.stale.update([q.output[0], dq.output[0]])  # Q and DQ now carry the unpadded shape
         G.remove([pad])
         G.reindex()
         done += 1
@@ -367,7 +370,7 @@ def optimize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     G.drop_dead()
     # value_info of removed tensors is harmless but stale; drop entries whose tensor no longer exists
     names = {o for n in G.g.node for o in n.output} | {i.name for i in G.g.input} | set(G.inits)
-    vi = [v for v in G.g.value_info if v.name in names]
+    vi = [v for v in G.g.value_info if v.name in names and v.name not in G.stale]
     del G.g.value_info[:]
     G.g.value_info.extend(vi)
     onnx.checker.check_model(model)
@@ -473,7 +476,8 @@ def optimize_model_dir(folder: str, tol: float) -> dict:
 def make_fixture(out_dir: str, tol: float):
     """A few-KB fp32 graph with what the rewrites handle, as the real models have it (tf2onnx SAME padding):
     Pad(0) -> Conv (stride 2, asymmetric pads), Pad(0) -> Conv (existing pads), Pad(-inf) -> MaxPool,
-    Transpose pair; plus its rewritten form. tests/graph_rewrites.rs runs both in tract."""
+    Transpose pair; plus its rewritten form. tests/graph_rewrites.rs runs both in tract. The self-test's
+    quantised graphs (QLinearConv with a zero-point Pad, Pad -> Q -> DQ -> Conv) go to the same folder."""
     rng = np.random.default_rng(7)
     X = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 17, 20])
     Y = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
@@ -516,6 +520,62 @@ def make_fixture(out_dir: str, tol: float):
     log(f"wrote {before} ({os.path.getsize(before)} B) and {after} ({os.path.getsize(after)} B)")
 
 
+def self_test(tol: float, out_dir: str | None = None):
+    """The quantised patterns, which none of the shipped graphs has any more (onnxruntime's quant_pre_process
+    folds zero Pads before quantising): Pad(uint8, zero point) -> QLinearConv, and
+    Pad(0) -> QuantizeLinear -> DequantizeLinear -> Conv. Each must be rewritten and give onnxruntime's
+    outputs of the original; a Pad whose value is not the zero point must be left alone."""
+    rng = np.random.default_rng(11)
+    f32, u8 = TensorProto.FLOAT, TensorProto.UINT8
+
+    def model(nodes, inits, io_type=f32):
+        g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", io_type, [1, 4, 9, 8])],
+                              [helper.make_tensor_value_info("y", io_type, None)], inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        m.ir_version = 8
+        return onnx.shape_inference.infer_shapes(m)
+
+    w = (rng.standard_normal((6, 4, 3, 3)) * 0.5).astype(np.float32)
+    common = [numpy_helper.from_array(np.array([0, 0, 1, 0, 0, 0, 2, 1], np.int64), "pads")]
+    # QLinearConv, input zero point 7 and a Pad with 7 (the quantised 0.0), then a Pad with 3 (kept)
+    q = [numpy_helper.from_array(np.array(0.05, np.float32), "xs"), numpy_helper.from_array(np.uint8(7), "xz"),
+         numpy_helper.from_array(np.clip(np.round(w / 0.01), -127, 127).astype(np.int8), "wq"),
+         numpy_helper.from_array(np.array(0.01, np.float32), "ws"), numpy_helper.from_array(np.int8(0), "wz"),
+         numpy_helper.from_array(np.array(0.1, np.float32), "ys"), numpy_helper.from_array(np.uint8(128), "yz")]
+    cases = []
+    for value, expect in ((7, {"pad-into-conv": 1}), (3, {})):
+        pv = [numpy_helper.from_array(np.uint8(value), "pv")]
+        nodes = [helper.make_node("Pad", ["x", "pads", "pv"], ["p"]),
+                 helper.make_node("QLinearConv", ["p", "xs", "xz", "wq", "ws", "wz", "ys", "yz"], ["y"],
+                                  kernel_shape=[3, 3])]
+        cases.append((f"qlinearconv-pad{value}", model(nodes, common + q + pv, u8), expect))
+    # QDQ: Pad(0) stays float in front of the activation's Q/DQ pair
+    qdq = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.uint8(100), "z"),
+           numpy_helper.from_array(w, "w")]
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"]),
+             helper.make_node("QuantizeLinear", ["p", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+             helper.make_node("Conv", ["dq", "w"], ["y"], kernel_shape=[3, 3], strides=[2, 1])]
+    cases.append(("pad-qdq-conv", model(nodes, common + qdq), {"pad-through-qdq": 1}))
+    for label, m, expect in cases:
+        onnx.checker.check_model(m)
+        rewritten, counts = optimize(m)
+        if counts != expect:
+            raise SystemExit(f"self-test {label}: expected {expect}, got {counts}")
+        feeds = check_inputs(m, None)[0][1]
+        if m.graph.input[0].type.tensor_type.elem_type == u8:
+            feeds = {"x": rng.integers(0, 256, (1, 4, 9, 8)).astype(np.uint8)}
+        a = ort_session(m.SerializeToString()).run(None, feeds)[0]
+        b = ort_session(rewritten.SerializeToString()).run(None, feeds)[0]
+        d = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+        log(f"self-test {label}: {counts or 'left alone'}, output {list(a.shape)}, max diff {d:.3e}")
+        if a.shape != b.shape or d > tol:
+            raise SystemExit(f"self-test {label}: outputs differ ({a.shape} vs {b.shape}, {d})")
+        if out_dir and counts:
+            onnx.save(m, os.path.join(out_dir, f"{label}.original.onnx"))
+            onnx.save(rewritten, os.path.join(out_dir, f"{label}.rewritten.onnx"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", nargs="?")
@@ -524,17 +584,22 @@ def main():
     ap.add_argument("--model", action="append", default=[],
                     help="model folder (models/<name>): rewrite its ONNX in place, update model.toml's sha256")
     ap.add_argument("--make-fixture", metavar="DIR", help="write the Pad->Conv test graphs to DIR")
+    ap.add_argument("--self-test", action="store_true",
+                    help="check the QLinearConv and QDQ Pad folds on small generated graphs")
     ap.add_argument("--tol", type=float, default=1e-5)
     a = ap.parse_args()
+    if a.self_test:
+        self_test(a.tol)
     if a.make_fixture:
         make_fixture(a.make_fixture, a.tol)
+        self_test(a.tol, a.make_fixture)
     for folder in a.model:
         optimize_model_dir(folder, a.tol)
     if a.src:
         if not a.dst:
             ap.error("give OUT.onnx")
         optimize_file(a.src, a.dst, a.manifest, a.tol)
-    if not (a.make_fixture or a.model or a.src):
+    if not (a.self_test or a.make_fixture or a.model or a.src):
         ap.error("nothing to do")
 
 
