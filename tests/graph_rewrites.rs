@@ -12,8 +12,9 @@
 //!   the original file). Here tract runs the shipped graph on the same pixels: the raw outputs must agree
 //!   with onnxruntime's and the detections must match (also checked, for every family, by
 //!   `tests/reference.rs`).
-//! * lookout's `SelectTopk` (src/engine/topk.rs) in place of tract's TopK: CenterNet's output on a
-//!   real photo is bit-identical to tract's untouched plan.
+//! * lookout's `SelectTopk` and `PlannedResize` (src/engine/topk.rs, resize.rs) in place of tract's
+//!   TopK and Resize: CenterNet's output (3 Resizes, 1 TopK) on a real photo is bit-identical to
+//!   tract's untouched plan.
 
 mod common;
 
@@ -227,8 +228,9 @@ fn nanodet_rewritten_matches_untouched_reference() {
     shipped_matches_reference("nanodet", "nanodet-g");
 }
 
-/// lookout runs CenterNet's in-graph TopK with its own `SelectTopk` (src/engine/topk.rs) instead of
-/// tract's full sort: on a real photo the whole model's output must equal tract's untouched plan.
+/// lookout runs CenterNet's in-graph TopK and its Resizes with its own `SelectTopk` and
+/// `PlannedResize` (src/engine/) instead of tract's: on a real photo the whole model's output must
+/// equal tract's untouched plan, bit for bit.
 #[test]
 fn centernet_select_topk_equals_untouched_tract() {
     use tract_onnx::prelude::*;
@@ -248,6 +250,18 @@ fn centernet_select_topk_equals_untouched_tract() {
         },
     )
     .unwrap();
+    let kinds: Vec<String> = ours
+        .profile(&shape, &x, 1)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.op)
+        .collect();
+    for op in ["SelectTopk", "PlannedResize"] {
+        assert!(
+            kinds.iter().any(|k| k == op),
+            "{op} not in the plan: {kinds:?}"
+        );
+    }
     let ours = ours.run_slice(&shape, &x).unwrap();
     let ours = ours.get(0).unwrap();
 
@@ -279,7 +293,10 @@ fn centernet_select_topk_equals_untouched_tract() {
         "centernet: top scores {scores:?}; {differing} of {} values differ",
         want.len()
     );
-    assert_eq!(differing, 0, "SelectTopk changed CenterNet's output");
+    assert_eq!(
+        differing, 0,
+        "SelectTopk/PlannedResize changed CenterNet's output"
+    );
     assert!(
         scores[0] > 0.3,
         "degenerate input: best score {}",

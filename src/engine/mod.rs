@@ -9,7 +9,9 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod resize;
 mod topk;
+pub use resize::PlannedResize;
 pub use topk::SelectTopk;
 
 /// How a model is loaded and run.
@@ -199,10 +201,12 @@ impl Engine {
         let mut typed = model
             .into_optimized()
             .map_err(|e| Error::model(path, format!("cannot analyse/optimise: {}", chain(&e))))?;
-        let replaced = topk::replace_topk(&mut typed);
-        if replaced > 0 {
+        // Ops tract runs slowly, swapped for bit-identical ones of ours (see each module).
+        let topks = topk::replace_topk(&mut typed);
+        let resizes = resize::replace_resize(&mut typed);
+        if topks + resizes > 0 {
             log::debug!(
-                "{}: {replaced} TopK node(s) run as SelectTopk",
+                "{}: {topks} TopK node(s) run as SelectTopk, {resizes} Resize as PlannedResize",
                 path.display()
             );
         }
