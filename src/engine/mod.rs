@@ -12,6 +12,10 @@ use tract_onnx::tract_hir::infer::Factoid;
 use crate::error::{Error, Result};
 
 pub mod session;
+mod resize;
+mod topk;
+pub use resize::PlannedResize;
+pub use topk::SelectTopk;
 
 /// How a model is loaded and run.
 #[derive(Debug, Clone)]
@@ -197,9 +201,18 @@ impl Engine {
                     )
                 })?;
         }
-        let typed = model
+        let mut typed = model
             .into_optimized()
             .map_err(|e| Error::model(path, format!("cannot analyse/optimise: {}", chain(&e))))?;
+        // Ops tract runs slowly, swapped for bit-identical ones of ours (see each module).
+        let topks = topk::replace_topk(&mut typed);
+        let resizes = resize::replace_resize(&mut typed);
+        if topks + resizes > 0 {
+            log::debug!(
+                "{}: {topks} TopK node(s) run as SelectTopk, {resizes} Resize as PlannedResize",
+                path.display()
+            );
+        }
 
         let info = |outlets: &[OutletId]| -> Vec<TensorInfo> {
             outlets
