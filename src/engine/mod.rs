@@ -11,8 +11,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
-pub mod session;
 mod resize;
+pub mod session;
 mod topk;
 pub use resize::PlannedResize;
 pub use topk::SelectTopk;
