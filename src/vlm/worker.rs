@@ -3,7 +3,8 @@
 //!
 //! Jobs wait in a bounded queue. When it is full a description is skipped and an alert goes out
 //! at once as `unverified`: the frame loop never waits for the VLM, and an alert is never dropped.
-//! An alert waits at most `verify_timeout_s`; at shutdown, alerts still queued go out unverified
+//! An alert waits at most `verify_timeout_s` plus the one generation under way (a vision encoder
+//! pass cannot be interrupted); at shutdown, alerts still queued go out unverified
 //! without running the model.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
