@@ -209,6 +209,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bicubic_weights_sum_to_one() {
+        for (i, o) in [(1000, 768), (600, 768), (5, 768)] {
+            let c = precompute(i, o, Filter::Bicubic);
+            for (xx, &(_, n)) in c.bounds.iter().enumerate() {
+                let s: i64 = c.weights[xx * c.ksize..xx * c.ksize + n]
+                    .iter()
+                    .map(|&w| w as i64)
+                    .sum();
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= n as i64,
+                    "{i}->{o} #{xx}: {s}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_flat_image_stays_flat_through_up_and_down_sizing() {
         let img = RgbImage::from_pixel(37, 23, image::Rgb([10, 128, 250]));
         for (w, h) in [(512, 512), (8, 5), (37, 100)] {
