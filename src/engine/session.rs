@@ -147,12 +147,54 @@ pub fn read_proto(path: &Path) -> Result<ModelProto> {
 /// The first operator outside the standard ONNX domains, if any: such graphs (the `_q4`, `_bnb4`
 /// exports use com.microsoft MatMulNBits / GatherBlockQuantized) only run on onnxruntime.
 pub fn foreign_op(proto: &ModelProto) -> Option<(String, String, String)> {
-    let graph = proto.graph.as_ref()?;
-    graph
-        .node
+    foreign_op_in(proto.graph.as_ref()?)
+}
+
+/// Searches subgraphs (`If`/`Loop` bodies) too: a merged decoder hides its operators there.
+fn foreign_op_in(graph: &tract_onnx::pb::GraphProto) -> Option<(String, String, String)> {
+    for n in &graph.node {
+        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            return Some((n.domain.clone(), n.op_type.clone(), n.name.clone()));
+        }
+        for attr in &n.attribute {
+            if let Some(found) = attr
+                .g
+                .iter()
+                .chain(attr.graphs.iter())
+                .find_map(foreign_op_in)
+            {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// The graph's real inputs (initializers excluded) and their element types, where the file
+/// declares one lookout knows.
+pub fn declared_inputs(proto: &ModelProto) -> Vec<(String, Option<ElemType>)> {
+    let Some(g) = proto.graph.as_ref() else {
+        return Vec::new();
+    };
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    g.input
         .iter()
-        .find(|n| !(n.domain.is_empty() || n.domain == "ai.onnx"))
-        .map(|n| (n.domain.clone(), n.op_type.clone(), n.name.clone()))
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(|i| {
+            use tract_onnx::pb::type_proto::Value as T;
+            let elem = match i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                Some(T::TensorType(t)) => match t.elem_type {
+                    1 => Some(ElemType::F32),
+                    7 => Some(ElemType::I64),
+                    9 => Some(ElemType::Bool),
+                    _ => None,
+                },
+                _ => None,
+            };
+            (i.name.clone(), elem)
+        })
+        .collect()
 }
 
 /// Merges `NonZero` nodes that read the same tensor into one. tract gives each `NonZero` output
@@ -236,19 +278,10 @@ impl Session {
             .as_ref()
             .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
             .unwrap_or_default();
-        let graph_inputs: Vec<String> = proto
-            .graph
-            .as_ref()
-            .map(|g| {
-                let inits: std::collections::HashSet<&str> =
-                    g.initializer.iter().map(|t| t.name.as_str()).collect();
-                g.input
-                    .iter()
-                    .filter(|i| !inits.contains(i.name.as_str()))
-                    .map(|i| i.name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let graph_inputs: Vec<String> = declared_inputs(&proto)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         drop(proto);
         let by_name: HashMap<&str, &InputSpec> =
             specs.iter().map(|s| (s.name.as_str(), s)).collect();
@@ -329,6 +362,12 @@ impl Session {
 
     /// Runs with inputs in [`Session::input_names`] order.
     pub fn run(&self, inputs: Vec<Value>) -> Result<Vec<Value>> {
+        let out = self.run_tract(inputs.into_iter().map(|v| v.0).collect())?;
+        Ok(out.into_iter().map(Value).collect())
+    }
+
+    /// [`Session::run`] on tract's own values, for callers that keep tract tensors between calls.
+    pub(crate) fn run_tract(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
         if inputs.len() != self.input_names.len() {
             return Err(Error::model(
                 &self.path,
@@ -339,11 +378,9 @@ impl Session {
                 ),
             ));
         }
-        let out = self
-            .plan
-            .run(inputs.into_iter().map(|v| v.0).collect())
-            .map_err(|e| Error::model(&self.path, format!("inference failed: {}", chain(&e))))?;
-        Ok(out.into_iter().map(Value).collect())
+        self.plan
+            .run(inputs)
+            .map_err(|e| Error::model(&self.path, format!("inference failed: {}", chain(&e))))
     }
 }
 

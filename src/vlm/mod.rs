@@ -12,6 +12,7 @@ use serde::Serialize;
 
 pub mod decode;
 pub mod florence2;
+mod onnx;
 pub mod pull;
 pub mod resample;
 pub mod smolvlm;

@@ -19,10 +19,11 @@ use image::RgbImage;
 use serde::Deserialize;
 
 use super::decode::{self, Limits};
+use super::onnx::load_graph;
 use super::resample::{self, Filter};
 use super::tokenize::{ChatTemplate, TextStream, Tokenizer};
 use super::{GenerateOptions, Generation, Timings, Variant, VisionLanguageModel, VlmError};
-use crate::engine::session::{self, Dim, ElemType, InputSpec, Session, SessionOptions, Value};
+use crate::engine::session::{Dim, ElemType, InputSpec, Session, SessionOptions, Value};
 
 /// transformers' cap on the first resize (`MAX_IMAGE_SIZE` in image_processing_idefics3.py).
 const MAX_IMAGE_SIZE: usize = 4096;
@@ -295,47 +296,6 @@ impl Default for LoadOptions {
             variant: Variant::Fp32,
             threads: 1,
         }
-    }
-}
-
-/// Loads one graph of the layout, turning a non-standard operator into [`VlmError::Unsupported`].
-pub(crate) fn load_graph(
-    path: &Path,
-    specs: &[InputSpec],
-    opts: &SessionOptions,
-) -> Result<Session, VlmError> {
-    if !path.is_file() {
-        return Err(VlmError::Load {
-            path: path.to_path_buf(),
-            reason: "file not found (is the variant downloaded? `lookout models pull`)".into(),
-        });
-    }
-    let proto = session::read_proto(path).map_err(|e| engine_err(path, e))?;
-    if let Some((domain, op, node)) = session::foreign_op(&proto) {
-        return Err(VlmError::Unsupported {
-            path: path.to_path_buf(),
-            reason: format!(
-                "operator {domain}.{op} (node '{node}') exists only in onnxruntime; tract runs standard \
-                 ONNX operators: use the fp32, _int8, _uint8 or _quantized files instead of the _q4/_q4f16/_bnb4 ones"
-            ),
-        });
-    }
-    let mut proto = proto;
-    session::merge_duplicate_nonzero(&mut proto);
-    Session::from_proto(path, proto, specs, opts).map_err(|e| engine_err(path, e))
-}
-
-fn engine_err(path: &Path, e: crate::Error) -> VlmError {
-    match e {
-        crate::Error::Model { path, reason } => VlmError::Load { path, reason },
-        crate::Error::Io { path, source } => VlmError::Load {
-            path,
-            reason: source.to_string(),
-        },
-        other => VlmError::Load {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
     }
 }
 

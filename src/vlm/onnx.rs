@@ -1,0 +1,59 @@
+//! Loading the ONNX graphs of the published VLM layouts into [`Session`]s, with the checks every
+//! architecture needs: the file is there, it parses, it uses only operators tract has.
+
+use std::path::Path;
+
+use tract_onnx::pb::ModelProto;
+
+use super::VlmError;
+use crate::engine::session::{self, InputSpec, Session, SessionOptions};
+
+/// Loads one graph of the layout, turning a non-standard operator into [`VlmError::Unsupported`].
+pub(crate) fn load_graph(
+    path: &Path,
+    specs: &[InputSpec],
+    opts: &SessionOptions,
+) -> Result<Session, VlmError> {
+    load_graph_with(path, opts, &|_| Ok(specs.to_vec()))
+}
+
+/// Like [`load_graph`], with the input facts chosen once the file's declared inputs are known.
+pub(crate) fn load_graph_with(
+    path: &Path,
+    opts: &SessionOptions,
+    specs: &dyn Fn(&ModelProto) -> Result<Vec<InputSpec>, VlmError>,
+) -> Result<Session, VlmError> {
+    if !path.is_file() {
+        return Err(VlmError::Load {
+            path: path.to_path_buf(),
+            reason: "file not found (is the variant downloaded? `lookout models pull`)".into(),
+        });
+    }
+    let mut proto = session::read_proto(path).map_err(|e| engine_err(path, e))?;
+    if let Some((domain, op, node)) = session::foreign_op(&proto) {
+        return Err(VlmError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!(
+                "operator {domain}.{op} (node '{node}') exists only in onnxruntime; tract runs standard \
+                 ONNX operators: use the fp32, _int8, _uint8 or _quantized files instead of the _q4/_q4f16/_bnb4 ones"
+            ),
+        });
+    }
+    let specs = specs(&proto)?;
+    session::merge_duplicate_nonzero(&mut proto);
+    Session::from_proto(path, proto, &specs, opts).map_err(|e| engine_err(path, e))
+}
+
+fn engine_err(path: &Path, e: crate::Error) -> VlmError {
+    match e {
+        crate::Error::Model { path, reason } => VlmError::Load { path, reason },
+        crate::Error::Io { path, source } => VlmError::Load {
+            path,
+            reason: source.to_string(),
+        },
+        other => VlmError::Load {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
