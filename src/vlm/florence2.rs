@@ -384,7 +384,9 @@ impl Florence2 {
             }
             let token = match (trace.tokens.is_empty(), self.cfg.forced_bos_token_id) {
                 (true, Some(bos)) => bos,
-                _ => argmax(step),
+                _ => super::decode::argmax(step)
+                    .ok_or_else(|| run_err("decoder", "no usable logits (all NaN?)".to_string()))?
+                    as u32,
             };
             if token == self.cfg.eos_token_id {
                 trace.stop = StopReason::EndOfText;
@@ -553,17 +555,6 @@ impl Florence2 {
             TaskOutput::Text(_) => Vec::new(),
         })
     }
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    // First maximum wins, as torch.argmax does.
-    let mut best = 0usize;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 impl VisionLanguageModel for Florence2 {
