@@ -11,9 +11,13 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod qconv;
+mod quantize;
 mod resize;
 pub mod session;
 mod topk;
+pub use qconv::QConv;
+pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
 pub use topk::SelectTopk;
 
@@ -201,17 +205,10 @@ impl Engine {
                     )
                 })?;
         }
-        let mut typed = model
-            .into_optimized()
+        let (typed, rewrites) = optimize(model)
             .map_err(|e| Error::model(path, format!("cannot analyse/optimise: {}", chain(&e))))?;
-        // Ops tract runs slowly, swapped for bit-identical ones of ours (see each module).
-        let topks = topk::replace_topk(&mut typed);
-        let resizes = resize::replace_resize(&mut typed);
-        if topks + resizes > 0 {
-            log::debug!(
-                "{}: {topks} TopK node(s) run as SelectTopk, {resizes} Resize as PlannedResize",
-                path.display()
-            );
+        if !rewrites.is_empty() {
+            log::debug!("{}: {rewrites}", path.display());
         }
 
         let info = |outlets: &[OutletId]| -> Vec<TensorInfo> {
@@ -380,6 +377,20 @@ impl Engine {
                 })
                 .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))?;
         }
+        if log::log_enabled!(log::Level::Debug) {
+            // The kernel a matmul picked, and its shapes, are in the op's info:
+            // what one needs to know why a node is slow.
+            let mut nodes: Vec<_> = per_node.iter().collect();
+            nodes.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
+            for (id, (op, name, secs)) in nodes.into_iter().take(400) {
+                let info = self.plan.model().nodes[*id]
+                    .op
+                    .info()
+                    .map(|v| v.join("; "))
+                    .unwrap_or_default();
+                log::debug!("{:8.3} ms  {op} {name}: {info}", secs * 1e3 / runs as f64);
+            }
+        }
         let mut per_op: HashMap<String, OpProfile> = HashMap::new();
         for (op, node, secs) in per_node.into_values() {
             let ms = secs * 1e3 / runs as f64;
@@ -401,6 +412,55 @@ impl Engine {
         v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         Ok(v)
     }
+}
+
+/// What [`optimize`] swapped in: node counts per lookout op.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrites {
+    pub qconv: usize,
+    pub quantize: usize,
+    pub topk: usize,
+    pub resize: usize,
+}
+
+impl Rewrites {
+    pub fn is_empty(&self) -> bool {
+        *self == Rewrites::default()
+    }
+}
+
+impl std::fmt::Display for Rewrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} quantized Conv as QConv, {} QuantizeLinear as FastQuantize, {} TopK as SelectTopk, \
+             {} Resize as PlannedResize",
+            self.qconv, self.quantize, self.topk, self.resize
+        )
+    }
+}
+
+/// Set to `1` to plan models with tract's own ops only, for A/B measurements against lookout's.
+pub const PLAIN_TRACT_ENV: &str = "LOOKOUT_PLAIN_TRACT";
+
+/// tract's analysis and optimisation, with lookout's faster ops swapped in where they compute the
+/// same thing (each module says how it is checked against tract's).
+pub fn optimize(model: InferenceModel) -> TractResult<(TypedModel, Rewrites)> {
+    let mut typed = model.into_typed()?;
+    if std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1") {
+        return Ok((typed.into_optimized()?, Rewrites::default()));
+    }
+    let mut rewrites = Rewrites::default();
+    // Quantized convs are taken before decluttering, which turns 1x1 convs into einsums, and
+    // before codegen, which lowers them into tract's own chain; their parameters must be constants
+    // by then.
+    tract_core::optim::Optimizer::prop_consts().optimize(&mut typed)?;
+    rewrites.qconv = qconv::replace_qconv(&mut typed)?;
+    let mut typed = typed.into_optimized()?;
+    rewrites.topk = topk::replace_topk(&mut typed);
+    rewrites.resize = resize::replace_resize(&mut typed);
+    rewrites.quantize = quantize::replace_quantize(&mut typed);
+    Ok((typed, rewrites))
 }
 
 /// tract's errors are anyhow chains; show the whole chain on one line.

@@ -1,0 +1,807 @@
+//! Quantized convolution (ONNX `QLinearConv`) as one op instead of tract's chain of twenty.
+//!
+//! tract 0.23.9 lowers a quantized `Conv` into an eager `Im2col` (packing u8 → i8 one element at a
+//! time), a `QSumB` over the packed columns, the integer matmul, and then the zero-point
+//! compensation and requantization as separate element-wise nodes (`Sub`, `Scale`, `Add`, `Max`,
+//! `Min`, `Cast`) that its optimiser cannot fuse into the matmul because `Scale` is not a linalg
+//! op. On nanodet-g-int8 the matmuls themselves (AMX/VNNI kernels) were 14 % of inference and the
+//! rest of the chain over 70 %, which made int8 slower than fp32.
+//!
+//! [`QConv`] keeps tract's integer kernel and its choice of it (`MmmDispatch::pick`, same query as
+//! tract's conv), and replaces everything around it:
+//! - the weights are shifted by their zero point once, at load, and packed for the kernel once;
+//! - the input's zero point is folded into a per-output-channel constant (`x0 · Σw`), so the
+//!   matmul needs no column sums: im2col writes raw values (u8 flipped to i8), and a padded tap
+//!   holds the input zero point, which contributes exactly zero after the fold;
+//! - requantization is one pass over the i32 accumulators with tract's own arithmetic: the scale
+//!   `k_scale · x_scale / y_scale` in f32 (mul then div), `round_ties_even(|acc| · scale) · sign`,
+//!   plus the output zero point, clamped to the output type.
+//! - depthwise convolutions (group = channels) run as a direct integer loop: tract's path turns
+//!   each channel into a matmul with one row.
+//!
+//! The result is bit-identical to tract's own lowering (`tests/graph_rewrites.rs` runs both on
+//! random convolutions and on the shipped int8 models). Anything else (weights whose shifted
+//! values leave i8, other kernel layouts, batch > 1, other groupings, symbolic shapes) is left to
+//! tract, with the reason in the debug log.
+
+use std::sync::Arc;
+
+use tract_core::internal::*;
+use tract_core::ops::cnn::conv::{Conv, KernelFormat};
+use tract_core::ops::nn::DataFormat;
+
+use tract_linalg::mmm::{
+    AsInputValue, EagerPackedInput, FusedSpec, MMMInputValue, MatMatMul, PackedExoticFact, Query,
+};
+use tract_linalg::pack::PackedI8K4;
+use tract_linalg::BinOp;
+
+use super::quantize::round_ties_even_nonneg;
+
+/// Convolution geometry, all concrete (the rewrite only takes pinned shapes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Geometry {
+    c_in: usize,
+    c_out: usize,
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    kh: usize,
+    kw: usize,
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    /// Padding before (top, left).
+    pad: (usize, usize),
+}
+
+impl Geometry {
+    fn k(&self) -> usize {
+        self.c_in * self.kh * self.kw
+    }
+    fn n(&self) -> usize {
+        self.out_h * self.out_w
+    }
+    /// Output positions `[lo, hi)` along one axis whose input coordinate `o·s − p + t·d` is inside
+    /// `[0, len)`.
+    fn valid_range(
+        out: usize,
+        len: usize,
+        s: usize,
+        p: usize,
+        t: usize,
+        d: usize,
+    ) -> (usize, usize) {
+        let off = t * d; // input = o*s + off - p
+        let lo = if off >= p { 0 } else { (p - off).div_ceil(s) };
+        // o*s + off - p <= len - 1  <=>  o <= (len - 1 + p - off) / s
+        let hi = if len + p <= off {
+            0
+        } else {
+            ((len - 1 + p - off) / s + 1).min(out)
+        };
+        (lo.min(hi), hi)
+    }
+}
+
+/// How the accumulators are computed.
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// im2col + tract's integer matmul; the weights packed for the kernel once.
+    Matmul {
+        mmm: Box<dyn MatMatMul>,
+        packing: usize,
+        packed_w: Box<dyn MMMInputValue>,
+    },
+    /// One filter per channel, `kh·kw` taps each, zero-point shifted.
+    Depthwise { w: Vec<i32> },
+}
+
+#[derive(Debug)]
+struct Params {
+    geo: Geometry,
+    kernel: Kernel,
+    /// Input zero point.
+    x0: i32,
+    /// The input's raw bytes are i8 (else u8).
+    x_signed: bool,
+    /// Per output channel: bias, plus the input zero-point fold (see the module doc).
+    row_bias: Tensor,
+    /// Per output channel: `k_scale · x_scale / y_scale`.
+    scale: Vec<f32>,
+    y0: i32,
+    y_min: i32,
+    y_max: i32,
+    out_fact: TypedFact,
+}
+
+/// Drop-in replacement for a quantized [`Conv`] node with constant weights and parameters. Its only
+/// input is the activation.
+#[derive(Debug, Clone)]
+pub struct QConv {
+    params: Arc<Params>,
+}
+
+impl PartialEq for QConv {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.params, &other.params)
+    }
+}
+impl Eq for QConv {}
+
+impl Op for QConv {
+    fn name(&self) -> StaticName {
+        "QConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.params.geo;
+        let how = match &self.params.kernel {
+            Kernel::Matmul { mmm, .. } => format!(
+                "matmul m:{} k:{} n:{} with {}",
+                g.c_out,
+                g.k(),
+                g.n(),
+                mmm.name()
+            ),
+            Kernel::Depthwise { .. } => "depthwise".to_string(),
+        };
+        Ok(vec![format!(
+            "{}x{} stride {:?} dilation {:?} pad {:?}, {}→{} channels, {how}",
+            g.kh, g.kw, g.stride, g.dilation, g.pad, g.c_in, g.c_out
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let p = &*self.params;
+        let g = &p.geo;
+        let x = &inputs[0];
+        ensure!(
+            x.len() == g.c_in * g.in_h * g.in_w,
+            "QConv: input of shape {:?}, expected [1, {}, {}, {}]",
+            x.shape(),
+            g.c_in,
+            g.in_h,
+            g.in_w
+        );
+        let bytes = x.as_bytes();
+        let acc = match &p.kernel {
+            Kernel::Matmul {
+                mmm,
+                packing,
+                packed_w,
+            } => {
+                let (_, pack_b) = &mmm.packings()[*packing];
+                let packed_b = match pack_b.downcast_ref::<PackedI8K4>() {
+                    Some(format) => im2col_packed_k4(g, bytes, p.x_signed, p.x0, format),
+                    None => pack_b.prepare_one(&im2col(g, bytes, p.x_signed, p.x0)?, 0, 1)?,
+                };
+                let mut c = unsafe { Tensor::uninitialized::<i32>(&[g.c_out, g.n()])? };
+                unsafe {
+                    let store = mmm.c_view(Some(0), Some(1)).wrap(&c.view_mut());
+                    mmm.run(
+                        g.c_out,
+                        g.n(),
+                        &[
+                            FusedSpec::AddMatMul {
+                                a: AsInputValue::Borrowed(&**packed_w),
+                                b: AsInputValue::Borrowed(&*packed_b),
+                                packing: *packing,
+                            },
+                            FusedSpec::BinPerRow(p.row_bias.view(), BinOp::Add),
+                            FusedSpec::Store(store),
+                        ],
+                    )?;
+                }
+                c
+            }
+            Kernel::Depthwise { w } => depthwise(g, bytes, p.x_signed, p.x0, w, &p.row_bias)?,
+        };
+        let mut out = unsafe {
+            Tensor::uninitialized_dt(p.out_fact.datum_type, &[1, g.c_out, g.out_h, g.out_w])?
+        };
+        let acc = acc.try_as_plain_ram()?;
+        let acc = acc.as_slice::<i32>()?;
+        requant(
+            acc,
+            g.n(),
+            &p.scale,
+            p.y0,
+            p.y_min,
+            p.y_max,
+            p.out_fact.datum_type.unquantized().is_signed(),
+            out.as_bytes_mut(),
+        );
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for QConv {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(self.params.out_fact.clone()))
+    }
+
+    as_op!();
+}
+
+/// Input byte as the i8 the kernel multiplies: u8 values are shifted by −128 (a bit flip).
+#[inline(always)]
+fn to_i8(b: u8, signed: bool) -> i8 {
+    if signed {
+        b as i8
+    } else {
+        (b ^ 0x80) as i8
+    }
+}
+
+/// The i8 value that stands for the input zero point (an out-of-image tap).
+fn pad_value(signed: bool, x0: i32) -> i8 {
+    if signed {
+        x0 as i8
+    } else {
+        (x0 - 128) as i8
+    }
+}
+
+/// One im2col row, `(c, ky, kx)` = `kk`: the input value each output position sees through that
+/// tap, or the zero point where it falls outside the image.
+fn im2col_row(g: &Geometry, x: &[u8], signed: bool, pad: i8, kk: usize, row: &mut [i8]) {
+    let (c, tap) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
+    let (ky, kx) = (tap / g.kw, tap % g.kw);
+    let plane = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+    let (sh, sw) = g.stride;
+    let (oy_lo, oy_hi) = Geometry::valid_range(g.out_h, g.in_h, sh, g.pad.0, ky, g.dilation.0);
+    let (ox_lo, ox_hi) = Geometry::valid_range(g.out_w, g.in_w, sw, g.pad.1, kx, g.dilation.1);
+    if oy_lo > 0 || oy_hi < g.out_h || ox_lo > 0 || ox_hi < g.out_w {
+        row.fill(pad);
+    }
+    if ox_lo >= ox_hi {
+        return;
+    }
+    let ix0 = ox_lo * sw + kx * g.dilation.1 - g.pad.1;
+    for oy in oy_lo..oy_hi {
+        let iy = oy * sh + ky * g.dilation.0 - g.pad.0;
+        let src = &plane[iy * g.in_w..][..g.in_w];
+        let dst = &mut row[oy * g.out_w..][ox_lo..ox_hi];
+        if sw == 1 {
+            for (d, s) in dst.iter_mut().zip(&src[ix0..]) {
+                *d = to_i8(*s, signed);
+            }
+        } else {
+            for (d, s) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                *d = to_i8(*s, signed);
+            }
+        }
+    }
+}
+
+/// `[K, N]` i8 matrix, row `(c, ky, kx)`, column `(oy, ox)`, for kernels whose packing has no
+/// direct writer here (tract packs it).
+fn im2col(g: &Geometry, x: &[u8], signed: bool, x0: i32) -> TractResult<Tensor> {
+    let (n, k) = (g.n(), g.k());
+    let pad = pad_value(signed, x0);
+    let mut b = vec![0i8; k * n];
+    for (kk, row) in b.chunks_exact_mut(n).enumerate() {
+        im2col_row(g, x, signed, pad, kk, row);
+    }
+    Ok(tract_ndarray::Array2::from_shape_vec((k, n), b)?.into_tensor())
+}
+
+/// im2col written straight into tract's `PackedI8K4` layout (panels of `r` columns; in a panel,
+/// element `(k, lane)` at `(k/4)·r·4 + lane·4 + k%4`), four rows at a time, instead of a plain
+/// matrix that tract then re-packs one byte at a time.
+fn im2col_packed_k4(
+    g: &Geometry,
+    x: &[u8],
+    signed: bool,
+    x0: i32,
+    format: &PackedI8K4,
+) -> Box<dyn MMMInputValue> {
+    let (k, n, r) = (g.k(), g.n(), format.r);
+    let kp = k.div_ceil(4) * 4;
+    let panel_len = kp * r;
+    let panels = n.div_ceil(r);
+    let mut blob = unsafe { Blob::new_for_size_and_align(panels * panel_len, format.align) };
+    let packed = blob.as_bytes_mut();
+    if n % r != 0 {
+        // The lanes past the last column are read by the kernel; keep them at zero.
+        packed[(panels - 1) * panel_len..].fill(0);
+    }
+    let pad = pad_value(signed, x0);
+    let mut rows = vec![0i8; 4 * n];
+    for kb in 0..kp / 4 {
+        for (j, row) in rows.chunks_exact_mut(n).enumerate() {
+            let kk = kb * 4 + j;
+            if kk < k {
+                im2col_row(g, x, signed, pad, kk, row);
+            } else {
+                row.fill(0);
+            }
+        }
+        interleave4(&rows, n, r, &mut packed[kb * r * 4..], panel_len);
+    }
+    Box::new(EagerPackedInput {
+        fact: PackedExoticFact {
+            format: Box::new(format.clone()),
+            mn: n.to_dim(),
+            k,
+        },
+        packed: Arc::new(blob),
+        panel_bytes: panel_len,
+        mn: n,
+    })
+}
+
+/// Four rows of `n` bytes into `r`-lane panels: panel `p` gets, at `p·panel_len`, lane by lane,
+/// the four bytes of column `p·r + lane`.
+fn interleave4(rows: &[i8], n: usize, r: usize, dst: &mut [u8], panel_len: usize) {
+    let (r0, rest) = rows.split_at(n);
+    let (r1, rest) = rest.split_at(n);
+    let (r2, r3) = rest.split_at(n);
+    for p in 0..n.div_ceil(r) {
+        let col = p * r;
+        let lanes = r.min(n - col);
+        let out = &mut dst[p * panel_len..][..4 * lanes];
+        if lanes == 16 && simd::interleave16(&r0[col..], &r1[col..], &r2[col..], &r3[col..], out) {
+            continue;
+        }
+        for (lane, o) in out.chunks_exact_mut(4).enumerate() {
+            let c = col + lane;
+            o.copy_from_slice(&[r0[c] as u8, r1[c] as u8, r2[c] as u8, r3[c] as u8]);
+        }
+    }
+}
+
+mod simd {
+    /// 16 columns of 4 rows → 64 bytes, column by column. False where no SIMD path exists.
+    #[cfg(target_arch = "x86_64")]
+    pub fn interleave16(r0: &[i8], r1: &[i8], r2: &[i8], r3: &[i8], out: &mut [u8]) -> bool {
+        use std::arch::x86_64::*;
+        assert!(
+            r0.len() >= 16 && r1.len() >= 16 && r2.len() >= 16 && r3.len() >= 16 && out.len() >= 64
+        );
+        // SSE2 is part of x86_64; the bounds are checked above.
+        unsafe {
+            let a0 = _mm_loadu_si128(r0.as_ptr() as *const __m128i);
+            let a1 = _mm_loadu_si128(r1.as_ptr() as *const __m128i);
+            let a2 = _mm_loadu_si128(r2.as_ptr() as *const __m128i);
+            let a3 = _mm_loadu_si128(r3.as_ptr() as *const __m128i);
+            let t0 = _mm_unpacklo_epi8(a0, a1);
+            let t1 = _mm_unpackhi_epi8(a0, a1);
+            let t2 = _mm_unpacklo_epi8(a2, a3);
+            let t3 = _mm_unpackhi_epi8(a2, a3);
+            let o = out.as_mut_ptr() as *mut __m128i;
+            _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
+            _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(t0, t2));
+            _mm_storeu_si128(o.add(2), _mm_unpacklo_epi16(t1, t3));
+            _mm_storeu_si128(o.add(3), _mm_unpackhi_epi16(t1, t3));
+        }
+        true
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    pub fn interleave16(r0: &[i8], r1: &[i8], r2: &[i8], r3: &[i8], out: &mut [u8]) -> bool {
+        use std::arch::aarch64::*;
+        assert!(
+            r0.len() >= 16 && r1.len() >= 16 && r2.len() >= 16 && r3.len() >= 16 && out.len() >= 64
+        );
+        // NEON is part of aarch64; ST4 stores the four registers interleaved byte by byte.
+        unsafe {
+            let v = uint8x16x4_t(
+                vld1q_u8(r0.as_ptr() as *const u8),
+                vld1q_u8(r1.as_ptr() as *const u8),
+                vld1q_u8(r2.as_ptr() as *const u8),
+                vld1q_u8(r3.as_ptr() as *const u8),
+            );
+            vst4q_u8(out.as_mut_ptr(), v);
+        }
+        true
+    }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    pub fn interleave16(_: &[i8], _: &[i8], _: &[i8], _: &[i8], _: &mut [u8]) -> bool {
+        false
+    }
+}
+
+/// Direct depthwise convolution in i32: `acc = bias + Σ w·(x − x0)` over in-image taps.
+fn depthwise(
+    g: &Geometry,
+    x: &[u8],
+    signed: bool,
+    x0: i32,
+    w: &[i32],
+    bias: &Tensor,
+) -> TractResult<Tensor> {
+    let n = g.n();
+    let bias = bias.try_as_plain_ram()?;
+    let bias = bias.as_slice::<i32>()?;
+    let mut acc = vec![0i32; g.c_out * n];
+    let mut xs = vec![0i32; g.in_h * g.in_w];
+    let (sh, sw) = g.stride;
+    let (dh, dw) = g.dilation;
+    let (ph, pw) = g.pad;
+    for c in 0..g.c_out {
+        for (d, s) in xs
+            .iter_mut()
+            .zip(&x[c * g.in_h * g.in_w..][..g.in_h * g.in_w])
+        {
+            *d = if signed { *s as i8 as i32 } else { *s as i32 } - x0;
+        }
+        let out = &mut acc[c * n..][..n];
+        out.fill(bias[c]);
+        for ky in 0..g.kh {
+            let (oy_lo, oy_hi) = Geometry::valid_range(g.out_h, g.in_h, sh, ph, ky, dh);
+            for kx in 0..g.kw {
+                let (ox_lo, ox_hi) = Geometry::valid_range(g.out_w, g.in_w, sw, pw, kx, dw);
+                if ox_lo >= ox_hi {
+                    continue;
+                }
+                let wv = w[(c * g.kh + ky) * g.kw + kx];
+                let ix0 = ox_lo * sw + kx * dw - pw;
+                for oy in oy_lo..oy_hi {
+                    let iy = oy * sh + ky * dh - ph;
+                    let src = &xs[iy * g.in_w..][..g.in_w];
+                    let dst = &mut out[oy * g.out_w..][ox_lo..ox_hi];
+                    if sw == 1 {
+                        for (d, s) in dst.iter_mut().zip(&src[ix0..]) {
+                            *d += wv * s;
+                        }
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                            *d += wv * s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(tract_ndarray::Array2::from_shape_vec((g.c_out, n), acc)?.into_tensor())
+}
+
+/// tract's requantization (`ops::quant::scale_by`, then `+ y0`, clamp, cast), per output channel.
+///
+/// In f32 throughout so that it vectorizes: `r + y0` is exact below 2^24, and above that both
+/// this and tract's integer addition clamp to the same bound. Scales are finite (checked at load).
+#[allow(clippy::too_many_arguments)]
+fn requant(
+    acc: &[i32],
+    n: usize,
+    scale: &[f32],
+    y0: i32,
+    lo: i32,
+    hi: i32,
+    signed: bool,
+    out: &mut [u8],
+) {
+    let (y0, lo, hi) = (y0 as f32, lo as f32, hi as f32);
+    for ((acc, out), &s) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)).zip(scale) {
+        let q = |a: i32| {
+            let v = a as f32;
+            (round_ties_even_nonneg(v.abs() * s).copysign(v) + y0).clamp(lo, hi)
+        };
+        // SAFETY: `q` is finite and inside [lo, hi] ⊂ i32, which is all `to_int_unchecked` asks;
+        // the checked `as i32` it replaces does not vectorize.
+        if signed {
+            for (a, o) in acc.iter().zip(out.iter_mut()) {
+                *o = unsafe { q(*a).to_int_unchecked::<i32>() } as i8 as u8;
+            }
+        } else {
+            for (a, o) in acc.iter().zip(out.iter_mut()) {
+                *o = unsafe { q(*a).to_int_unchecked::<i32>() } as u8;
+            }
+        }
+    }
+}
+
+/// A constant input of `node` as a tensor, or why not.
+fn konst(model: &TypedModel, node: &TypedNode, ix: usize) -> Result<Arc<Tensor>, String> {
+    model
+        .outlet_fact(node.inputs[ix])
+        .ok()
+        .and_then(|f| f.konst.clone())
+        .ok_or_else(|| format!("input {ix} is not a constant"))
+}
+
+fn scalar_i32(t: &Tensor, what: &str) -> Result<i32, String> {
+    if t.len() != 1 {
+        return Err(format!("{what} is not a scalar ({:?})", t.shape()));
+    }
+    t.cast_to_scalar::<i32>()
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Per-channel (or broadcast scalar) values as `len` f32 / i32.
+fn per_channel<T: Datum + Copy>(t: &Tensor, len: usize, what: &str) -> Result<Vec<T>, String> {
+    let t = t.cast_to::<T>().map_err(|e| format!("{what}: {e}"))?;
+    let v = t.try_as_plain_ram().map_err(|e| format!("{what}: {e}"))?;
+    let v = v.as_slice::<T>().map_err(|e| format!("{what}: {e}"))?;
+    match v.len() {
+        1 => Ok(vec![v[0]; len]),
+        l if l == len => Ok(v.to_vec()),
+        l => Err(format!("{what} has {l} values for {len} channels")),
+    }
+}
+
+/// Build the replacement for one quantized conv node, or say why it stays with tract.
+fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, String> {
+    let out_dt = conv.q_params.ok_or("not quantized")?;
+    if !matches!(out_dt.unquantized(), DatumType::U8 | DatumType::I8) {
+        return Err(format!("output type {out_dt:?}"));
+    }
+    if node.inputs.len() != 9 {
+        return Err(format!("{} inputs", node.inputs.len()));
+    }
+    if conv.kernel_fmt != KernelFormat::OIHW {
+        return Err(format!("kernel format {:?}", conv.kernel_fmt));
+    }
+    let ps = &conv.pool_spec;
+    if ps.data_format != DataFormat::NCHW || ps.kernel_shape.len() != 2 {
+        return Err(format!(
+            "data format {:?}, {}-d kernel",
+            ps.data_format,
+            ps.kernel_shape.len()
+        ));
+    }
+    let x_fact = model
+        .outlet_fact(node.inputs[0])
+        .map_err(|e| e.to_string())?;
+    let x_dt = x_fact.datum_type.unquantized();
+    if !matches!(x_dt, DatumType::U8 | DatumType::I8) {
+        return Err(format!("input type {:?}", x_fact.datum_type));
+    }
+    let shape = x_fact.shape.as_concrete().ok_or("symbolic input shape")?;
+    if shape.len() != 4 || shape[0] != 1 {
+        return Err(format!("input shape {shape:?} (want [1, C, H, W])"));
+    }
+    let out_fact = node.outputs[0].fact.clone();
+    let out_shape = out_fact
+        .shape
+        .as_concrete()
+        .ok_or("symbolic output shape")?
+        .to_vec();
+    let computed = ps.computed_padding(&shape[2..]);
+    let strides = ps.strides();
+    let dilations = ps.dilations();
+    let geo = Geometry {
+        c_in: shape[1],
+        c_out: ps.output_channels,
+        in_h: shape[2],
+        in_w: shape[3],
+        out_h: computed[0].convoluted,
+        out_w: computed[1].convoluted,
+        kh: ps.kernel_shape[0],
+        kw: ps.kernel_shape[1],
+        stride: (strides[0], strides[1]),
+        dilation: (dilations[0], dilations[1]),
+        pad: (computed[0].pad_before, computed[1].pad_before),
+    };
+    if out_shape != [1, geo.c_out, geo.out_h, geo.out_w] {
+        return Err(format!(
+            "output shape {out_shape:?} disagrees with the geometry {geo:?}"
+        ));
+    }
+    let depthwise = conv.group > 1 && conv.group == geo.c_in && conv.group == geo.c_out;
+    if conv.group != 1 && !depthwise {
+        return Err(format!("group {}", conv.group));
+    }
+
+    let kernel = konst(model, node, 1)?;
+    let bias = konst(model, node, 2)?;
+    let x0 = scalar_i32(&*konst(model, node, 3)?, "x zero point")?;
+    let x_scale = konst(model, node, 4)?;
+    let k0 = per_channel::<i32>(&*konst(model, node, 5)?, geo.c_out, "weight zero point")?;
+    let k_scale = per_channel::<f32>(&*konst(model, node, 6)?, geo.c_out, "weight scale")?;
+    let y0 = scalar_i32(&*konst(model, node, 7)?, "y zero point")?;
+    let y_scale = konst(model, node, 8)?;
+    let x_scale = x_scale
+        .cast_to_scalar::<f32>()
+        .map_err(|e| format!("x scale: {e}"))?;
+    let y_scale = y_scale
+        .cast_to_scalar::<f32>()
+        .map_err(|e| format!("y scale: {e}"))?;
+    let bias = per_channel::<i32>(&bias, geo.c_out, "bias")?;
+
+    let per_out = kernel.len() / geo.c_out.max(1);
+    let k = if depthwise { geo.kh * geo.kw } else { geo.k() };
+    if kernel.shape()
+        != [
+            geo.c_out,
+            if depthwise { 1 } else { geo.c_in },
+            geo.kh,
+            geo.kw,
+        ]
+        || per_out != k
+    {
+        return Err(format!("kernel shape {:?}", kernel.shape()));
+    }
+    let w_raw = kernel
+        .cast_to::<i32>()
+        .map_err(|e| format!("kernel: {e}"))?;
+    let w_raw = w_raw.try_as_plain_ram().map_err(|e| e.to_string())?;
+    let w_raw = w_raw.as_slice::<i32>().map_err(|e| e.to_string())?;
+    // Weights minus their zero point, which must still be an i8 for the kernel.
+    let w: Vec<i32> = w_raw
+        .chunks_exact(k)
+        .zip(&k0)
+        .flat_map(|(row, k0)| row.iter().map(move |v| v - k0))
+        .collect();
+    if w.iter().any(|v| !(-128..=127).contains(v)) {
+        return Err("weights minus their zero point leave the i8 range".into());
+    }
+    // Σ w·(x − x0) = Σ w·x' + (offset − x0)·Σw, with x' the value im2col writes.
+    let offset = if depthwise || x_dt == DatumType::I8 {
+        0
+    } else {
+        128
+    };
+    let row_bias: Vec<i32> = w
+        .chunks_exact(k)
+        .zip(&bias)
+        .map(|(row, b)| {
+            if depthwise {
+                *b
+            } else {
+                b.wrapping_add((offset - x0).wrapping_mul(row.iter().sum::<i32>()))
+            }
+        })
+        .collect();
+    let scale: Vec<f32> = k_scale.iter().map(|ks| ks * x_scale / y_scale).collect();
+    if scale.iter().any(|s| !s.is_finite()) {
+        return Err(format!(
+            "scale k_scale·x_scale/y_scale is not finite (y_scale {y_scale})"
+        ));
+    }
+    let (y_min, y_max) = if out_dt.unquantized() == DatumType::I8 {
+        (-128, 127)
+    } else {
+        (0, 255)
+    };
+
+    let kernel = if depthwise {
+        Kernel::Depthwise { w }
+    } else {
+        let query = Query {
+            weight: i8::datum_type().into(),
+            activation: i8::datum_type(),
+            accumulators: tvec!(i32::datum_type()),
+            store: None,
+            allow_extractor: false,
+            m: Some(geo.c_out),
+            k: Some(geo.k()),
+            n: Some(geo.n()),
+        };
+        let (mmm, packing, _) = tract_linalg::MmmDispatch::native()
+            .pick(&query)
+            .ok_or("no i8 matmul kernel")?;
+        let w8: Vec<i8> = w.iter().map(|v| *v as i8).collect();
+        let a = tract_ndarray::Array2::from_shape_vec((geo.c_out, geo.k()), w8)
+            .map_err(|e| e.to_string())?
+            .into_tensor();
+        let packed_w = mmm.packings()[packing]
+            .0
+            .prepare_one(&a, 1, 0)
+            .map_err(|e| format!("packing the weights: {e}"))?;
+        Kernel::Matmul {
+            mmm,
+            packing,
+            packed_w,
+        }
+    };
+    Ok(QConv {
+        params: Arc::new(Params {
+            geo,
+            kernel,
+            x0,
+            x_signed: x_dt == DatumType::I8,
+            row_bias: tensor1(&row_bias),
+            scale,
+            y0,
+            y_min,
+            y_max,
+            out_fact,
+        }),
+    })
+}
+
+/// Replace every quantized conv that [`QConv`] can run; returns how many.
+pub fn replace_qconv(model: &mut TypedModel) -> TractResult<usize> {
+    let candidates: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_as::<Conv>().is_some_and(|c| c.q_params.is_some()))
+        .map(|n| n.id)
+        .collect();
+    let mut replaced = 0;
+    for id in candidates {
+        let node = model.node(id);
+        let conv = node.op_as::<Conv>().expect("filtered above");
+        match plan(model, node, conv) {
+            Ok(op) => {
+                let mut patch = TypedModelPatch::new(format!("QConv {}", node.name));
+                let x = patch.tap_model(model, node.inputs[0])?;
+                let y = patch.wire_node(&node.name, op, &[x])?[0];
+                patch.shunt_outside(model, id.into(), y)?;
+                patch.apply(model)?;
+                replaced += 1;
+            }
+            Err(why) => log::debug!("{}: left to tract's quantized conv: {why}", node.name),
+        }
+    }
+    Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_linalg::mmm::MMMInputFormat;
+
+    /// The valid output range of one tap matches a brute-force scan, for every small case.
+    #[test]
+    fn valid_range_matches_brute_force() {
+        for len in 1usize..9 {
+            for s in 1..4 {
+                for p in 0..4 {
+                    for d in 1..3 {
+                        for t in 0..4 {
+                            let out = (len + 2 * p).saturating_sub(d * t) / s + 1;
+                            let inside: Vec<usize> = (0..out)
+                                .filter(|o| {
+                                    let i = (o * s + t * d) as isize - p as isize;
+                                    i >= 0 && (i as usize) < len
+                                })
+                                .collect();
+                            let (lo, hi) = Geometry::valid_range(out, len, s, p, t, d);
+                            let got: Vec<usize> = (lo..hi).collect();
+                            assert_eq!(got, inside, "len {len} s {s} p {p} d {d} t {t}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The direct PackedI8K4 writer produces the bytes tract's own packer does, for panel widths
+    /// 8 and 16 (SIMD and scalar lanes), k not a multiple of 4 and a partial last panel.
+    #[test]
+    fn packed_im2col_equals_tract_packing() {
+        let geo = Geometry {
+            c_in: 3,
+            c_out: 1,
+            in_h: 7,
+            in_w: 9,
+            out_h: 4,
+            out_w: 9,
+            kh: 3,
+            kw: 1,
+            stride: (2, 1),
+            dilation: (1, 1),
+            pad: (1, 0),
+        };
+        let x: Vec<u8> = (0..3 * 7 * 9).map(|i| (i * 37 % 251) as u8).collect();
+        for signed in [false, true] {
+            let plain = im2col(&geo, &x, signed, 17).unwrap();
+            for r in [8, 16] {
+                let format = PackedI8K4::new(r);
+                let ours = im2col_packed_k4(&geo, &x, signed, 17, &format);
+                let theirs = format.prepare_one(&plain, 0, 1).unwrap();
+                let (ours, theirs) = (
+                    ours.downcast_ref::<EagerPackedInput>().unwrap(),
+                    theirs.downcast_ref::<EagerPackedInput>().unwrap(),
+                );
+                assert_eq!(ours.panel_bytes, theirs.panel_bytes);
+                assert_eq!(
+                    ours.packed.as_bytes(),
+                    theirs.packed.as_bytes(),
+                    "r {r} signed {signed}"
+                );
+            }
+        }
+    }
+}
