@@ -67,12 +67,59 @@ def ort_median(model: str, tensor: np.ndarray, threads: int, iters: int) -> floa
     return statistics.median(samples)
 
 
-def lookout_bench(binary: str, manifest: str, threads: int, iters: int) -> dict:
+def lookout_bench(binary: str, manifest: str, threads: int, iters: int, image: str = IMAGE,
+                  plain_tract: bool = False) -> dict:
+    env = dict(os.environ)
+    if plain_tract:
+        # lookout's own ops (QConv, FastQuantize, SelectTopk, PlannedResize) off: tract's plan as is.
+        env["LOOKOUT_PLAIN_TRACT"] = "1"
     out = subprocess.run(
-        [binary, "bench", "--model", manifest, "--threads", str(threads), "--iters", str(iters), "--json", IMAGE],
-        check=True, capture_output=True, text=True,
+        [binary, "bench", "--model", manifest, "--threads", str(threads), "--iters", str(iters), "--json", image],
+        check=True, capture_output=True, text=True, env=env,
     )
     return json.loads(out.stdout)
+
+
+CLIP = os.path.join(ROOT, "samples", "vtest")
+
+
+def end_to_end(binary: str, manifest: str) -> dict:
+    """`lookout run` on the bundled clip, unpaced (no fps), against the detector alone on a frame of
+    the same clip: throughput ratio, the frame loop's cost outside inference, and start-up."""
+    frames = sorted(os.listdir(CLIP))
+    det = lookout_bench(binary, manifest, 1, 20, image=os.path.join(CLIP, frames[0]))
+    events = os.path.join("/tmp", f"lookout-e2e-{os.getpid()}.jsonl")
+    subprocess.run(
+        [binary, "run", "--model", manifest, "--source", f"file:{CLIP}", "--broker", "none",
+         "--events-out", events],
+        check=True, capture_output=True, text=True,
+    )
+    stats = None
+    with open(events) as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec.get("record") == "stats":
+                stats = rec
+    os.remove(events)
+    st = stats["stages"]
+    outside = sum(st[k]["mean_ms"] for k in ("preprocess", "postprocess", "analyse", "publish"))
+    startups = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run(
+            [binary, "run", "--model", manifest, "--source", f"file:{CLIP}", "--broker", "none",
+             "--max-frames", "1", "--summary-json"],
+            check=True, capture_output=True, text=True,
+        )
+        startups.append((time.perf_counter() - t) * 1e3)
+    det_fps = 1e3 / det["median_ms"]["total"]
+    return {
+        "model": common.load_manifest(manifest)["model"]["name"],
+        "frames": stats["frames_processed"], "run_fps": stats["fps"], "det_fps": det_fps,
+        "ratio": stats["fps"] / det_fps, "run_inference_ms": st["inference"]["mean_ms"],
+        "outside_ms": outside, "outside_pct": 100 * outside / st["inference"]["mean_ms"],
+        "startup_ms": statistics.median(startups), "first_ms": det["first_detection_ms"],
+    }
 
 
 def main() -> None:
@@ -82,6 +129,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--only", nargs="*", help="model names to include")
     ap.add_argument("--write", action="store_true", help="write benches/RESULTS.md")
+    ap.add_argument("--e2e", nargs="*", default=["nanodet-g", "nanodet-g-int8", "centernet-mbv3", "centernet-mbv3-int8"],
+                    help="models for the end-to-end rows (lookout run vs detector alone)")
     args = ap.parse_args()
 
     img = common.read_rgb(IMAGE)
@@ -98,16 +147,19 @@ def main() -> None:
         tensor = common.to_tensor(model_img, m)
         for t in args.threads:
             lk = lookout_bench(args.lookout, mpath, t, args.iters)
+            plain = lookout_bench(args.lookout, mpath, t, args.iters, plain_tract=True)
             o = ort_median(onnx, tensor, t, args.iters)
             row = {
                 "model": name, "variant": m["model"].get("variant", "fp32"), "threads": t,
                 "tract_ms": lk["median_ms"]["inference"], "ort_ms": o,
+                "plain_ms": plain["median_ms"]["inference"],
                 "lookout_total_ms": lk["median_ms"]["total"], "overhead_pct": lk["overhead_pct"],
                 "load_ms": lk["load_ms"], "first_ms": lk["first_detection_ms"],
             }
             row["ratio"] = row["tract_ms"] / o
             rows.append(row)
-            print(f"{name:26} {row['variant']:13} t={t}  tract {row['tract_ms']:8.2f} ms  ort {o:8.2f} ms  "
+            print(f"{name:26} {row['variant']:13} t={t}  tract {row['tract_ms']:8.2f} ms "
+                  f"(plain tract {row['plain_ms']:8.2f})  ort {o:8.2f} ms  "
                   f"ratio {row['ratio']:5.2f}  lookout total {row['lookout_total_ms']:8.2f} ms "
                   f"(+{row['overhead_pct']:.1f}%)  load {row['load_ms']:.0f} ms", flush=True)
 
@@ -118,12 +170,75 @@ def main() -> None:
         r["int8_vs_fp32_tract"] = r["tract_ms"] / b["tract_ms"] if b and r["variant"] != "fp32" else None
         r["int8_vs_fp32_ort"] = r["ort_ms"] / b["ort_ms"] if b and r["variant"] != "fp32" else None
 
+    e2e = []
+    for name in args.e2e:
+        mpath = os.path.join(ROOT, "models", name, "model.toml")
+        if not os.path.isfile(mpath):
+            continue
+        r = end_to_end(args.lookout, mpath)
+        e2e.append(r)
+        print(f"e2e {name:22} run {r['run_fps']:6.2f} fps  detector {r['det_fps']:6.2f} fps  ratio {r['ratio']:.3f}  "
+              f"outside inference {r['outside_pct']:.1f} %  start-up {r['startup_ms']:.0f} ms", flush=True)
+
     args.load_after = os.getloadavg()
     if args.write:
-        write_results(rows, args)
+        write_results(rows, e2e, args)
 
 
-def write_results(rows: list[dict], args) -> None:
+def first_table(path: str) -> list[dict]:
+    """The first Markdown table of a file, as dicts keyed by header."""
+    rows, header = [], None
+    with open(path) as fh:
+        for line in fh:
+            if not line.startswith("|"):
+                if header:
+                    break
+                continue
+            cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+            elif not set(cells[0]) <= set("-: "):
+                rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def vlm_section() -> list[str]:
+    """VLM vision / prefill / decode ratios, from the VLM benches' own tables (their scripts measure
+    both runtimes in one run; not re-measured here)."""
+    out = [
+        "",
+        "## VLMs: vision encoder, prefill, decode",
+        "",
+        "Copied from the VLM benches' own tables (each measured both runtimes in one run on this machine kind, random",
+        "weights at the real sizes, 1 thread; see each file for its date, load and caveats). ratio = tract / onnxruntime.",
+        "",
+        "| model | variant | vision ms tract / ort (ratio) | prefill ms tract / ort (ratio) | decode ms/token tract / ort (ratio) | source |",
+        "|---|---|---|---|---|---|",
+    ]
+    specs = [
+        ("SmolVLM-256M", "VLM_SMOLVLM.md", "engine", "vision encoder ms", "prefill ms (78 tokens)", "decode ms/token"),
+        ("Florence-2-base", "VLM_FLORENCE2.md", "runtime", "vision encoder ms", "text encoder ms", "decode ms/token"),
+    ]
+    for model, fname, who, vis, pre, dec in specs:
+        path = os.path.join(ROOT, "benches", fname)
+        if not os.path.isfile(path):
+            continue
+        by = {}
+        for r in first_table(path):
+            engine = "tract" if "tract" in r.get(who, "") else "ort"
+            by.setdefault(r["variant"], {})[engine] = r
+        for variant, e in by.items():
+            if "tract" not in e or "ort" not in e:
+                continue
+            cell = lambda col: (f"{float(e['tract'][col]):.0f} / {float(e['ort'][col]):.0f} "  # noqa: E731
+                                f"(**{float(e['tract'][col]) / float(e['ort'][col]):.2f}**)")
+            cell_f = lambda col: (f"{float(e['tract'][col]):.1f} / {float(e['ort'][col]):.1f} "  # noqa: E731
+                                  f"(**{float(e['tract'][col]) / float(e['ort'][col]):.2f}**)")
+            out.append(f"| {model} | {variant} | {cell(vis)} | {cell(pre)} | {cell_f(dec)} | `benches/{fname}` |")
+    return out + [""]
+
+
+def write_results(rows: list[dict], e2e: list[dict], args) -> None:
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -142,23 +257,42 @@ def write_results(rows: list[dict], args) -> None:
         f"{'/'.join(f'{x:.2f}' for x in args.load_after)} after it: on {os.cpu_count()} cores anything above "
         f"~{os.cpu_count() - 1} means other processes competed with the measurement.",
         "",
-        "| model | variant | threads | tract ms | onnxruntime ms | ratio | int8/fp32 tract | int8/fp32 ort | lookout total ms | outside inference | load ms | first detection ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | variant | threads | lookout (tract) ms | plain tract ms | onnxruntime ms | ratio | int8/fp32 lookout | int8/fp32 ort | lookout total ms | outside inference | load ms | first detection ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     f = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['variant']} | {r['threads']} | {f(r['tract_ms'])} | {f(r['ort_ms'])} | "
+            f"| {r['model']} | {r['variant']} | {r['threads']} | {f(r['tract_ms'])} | {f(r['plain_ms'])} | {f(r['ort_ms'])} | "
             f"**{f(r['ratio'])}** | {f(r['int8_vs_fp32_tract'])} | {f(r['int8_vs_fp32_ort'])} | "
             f"{f(r['lookout_total_ms'])} | {f(r['overhead_pct'], 1)} % | {f(r['load_ms'], 0)} | {f(r['first_ms'], 0)} |"
         )
     lines += [
         "",
+        "\"plain tract\" is the same binary with `LOOKOUT_PLAIN_TRACT=1`: tract's own plan, without lookout's",
+        "QConv, FastQuantize, SelectTopk and PlannedResize (src/engine/), measured in the same run.",
         "\"outside inference\" is lookout's pre-processing, decode and NMS as a share of inference time;",
         "\"first detection\" is process-internal time from loading the model to the first result.",
         "Graph rewrites, SelectTopk and their interleaved before/after measurements: `benches/GRAPH_REWRITES.md`.",
         "",
+        "## End to end: `lookout run` against the detector alone",
+        "",
+        "`lookout run --source file:samples/vtest` (the bundled 120-frame clip, 768x576 JPEG, unpaced, 1 thread, no broker)",
+        "against `lookout bench` on the clip's first frame (pre-processing + inference + decode + NMS, median of 20).",
+        "ratio = run fps / detector fps. \"outside inference\" is the run's own per-frame pre-processing, post-processing,",
+        "analysis (tracking, rules, scene) and publishing, as a share of its inference time (from its `stats.stages`).",
+        "start-up is the process wall time of `lookout run --max-frames 1` (spawn, config, model load, first frame,",
+        "shutdown; median of 3): an upper bound on time to first detection.",
+        "",
+        "| model | frames | run fps | detector fps | ratio | outside inference | start-up ms | load → first detection ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for r in e2e:
+        lines.append(
+            f"| {r['model']} | {r['frames']} | {f(r['run_fps'])} | {f(r['det_fps'])} | **{f(r['ratio'], 3)}** | "
+            f"{f(r['outside_pct'], 1)} % | {f(r['startup_ms'], 0)} | {f(r['first_ms'], 0)} |"
+        )
+    lines += vlm_section()
     path = os.path.join(ROOT, "benches", "RESULTS.md")
     with open(path, "w") as fh:
         fh.write("\n".join(lines))
