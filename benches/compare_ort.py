@@ -140,6 +140,8 @@ def main() -> None:
     for mpath in manifests():
         m = common.load_manifest(mpath)
         name = m["model"]["name"]
+        if "input" not in m:
+            continue  # not a detector (the MiniLM text embedder)
         if args.only and name not in args.only:
             continue
         onnx = common.model_path(m)
