@@ -382,7 +382,7 @@ impl Engine {
             // what one needs to know why a node is slow.
             let mut nodes: Vec<_> = per_node.iter().collect();
             nodes.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
-            for (id, (op, name, secs)) in nodes.into_iter().take(400) {
+            for (id, (op, name, secs)) in nodes {
                 let info = self.plan.model().nodes[*id]
                     .op
                     .info()

@@ -38,7 +38,7 @@ use tract_linalg::mmm::{
 use tract_linalg::pack::PackedI8K4;
 use tract_linalg::BinOp;
 
-use super::quantize::round_ties_even_nonneg;
+use super::quantize::{round_ties_even_nonneg, store_8bit};
 
 /// Convolution geometry, all concrete (the rewrite only takes pinned shapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +112,6 @@ struct Params {
     /// Per output channel: `k_scale · x_scale / y_scale`.
     scale: Vec<f32>,
     y0: i32,
-    y_min: i32,
-    y_max: i32,
     out_fact: TypedFact,
 }
 
@@ -215,8 +213,6 @@ impl EvalOp for QConv {
             g.n(),
             &p.scale,
             p.y0,
-            p.y_min,
-            p.y_max,
             p.out_fact.datum_type.unquantized().is_signed(),
             out.as_bytes_mut(),
         );
@@ -471,34 +467,13 @@ fn depthwise(
 ///
 /// In f32 throughout so that it vectorizes: `r + y0` is exact below 2^24, and above that both
 /// this and tract's integer addition clamp to the same bound. Scales are finite (checked at load).
-#[allow(clippy::too_many_arguments)]
-fn requant(
-    acc: &[i32],
-    n: usize,
-    scale: &[f32],
-    y0: i32,
-    lo: i32,
-    hi: i32,
-    signed: bool,
-    out: &mut [u8],
-) {
-    let (y0, lo, hi) = (y0 as f32, lo as f32, hi as f32);
+fn requant(acc: &[i32], n: usize, scale: &[f32], y0: i32, signed: bool, out: &mut [u8]) {
+    let y0 = y0 as f32;
     for ((acc, out), &s) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)).zip(scale) {
-        let q = |a: i32| {
+        store_8bit(acc, signed, out, |a| {
             let v = a as f32;
-            (round_ties_even_nonneg(v.abs() * s).copysign(v) + y0).clamp(lo, hi)
-        };
-        // SAFETY: `q` is finite and inside [lo, hi] ⊂ i32, which is all `to_int_unchecked` asks;
-        // the checked `as i32` it replaces does not vectorize.
-        if signed {
-            for (a, o) in acc.iter().zip(out.iter_mut()) {
-                *o = unsafe { q(*a).to_int_unchecked::<i32>() } as i8 as u8;
-            }
-        } else {
-            for (a, o) in acc.iter().zip(out.iter_mut()) {
-                *o = unsafe { q(*a).to_int_unchecked::<i32>() } as u8;
-            }
-        }
+            round_ties_even_nonneg(v.abs() * s).copysign(v) + y0
+        });
     }
 }
 
@@ -660,11 +635,6 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, Stri
             "scale k_scale·x_scale/y_scale is not finite (y_scale {y_scale})"
         ));
     }
-    let (y_min, y_max) = if out_dt.unquantized() == DatumType::I8 {
-        (-128, 127)
-    } else {
-        (0, 255)
-    };
 
     let kernel = if depthwise {
         Kernel::Depthwise { w }
@@ -705,8 +675,6 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, Stri
             row_bias: tensor1(&row_bias),
             scale,
             y0,
-            y_min,
-            y_max,
             out_fact,
         }),
     })

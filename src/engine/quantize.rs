@@ -71,21 +71,26 @@ impl TypedOp for FastQuantize {
 
 /// `out[i] = clamp(round_ties_even(x[i] · scale) + zp)` as u8 (or i8 bytes).
 pub fn quantize(xs: &[f32], scale: f32, zp: i32, signed: bool, out: &mut [u8]) {
+    let zp = zp as f32;
+    store_8bit(xs, signed, out, |x| {
+        let v = x * scale;
+        let r = round_ties_even_nonneg(v.abs()).copysign(v);
+        (if r.is_nan() { 0.0 } else { r }) + zp
+    });
+}
+
+/// `out[i] = f(xs[i])` clamped to the u8 (or i8) range, as bytes, in a loop that vectorizes: the
+/// store of [`quantize`] and of `QConv`'s requantization.
+#[inline(always)]
+pub(super) fn store_8bit<T: Copy>(xs: &[T], signed: bool, out: &mut [u8], f: impl Fn(T) -> f32) {
     let (lo, hi) = if signed {
         (-128.0, 127.0)
     } else {
         (0.0, 255.0)
     };
-    let zp = zp as f32;
-    let q = |x: f32| {
-        let v = x * scale;
-        let r = round_ties_even_nonneg(v.abs()).copysign(v);
-        let r = if r.is_nan() { 0.0 } else { r };
-        (r + zp).max(lo).min(hi)
-    };
-    // SAFETY: `q` is finite and inside [lo, hi] ⊂ i32 (NaN is mapped to 0 first and `max`/`min`
-    // return the non-NaN operand), which is all `to_int_unchecked` asks; `as i32` does not
-    // vectorize.
+    let q = |x: T| f(x).max(lo).min(hi);
+    // SAFETY: `q` is finite and inside [lo, hi] ⊂ i32 (`max`/`min` return the non-NaN operand),
+    // which is all `to_int_unchecked` asks; the checked `as i32` does not vectorize.
     if signed {
         for (x, o) in xs.iter().zip(out.iter_mut()) {
             *o = unsafe { q(*x).to_int_unchecked::<i32>() } as i8 as u8;
