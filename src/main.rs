@@ -44,6 +44,8 @@ enum Cmd {
     Describe(cli::describe::DescribeArgs),
     /// Ask a vision-language model a question about an image.
     Ask(cli::describe::AskArgs),
+    /// Check a config as a run would read it (board, [mqtt], models, zones, source) and print it resolved.
+    Check(cli::check::CheckArgs),
     /// List the installed models, or pull one (`lookout models pull smolvlm-256m`).
     Models {
         /// One JSON object per model.
@@ -190,6 +192,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench(a),
         Cmd::Watch(a) => watch(a),
         Cmd::Ground(a) => cli::ground::run(a),
+        Cmd::Check(a) => cli::check::run(a),
         Cmd::Describe(a) => cli::describe::describe(a),
         Cmd::Ask(a) => cli::describe::ask(a),
         Cmd::Models {
@@ -493,17 +496,6 @@ impl lookout::pipeline::Sink for ReadableSink {
     }
 }
 
-/// The embedded demo config, with the bundled clip found wherever lookout runs from.
-fn demo_config_text() -> String {
-    let text = include_str!("../samples/demo.toml").to_string();
-    if Path::new("samples/vtest").is_dir() {
-        text
-    } else {
-        let abs = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/vtest");
-        text.replace("file:samples/vtest", &format!("file:{}", abs.display()))
-    }
-}
-
 fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     use lookout::config::Config;
     use lookout::pipeline::{self, Handle, JsonlSink, RunOptions, Sink};
@@ -512,9 +504,7 @@ fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = match &a.config {
         Some(p) => Config::load(Some(p), a.board.as_deref())?,
         None => {
-            let dir = tempfile::tempdir()?;
-            let p = dir.path().join("demo.toml");
-            std::fs::write(&p, demo_config_text())?;
+            let (_dir, p) = cli::demo_config_file()?;
             Config::load(Some(&p), a.board.as_deref())?
         }
     };
@@ -681,18 +671,18 @@ fn start_mqtt(
     if choice.as_deref() == Some("none") || (choice.is_none() && cfg.mqtt.is_none()) {
         return Ok(None);
     }
-    let mut mc: MqttConfig = match &cfg.mqtt {
-        Some(t) => toml::Value::Table(t.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("[mqtt]: {}", e.message()))?,
-        None => MqttConfig::default(),
+    let mut mc: MqttConfig = match cfg.mqtt_config() {
+        Ok(Some(mc)) => mc,
+        Ok(None) => {
+            let mut mc = MqttConfig::default();
+            mc.device = cfg.device.clone();
+            if let Some(b) = &cfg.board {
+                mc.board = b.clone();
+            }
+            mc
+        }
+        Err(issues) => anyhow::bail!("{issues}"),
     };
-    if cfg.mqtt.as_ref().is_none_or(|t| !t.contains_key("device")) {
-        mc.device = cfg.device.clone();
-    }
-    if let Some(b) = &cfg.board {
-        mc.board = b.clone();
-    }
     if let Some(p) = &a.spool {
         mc.spool_path = p.clone();
     }

@@ -2,6 +2,8 @@
 //! photos) served as multipart/x-mixed-replace, with the quirks and failures real IP cameras
 //! show: missing Content-Length, odd boundaries, chunked encoding, corrupt and oversized parts,
 //! dropped connections, refusals, HTTP errors, authentication.
+#[path = "support/skip.rs"]
+mod skip_switch;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,7 +25,10 @@ fn photos() -> Option<Vec<Photo>> {
     for name in ["fruits.jpg", "messi5.jpg", "home.jpg", "baboon.jpg"] {
         let p = Path::new(DATA).join(name);
         let Ok(bytes) = std::fs::read(&p) else {
-            eprintln!("SKIP: {} is absent (apt install opencv-doc)", p.display());
+            skip_switch::skip(&format!(
+                "{} is absent (apt-get install opencv-doc)",
+                p.display()
+            ));
             return None;
         };
         let dims = lookout::imageio::decode_rgb(&bytes).unwrap().dimensions();

@@ -2,7 +2,9 @@
 //! pixel content, truncated streams, failing commands, and children killed on drop.
 //!
 //! Needs `ffmpeg` and the Debian package `opencv-doc` (for vtest.avi and tree.avi); each test
-//! prints SKIP and passes when they are missing. The `../shared` clip is optional the same way.
+//! prints SKIP and passes when they are missing (fails under LOOKOUT_REQUIRE_ALL). The `../shared` clip is optional the same way.
+#[path = "support/skip.rs"]
+mod skip_switch;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,12 +24,15 @@ fn media(name: &str) -> Option<PathBuf> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ffmpeg {
-        eprintln!("SKIP: ffmpeg is not installed");
+        skip_switch::skip("ffmpeg is not installed (apt-get install ffmpeg)");
         return None;
     }
     let p = Path::new(DATA).join(name);
     if !p.is_file() {
-        eprintln!("SKIP: {} is absent (apt install opencv-doc)", p.display());
+        skip_switch::skip(&format!(
+            "{} is absent (apt-get install opencv-doc)",
+            p.display()
+        ));
         return None;
     }
     Some(p)
@@ -234,7 +239,7 @@ fn video_from_shared_mp4() {
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
     let clip = shared.join("media/video_drive_udacity_test_video.mp4");
     if !clip.is_file() {
-        eprintln!("SKIP: ../shared is absent on this machine; test needs its real media");
+        skip_switch::skip("../shared is absent on this machine; this test needs its real media");
         return;
     }
     if media("vtest.avi").is_none() {

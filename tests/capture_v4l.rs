@@ -1,5 +1,5 @@
 //! `v4l:` as far as a machine without a camera allows: clear errors for a missing device, a
-//! non-V4L2 node and bad URIs. With a camera at /dev/video0 (and LOOKOUT_TEST_CAMERA=1), also
+//! non-V4L2 node and bad URIs. With a camera at /dev/video0 (`-- --ignored`), also
 //! streams a few frames.
 
 use std::path::Path;
@@ -56,13 +56,16 @@ fn uri_errors_name_the_parameter() {
     }
 }
 
-/// Only where a person has plugged in a camera and asked for it.
+/// Only where a person has plugged in a camera and asked for it: ignored (not skipped) elsewhere,
+/// so CI reports it as not run. `cargo test --test capture_v4l -- --ignored` with a camera at
+/// /dev/video0.
 #[test]
+#[ignore = "needs a camera at /dev/video0: run with -- --ignored"]
 fn streams_from_a_real_camera_when_asked() {
-    if std::env::var_os("LOOKOUT_TEST_CAMERA").is_none() || !Path::new("/dev/video0").exists() {
-        eprintln!("SKIP: set LOOKOUT_TEST_CAMERA=1 with a camera at /dev/video0");
-        return;
-    }
+    assert!(
+        Path::new("/dev/video0").exists(),
+        "no camera at /dev/video0"
+    );
     let mut src = capture::open("v4l:///dev/video0?width=640&height=480").unwrap();
     eprintln!("{}", src.describe());
     let mut frames = 0;

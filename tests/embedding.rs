@@ -6,6 +6,8 @@
 //!   committed): every component within 1e-4 of the reference (skipped with a message when absent);
 //! * the committed int8 model: cosine ≥ the manifest's stated 0.97 on every text, and every probe's
 //!   top-1 COCO label is the reference's.
+#[path = "support/skip.rs"]
+mod skip_switch;
 
 use std::path::{Path, PathBuf};
 
@@ -86,10 +88,10 @@ fn fp32_graph_matches_sentence_transformers_within_1e_4() {
     let m = manifest();
     let fp32 = m.dir.join("minilm-l6.onnx");
     if !fp32.is_file() {
-        eprintln!(
-            "SKIP: {} is absent; make it with models/tools/convert_minilm.py (see requirements-minilm.txt)",
+        skip_switch::skip(&format!(
+            "{} is absent; make it with models/tools/convert_minilm.py (bash .ci/install-deps does)",
             fp32.display()
-        );
+        ));
         return;
     }
     let r = reference();

@@ -1,6 +1,8 @@
 //! The grounding test set (tests/fixtures/ground/cases.toml): real photos, the real detector
 //! (nanodet-g) and embedding model, hand-checked answers. Reports accuracy overall and per tag
 //! and asserts a floor of 90 %.
+#[path = "support/skip.rs"]
+mod skip_switch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -103,7 +105,11 @@ fn grounding_accuracy_on_real_images() {
         let path = resolve(&c.image);
         if !path.is_file() {
             skipped += 1;
-            eprintln!("SKIP: {} is absent ({:?})", path.display(), c.instruction);
+            skip_switch::skip(&format!(
+                "{} is absent ({:?})",
+                path.display(),
+                c.instruction
+            ));
             continue;
         }
         let (img, objects) = frames.entry(c.image.clone()).or_insert_with(|| {

@@ -124,7 +124,9 @@ fn iou(v: &Value, want: [f32; 4]) -> f32 {
 #[test]
 fn ground_over_mqtt_with_malformed_instructions() {
     if mosquitto::binary().is_none() || !clients_installed() {
-        eprintln!("SKIP: mosquitto / mosquitto-clients not installed (apt-get install mosquitto mosquitto-clients)");
+        mosquitto::skip(
+            "mosquitto / mosquitto-clients not installed (apt-get install mosquitto mosquitto-clients)",
+        );
         return;
     }
     let broker = mosquitto::Mosquitto::start();

@@ -83,7 +83,7 @@ fn demo_with_embedded_broker_is_visible_to_watch() {
 #[test]
 fn every_alert_reaches_a_real_mosquitto_subscriber() {
     if mosquitto::binary().is_none() {
-        eprintln!("SKIP: mosquitto not installed");
+        mosquitto::skip("mosquitto is not installed (apt-get install mosquitto)");
         return;
     }
     let broker = mosquitto::Mosquitto::start();
@@ -171,7 +171,7 @@ fn alert_keys_from_jsonl(path: &std::path::Path) -> BTreeSet<String> {
 #[test]
 fn alerts_survive_broker_restarts_and_a_killed_lookout() {
     if mosquitto::binary().is_none() {
-        eprintln!("SKIP: mosquitto not installed");
+        mosquitto::skip("mosquitto is not installed (apt-get install mosquitto)");
         return;
     }
     let mut broker = mosquitto::Mosquitto::start();

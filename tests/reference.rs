@@ -67,6 +67,11 @@ fn check_case(case_path: &std::path::Path) -> Result<Option<String>, String> {
     let model = common::repo().join(&case.model);
     if !model.is_file() {
         if case.model.starts_with("../shared") {
+            common::skip(&format!(
+                "{}: {} absent (../shared)",
+                dir.display(),
+                case.model
+            ));
             return Ok(Some(format!(
                 "SKIP {}: {} absent",
                 dir.display(),

@@ -208,6 +208,20 @@ pub fn open(uri: &str) -> Result<Box<dyn FrameSource>, CaptureError> {
     })
 }
 
+/// Parse a source URI without opening anything (`lookout check`): the syntax errors `open` would
+/// give, with no device, process or connection touched.
+pub fn check_uri(uri: &str) -> Result<(), CaptureError> {
+    let (scheme, _) = uri::classify(uri)?;
+    match scheme {
+        uri::Scheme::File => drop(file::FileOptions::parse(uri)?),
+        uri::Scheme::Pipe => drop(pipe::PipeSpec::parse(uri)?),
+        uri::Scheme::Video => drop(pipe::VideoOptions::parse(uri)?),
+        uri::Scheme::MjpegHttp => drop(mjpeg_http::MjpegOptions::parse(uri)?),
+        uri::Scheme::V4l => drop(v4l::V4lOptions::parse(uri)?),
+    }
+    Ok(())
+}
+
 /// Stamps frames: with a clip rate, media time from the first frame; otherwise wall clock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MediaClock {

@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 use crate::scene::{DescribeConfig, EventConfig, RuleConfig};
 use crate::track::TrackerConfig;
 
+mod check;
+pub use check::{check, Checked, Issue, Issues};
+
 /// Where `source` comes from when the config names none: the bundled clip.
 pub const DEFAULT_SOURCE: &str = "file:samples/vtest?fps=10&loop=false";
 
@@ -342,71 +345,118 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
+/// The display name of a config's origin, for error messages.
+fn source_name(path: Option<&Path>) -> PathBuf {
+    path.map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("(defaults)"))
+}
+
+/// The user's file layered over its board profile (or `board_override`), untyped, and the board
+/// file used. Errors here stop loading: the file cannot be read, is not TOML, or names a board
+/// that does not exist.
+fn merged_table(
+    path: Option<&Path>,
+    board_override: Option<&str>,
+) -> Result<(toml::Table, Option<PathBuf>)> {
+    let mut user = match path {
+        Some(p) => read_table(p)?,
+        None => toml::Table::new(),
+    };
+    let board = board_override.map(str::to_owned).or_else(|| {
+        user.get("board")
+            .and_then(|b| b.as_str())
+            .map(str::to_owned)
+    });
+    let (mut merged, board_file) = match &board {
+        Some(b) => {
+            let bp = find_board(b).map_err(|e| Error::Config {
+                path: source_name(path),
+                reason: format!("board: {e}"),
+            })?;
+            let mut t = read_table(&bp)?;
+            t.insert("board".into(), toml::Value::String(b.clone()));
+            (t, Some(bp))
+        }
+        None => (toml::Table::new(), None),
+    };
+    user.remove("board");
+    merge(&mut merged, user);
+    Ok((merged, board_file))
+}
+
 impl Config {
     /// Load a config file, layering it over its board (or `board_override`). `None` gives the
-    /// embedded default: defaults layered over `board_override` if given.
+    /// embedded default: defaults layered over `board_override` if given. Every problem found is
+    /// in the one error, each naming its key.
     pub fn load(path: Option<&Path>, board_override: Option<&str>) -> Result<Config> {
-        let user = match path {
-            Some(p) => read_table(p)?,
-            None => toml::Table::new(),
-        };
-        let board = board_override.map(str::to_owned).or_else(|| {
-            user.get("board")
-                .and_then(|b| b.as_str())
-                .map(str::to_owned)
-        });
-        let mut merged = match &board {
-            Some(b) => {
-                let bp = find_board(b)?;
-                let mut t = read_table(&bp)?;
-                t.insert("board".into(), toml::Value::String(b.clone()));
-                t
-            }
-            None => toml::Table::new(),
-        };
-        let src = path
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("(defaults)"));
-        let mut user = user;
-        user.remove("board");
-        merge(&mut merged, user);
-        let cfg: Config = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Config {
-                path: src.clone(),
-                reason: e.message().to_string(),
-            })?;
-        cfg.validate()
-            .map_err(|reason| Error::Config { path: src, reason })?;
-        Ok(cfg)
+        let (merged, _) = merged_table(path, board_override)?;
+        Self::from_table(merged, source_name(path))
     }
 
     /// Parse from text (tests, embedded defaults).
     pub fn parse(text: &str) -> Result<Config> {
-        let cfg: Config = toml::from_str(text).map_err(|e| Error::Config {
+        let table: toml::Table = toml::from_str(text).map_err(|e| Error::Config {
             path: "(text)".into(),
             reason: one_line(&e, text),
         })?;
-        cfg.validate().map_err(|reason| Error::Config {
-            path: "(text)".into(),
-            reason,
-        })?;
-        Ok(cfg)
+        Self::from_table(table, PathBuf::from("(text)"))
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn from_table(table: toml::Table, path: PathBuf) -> Result<Config> {
+        let mut issues = Issues::default();
+        match check::typed(&table, &mut issues) {
+            Some(cfg) if issues.is_empty() => Ok(cfg),
+            _ => Err(Error::Config {
+                path,
+                reason: issues.to_string(),
+            }),
+        }
+    }
+
+    /// The `[mqtt]` table as the MQTT module's settings, with the device and board filled in
+    /// from the rest of the config. `None` when there is no `[mqtt]` table.
+    pub fn mqtt_config(&self) -> std::result::Result<Option<crate::mqtt::MqttConfig>, Issues> {
+        let Some(t) = &self.mqtt else {
+            return Ok(None);
+        };
+        let mut issues = Issues::default();
+        let Some(mut mc) = check::section::<crate::mqtt::MqttConfig>(
+            "mqtt",
+            &toml::Value::Table(t.clone()),
+            &mut issues,
+        ) else {
+            return Err(issues);
+        };
+        if !t.contains_key("device") {
+            mc.device = self.device.clone();
+        }
+        if let Some(b) = &self.board {
+            mc.board = b.clone();
+        }
+        Ok(Some(mc))
+    }
+
+    /// Value checks beyond the types, every failing key recorded.
+    fn validate(&self, issues: &mut Issues) {
         let d = &self.detector;
         if d.workers == 0 || d.workers > 16 {
-            return Err(format!("detector.workers: {} must be 1..16", d.workers));
+            issues.push("detector.workers", format!("{} must be 1..16", d.workers));
         }
         if d.threads == 0 || d.threads > 64 {
-            return Err(format!("detector.threads: {} must be 1..64", d.threads));
+            issues.push("detector.threads", format!("{} must be 1..64", d.threads));
+        }
+        for (k, v) in [("detector.conf", d.conf), ("detector.iou", d.iou)] {
+            if let Some(v) = v {
+                if !(0.0..=1.0).contains(&v) {
+                    issues.push(k, format!("{v} must be in 0..1"));
+                }
+            }
         }
         if self.pipeline.queue == 0 || self.pipeline.queue > 64 {
-            return Err(format!(
-                "pipeline.queue: {} must be 1..64",
-                self.pipeline.queue
-            ));
+            issues.push(
+                "pipeline.queue",
+                format!("{} must be 1..64", self.pipeline.queue),
+            );
         }
         for (k, v) in [
             (
@@ -416,43 +466,60 @@ impl Config {
             ("pipeline.stats_interval", self.pipeline.stats_interval),
         ] {
             if !v.is_finite() || v < 0.0 {
-                return Err(format!("{k}: {v} must be ≥ 0"));
+                issues.push(k, format!("{v} must be ≥ 0"));
             }
         }
         if self.device.is_empty() || self.device.contains(['/', '+', '#']) {
-            return Err(format!(
-                "device: '{}' must be non-empty without '/', '+' or '#'",
-                self.device
-            ));
+            issues.push(
+                "device",
+                format!(
+                    "'{}' must be non-empty without '/', '+' or '#'",
+                    self.device
+                ),
+            );
         }
-        self.tracker.validate().map_err(|e| e.to_string())?;
-        self.events.validate().map_err(|e| e.to_string())?;
-        self.describe.validate().map_err(|e| e.to_string())?;
+        if let Err(e) = self.tracker.validate() {
+            issues.push("tracker", e);
+        }
+        if let Err(e) = self.events.validate() {
+            issues.push("events", e);
+        }
+        if let Err(e) = self.describe.validate() {
+            issues.push("describe", e);
+        }
         let v = &self.vlm;
         if v.threads == 0 || v.threads > 64 {
-            return Err(format!("vlm.threads: {} must be 1..64", v.threads));
+            issues.push("vlm.threads", format!("{} must be 1..64", v.threads));
         }
         if v.queue == 0 || v.queue > 256 {
-            return Err(format!("vlm.queue: {} must be 1..256", v.queue));
+            issues.push("vlm.queue", format!("{} must be 1..256", v.queue));
         }
         if v.max_new_tokens == 0 || v.max_new_tokens > 4096 {
-            return Err(format!(
-                "vlm.max_new_tokens: {} must be 1..4096",
-                v.max_new_tokens
-            ));
+            issues.push(
+                "vlm.max_new_tokens",
+                format!("{} must be 1..4096", v.max_new_tokens),
+            );
         }
         if !(-20..=19).contains(&v.nice) {
-            return Err(format!("vlm.nice: {} must be -20..19", v.nice));
+            issues.push("vlm.nice", format!("{} must be -20..19", v.nice));
         }
         for (k, x) in [
             ("vlm.interval_s", v.interval_s),
             ("vlm.verify_timeout_s", v.verify_timeout_s),
         ] {
             if !x.is_finite() || x <= 0.0 {
-                return Err(format!("{k}: {x} must be > 0"));
+                issues.push(k, format!("{x} must be > 0"));
             }
         }
-        Ok(())
+        match self.mqtt_config() {
+            Ok(Some(mc)) => {
+                if let Err(e) = mc.validate() {
+                    issues.push("mqtt", e);
+                }
+            }
+            Ok(None) => {}
+            Err(found) => issues.0.extend(found.0),
+        }
     }
 
     pub fn source(&self) -> String {

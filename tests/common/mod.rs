@@ -3,6 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "../support/skip.rs"]
+mod skip_switch;
+#[allow(unused_imports)]
+pub use skip_switch::{require_all, skip};
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -20,8 +25,8 @@ macro_rules! require_shared {
         match common::shared() {
             Some(p) => p,
             None => {
-                eprintln!(
-                    "SKIP: ../shared is absent on this machine; test needs its real models/media"
+                common::skip(
+                    "../shared is absent on this machine; this test needs its real models/media",
                 );
                 return;
             }

@@ -2,6 +2,10 @@
 //! on a free loopback port; stopped (SIGKILL) on drop.
 #![allow(dead_code)]
 
+#[path = "skip.rs"]
+mod skip_switch;
+pub use skip_switch::skip;
+
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -29,7 +33,7 @@ pub fn binary() -> Option<PathBuf> {
 macro_rules! require_mosquitto {
     () => {
         if mosquitto::binary().is_none() {
-            eprintln!("SKIP: the mosquitto binary is not installed (apt-get install mosquitto)");
+            mosquitto::skip("the mosquitto binary is not installed (apt-get install mosquitto)");
             return;
         }
     };

@@ -6,8 +6,6 @@
 #![allow(non_camel_case_types)]
 #![allow(non_snake_case)]
 #![allow(non_upper_case_globals)]
-#![allow(unknown_lints)]
-#![allow(unaligned_references)]
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 include!("bindings/x86_64.rs");
