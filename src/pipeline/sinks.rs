@@ -238,8 +238,15 @@ mod tests {
 
     #[test]
     fn the_mqtt_body_keeps_the_records_id_and_ts_under_other_names() {
-        let v = body(&serde_json::json!({"id": "a1", "ts": 2.5, "x": 1}), "alert_id").unwrap();
-        assert_eq!(v, serde_json::json!({"alert_id": "a1", "frame_ts": 2.5, "x": 1}));
+        let v = body(
+            &serde_json::json!({"id": "a1", "ts": 2.5, "x": 1}),
+            "alert_id",
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"alert_id": "a1", "frame_ts": 2.5, "x": 1})
+        );
     }
 
     #[test]
@@ -275,6 +282,8 @@ mod tests {
         assert_eq!(records[0]["record"], "detections");
         assert_eq!(records[1]["record"], "stats");
         assert!(readable_line(&dets).is_none() && readable_line(&snap).is_none());
-        assert!(readable_line(&stats).unwrap().starts_with("stats: 7 frames"));
+        assert!(readable_line(&stats)
+            .unwrap()
+            .starts_with("stats: 7 frames"));
     }
 }
