@@ -64,6 +64,7 @@ pub struct Handle {
     pub vlm: Arc<Mutex<Option<VlmHandle>>>,
 }
 
+/// How one call to [`run`] behaves beyond what the config says.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Stop after this many frames have been captured.
