@@ -1,9 +1,11 @@
-//! Draw labelled boxes on an image, for people: `lookout detect --annotate OUT`.
+//! Draw labelled boxes on an image, for people: `lookout detect --annotate OUT`, alert snapshots
+//! and `cmd/snapshot` replies.
 
 use image::{Rgb, RgbImage};
 
 use crate::detect::Detection;
 use crate::geometry::BBox;
+use crate::track::Track;
 
 /// A distinct, stable colour per class.
 pub fn class_colour(class_id: usize) -> Rgb<u8> {
@@ -80,4 +82,28 @@ pub fn annotate(img: &mut RgbImage, dets: &[Detection]) {
         fill_rect(img, x, y, x + tw, y + th, c);
         draw_text(img, x + scale, y + scale, &text, Rgb([0, 0, 0]), scale);
     }
+}
+
+/// `img` with `tracks` drawn as labelled boxes, JPEG-encoded at `quality`.
+pub fn annotated_jpeg<'a>(
+    img: &RgbImage,
+    tracks: impl IntoIterator<Item = &'a Track>,
+    quality: u8,
+) -> Result<Vec<u8>, String> {
+    let mut canvas = img.clone();
+    let dets: Vec<Detection> = tracks
+        .into_iter()
+        .map(|t| Detection {
+            label: t.label.clone(),
+            class_id: t.class_id,
+            score: t.score,
+            bbox: t.bbox,
+        })
+        .collect();
+    annotate(&mut canvas, &dets);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality)
+        .encode_image(&canvas)
+        .map_err(|e| format!("encode: {e}"))?;
+    Ok(jpeg)
 }

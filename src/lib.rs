@@ -6,11 +6,14 @@
 //! Data flows one way; each stage sits behind a trait so it can be tested alone:
 //!
 //! ```text
-//! FrameSource ─Frame─▶ Detector ─Detections─▶ Tracker ─Tracks─▶ Rules/Describer ─Events─▶ Publisher
+//! FrameSource ─Frame─▶ Detector ─Detections─▶ Tracker ─Tracks─▶ Rules/Describer ─Events─▶ Sink
 //! ```
 //!
-//! This release provides the detection stage: [`detect::ModelDetector`] runs any model described
-//! by a `model.toml` manifest ([`detect::Manifest`]), with the family decoders in [`detect`].
+//! [`capture`] reads frames, [`detect`] runs the models on [`engine`], [`track`] follows
+//! objects, [`scene`] turns tracks into events, alerts and descriptions, and [`pipeline`] runs
+//! those stages as a frame loop into its sinks (JSON Lines, the terminal, [`mqtt`]). [`vlm`] and
+//! [`ground`] answer questions about a frame; the binary's subcommands are thin layers over
+//! [`pipeline::Runtime`] and the rest.
 
 pub mod annotate;
 pub mod capture;
@@ -28,6 +31,7 @@ pub mod pipeline;
 pub mod scene;
 pub mod schema;
 pub mod track;
+pub mod util;
 pub mod vlm;
 
 pub use detect::{Detection, Detector, DetectorOptions, Manifest, ModelDetector};

@@ -8,7 +8,6 @@
 //! - [`broker`]: an embedded broker (rumqttd);
 //! - [`watch`]: a terminal subscriber for people.
 
-pub mod bridge;
 pub mod broker;
 pub mod commands;
 pub mod publisher;

@@ -17,7 +17,6 @@ pub mod pull;
 pub mod resample;
 pub mod smolvlm;
 pub mod tokenize;
-pub mod worker;
 
 /// How long one generation may run.
 #[derive(Debug, Clone)]

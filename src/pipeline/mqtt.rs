@@ -1,81 +1,161 @@
-//! Connects the pipeline to MQTT: a [`Sink`] that publishes the pipeline's records through the
-//! spool, and a command handler that answers `cmd/*` from the pipeline's latest frame.
+//! The MQTT side of a run, wired at start-up: the embedded broker (if asked for), the publisher
+//! and the command server, whose `cmd/*` answers come from the running frame loop.
 //!
-//! The pipeline's own serde types are the payload bodies, so JSON Lines, MQTT and the CLI never
-//! drift apart. The envelope's `id`/`ts` (unique across restarts, for de-duplication) take those
-//! names; the record's own are kept as `<record>_id` and `frame_ts`.
+//! `crate::mqtt` knows the protocol (topics, spool, connection, command parsing); this module
+//! knows the pipeline (its config, its latest frame, its rules) and joins the two.
 
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::commands::{Command, CommandHandler, CommandRequest, Responder};
-use super::publisher::PublisherHandle;
-use super::topics::MessageClass;
+use super::vlm::{Trigger, VlmFrame};
+use super::{Handle, Latest};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ground::{Grounder, Object};
-use crate::pipeline::{Handle, Output, Sink};
+use crate::mqtt::{
+    Command, CommandHandler, CommandRequest, CommandServer, EmbeddedBroker, EmbeddedBrokerConfig,
+    MqttConfig, Publisher, PublisherHandle, Responder,
+};
 use crate::scene::SceneDescription;
-use crate::vlm::worker::{Trigger, VlmFrame};
 
-pub struct MqttSink {
-    publisher: PublisherHandle,
+/// The port `Broker::Embedded` tries first; when it is taken, any free loopback port will do.
+pub const DEFAULT_EMBEDDED_PORT: u16 = 1883;
+
+/// Where a run publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broker {
+    /// Nowhere: no MQTT at all.
+    Off,
+    /// As the config's `[mqtt]` table says; nowhere when the config has none.
+    Config,
+    /// The built-in broker on 127.0.0.1:`port`, the rest of `[mqtt]` from the config. With
+    /// [`DEFAULT_EMBEDDED_PORT`] a free port is taken when that one is busy (another broker,
+    /// another demo); a port asked for explicitly must be free.
+    Embedded { port: u16 },
+    /// This broker URL (mqtt://host:port, mqtts://…), the rest of `[mqtt]` from the config.
+    Url(String),
 }
 
-impl MqttSink {
-    pub fn new(publisher: PublisherHandle) -> Self {
-        MqttSink { publisher }
+/// The MQTT side of a running pipeline. Kept alive until [`MqttRuntime::stop`].
+pub struct MqttRuntime {
+    pub publisher: Publisher,
+    commands: Option<CommandServer>,
+    // Dropped last: the publisher drains into it on the way out.
+    _broker: Option<EmbeddedBroker>,
+}
+
+impl MqttRuntime {
+    /// Starts what `broker` asks for; `None` when it asks for nothing. `spool` overrides
+    /// `mqtt.spool_path`. `notify` receives one line per thing started, for people.
+    pub fn start(
+        broker: &Broker,
+        spool: Option<&Path>,
+        cfg: &Config,
+        handle: &Handle,
+        notify: &mut dyn FnMut(&str),
+    ) -> Result<Option<MqttRuntime>> {
+        if *broker == Broker::Off || (*broker == Broker::Config && cfg.mqtt.is_none()) {
+            return Ok(None);
+        }
+        let mut mc = mqtt_config(cfg)?;
+        if let Some(p) = spool {
+            mc.spool_path = p.to_path_buf();
+        }
+        let mut embedded = None;
+        match broker {
+            Broker::Embedded { port } => {
+                let b = start_embedded(*port)?;
+                notify(&format!(
+                    "mqtt: embedded broker on {} (watch it with: lookout watch --broker {})",
+                    b.url(),
+                    b.url()
+                ));
+                mc.broker = b.url();
+                embedded = Some(b);
+            }
+            Broker::Url(url) => mc.broker = url.clone(),
+            Broker::Off | Broker::Config => {}
+        }
+        mc.validate()?;
+        let publisher = Publisher::start(&mc)?;
+        let commands = if mc.commands {
+            let handler = PipelineCommands {
+                handle: handle.clone(),
+                publisher: publisher.handle(),
+                camera: cfg.camera.name.clone(),
+                rule_names: cfg.rules.iter().map(|r| r.name.clone()).collect(),
+                grounder: LazyGrounder::for_model(&cfg.detector.model),
+            };
+            Some(CommandServer::start(&publisher, handler)?)
+        } else {
+            None
+        };
+        notify(&format!(
+            "mqtt: publishing to {} as lookout/{}/… (spool {})",
+            mc.broker,
+            mc.device,
+            mc.spool_path.display()
+        ));
+        Ok(Some(MqttRuntime {
+            publisher,
+            commands,
+            _broker: embedded,
+        }))
+    }
+
+    /// Waits up to 5 s for the broker to acknowledge what is queued (the rest stays in the spool
+    /// for the next start), then closes the connection and the command server.
+    pub fn stop(self, notify: &mut dyn FnMut(&str)) {
+        if !self.publisher.flush(Duration::from_secs(5)) {
+            notify("mqtt: not everything was acknowledged yet; it stays in the spool for the next start");
+        }
+        self.publisher.shutdown(Duration::from_secs(1));
+        if let Some(c) = self.commands {
+            c.join();
+        }
     }
 }
 
-/// Serialise `rec`, renaming its `id`/`ts` so they do not collide with the envelope's.
-fn body(rec: &impl serde::Serialize, id_name: &str) -> Result<Value> {
-    let mut v = serde_json::to_value(rec).map_err(|e| Error::Other(format!("serialise: {e}")))?;
-    if let Value::Object(m) = &mut v {
-        if let Some(id) = m.remove("id") {
-            m.insert(id_name.to_string(), id);
+/// `[mqtt]` as a [`MqttConfig`] (the config's own reading of it, every problem naming its key),
+/// or the defaults with the config's device and board when there is no `[mqtt]` table.
+fn mqtt_config(cfg: &Config) -> Result<MqttConfig> {
+    match cfg.mqtt_config() {
+        Ok(Some(mc)) => Ok(mc),
+        Ok(None) => {
+            let mut mc = MqttConfig {
+                device: cfg.device.clone(),
+                ..MqttConfig::default()
+            };
+            if let Some(b) = &cfg.board {
+                mc.board = b.clone();
+            }
+            Ok(mc)
         }
-        if let Some(ts) = m.remove("ts") {
-            m.insert("frame_ts".into(), ts);
-        }
+        Err(issues) => Err(Error::Config {
+            path: "[mqtt]".into(),
+            reason: issues.to_string(),
+        }),
     }
-    Ok(v)
 }
 
-impl Sink for MqttSink {
-    fn send(&mut self, out: &Output) -> Result<()> {
-        let p = &self.publisher;
-        let t = p.topics();
-        match out {
-            Output::Alert(a) => {
-                p.publish_json(MessageClass::Alert, t.alerts(), body(a, "alert_id")?)?;
-                // The alert is on disk before anything else (the JSON Lines log, the terminal)
-                // reports it, so a crash right after cannot lose an alert that was reported.
-                if !p.sync(std::time::Duration::from_secs(2)) {
-                    log::warn!("mqtt: alert {} not yet on disk after 2 s", a.id);
-                }
-                Ok(())
-            }
-            Output::Event(e) => p
-                .publish_json(MessageClass::Event, t.events(), body(e, "event_id")?)
-                .map(drop),
-            Output::Scene(s) => p
-                .publish_json(MessageClass::Scene, t.scene(), body(s, "scene_id")?)
-                .map(drop),
-            Output::Detections(d) => p
-                .publish_json(
-                    MessageClass::Detections,
-                    t.detections(),
-                    body(d, "detections_id")?,
-                )
-                .map(drop),
-            Output::Stats(s) => {
-                let mqtt = p.stats();
-                let v = serde_json::json!({ "pipeline": body(s, "stats_id")?, "mqtt": mqtt });
-                p.publish_json(MessageClass::Stats, t.stats(), v).map(drop)
-            }
-            Output::Snapshot(s) => p.snapshot(&s.camera, s.jpeg.clone()),
+fn start_embedded(port: u16) -> Result<EmbeddedBroker> {
+    let bc = EmbeddedBrokerConfig {
+        listen: ([127, 0, 0, 1], port).into(),
+        ..Default::default()
+    };
+    match EmbeddedBroker::start(&bc) {
+        Ok(b) => Ok(b),
+        Err(e) if port == DEFAULT_EMBEDDED_PORT => {
+            log::info!("embedded broker on {port}: {e}; using a free port");
+            EmbeddedBroker::start(&EmbeddedBrokerConfig {
+                listen: ([127, 0, 0, 1], 0).into(),
+                ..bc
+            })
         }
+        Err(e) => Err(e),
     }
 }
 
@@ -121,7 +201,7 @@ impl LazyGrounder {
 /// JSON plus the frame it was grounded on.
 fn ground_reply(
     grounder: &mut LazyGrounder,
-    latest: &crate::pipeline::Latest,
+    latest: &Latest,
     instruction: &str,
 ) -> std::result::Result<Value, String> {
     let g = grounder
@@ -169,7 +249,7 @@ impl CommandHandler for PipelineCommands {
                 let Some(latest) = self.handle.latest.lock().ok().and_then(|l| l.clone()) else {
                     return responder.err("no frame processed yet");
                 };
-                let jpeg = match crate::pipeline::annotated_jpeg(&latest.image, &latest.tracks, 85)
+                let jpeg = match crate::annotate::annotated_jpeg(&latest.image, &latest.tracks, 85)
                 {
                     Ok(j) => j,
                     Err(e) => return responder.err(e),

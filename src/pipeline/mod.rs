@@ -4,12 +4,15 @@
 //! Capture never waits for detection on a live source: when the queue is full the oldest frame is
 //! dropped (and counted), so the detector always works on the newest picture. Offline sources
 //! (files, pipes) apply back-pressure instead, so a clip is processed completely and repeatably.
+//!
+//! Around the loop: [`sinks`] (where records go), [`stats`] (health numbers), [`vlm`] (the VLM
+//! worker beside it), [`mqtt`] (publisher, broker and commands wired to it) and [`runtime`]
+//! (everything above started from one [`RunSettings`]).
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use image::RgbImage;
@@ -19,209 +22,27 @@ use crate::capture::{CaptureError, Frame, FrameSource};
 use crate::config::{Config, VlmSchedule};
 use crate::detect::{Detection, Detector};
 use crate::error::{Error, Result};
-use crate::scene::{
-    Alert, Describer, Event, EventBuilder, EventType, RuleEngine, SceneDescription,
-};
+use crate::scene::{Alert, Describer, EventBuilder, EventType, RuleEngine};
 use crate::track::{Track, Tracker};
-use crate::vlm::worker::{Trigger, VlmFrame, VlmHandle, VlmWorker, WorkerOutput};
-use crate::vlm::VisionLanguageModel;
+use crate::util::unix_now;
 
-/// Everything the pipeline emits, in one JSON shape: `{"record": "event"|"alert"|"scene"|"detections"|"stats", ...}`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "record", rename_all = "lowercase")]
-pub enum Output {
-    Event(Event),
-    Alert(Alert),
-    Scene(SceneDescription),
-    Detections(FrameDetections),
-    Stats(Stats),
-    /// Annotated JPEG of the frame an alert fired on. Not written to JSON Lines.
-    #[serde(skip)]
-    Snapshot(Snapshot),
-}
+pub mod mqtt;
+pub mod runtime;
+pub mod sinks;
+pub mod stats;
+pub mod vlm;
 
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub camera: String,
-    pub alert_id: String,
-    pub jpeg: Vec<u8>,
-}
+pub use mqtt::{Broker, LazyGrounder, MqttRuntime, PipelineCommands, DEFAULT_EMBEDDED_PORT};
+pub use runtime::{RunSettings, Runtime};
+pub use sinks::{
+    readable_line, CollectSink, FrameDetections, JsonlSink, MqttSink, Output, ReadableSink, Sink,
+    Snapshot,
+};
+pub use stats::{board_temperature, StageTime, StageTimes, Stats};
+pub use vlm::SharedVlm;
 
-/// One frame's detections (low priority, droppable).
-#[derive(Debug, Clone, Serialize)]
-pub struct FrameDetections {
-    pub camera: String,
-    pub frame_id: u64,
-    pub ts: f64,
-    pub width: u32,
-    pub height: u32,
-    pub detections: Vec<Detection>,
-}
-
-/// Periodic health record.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
-    pub camera: String,
-    pub ts: f64,
-    pub uptime_s: f64,
-    pub frames_captured: u64,
-    pub frames_processed: u64,
-    /// Frames dropped because detection was behind (drop-oldest).
-    pub frames_dropped: u64,
-    pub bad_frames: u64,
-    pub detect_errors: u64,
-    /// Processed frames per second over the last interval.
-    pub fps: f64,
-    /// Mean over the last interval, milliseconds.
-    pub latency_ms: f64,
-    pub inference_ms: f64,
-    /// Where the time of a frame went, stage by stage, over the last interval.
-    pub stages: StageTimes,
-    pub queue_depth: usize,
-    pub tracks: usize,
-    pub events: u64,
-    pub alerts: u64,
-    /// Output records the sinks could not take quickly enough (droppable classes only).
-    pub outputs_dropped: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub temperature_c: Option<f64>,
-}
-
-/// Per-stage latency over one stats interval, milliseconds: the mean and the worst frame.
-///
-/// A frame's path is capture → queue → pre-process → inference → post-process → analyse
-/// (tracking, rules, events, descriptions) → publish. `latency_ms` in [`Stats`] spans capture
-/// done to analysis done; publishing runs on its own thread and is timed per output record.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct StageTimes {
-    /// Reading and decoding or converting one frame in the source.
-    pub capture: StageTime,
-    /// Waiting in the frame queue for a detection worker.
-    pub queue: StageTime,
-    pub preprocess: StageTime,
-    pub inference: StageTime,
-    pub postprocess: StageTime,
-    /// Tracking, rules, events and scene description for one frame.
-    pub analyse: StageTime,
-    /// Handing one output record to every sink (MQTT, files).
-    pub publish: StageTime,
-}
-
-/// Mean and maximum of one stage over a stats interval, milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
-pub struct StageTime {
-    pub mean_ms: f64,
-    pub max_ms: f64,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct StageAcc {
-    n: u64,
-    sum: f64,
-    max: f64,
-}
-
-impl StageAcc {
-    fn add(&mut self, ms: f64) {
-        self.n += 1;
-        self.sum += ms;
-        self.max = self.max.max(ms);
-    }
-    fn take(&mut self) -> StageTime {
-        let t = StageTime {
-            mean_ms: if self.n == 0 {
-                0.0
-            } else {
-                self.sum / self.n as f64
-            },
-            max_ms: self.max,
-        };
-        *self = StageAcc::default();
-        t
-    }
-}
-
-/// Publish times, written by the sink thread and read by the scene thread's stats window.
-#[derive(Default)]
-struct PublishAcc {
-    n: AtomicU64,
-    sum_us: AtomicU64,
-    max_us: AtomicU64,
-}
-
-impl PublishAcc {
-    fn add(&self, d: Duration) {
-        let us = d.as_micros().min(u64::MAX as u128) as u64;
-        self.n.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-        self.max_us.fetch_max(us, Ordering::Relaxed);
-    }
-    fn take(&self) -> StageTime {
-        let n = self.n.swap(0, Ordering::Relaxed);
-        let sum = self.sum_us.swap(0, Ordering::Relaxed) as f64 / 1e3;
-        let max = self.max_us.swap(0, Ordering::Relaxed) as f64 / 1e3;
-        StageTime {
-            mean_ms: if n == 0 { 0.0 } else { sum / n as f64 },
-            max_ms: max,
-        }
-    }
-}
-
-/// Where outputs go: a JSON Lines file, MQTT, a test collector.
-pub trait Sink: Send {
-    fn send(&mut self, out: &Output) -> Result<()>;
-    fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// Writes one JSON object per line (snapshots are skipped).
-pub struct JsonlSink<W: Write + Send> {
-    w: W,
-    flush_each: bool,
-}
-
-impl<W: Write + Send> JsonlSink<W> {
-    /// `flush_each`: flush after every record (a live terminal or a tailing reader).
-    pub fn new(w: W, flush_each: bool) -> Self {
-        JsonlSink { w, flush_each }
-    }
-}
-
-impl<W: Write + Send> Sink for JsonlSink<W> {
-    fn send(&mut self, out: &Output) -> Result<()> {
-        if matches!(out, Output::Snapshot(_)) {
-            return Ok(());
-        }
-        let line =
-            serde_json::to_string(out).map_err(|e| Error::Other(format!("serialise: {e}")))?;
-        writeln!(self.w, "{line}").map_err(|e| Error::Other(format!("write: {e}")))?;
-        if self.flush_each {
-            self.w
-                .flush()
-                .map_err(|e| Error::Other(format!("flush: {e}")))?;
-        }
-        Ok(())
-    }
-    fn flush(&mut self) -> Result<()> {
-        self.w
-            .flush()
-            .map_err(|e| Error::Other(format!("flush: {e}")))
-    }
-}
-
-/// Collects outputs in memory (tests, embedding).
-#[derive(Clone, Default)]
-pub struct CollectSink(pub Arc<Mutex<Vec<Output>>>);
-
-impl Sink for CollectSink {
-    fn send(&mut self, out: &Output) -> Result<()> {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(out.clone());
-        }
-        Ok(())
-    }
-}
+use stats::{Counters, FrameTimes, StatsWindow};
+use vlm::{Trigger, VlmFrame, VlmHandle, VlmWorker, WorkerOutput};
 
 /// The newest processed frame with its tracks, for commands (snapshot, ground, describe).
 #[derive(Clone)]
@@ -243,22 +64,7 @@ pub struct Handle {
     pub vlm: Arc<Mutex<Option<VlmHandle>>>,
 }
 
-/// A loaded VLM handed to [`run`], which starts its worker thread.
-#[derive(Clone)]
-pub struct SharedVlm(pub Arc<Mutex<Option<Box<dyn VisionLanguageModel>>>>);
-
-impl SharedVlm {
-    pub fn new(model: Box<dyn VisionLanguageModel>) -> Self {
-        SharedVlm(Arc::new(Mutex::new(Some(model))))
-    }
-}
-
-impl std::fmt::Debug for SharedVlm {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedVlm")
-    }
-}
-
+/// How one call to [`run`] behaves beyond what the config says.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Stop after this many frames have been captured.
@@ -282,33 +88,13 @@ pub struct Summary {
     pub wall_s: f64,
 }
 
-#[derive(Default)]
-struct Counters {
-    captured: AtomicU64,
-    dropped: AtomicU64,
-    bad: AtomicU64,
-    processed: AtomicU64,
-    detect_errors: AtomicU64,
-    outputs_dropped: AtomicU64,
-    publish: PublishAcc,
-}
-
+/// One frame's detections on their way to the scene thread.
 struct DetResult {
     frame_id: u64,
     ts: f64,
-    captured_at: Instant,
     image: Arc<RgbImage>,
     detections: Vec<Detection>,
-    capture_ms: f64,
-    queue_ms: f64,
-    timings: crate::detect::Timings,
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    times: FrameTimes,
 }
 
 /// Run until the source ends, `max_frames` is reached or `handle.stop` is set.
@@ -406,12 +192,14 @@ pub fn run(
                                 let r = DetResult {
                                     frame_id: frame.id,
                                     ts: frame.ts,
-                                    captured_at: c.at,
                                     image: Arc::new(frame.image),
                                     detections,
-                                    capture_ms: c.capture_ms,
-                                    queue_ms,
-                                    timings: det.last_timings(),
+                                    times: FrameTimes {
+                                        captured_at: c.at,
+                                        capture_ms: c.capture_ms,
+                                        queue_ms,
+                                        detect: det.last_timings(),
+                                    },
                                 };
                                 if tx.send(r).is_err() {
                                     return;
@@ -431,10 +219,7 @@ pub fn run(
     drop(det_tx);
 
     // The VLM worker, fed by the scene thread and by commands; it publishes through `out_tx`.
-    let vlm = match opts
-        .vlm
-        .and_then(|m| m.0.lock().ok().and_then(|mut m| m.take()))
-    {
+    let vlm = match opts.vlm.and_then(|m| m.take()) {
         Some(model) => {
             let tx = out_tx.clone();
             let emit = Box::new(move |o: WorkerOutput| {
@@ -663,7 +448,7 @@ fn scene_loop(
                 v.describe(frame(), d.peek(r.frame_id, r.ts, &tracks), None, t, None);
             }
         }
-        window.add(&r, analyse_start.elapsed());
+        window.add(&r.times, analyse_start.elapsed());
         if let Ok(mut l) = handle.latest.lock() {
             *l = Some(Latest {
                 frame_id: r.frame_id,
@@ -704,110 +489,12 @@ fn scene_loop(
     send(Output::Stats(s), false);
 }
 
-#[derive(Default)]
-struct StatsWindow {
-    n: u64,
-    latency: f64,
-    inference: f64,
-    capture: StageAcc,
-    queue: StageAcc,
-    pre: StageAcc,
-    infer: StageAcc,
-    post: StageAcc,
-    analyse: StageAcc,
-}
-
-impl StatsWindow {
-    fn add(&mut self, r: &DetResult, analyse: Duration) {
-        self.n += 1;
-        self.latency += r.captured_at.elapsed().as_secs_f64() * 1e3;
-        self.inference += r.timings.inference_ms;
-        self.capture.add(r.capture_ms);
-        self.queue.add(r.queue_ms);
-        self.pre.add(r.timings.preprocess_ms);
-        self.infer.add(r.timings.inference_ms);
-        self.post.add(r.timings.postprocess_ms);
-        self.analyse.add(analyse.as_secs_f64() * 1e3);
-    }
-    fn take(
-        &mut self,
-        camera: &str,
-        c: &Counters,
-        started: Instant,
-        (tracks, queue_depth): (usize, usize),
-        (events, alerts): (u64, u64),
-        window: Duration,
-    ) -> Stats {
-        let n = self.n.max(1) as f64;
-        let s = Stats {
-            camera: camera.to_string(),
-            ts: unix_now(),
-            uptime_s: started.elapsed().as_secs_f64(),
-            frames_captured: c.captured.load(Ordering::Relaxed),
-            frames_processed: c.processed.load(Ordering::Relaxed),
-            frames_dropped: c.dropped.load(Ordering::Relaxed),
-            bad_frames: c.bad.load(Ordering::Relaxed),
-            detect_errors: c.detect_errors.load(Ordering::Relaxed),
-            fps: self.n as f64 / window.as_secs_f64().max(1e-3),
-            latency_ms: self.latency / n,
-            inference_ms: self.inference / n,
-            stages: StageTimes {
-                capture: self.capture.take(),
-                queue: self.queue.take(),
-                preprocess: self.pre.take(),
-                inference: self.infer.take(),
-                postprocess: self.post.take(),
-                analyse: self.analyse.take(),
-                publish: c.publish.take(),
-            },
-            queue_depth,
-            tracks,
-            events,
-            alerts,
-            outputs_dropped: c.outputs_dropped.load(Ordering::Relaxed),
-            temperature_c: board_temperature(),
-        };
-        *self = StatsWindow::default();
-        s
-    }
-}
-
-/// SoC temperature where the board exposes it (Raspberry Pi, Jetson: thermal_zone0).
-pub fn board_temperature() -> Option<f64> {
-    let t = std::fs::read_to_string("/sys/class/thermal/thermal_zone0/temp").ok()?;
-    t.trim().parse::<f64>().ok().map(|m| m / 1000.0)
-}
-
-/// `img` with `tracks` drawn as labelled boxes, JPEG-encoded at `quality`.
-pub fn annotated_jpeg<'a>(
-    img: &RgbImage,
-    tracks: impl IntoIterator<Item = &'a Track>,
-    quality: u8,
-) -> std::result::Result<Vec<u8>, String> {
-    let mut canvas = img.clone();
-    let dets: Vec<Detection> = tracks
-        .into_iter()
-        .map(|t| Detection {
-            label: t.label.clone(),
-            class_id: t.class_id,
-            score: t.score,
-            bbox: t.bbox,
-        })
-        .collect();
-    crate::annotate::annotate(&mut canvas, &dets);
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality)
-        .encode_image(&canvas)
-        .map_err(|e| format!("encode: {e}"))?;
-    Ok(jpeg)
-}
-
 /// The alert's frame with its tracks drawn (all tracks when the alert names none).
 fn snapshot(img: &RgbImage, tracks: &[Track], alert: &Alert, camera: &str) -> Option<Snapshot> {
     let shown = tracks
         .iter()
         .filter(|t| alert.track_ids.is_empty() || alert.track_ids.contains(&t.id));
-    let jpeg = annotated_jpeg(img, shown, 80).ok()?;
+    let jpeg = crate::annotate::annotated_jpeg(img, shown, 80).ok()?;
     Some(Snapshot {
         camera: camera.to_string(),
         alert_id: alert.id.clone(),

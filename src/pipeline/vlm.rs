@@ -1,6 +1,9 @@
 //! The VLM worker: one thread that owns the model and answers jobs from the frame loop and from
 //! commands, so a generation that takes seconds never stalls detection.
 //!
+//! It lives in the pipeline, not in `vlm`, because the run's `[vlm]` config schedules it and it
+//! speaks the scene's records (alerts, descriptions); `vlm` only runs models.
+//!
 //! Jobs wait in a bounded queue. When it is full a description is skipped and an alert goes out
 //! at once as `unverified`: the frame loop never waits for the VLM, and an alert is never dropped.
 //! An alert waits at most `verify_timeout_s` plus the one generation under way (a vision encoder
@@ -8,17 +11,38 @@
 //! without running the model.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use image::RgbImage;
 
-use super::{GenerateOptions, Generation, StopReason, VisionLanguageModel};
 use crate::config::VlmConfig;
 use crate::geometry::BBox;
 use crate::scene::{Alert, SceneDescription, Verification, VerificationStatus, VlmText};
+use crate::vlm::{GenerateOptions, Generation, StopReason, VisionLanguageModel};
+
+/// A loaded VLM handed to [`super::run`], which starts its worker thread.
+#[derive(Clone)]
+pub struct SharedVlm(pub Arc<Mutex<Option<Box<dyn VisionLanguageModel>>>>);
+
+impl SharedVlm {
+    pub fn new(model: Box<dyn VisionLanguageModel>) -> Self {
+        SharedVlm(Arc::new(Mutex::new(Some(model))))
+    }
+
+    /// The model, once: the worker that takes it owns it from then on.
+    pub(crate) fn take(&self) -> Option<Box<dyn VisionLanguageModel>> {
+        self.0.lock().ok().and_then(|mut m| m.take())
+    }
+}
+
+impl std::fmt::Debug for SharedVlm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedVlm")
+    }
+}
 
 /// A frame as the VLM sees it.
 #[derive(Clone)]

@@ -1,0 +1,151 @@
+//! `lookout run`: the flags and the config file become one [`RunSettings`]; the library starts
+//! and runs everything from it. This file only picks the terminal outputs and prints the summary.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+
+use lookout::config::Config;
+use lookout::pipeline::{
+    Broker, Handle, JsonlSink, ReadableSink, RunSettings, Runtime, Sink, DEFAULT_EMBEDDED_PORT,
+};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Config file (TOML). Default: the embedded demo (samples/demo.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Board profile (boards/<NAME>.toml) under the config.
+    #[arg(long)]
+    board: Option<String>,
+    /// Frame source URI, overriding the config: v4l:///dev/video0?…, file:DIR?fps=…, video:clip.mp4, pipe:…, mjpeg+http://…
+    #[arg(long)]
+    source: Option<String>,
+    /// Model name or folder, overriding the config.
+    #[arg(long)]
+    model: Option<String>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    max_frames: Option<u64>,
+    /// Write events, alerts, descriptions and stats as JSON Lines here (`-` = stdout).
+    #[arg(long)]
+    events_out: Option<PathBuf>,
+    /// Print JSON Lines on stdout instead of readable lines.
+    #[arg(long)]
+    json: bool,
+    /// Print a summary as JSON on stdout at the end.
+    #[arg(long)]
+    summary_json: bool,
+    /// Publish over MQTT: a broker URL (mqtt://host:port, mqtts://…), `embedded` to start the
+    /// built-in broker on 127.0.0.1:1883, or `none`. Default: the config's [mqtt] table, if any.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Port for `--broker embedded`.
+    #[arg(long, default_value_t = DEFAULT_EMBEDDED_PORT)]
+    embedded_port: u16,
+    /// Store-and-forward spool file (default: the config's mqtt.spool_path).
+    #[arg(long)]
+    spool: Option<PathBuf>,
+    /// VLM folder for model-written descriptions and alert verification, overriding `[vlm] model`.
+    #[arg(long)]
+    vlm: Option<PathBuf>,
+}
+
+/// The config file (or the embedded demo) with the command line's overrides applied.
+fn config(a: &RunArgs) -> anyhow::Result<Config> {
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(Some(p), a.board.as_deref())?,
+        None => {
+            let (_dir, p) = super::demo_config_file()?;
+            Config::load(Some(&p), a.board.as_deref())?
+        }
+    };
+    if let Some(s) = &a.source {
+        cfg.camera.source = Some(s.clone());
+    }
+    if let Some(m) = &a.model {
+        cfg.detector.model = m.clone();
+    }
+    if let Some(v) = &a.vlm {
+        cfg.vlm.model = Some(v.clone());
+    }
+    Ok(cfg)
+}
+
+/// `--broker`; without it the embedded demo brings its own broker, a config file its `[mqtt]`.
+fn broker(a: &RunArgs) -> Broker {
+    match a.broker.as_deref() {
+        Some("none") => Broker::Off,
+        Some("embedded") => Broker::Embedded {
+            port: a.embedded_port,
+        },
+        Some(url) => Broker::Url(url.to_string()),
+        None if a.config.is_none() => Broker::Embedded {
+            port: a.embedded_port,
+        },
+        None => Broker::Config,
+    }
+}
+
+/// The terminal and file outputs; MQTT is added by the library, ahead of them.
+fn sinks(a: &RunArgs) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let events_to_stdout = a.events_out.as_deref() == Some(Path::new("-"));
+    match &a.events_out {
+        Some(_) if events_to_stdout => {
+            sinks.push(Box::new(JsonlSink::new(std::io::stdout(), true)))
+        }
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
+            sinks.push(Box::new(JsonlSink::new(std::io::BufWriter::new(f), true)));
+        }
+        None => {}
+    }
+    if a.json {
+        if !events_to_stdout {
+            sinks.push(Box::new(JsonlSink::new(std::io::stdout(), true)));
+        }
+    } else if !a.summary_json {
+        sinks.push(Box::new(ReadableSink::new(std::io::stdout())));
+    }
+    Ok(sinks)
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let settings = RunSettings {
+        config: config(&a)?,
+        max_frames: a.max_frames,
+        broker: broker(&a),
+        spool: a.spool.clone(),
+    };
+    let sinks = sinks(&a)?;
+    let handle = Handle::default();
+    {
+        let stop = handle.stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("stopping (Ctrl-C again to exit at once)");
+        })?;
+    }
+    let runtime = Runtime::start(settings, handle, Box::new(|line| eprintln!("{line}")))?;
+    let summary = runtime.run(sinks)?;
+    if a.summary_json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    eprintln!(
+        "done: {} frames in {:.1} s ({:.1} fps), {} events, {} alerts, {} descriptions, {} dropped, {} bad",
+        summary.frames_processed,
+        summary.wall_s,
+        summary.frames_processed as f64 / summary.wall_s.max(1e-9),
+        summary.events,
+        summary.alerts,
+        summary.descriptions,
+        summary.frames_dropped,
+        summary.bad_frames
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,167 @@
+//! A whole run started from one [`RunSettings`]: the frame source, the detector workers, MQTT and
+//! the VLM, then the frame loop, then an orderly MQTT shutdown.
+//!
+//! `lookout run` fills the settings from its flags and config file; everything that follows from
+//! them happens here, so the binary never wires run-time parts itself.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::mqtt::{Broker, MqttRuntime};
+use super::sinks::{MqttSink, Sink};
+use super::vlm::SharedVlm;
+use super::{Handle, RunOptions, Summary};
+use crate::capture::FrameSource;
+use crate::config::{Config, VlmConfig};
+use crate::detect::{Detector, DetectorOptions, ModelDetector};
+use crate::error::{Error, Result};
+
+/// What to run: the config (with any overrides already applied) and the run-time choices that
+/// are not part of it.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub config: Config,
+    /// Stop after this many frames have been captured.
+    pub max_frames: Option<u64>,
+    /// Where to publish.
+    pub broker: Broker,
+    /// Store-and-forward spool file, overriding `mqtt.spool_path`.
+    pub spool: Option<PathBuf>,
+}
+
+/// Receives one line for people per thing started or stopped; `lookout run` prints them on
+/// stderr, an embedding program may log them or drop them.
+pub type Notify = Box<dyn FnMut(&str) + Send>;
+
+/// A started run: source open, detectors and VLM loaded, MQTT connected; [`Runtime::run`] runs it.
+pub struct Runtime {
+    cfg: Config,
+    source: Box<dyn FrameSource>,
+    detectors: Vec<Box<dyn Detector>>,
+    opts: RunOptions,
+    mqtt: Option<MqttRuntime>,
+    handle: Handle,
+    notify: Notify,
+}
+
+impl Runtime {
+    /// Opens the source, loads `detector.workers` detectors, starts MQTT and loads the VLM, in
+    /// that order, so a bad source or model fails before anything is published. `handle` is
+    /// how the caller stops the run (its `stop` flag) and sees its latest frame.
+    pub fn start(settings: RunSettings, handle: Handle, mut notify: Notify) -> Result<Runtime> {
+        let RunSettings {
+            config: cfg,
+            max_frames,
+            broker,
+            spool,
+        } = settings;
+        let uri = cfg.source();
+        let source = crate::capture::open(&uri)?;
+        let manifest = crate::models::find(&cfg.detector.model)?;
+        let opts = DetectorOptions {
+            threads: cfg.detector.threads,
+            conf: cfg.detector.conf,
+            iou: cfg.detector.iou,
+        };
+        let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+        for _ in 0..cfg.detector.workers {
+            detectors.push(Box::new(ModelDetector::load(manifest.clone(), &opts)?));
+        }
+        let mqtt = MqttRuntime::start(&broker, spool.as_deref(), &cfg, &handle, &mut *notify)?;
+        notify(&format!(
+            "lookout run: {} on {} ({} worker(s) × {} thread(s)){}",
+            manifest.model.name,
+            uri,
+            cfg.detector.workers,
+            cfg.detector.threads,
+            cfg.board
+                .as_ref()
+                .map(|b| format!(", board {b}"))
+                .unwrap_or_default()
+        ));
+        let vlm = load_vlm(&cfg.vlm, &mut *notify)?;
+        Ok(Runtime {
+            opts: RunOptions {
+                max_frames,
+                drop_oldest: is_live(&uri),
+                vlm,
+            },
+            cfg,
+            source,
+            detectors,
+            mqtt,
+            handle,
+            notify,
+        })
+    }
+
+    /// Runs the frame loop until the source ends, `max_frames` or the handle's stop flag; the
+    /// records go to MQTT (when started) and then to `sinks`. MQTT is drained and stopped after.
+    pub fn run(self, sinks: Vec<Box<dyn Sink>>) -> Result<Summary> {
+        let Runtime {
+            cfg,
+            source,
+            detectors,
+            opts,
+            mqtt,
+            handle,
+            mut notify,
+        } = self;
+        // MQTT first: a record is in the store-and-forward spool before any log line reports it.
+        let mut all: Vec<Box<dyn Sink>> = Vec::with_capacity(sinks.len() + 1);
+        if let Some(m) = &mqtt {
+            all.push(Box::new(MqttSink::new(m.publisher.handle())));
+        }
+        all.extend(sinks);
+        let summary = super::run(&cfg, source, detectors, all, opts, handle)?;
+        if let Some(m) = mqtt {
+            m.stop(&mut *notify);
+        }
+        Ok(summary)
+    }
+}
+
+/// Live sources drop the oldest frame when detection is behind; recorded ones wait for it.
+fn is_live(uri: &str) -> bool {
+    uri.starts_with("v4l:") || uri.starts_with("mjpeg+http:")
+}
+
+/// The `[vlm] model`, loaded, when one is configured.
+fn load_vlm(c: &VlmConfig, notify: &mut dyn FnMut(&str)) -> Result<Option<SharedVlm>> {
+    let Some(dir) = &c.model else {
+        return Ok(None);
+    };
+    let variant: crate::vlm::Variant = c
+        .variant
+        .parse()
+        .map_err(|e| Error::Other(format!("vlm.variant '{}': {e}", c.variant)))?;
+    let t = Instant::now();
+    let m = crate::vlm::load(dir, variant, c.threads)
+        .map_err(|e| Error::Other(format!("vlm.model {}: {e}", dir.display())))?;
+    notify(&format!(
+        "vlm: {} from {} in {:.1} s ({:?} schedule{})",
+        m.name(),
+        dir.display(),
+        t.elapsed().as_secs_f64(),
+        c.schedule,
+        if c.verify_alerts {
+            ", verifying alerts"
+        } else {
+            ""
+        }
+    ));
+    Ok(Some(SharedVlm::new(m)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_cameras_and_streams_are_live() {
+        assert!(is_live("v4l:///dev/video0"));
+        assert!(is_live("mjpeg+http://cam/stream"));
+        assert!(!is_live("file:samples/vtest?fps=10"));
+        assert!(!is_live("video:clip.mp4"));
+    }
+}
