@@ -8,6 +8,8 @@
 //! where tract's `i32` addition would wrap. NaN gives the zero point, as in tract.
 
 use tract_core::internal::*;
+
+use super::pass::{GraphPass, Stage};
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_core::ops::quant::{QuantizeLinearI8, QuantizeLinearU8};
 
@@ -117,7 +119,25 @@ pub fn round_ties_even_nonneg(x: f32) -> f32 {
 }
 
 /// Replace tract's `QuantizeLinear` nodes that quantize f32; returns how many.
-pub fn replace_quantize(model: &mut TypedModel) -> usize {
+/// Swaps f32 `QuantizeLinear` (tract's element-wise op) for [`FastQuantize`].
+pub struct FastQuantizePass;
+
+impl GraphPass for FastQuantizePass {
+    fn name(&self) -> &'static str {
+        "FastQuantize"
+    }
+    fn replaces(&self) -> &'static str {
+        "QuantizeLinear"
+    }
+    fn stage(&self) -> Stage {
+        Stage::AfterOptimise
+    }
+    fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
+        Ok(replace_quantize(model))
+    }
+}
+
+fn replace_quantize(model: &mut TypedModel) -> usize {
     let targets: Vec<(usize, FastQuantize)> = model
         .nodes()
         .iter()

@@ -12,6 +12,8 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use tract_core::internal::*;
+
+use super::pass::{GraphPass, Stage};
 use tract_core::ops::array::Topk;
 use tract_core::tract_data::itertools::Itertools;
 use tract_ndarray::{ArrayViewD, ArrayViewMutD, Axis};
@@ -162,7 +164,25 @@ fn select_lanes(
 }
 
 /// Replace every tract `Topk` node of an optimised model by [`SelectTopk`]. Returns how many.
-pub fn replace_topk(model: &mut TypedModel) -> usize {
+/// Swaps tract's `Topk` for [`SelectTopk`].
+pub struct SelectTopkPass;
+
+impl GraphPass for SelectTopkPass {
+    fn name(&self) -> &'static str {
+        "SelectTopk"
+    }
+    fn replaces(&self) -> &'static str {
+        "TopK"
+    }
+    fn stage(&self) -> Stage {
+        Stage::AfterOptimise
+    }
+    fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
+        Ok(replace_topk(model))
+    }
+}
+
+fn replace_topk(model: &mut TypedModel) -> usize {
     let mut n = 0;
     for node in model.nodes_mut() {
         if let Some(topk) = node.op_as::<Topk>() {
