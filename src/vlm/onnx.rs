@@ -17,11 +17,14 @@ pub(crate) fn load_graph(
     load_graph_with(path, opts, &|_| Ok(specs.to_vec()))
 }
 
+/// Chooses the input facts of a graph from the inputs its file declares.
+pub(crate) type SpecsFor<'a> = dyn Fn(&[DeclaredInput]) -> Result<Vec<InputSpec>, VlmError> + 'a;
+
 /// Like [`load_graph`], with the input facts chosen once the file's declared inputs are known.
 pub(crate) fn load_graph_with(
     path: &Path,
     opts: &SessionOptions,
-    specs: &dyn Fn(&[DeclaredInput]) -> Result<Vec<InputSpec>, VlmError>,
+    specs: &SpecsFor<'_>,
 ) -> Result<Session, VlmError> {
     if !path.is_file() {
         return Err(VlmError::Load {
