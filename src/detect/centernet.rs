@@ -1,8 +1,6 @@
 //! CenterNet with in-graph decoding: `[1, K, 6]` rows of x1,y1,x2,y2,score,class (top-K).
 
-use super::decode::{
-    first_output, output, wrong_shape, DecodeError, Decoder, InputGeom, RawDetection,
-};
+use super::decode::{expect_first, output, DecodeError, Decoder, InputGeom, RawDetection};
 use super::manifest::Manifest;
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
@@ -25,15 +23,7 @@ impl CenterNet {
 
 impl Decoder for CenterNet {
     fn check(&self, outputs: &[TensorInfo], _num_labels: usize) -> Result<(), DecodeError> {
-        let o = first_output(outputs)?;
-        if !o.shape.is_empty() && (o.shape.len() != 3 || o.shape[2] != 6) {
-            return Err(wrong_shape(
-                format!("output '{}'", o.name),
-                &o.shape,
-                "[1, K, 6]",
-            ));
-        }
-        Ok(())
+        expect_first(outputs, 3, 2, 6, "[1, K, 6]")
     }
 
     fn decode(

@@ -101,6 +101,28 @@ pub fn wrong_shape(what: impl Into<String>, got: &[usize], want: impl Into<Strin
     }
 }
 
+/// The first output has rank `rank` and `want` at `axis`, or an unknown shape (tract could not
+/// resolve it; the decoder then checks the real outputs at run time). `pattern` is what the
+/// error shows as expected, e.g. `[1, K, 6]`.
+pub fn expect_first(
+    outputs: &[TensorInfo],
+    rank: usize,
+    axis: usize,
+    want: usize,
+    pattern: impl Into<String>,
+) -> Result<(), DecodeError> {
+    let o = first_output(outputs)?;
+    if o.shape.is_empty() || (o.shape.len() == rank && o.shape[axis] == want) {
+        Ok(())
+    } else {
+        Err(wrong_shape(
+            format!("output '{}'", o.name),
+            &o.shape,
+            pattern,
+        ))
+    }
+}
+
 /// `got` equals `want`, or is unknown (empty: tract could not resolve it).
 pub fn expect_shape(what: &str, got: &[usize], want: &[usize]) -> Result<(), DecodeError> {
     if got.is_empty() || got == want {

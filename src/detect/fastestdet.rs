@@ -2,7 +2,7 @@
 //! (tanh), 3–4 size as a fraction of the input (sigmoid), then class probabilities.
 
 use super::decode::{
-    argmax, first_output, output, sigmoid, wrong_shape, DecodeError, Decoder, InputGeom,
+    argmax, expect_first, output, sigmoid, wrong_shape, DecodeError, Decoder, InputGeom,
     RawDetection,
 };
 use crate::engine::{Outputs, TensorInfo};
@@ -20,15 +20,8 @@ impl FastestDet {
 
 impl Decoder for FastestDet {
     fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
-        let o = first_output(outputs)?;
-        if !o.shape.is_empty() && (o.shape.len() != 4 || o.shape[1] != 5 + num_labels) {
-            return Err(wrong_shape(
-                format!("output '{}'", o.name),
-                &o.shape,
-                format!("[1, {}, G, G]", 5 + num_labels),
-            ));
-        }
-        Ok(())
+        let ch = 5 + num_labels;
+        expect_first(outputs, 4, 1, ch, format!("[1, {ch}, G, G]"))
     }
 
     fn decode(

@@ -2,7 +2,7 @@
 //! class scores already sigmoid, no objectness.
 
 use super::decode::{
-    first_output, output, wrong_shape, DecodeError, Decoder, InputGeom, RawDetection,
+    expect_first, output, wrong_shape, DecodeError, Decoder, InputGeom, RawDetection,
 };
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
@@ -19,15 +19,8 @@ impl Yolov8 {
 
 impl Decoder for Yolov8 {
     fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
-        let o = first_output(outputs)?;
-        if !o.shape.is_empty() && (o.shape.len() != 3 || o.shape[1] != 4 + num_labels) {
-            return Err(wrong_shape(
-                format!("output '{}'", o.name),
-                &o.shape,
-                format!("[1, {}, N]", 4 + num_labels),
-            ));
-        }
-        Ok(())
+        let ch = 4 + num_labels;
+        expect_first(outputs, 3, 1, ch, format!("[1, {ch}, N]"))
     }
 
     fn decode(

@@ -19,9 +19,31 @@ pub trait GraphPass {
     fn name(&self) -> &'static str;
     /// What it replaces, for the log line: "quantized Conv", "TopK", ….
     fn replaces(&self) -> &'static str;
-    fn stage(&self) -> Stage;
+    /// Most passes swap one op for another on the final plan.
+    fn stage(&self) -> Stage {
+        Stage::AfterOptimise
+    }
     /// Swaps every node it recognises; returns how many.
     fn run(&self, model: &mut TypedModel) -> TractResult<usize>;
+}
+
+/// Replaces, in place, the op of every node for which `swap` gives a new one: same inputs, same
+/// outputs, so nothing else in the graph changes. Returns how many nodes were swapped.
+pub fn swap_ops(
+    model: &mut TypedModel,
+    swap: impl Fn(&TypedModel, &TypedNode) -> Option<Box<dyn TypedOp>>,
+) -> usize {
+    // Decided on the whole graph first: `swap` may look at other nodes' facts.
+    let swaps: Vec<(usize, Box<dyn TypedOp>)> = model
+        .nodes()
+        .iter()
+        .filter_map(|node| Some((node.id, swap(model, node)?)))
+        .collect();
+    let n = swaps.len();
+    for (id, op) in swaps {
+        model.node_mut(id).op = op;
+    }
+    n
 }
 
 /// What the passes swapped in: node counts per pass, in the order they ran.

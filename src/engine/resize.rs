@@ -11,7 +11,7 @@
 
 use tract_core::internal::*;
 
-use super::pass::{GraphPass, Stage};
+use super::pass::{swap_ops, GraphPass};
 use tract_core::ops::nn::resize::{resample_axis, AxisPlan, Resize};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -141,25 +141,12 @@ impl GraphPass for PlannedResizePass {
     fn replaces(&self) -> &'static str {
         "Resize"
     }
-    fn stage(&self) -> Stage {
-        Stage::AfterOptimise
-    }
     fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
-        Ok(replace_resize(model))
+        Ok(swap_ops(model, |_, node| {
+            let inner = node.op_as::<Resize>()?.clone();
+            Some(Box::new(PlannedResize { inner }))
+        }))
     }
-}
-
-fn replace_resize(model: &mut TypedModel) -> usize {
-    let mut n = 0;
-    for node in model.nodes_mut() {
-        if let Some(resize) = node.op_as::<Resize>() {
-            node.op = Box::new(PlannedResize {
-                inner: resize.clone(),
-            });
-            n += 1;
-        }
-    }
-    n
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::collections::BinaryHeap;
 
 use tract_core::internal::*;
 
-use super::pass::{GraphPass, Stage};
+use super::pass::{swap_ops, GraphPass};
 use tract_core::ops::array::Topk;
 use tract_core::tract_data::itertools::Itertools;
 use tract_ndarray::{ArrayViewD, ArrayViewMutD, Axis};
@@ -174,25 +174,12 @@ impl GraphPass for SelectTopkPass {
     fn replaces(&self) -> &'static str {
         "TopK"
     }
-    fn stage(&self) -> Stage {
-        Stage::AfterOptimise
-    }
     fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
-        Ok(replace_topk(model))
+        Ok(swap_ops(model, |_, node| {
+            let inner = node.op_as::<Topk>()?.clone();
+            Some(Box::new(SelectTopk { inner }))
+        }))
     }
-}
-
-fn replace_topk(model: &mut TypedModel) -> usize {
-    let mut n = 0;
-    for node in model.nodes_mut() {
-        if let Some(topk) = node.op_as::<Topk>() {
-            node.op = Box::new(SelectTopk {
-                inner: topk.clone(),
-            });
-            n += 1;
-        }
-    }
-    n
 }
 
 #[cfg(test)]
