@@ -65,7 +65,7 @@ fn main() -> Result<()> {
         })
     };
     let pix = m.pixel_values(&img);
-    let ids = m.text().prompt_ids("<CAPTION>")?;
+    let ids = m.prompt_ids("<CAPTION>")?;
 
     let (mut vision, mut encoder, mut first, mut per_token) = (vec![], vec![], vec![], vec![]);
     let mut generated = Vec::new();
@@ -78,9 +78,13 @@ fn main() -> Result<()> {
         encoder.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         let mut first_ms = None;
-        let (trace, decode, steps) = m.decode_greedy(&enc, tokens, false, &mut |_| {
+        let opts = lookout::vlm::GenerateOptions {
+            max_new_tokens: tokens,
+            time_budget: None,
+        };
+        let (trace, decode, steps) = m.decode_greedy(&enc, &opts, t, false, &mut |_| {
             first_ms.get_or_insert(t.elapsed().as_secs_f64() * 1e3);
-            Ok(true)
+            Ok(())
         })?;
         first.push(first_ms.unwrap_or(f64::NAN));
         if steps > 0 {

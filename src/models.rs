@@ -26,43 +26,68 @@ pub fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// Why [`find`] found no detector: the CLI can list what is installed, or suggest a download.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    /// No model folder holds a `model.toml` by that name.
+    #[error("model '{name}' not found (looked in {}); installed: {}", shown(looked_in), if installed.is_empty() { "none".to_string() } else { installed.join(", ") })]
+    NotFound {
+        name: String,
+        looked_in: Vec<PathBuf>,
+        installed: Vec<String>,
+    },
+    /// The folder holds another kind of model (`[model] kind = "embedding"`).
+    #[error("{}: model.kind: this model is not a detector", path.display())]
+    NotADetector { path: PathBuf },
+    /// The manifest is there but does not load.
+    #[error(transparent)]
+    Manifest(#[from] Error),
+}
+
+fn shown(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// For callers that carry the library's one error type.
+impl From<FindError> for Error {
+    fn from(e: FindError) -> Error {
+        match e {
+            FindError::NotADetector { path } => {
+                Error::manifest(path, "model.kind", "this model is not a detector")
+            }
+            FindError::Manifest(e) => e,
+            not_found => Error::Other(not_found.to_string()),
+        }
+    }
+}
+
 /// Resolve a model name or path to its manifest.
-pub fn find(name_or_path: &str) -> Result<Manifest> {
+pub fn find(name_or_path: &str) -> std::result::Result<Manifest, FindError> {
     let p = Path::new(name_or_path);
     if p.is_file() || p.join("model.toml").is_file() {
-        return Manifest::load(p);
+        return Ok(Manifest::load(p)?);
     }
     for dir in search_dirs() {
         let candidate = dir.join(name_or_path).join("model.toml");
         if candidate.is_file() {
             if !is_detector(&candidate) {
-                return Err(Error::manifest(
-                    &candidate,
-                    "model.kind",
-                    "this model is not a detector",
-                ));
+                return Err(FindError::NotADetector { path: candidate });
             }
-            return Manifest::load(&candidate);
+            return Ok(Manifest::load(&candidate)?);
         }
     }
-    let known: Vec<String> = list()
-        .into_iter()
-        .filter_map(|r| r.ok())
-        .map(|m| m.model.name)
-        .collect();
-    Err(Error::Other(format!(
-        "model '{name_or_path}' not found (looked in {}); installed: {}",
-        search_dirs()
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        if known.is_empty() {
-            "none".into()
-        } else {
-            known.join(", ")
-        }
-    )))
+    Err(FindError::NotFound {
+        name: name_or_path.to_string(),
+        looked_in: search_dirs(),
+        installed: list()
+            .into_iter()
+            .filter_map(|r| r.ok())
+            .map(|m| m.model.name)
+            .collect(),
+    })
 }
 
 /// Every manifest in the search folders (first occurrence of a name wins), with errors for the

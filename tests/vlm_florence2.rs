@@ -9,6 +9,7 @@ use std::time::Duration;
 use lookout::vlm::florence2::{
     self, parse_task_output_with, resize_bicubic, Florence2, LabelledBox, TaskOutput,
 };
+use lookout::vlm::tokenize::Tokenizer;
 use lookout::vlm::{GenerateOptions, StopReason, VisionLanguageModel, VlmError};
 use serde_json::Value;
 
@@ -112,7 +113,7 @@ fn fp32_stages_match_transformers() {
     println!("image_features {shape:?}: max |diff| {d:.2e}");
     assert!(d <= TOL_F32);
 
-    let prompt_ids = m.text().prompt_ids(&prompt(case0)).unwrap();
+    let prompt_ids = m.prompt_ids(&prompt(case0)).unwrap();
     assert_eq!(prompt_ids, ids(&case0["input_ids"]));
     let enc = m.encode(&feats, &prompt_ids).unwrap();
     let (shape, want) = read_f32(&case0["encoder_output"]);
@@ -132,11 +133,7 @@ fn fp32_greedy_tokens_and_logits_match_transformers() {
     let img = image();
     for case in r["cases"].as_array().unwrap() {
         let p = prompt(case);
-        assert_eq!(
-            m.text().prompt_ids(&p).unwrap(),
-            ids(&case["input_ids"]),
-            "{p}"
-        );
+        assert_eq!(m.prompt_ids(&p).unwrap(), ids(&case["input_ids"]), "{p}");
         let mut streamed = String::new();
         let (gen, trace) = m
             .run(&img, &p, &opts(max_new), true, &mut |s| {
@@ -456,15 +453,15 @@ fn florence2_is_a_send_vision_language_model() {
 #[test]
 fn streaming_holds_back_half_characters() {
     // Byte-level BPE splits "é" (two bytes) over tokens this small vocabulary has no merge for.
-    let codec = florence2::TextCodec::load(&fixture()).unwrap();
-    let ids = codec.prompt_ids("café crème<loc_5>").unwrap();
+    let tok = Tokenizer::load(&fixture().join("tokenizer.json")).unwrap();
+    let ids = florence2::prompt_ids(&tok, "café crème<loc_5>").unwrap();
     let body = &ids[1..ids.len() - 1];
-    let mut s = florence2::Streamer::default();
+    let mut s = florence2::text_stream();
     let mut pieces = Vec::new();
-    for n in 1..=body.len() {
-        pieces.push(s.push(&codec, &body[..n]).unwrap());
+    for &id in body {
+        pieces.push(s.push(&tok, id).unwrap());
     }
-    pieces.push(s.finish(&codec, body).unwrap());
+    pieces.push(s.finish(&tok).unwrap());
     assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
     assert_eq!(pieces.concat(), "café crème<loc_5>");
     assert!(

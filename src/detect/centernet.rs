@@ -1,8 +1,7 @@
 //! CenterNet with in-graph decoding: `[1, K, 6]` rows of x1,y1,x2,y2,score,class (top-K).
 
-use super::decode::{output, Decoder, InputGeom};
+use super::decode::{expect_first, output, DecodeError, Decoder, InputGeom, RawDetection};
 use super::manifest::Manifest;
-use super::RawDetection;
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
 
@@ -23,15 +22,8 @@ impl CenterNet {
 }
 
 impl Decoder for CenterNet {
-    fn check(&self, outputs: &[TensorInfo], _num_labels: usize) -> Result<(), String> {
-        let o = outputs.first().ok_or("model has no output")?;
-        if !o.shape.is_empty() && (o.shape.len() != 3 || o.shape[2] != 6) {
-            return Err(format!(
-                "output '{}' has shape {:?}, expected [1, K, 6]",
-                o.name, o.shape
-            ));
-        }
-        Ok(())
+    fn check(&self, outputs: &[TensorInfo], _num_labels: usize) -> Result<(), DecodeError> {
+        expect_first(outputs, 3, 2, 6, "[1, K, 6]")
     }
 
     fn decode(
@@ -39,7 +31,7 @@ impl Decoder for CenterNet {
         outputs: &Outputs,
         conf: f32,
         out: &mut Vec<RawDetection>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         let o = output(outputs, 0)?;
         let (sx, sy) = if self.normalized {
             (self.geom.width as f32, self.geom.height as f32)

@@ -1,21 +1,52 @@
-//! The decoder seam: one implementation per model family turns raw outputs into candidate boxes in
-//! input-tensor pixels. Thresholding happens here (cheaply, before any box maths); NMS and the
-//! mapping back to source pixels happen in [`super::ModelDetector`].
+//! The decoder contract, and only the contract: what one model family implements to turn raw
+//! outputs into candidate boxes in input-tensor pixels, the candidate type, and the helpers the
+//! families share. It names no family; the registry in [`super`] does, so the family files import
+//! this leaf and nothing imports them back. Thresholding happens in the families (cheaply, before
+//! any box maths); NMS and the mapping back to source pixels happen in [`super::ModelDetector`].
 
-use super::manifest::{Family, Manifest};
-use super::RawDetection;
-use crate::engine::{Outputs, TensorInfo};
+use crate::engine::{OutView, Outputs, TensorInfo};
+use crate::geometry::BBox;
+
+/// A candidate before labelling and mapping back: input-tensor pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawDetection {
+    pub class_id: usize,
+    pub score: f32,
+    pub bbox: BBox,
+}
+
+/// Why a family cannot read a model's outputs. At load time any kind means the manifest and the
+/// model disagree; at run time it means the graph produced something its own facts did not say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The output at `index` is absent (the model has `count`).
+    #[error("model produced {count} outputs, output #{index} is missing")]
+    NoOutput { index: usize, count: usize },
+    /// An output the family needs, by role (`boxes`, `scores`, …), is absent.
+    #[error("{0} output missing")]
+    Missing(&'static str),
+    /// An output is there with the wrong shape; `want` is the pattern, e.g. `[1, N, 4]`.
+    #[error("{what} has shape {got:?}, expected {want}")]
+    Shape {
+        what: String,
+        got: Vec<usize>,
+        want: String,
+    },
+    /// No output has the shape a role needs (families that match outputs by shape).
+    #[error("no output of shape {want} ({role})")]
+    Unmatched { want: String, role: String },
+}
 
 pub trait Decoder: Send + Sync {
     /// Check the model's real output shapes against what this family and the manifest expect.
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), String>;
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError>;
     /// Append candidates with score ≥ `conf` to `out`.
     fn decode(
         &self,
         outputs: &Outputs,
         conf: f32,
         out: &mut Vec<RawDetection>,
-    ) -> Result<(), String>;
+    ) -> Result<(), DecodeError>;
     /// True when the graph already ran NMS (the detector then only thresholds and caps).
     fn builtin_nms(&self) -> bool {
         false
@@ -27,22 +58,6 @@ pub trait Decoder: Send + Sync {
 pub struct InputGeom {
     pub width: usize,
     pub height: usize,
-}
-
-pub fn build(m: &Manifest) -> Result<Box<dyn Decoder>, String> {
-    let (h, w) = m.input_hw();
-    let geom = InputGeom {
-        width: w,
-        height: h,
-    };
-    Ok(match m.model.family {
-        Family::Yolox => Box::new(super::yolox::Yolox::new(m, geom)),
-        Family::Fastestdet => Box::new(super::fastestdet::FastestDet::new(geom)),
-        Family::Nanodet => Box::new(super::nanodet::NanoDet::new(m, geom)?),
-        Family::Centernet => Box::new(super::centernet::CenterNet::new(m, geom)),
-        Family::Yolov8 => Box::new(super::yolov8::Yolov8::new(geom)),
-        Family::Ssd => Box::new(super::ssd::Ssd::new(m, geom)),
-    })
 }
 
 /// Index and value of the largest element.
@@ -63,15 +78,56 @@ pub fn sigmoid(x: f32) -> f32 {
 }
 
 /// Fetch output `i` or say which one is missing.
-pub fn output<'a>(o: &'a Outputs, i: usize) -> Result<crate::engine::OutView<'a>, String> {
-    o.get(i)
-        .ok_or_else(|| format!("model produced {} outputs, output #{i} is missing", o.len()))
+pub fn output(o: &Outputs, i: usize) -> Result<OutView<'_>, DecodeError> {
+    o.get(i).ok_or(DecodeError::NoOutput {
+        index: i,
+        count: o.len(),
+    })
 }
 
-pub fn expect_shape(what: &str, got: &[usize], want: &[usize]) -> Result<(), String> {
+/// The first declared output, which single-output families read.
+pub fn first_output(outputs: &[TensorInfo]) -> Result<&TensorInfo, DecodeError> {
+    outputs
+        .first()
+        .ok_or(DecodeError::NoOutput { index: 0, count: 0 })
+}
+
+/// A shape error for output `o`, expected `want` (a pattern such as `[1, K, 6]`).
+pub fn wrong_shape(what: impl Into<String>, got: &[usize], want: impl Into<String>) -> DecodeError {
+    DecodeError::Shape {
+        what: what.into(),
+        got: got.to_vec(),
+        want: want.into(),
+    }
+}
+
+/// The first output has rank `rank` and `want` at `axis`, or an unknown shape (tract could not
+/// resolve it; the decoder then checks the real outputs at run time). `pattern` is what the
+/// error shows as expected, e.g. `[1, K, 6]`.
+pub fn expect_first(
+    outputs: &[TensorInfo],
+    rank: usize,
+    axis: usize,
+    want: usize,
+    pattern: impl Into<String>,
+) -> Result<(), DecodeError> {
+    let o = first_output(outputs)?;
+    if o.shape.is_empty() || (o.shape.len() == rank && o.shape[axis] == want) {
+        Ok(())
+    } else {
+        Err(wrong_shape(
+            format!("output '{}'", o.name),
+            &o.shape,
+            pattern,
+        ))
+    }
+}
+
+/// `got` equals `want`, or is unknown (empty: tract could not resolve it).
+pub fn expect_shape(what: &str, got: &[usize], want: &[usize]) -> Result<(), DecodeError> {
     if got.is_empty() || got == want {
         Ok(())
     } else {
-        Err(format!("{what} has shape {got:?}, expected {want:?}"))
+        Err(wrong_shape(what, got, format!("{want:?}")))
     }
 }

@@ -1,8 +1,10 @@
 //! FastestDet: one `[1, 5+C, G, G]` map at stride 16. Channel 0 objectness, 1–2 centre offsets
 //! (tanh), 3–4 size as a fraction of the input (sigmoid), then class probabilities.
 
-use super::decode::{argmax, output, sigmoid, Decoder, InputGeom};
-use super::RawDetection;
+use super::decode::{
+    argmax, expect_first, output, sigmoid, wrong_shape, DecodeError, Decoder, InputGeom,
+    RawDetection,
+};
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
 
@@ -17,17 +19,9 @@ impl FastestDet {
 }
 
 impl Decoder for FastestDet {
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), String> {
-        let o = outputs.first().ok_or("model has no output")?;
-        if !o.shape.is_empty() && (o.shape.len() != 4 || o.shape[1] != 5 + num_labels) {
-            return Err(format!(
-                "output '{}' has shape {:?}, expected [1, {}, G, G]",
-                o.name,
-                o.shape,
-                5 + num_labels
-            ));
-        }
-        Ok(())
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
+        let ch = 5 + num_labels;
+        expect_first(outputs, 4, 1, ch, format!("[1, {ch}, G, G]"))
     }
 
     fn decode(
@@ -35,13 +29,13 @@ impl Decoder for FastestDet {
         outputs: &Outputs,
         conf: f32,
         out: &mut Vec<RawDetection>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         let o = output(outputs, 0)?;
         let &[_, ch, gh, gw] = o.shape else {
-            return Err(format!("output shape {:?} is not [1, C, H, W]", o.shape));
+            return Err(wrong_shape("output", o.shape, "[1, C, H, W]"));
         };
         if ch < 6 {
-            return Err(format!("output shape {:?} has too few channels", o.shape));
+            return Err(wrong_shape("output", o.shape, "[1, 5+C, H, W] with C ≥ 1"));
         }
         let plane = gh * gw;
         let at = |c: usize, i: usize| o.data[c * plane + i];

@@ -2,16 +2,19 @@
 //! [`ModelDetector`] does it with any model described by a `model.toml` manifest: shared
 //! pre-processing, one decoder per family, class-aware NMS, mapping back to source pixels.
 
-pub mod centernet;
 pub mod decode;
-pub mod fastestdet;
 pub mod manifest;
-pub mod nanodet;
 pub mod nms;
 pub mod preprocess;
-pub mod ssd;
-pub mod yolov8;
-pub mod yolox;
+
+// The families: each imports only the contract in `decode` (and `manifest` for its settings);
+// `decoder_for` below is the one place that names them.
+mod centernet;
+mod fastestdet;
+mod nanodet;
+mod ssd;
+mod yolov8;
+mod yolox;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::geometry::BBox;
+pub use decode::{DecodeError, RawDetection};
+use decode::{Decoder, InputGeom};
 pub use manifest::{Family, Manifest};
 use preprocess::{Preprocessor, Transform};
 
@@ -49,14 +54,6 @@ pub(crate) mod arc_str {
     }
 }
 
-/// A candidate before labelling and mapping back: input-tensor pixels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RawDetection {
-    pub class_id: usize,
-    pub score: f32,
-    pub bbox: BBox,
-}
-
 /// Where the time of one `detect` call went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
@@ -77,6 +74,24 @@ pub trait Detector: Send {
     }
 }
 
+/// The family registry (tract's `register_all_ops`): the decoder `m.model.family` names, set up
+/// for the manifest's input geometry and decode settings.
+pub fn decoder_for(m: &Manifest) -> Box<dyn Decoder> {
+    let (h, w) = m.input_hw();
+    let geom = InputGeom {
+        width: w,
+        height: h,
+    };
+    match m.model.family {
+        Family::Yolox => Box::new(yolox::Yolox::new(m, geom)),
+        Family::Fastestdet => Box::new(fastestdet::FastestDet::new(geom)),
+        Family::Nanodet => Box::new(nanodet::NanoDet::new(m, geom)),
+        Family::Centernet => Box::new(centernet::CenterNet::new(m, geom)),
+        Family::Yolov8 => Box::new(yolov8::Yolov8::new(geom)),
+        Family::Ssd => Box::new(ssd::Ssd::new(m, geom)),
+    }
+}
+
 /// Options that override a manifest's defaults.
 #[derive(Debug, Clone, Default)]
 pub struct DetectorOptions {
@@ -89,7 +104,7 @@ pub struct ModelDetector {
     manifest: Manifest,
     engine: Engine,
     pre: Preprocessor,
-    decoder: Box<dyn decode::Decoder>,
+    decoder: Box<dyn Decoder>,
     labels: Vec<Arc<str>>,
     conf: f32,
     iou: f32,
@@ -109,8 +124,7 @@ impl std::fmt::Debug for ModelDetector {
 impl ModelDetector {
     /// Load the model a manifest describes and check that the two agree.
     pub fn load(manifest: Manifest, opts: &DetectorOptions) -> Result<Self> {
-        let decoder =
-            decode::build(&manifest).map_err(|e| Error::manifest(&manifest.path, "decode", e))?;
+        let decoder = decoder_for(&manifest);
         let engine = Engine::load(
             &manifest.model_path,
             &EngineOptions {

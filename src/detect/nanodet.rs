@@ -2,9 +2,8 @@
 //! `[1, N, 4·(reg_max+1)]`. Each side's distance is the expectation of a softmax over the bins.
 //! Outputs are matched to strides by shape, as the TF.js graph does not name them usefully.
 
-use super::decode::{argmax, sigmoid, Decoder, InputGeom};
+use super::decode::{argmax, sigmoid, DecodeError, Decoder, InputGeom, RawDetection};
 use super::manifest::Manifest;
-use super::RawDetection;
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
 
@@ -17,14 +16,14 @@ pub struct NanoDet {
 }
 
 impl NanoDet {
-    pub fn new(m: &Manifest, geom: InputGeom) -> Result<Self, String> {
-        Ok(NanoDet {
+    pub fn new(m: &Manifest, geom: InputGeom) -> Self {
+        NanoDet {
             strides: m.decode.strides.clone().unwrap_or_else(|| vec![8, 16, 32]),
             geom,
             bins: m.decode.reg_max.unwrap_or(7) + 1,
             center_offset: m.decode.center_offset.unwrap_or(0.0),
             cls_sigmoid: m.decode.cls_sigmoid.unwrap_or(false),
-        })
+        }
     }
 
     fn cells(&self, stride: usize) -> (usize, usize) {
@@ -36,7 +35,7 @@ impl NanoDet {
         &self,
         shapes: &[&[usize]],
         num_classes: Option<usize>,
-    ) -> Result<Vec<(usize, usize)>, String> {
+    ) -> Result<Vec<(usize, usize)>, DecodeError> {
         let mut pairs = Vec::new();
         for &s in &self.strides {
             let (w, h) = self.cells(s);
@@ -46,18 +45,17 @@ impl NanoDet {
                     .iter()
                     .position(|sh| sh.len() == 3 && sh[1] == n && want_last(sh[2]))
             };
-            let boxes = find(&|c| c == 4 * self.bins).ok_or_else(|| {
-                format!(
-                    "no output of shape [1, {n}, {}] (stride {s} boxes)",
-                    4 * self.bins
-                )
+            let boxes = find(&|c| c == 4 * self.bins).ok_or_else(|| DecodeError::Unmatched {
+                want: format!("[1, {n}, {}]", 4 * self.bins),
+                role: format!("stride {s} boxes"),
             })?;
             let cls = find(&|c| c != 4 * self.bins && num_classes.is_none_or(|k| k == c))
-                .ok_or_else(|| {
-                    format!(
-                        "no output of shape [1, {n}, {}] (stride {s} class scores)",
+                .ok_or_else(|| DecodeError::Unmatched {
+                    want: format!(
+                        "[1, {n}, {}]",
                         num_classes.map_or("C".into(), |k| k.to_string())
-                    )
+                    ),
+                    role: format!("stride {s} class scores"),
                 })?;
             pairs.push((cls, boxes));
         }
@@ -66,7 +64,7 @@ impl NanoDet {
 }
 
 impl Decoder for NanoDet {
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), String> {
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
         if outputs.iter().any(|o| o.shape.is_empty()) {
             return Ok(());
         }
@@ -79,7 +77,7 @@ impl Decoder for NanoDet {
         outputs: &Outputs,
         conf: f32,
         out: &mut Vec<RawDetection>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         let views: Vec<_> = (0..outputs.len()).filter_map(|i| outputs.get(i)).collect();
         let shapes: Vec<&[usize]> = views.iter().map(|v| v.shape).collect();
         let pairs = self.pair(&shapes, None)?;

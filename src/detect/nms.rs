@@ -1,6 +1,6 @@
 //! Greedy, class-aware non-maximum suppression.
 
-use super::RawDetection;
+use super::decode::RawDetection;
 
 /// Keep the best-scoring box of each overlapping group within a class. `dets` is sorted by
 /// descending score in place; survivors are returned in that order, at most `max_det`.

@@ -1,9 +1,8 @@
 //! "SSD-like" detectors: a boxes output plus a scores output, or, with NMS in the graph, boxes,
 //! scores, classes and an optional count.
 
-use super::decode::{argmax, Decoder, InputGeom};
+use super::decode::{argmax, wrong_shape, DecodeError, Decoder, InputGeom, RawDetection};
 use super::manifest::{BoxFormat, Manifest};
-use super::RawDetection;
 use crate::engine::{OutView, Outputs, TensorInfo};
 use crate::geometry::BBox;
 
@@ -77,33 +76,36 @@ impl Decoder for Ssd {
         self.builtin_nms
     }
 
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), String> {
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
         let find = |slot: usize| -> Option<&TensorInfo> {
             match &self.names[slot] {
                 Some(n) => outputs.iter().find(|o| &o.name == n),
                 None => outputs.get(slot),
             }
         };
-        let boxes = find(0).ok_or("no boxes output")?;
-        let scores = find(1).ok_or("no scores output")?;
+        let boxes = find(0).ok_or(DecodeError::Missing("boxes"))?;
+        let scores = find(1).ok_or(DecodeError::Missing("scores"))?;
         if boxes.shape.is_empty() || scores.shape.is_empty() {
             return Ok(());
         }
         if boxes.shape.len() != 3 || boxes.shape[2] != 4 {
-            return Err(format!(
-                "boxes output '{}' has shape {:?}, expected [1, N, 4]",
-                boxes.name, boxes.shape
+            return Err(wrong_shape(
+                format!("boxes output '{}'", boxes.name),
+                &boxes.shape,
+                "[1, N, 4]",
             ));
         }
         if self.builtin_nms {
-            find(2).ok_or("built-in NMS needs a classes output")?;
+            // Built-in NMS reports classes in an output of its own.
+            find(2).ok_or(DecodeError::Missing("classes"))?;
             return Ok(());
         }
         let want = num_labels + self.background as usize;
         if scores.shape.len() != 3 || scores.shape[1] != boxes.shape[1] || scores.shape[2] != want {
-            return Err(format!(
-                "scores output '{}' has shape {:?}, expected [1, {}, {want}]",
-                scores.name, scores.shape, boxes.shape[1]
+            return Err(wrong_shape(
+                format!("scores output '{}'", scores.name),
+                &scores.shape,
+                format!("[1, {}, {want}]", boxes.shape[1]),
             ));
         }
         Ok(())
@@ -114,12 +116,16 @@ impl Decoder for Ssd {
         outputs: &Outputs,
         conf: f32,
         out: &mut Vec<RawDetection>,
-    ) -> Result<(), String> {
-        let boxes = self.pick(outputs, 0).ok_or("boxes output missing")?;
-        let scores = self.pick(outputs, 1).ok_or("scores output missing")?;
+    ) -> Result<(), DecodeError> {
+        let boxes = self.pick(outputs, 0).ok_or(DecodeError::Missing("boxes"))?;
+        let scores = self
+            .pick(outputs, 1)
+            .ok_or(DecodeError::Missing("scores"))?;
         let n = boxes.data.len() / 4;
         if self.builtin_nms {
-            let classes = self.pick(outputs, 2).ok_or("classes output missing")?;
+            let classes = self
+                .pick(outputs, 2)
+                .ok_or(DecodeError::Missing("classes"))?;
             let count = self
                 .pick(outputs, 3)
                 .and_then(|c| c.data.first().copied())
@@ -139,7 +145,11 @@ impl Decoder for Ssd {
             return Ok(());
         }
         if n == 0 || scores.data.len() % n != 0 {
-            return Err(format!("scores {:?} do not fit {n} boxes", scores.shape));
+            return Err(wrong_shape(
+                "scores",
+                scores.shape,
+                format!("{n} boxes × C"),
+            ));
         }
         let c = scores.data.len() / n;
         let skip = self.background as usize;

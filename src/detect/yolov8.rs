@@ -1,8 +1,9 @@
 //! Ultralytics YOLOv8 / YOLO11 export: one `[1, 4+C, N]` output, cx,cy,w,h in input pixels,
 //! class scores already sigmoid, no objectness.
 
-use super::decode::{output, Decoder, InputGeom};
-use super::RawDetection;
+use super::decode::{
+    expect_first, output, wrong_shape, DecodeError, Decoder, InputGeom, RawDetection,
+};
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
 
@@ -17,17 +18,9 @@ impl Yolov8 {
 }
 
 impl Decoder for Yolov8 {
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), String> {
-        let o = outputs.first().ok_or("model has no output")?;
-        if !o.shape.is_empty() && (o.shape.len() != 3 || o.shape[1] != 4 + num_labels) {
-            return Err(format!(
-                "output '{}' has shape {:?}, expected [1, {}, N]",
-                o.name,
-                o.shape,
-                4 + num_labels
-            ));
-        }
-        Ok(())
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
+        let ch = 4 + num_labels;
+        expect_first(outputs, 3, 1, ch, format!("[1, {ch}, N]"))
     }
 
     fn decode(
@@ -35,13 +28,13 @@ impl Decoder for Yolov8 {
         outputs: &Outputs,
         conf: f32,
         out: &mut Vec<RawDetection>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         let o = output(outputs, 0)?;
         let &[_, ch, n] = o.shape else {
-            return Err(format!("output shape {:?} is not [1, 4+C, N]", o.shape));
+            return Err(wrong_shape("output", o.shape, "[1, 4+C, N]"));
         };
         if ch < 5 {
-            return Err(format!("output shape {:?} has no class rows", o.shape));
+            return Err(wrong_shape("output", o.shape, "[1, 4+C, N] with C ≥ 1"));
         }
         let row = |r: usize| &o.data[r * n..(r + 1) * n];
         // Class-major layout: find each anchor's best class by sweeping class rows once.

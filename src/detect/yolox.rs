@@ -1,8 +1,10 @@
 //! YOLOX: one `[1, N, 5+C]` output over strides 8/16/32, anchors row-major per stride.
 
-use super::decode::{argmax, expect_shape, output, Decoder, InputGeom};
+use super::decode::{
+    argmax, expect_shape, first_output, output, wrong_shape, DecodeError, Decoder, InputGeom,
+    RawDetection,
+};
 use super::manifest::Manifest;
-use super::RawDetection;
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
 
@@ -26,8 +28,8 @@ impl Yolox {
 }
 
 impl Decoder for Yolox {
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), String> {
-        let o = outputs.first().ok_or("model has no output")?;
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
+        let o = first_output(outputs)?;
         expect_shape(
             &format!("output '{}'", o.name),
             &o.shape,
@@ -40,13 +42,14 @@ impl Decoder for Yolox {
         outputs: &Outputs,
         conf: f32,
         out: &mut Vec<RawDetection>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         let o = output(outputs, 0)?;
         let n = self.grid.len();
         if o.data.len() % n != 0 || o.data.len() / n < 6 {
-            return Err(format!(
-                "output shape {:?} does not fit {n} anchors",
-                o.shape
+            return Err(wrong_shape(
+                "output",
+                o.shape,
+                format!("{n} anchors × (5 + C)"),
             ));
         }
         let width = o.data.len() / n;

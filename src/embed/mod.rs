@@ -19,6 +19,40 @@ pub const DEFAULT_EMBEDDING_MODEL: &str = "minilm-l6";
 /// Longest text embedded, in bytes; an instruction is a sentence, not a document.
 pub const MAX_TEXT_BYTES: usize = 4096;
 
+/// What can go wrong finding a model or embedding a text, by kind: a missing model can be
+/// pulled, an overlong text shortened.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// No model folder holds a `model.toml` by that name.
+    #[error("embedding model '{name}' not found in the model folders ({})", looked_in.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NotFound {
+        name: String,
+        looked_in: Vec<PathBuf>,
+    },
+    /// Longer than [`MAX_TEXT_BYTES`].
+    #[error("text of {len} bytes is longer than {max}")]
+    TextTooLong { len: usize, max: usize },
+    /// The tokenizer in `path` failed on the text.
+    #[error("{}: cannot tokenize: {reason}", path.display())]
+    Tokenize { path: PathBuf, reason: String },
+    /// The manifest or the model does not load.
+    #[error(transparent)]
+    Load(#[from] Error),
+}
+
+/// For callers that carry the library's one error type.
+impl From<EmbedError> for Error {
+    fn from(e: EmbedError) -> Error {
+        match e {
+            EmbedError::Load(e) => e,
+            EmbedError::Tokenize { path, reason } => {
+                Error::model(path, format!("cannot tokenize: {reason}"))
+            }
+            other => Error::Other(other.to_string()),
+        }
+    }
+}
+
 /// `models/<name>/model.toml` of an embedding model (`[model] kind = "embedding"`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct EmbeddingManifest {
@@ -79,25 +113,21 @@ impl EmbeddingManifest {
     }
 
     /// Find an embedding model by folder name in the model search path, or use a path as given.
-    pub fn find(name_or_path: &str) -> Result<EmbeddingManifest> {
+    pub fn find(name_or_path: &str) -> Result<EmbeddingManifest, EmbedError> {
         let p = Path::new(name_or_path);
         if p.is_file() || p.join("model.toml").is_file() {
-            return Self::load(p);
+            return Ok(Self::load(p)?);
         }
         for dir in crate::models::search_dirs() {
             let candidate = dir.join(name_or_path).join("model.toml");
             if candidate.is_file() {
-                return Self::load(&candidate);
+                return Ok(Self::load(&candidate)?);
             }
         }
-        Err(Error::Other(format!(
-            "embedding model '{name_or_path}' not found in the model folders ({})",
-            crate::models::search_dirs()
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )))
+        Err(EmbedError::NotFound {
+            name: name_or_path.to_string(),
+            looked_in: crate::models::search_dirs(),
+        })
     }
 
     pub fn model_path(&self) -> PathBuf {
@@ -111,6 +141,7 @@ pub struct Embedder {
     name: String,
     engine: TextEngine,
     tokenizer: tokenizers::Tokenizer,
+    tokenizer_path: PathBuf,
     dim: usize,
     max_tokens: usize,
     cache: HashMap<String, Vec<f32>>,
@@ -149,6 +180,7 @@ impl Embedder {
             name: m.model.name.clone(),
             engine: TextEngine::load(onnx)?,
             tokenizer,
+            tokenizer_path: tok_path,
             dim: m.model.dim,
             max_tokens: m.model.max_tokens,
             cache: HashMap::new(),
@@ -168,17 +200,20 @@ impl Embedder {
     }
 
     /// Word-piece ids as the model sees them: `[CLS] … [SEP]`, no padding.
-    pub fn token_ids(&self, text: &str) -> Result<Vec<i64>> {
+    pub fn token_ids(&self, text: &str) -> Result<Vec<i64>, EmbedError> {
         if text.len() > MAX_TEXT_BYTES {
-            return Err(Error::Other(format!(
-                "text of {} bytes is longer than {MAX_TEXT_BYTES}",
-                text.len()
-            )));
+            return Err(EmbedError::TextTooLong {
+                len: text.len(),
+                max: MAX_TEXT_BYTES,
+            });
         }
         let enc = self
             .tokenizer
             .encode(text, true)
-            .map_err(|e| Error::Other(format!("tokenizer: {e}")))?;
+            .map_err(|e| EmbedError::Tokenize {
+                path: self.tokenizer_path.clone(),
+                reason: e.to_string(),
+            })?;
         let ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
         debug_assert!(ids.len() <= self.max_tokens);
         Ok(ids)

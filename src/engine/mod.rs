@@ -11,6 +11,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+pub mod onnx;
+pub mod pass;
 mod qconv;
 mod quantize;
 mod resize;
@@ -20,6 +22,9 @@ pub use qconv::QConv;
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
 pub use topk::SelectTopk;
+
+pub use pass::Rewrites;
+use pass::{GraphPass, Stage};
 
 /// How a model is loaded and run.
 #[derive(Debug, Clone)]
@@ -124,24 +129,9 @@ impl Engine {
     /// Load an ONNX file. Errors name the file and say what is wrong with it: missing, truncated,
     /// not ONNX, an operator tract lacks, or an input shape that disagrees with `opts.input_shape`.
     pub fn load(path: &Path, opts: &EngineOptions) -> Result<Engine> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.len() == 0 {
-            return Err(Error::model(path, "file is empty"));
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::load_bytes(path, &bytes, opts)
-    }
-
-    fn load_bytes(path: &Path, bytes: &[u8], opts: &EngineOptions) -> Result<Engine> {
+        let file = onnx::OnnxFile::read(path)?;
+        let proto = &file.proto;
         let onnx = tract_onnx::onnx().with_ignore_value_info(true);
-        let proto = onnx
-            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
-            .map_err(|e| {
-                Error::model(
-                    path,
-                    format!("not a valid ONNX file (truncated or corrupt?): {e}"),
-                )
-            })?;
         for node in proto
             .graph
             .as_ref()
@@ -160,7 +150,7 @@ impl Engine {
             }
         }
         let mut model = onnx
-            .model_for_proto_model(&proto)
+            .model_for_proto_model(proto)
             .map_err(|e| Error::model(path, format!("cannot load: {}", chain(&e))))?;
 
         let declared = model
@@ -231,11 +221,10 @@ impl Engine {
         let inputs = info(typed.input_outlets().unwrap_or(&[]));
         let mut outputs = info(typed.output_outlets().unwrap_or(&[]));
         // Output node names after optimisation can be internal; prefer the ONNX graph's names.
-        if let Some(g) = proto.graph.as_ref() {
-            if g.output.len() == outputs.len() {
-                for (o, p) in outputs.iter_mut().zip(&g.output) {
-                    o.name = p.name.clone();
-                }
+        let file_outputs = file.output_names();
+        if file_outputs.len() == outputs.len() {
+            for (o, name) in outputs.iter_mut().zip(file_outputs) {
+                o.name = name;
             }
         }
 
@@ -414,52 +403,42 @@ impl Engine {
     }
 }
 
-/// What [`optimize`] swapped in: node counts per lookout op.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rewrites {
-    pub qconv: usize,
-    pub quantize: usize,
-    pub topk: usize,
-    pub resize: usize,
-}
-
-impl Rewrites {
-    pub fn is_empty(&self) -> bool {
-        *self == Rewrites::default()
-    }
-}
-
-impl std::fmt::Display for Rewrites {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} quantized Conv as QConv, {} QuantizeLinear as FastQuantize, {} TopK as SelectTopk, \
-             {} Resize as PlannedResize",
-            self.qconv, self.quantize, self.topk, self.resize
-        )
-    }
-}
-
 /// Set to `1` to plan models with tract's own ops only, for A/B measurements against lookout's.
 pub const PLAIN_TRACT_ENV: &str = "LOOKOUT_PLAIN_TRACT";
 
+/// lookout's graph passes, in the order they run (the registry of [`pass::GraphPass`]es: the op
+/// files implement the contract, only this list names them). After optimisation the passes swap
+/// ops one for one, so their order there does not matter.
+pub fn passes() -> Vec<Box<dyn GraphPass>> {
+    vec![
+        Box::new(qconv::QConvPass),
+        Box::new(topk::SelectTopkPass),
+        Box::new(resize::PlannedResizePass),
+        Box::new(quantize::FastQuantizePass),
+    ]
+}
+
 /// tract's analysis and optimisation, with lookout's faster ops swapped in where they compute the
-/// same thing (each module says how it is checked against tract's).
+/// same thing (each op's module says how it is checked against tract's).
 pub fn optimize(model: InferenceModel) -> TractResult<(TypedModel, Rewrites)> {
     let mut typed = model.into_typed()?;
     if std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1") {
         return Ok((typed.into_optimized()?, Rewrites::default()));
     }
+    let passes = passes();
     let mut rewrites = Rewrites::default();
-    // Quantized convs are taken before decluttering, which turns 1x1 convs into einsums, and
-    // before codegen, which lowers them into tract's own chain; their parameters must be constants
-    // by then.
+    let mut run = |typed: &mut TypedModel, stage: Stage| -> TractResult<()> {
+        for pass in passes.iter().filter(|p| p.stage() == stage) {
+            let n = pass.run(typed)?;
+            rewrites.record(pass.as_ref(), n);
+        }
+        Ok(())
+    };
+    // The early passes need constant parameters: propagate constants first.
     tract_core::optim::Optimizer::prop_consts().optimize(&mut typed)?;
-    rewrites.qconv = qconv::replace_qconv(&mut typed)?;
+    run(&mut typed, Stage::BeforeOptimise)?;
     let mut typed = typed.into_optimized()?;
-    rewrites.topk = topk::replace_topk(&mut typed);
-    rewrites.resize = resize::replace_resize(&mut typed);
-    rewrites.quantize = quantize::replace_quantize(&mut typed);
+    run(&mut typed, Stage::AfterOptimise)?;
     Ok((typed, rewrites))
 }
 

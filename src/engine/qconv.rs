@@ -30,6 +30,8 @@ use std::sync::Arc;
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::conv::{Conv, KernelFormat};
+
+use super::pass::{GraphPass, Stage};
 use tract_core::ops::nn::DataFormat;
 
 use tract_linalg::mmm::{
@@ -681,7 +683,27 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, Stri
 }
 
 /// Replace every quantized conv that [`QConv`] can run; returns how many.
-pub fn replace_qconv(model: &mut TypedModel) -> TractResult<usize> {
+/// Swaps quantized `Conv`s for [`QConv`]. Runs before decluttering, which turns 1x1 convs into
+/// einsums, and before codegen, which lowers them into tract's own chain; their parameters must be
+/// constants by then (tract's constant propagation runs first).
+pub struct QConvPass;
+
+impl GraphPass for QConvPass {
+    fn name(&self) -> &'static str {
+        "QConv"
+    }
+    fn replaces(&self) -> &'static str {
+        "quantized Conv"
+    }
+    fn stage(&self) -> Stage {
+        Stage::BeforeOptimise
+    }
+    fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
+        replace_qconv(model)
+    }
+}
+
+fn replace_qconv(model: &mut TypedModel) -> TractResult<usize> {
     let candidates: Vec<usize> = model
         .nodes()
         .iter()

@@ -8,6 +8,8 @@
 //! where tract's `i32` addition would wrap. NaN gives the zero point, as in tract.
 
 use tract_core::internal::*;
+
+use super::pass::{swap_ops, GraphPass};
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_core::ops::quant::{QuantizeLinearI8, QuantizeLinearU8};
 
@@ -117,39 +119,39 @@ pub fn round_ties_even_nonneg(x: f32) -> f32 {
 }
 
 /// Replace tract's `QuantizeLinear` nodes that quantize f32; returns how many.
-pub fn replace_quantize(model: &mut TypedModel) -> usize {
-    let targets: Vec<(usize, FastQuantize)> = model
-        .nodes()
-        .iter()
-        .filter_map(|node| {
-            let ew = node.op_as::<ElementWiseOp>()?;
-            let (scale, zero_point, signed) =
-                if let Some(q) = ew.0.downcast_ref::<QuantizeLinearU8>() {
-                    (q.scale, q.zero_point as i32, false)
-                } else {
-                    let q = ew.0.downcast_ref::<QuantizeLinearI8>()?;
-                    (q.scale, q.zero_point as i32, true)
-                };
-            let input = model.outlet_fact(*node.inputs.first()?).ok()?;
-            (input.datum_type == f32::datum_type()).then(|| {
-                let out_fact = node.outputs[0].fact.clone();
-                (
-                    node.id,
-                    FastQuantize {
-                        scale,
-                        zero_point,
-                        signed,
-                        out_fact,
-                    },
-                )
-            })
-        })
-        .collect();
-    let n = targets.len();
-    for (id, op) in targets {
-        model.node_mut(id).op = Box::new(op);
+/// Swaps f32 `QuantizeLinear` (tract's element-wise op) for [`FastQuantize`].
+pub struct FastQuantizePass;
+
+impl GraphPass for FastQuantizePass {
+    fn name(&self) -> &'static str {
+        "FastQuantize"
     }
-    n
+    fn replaces(&self) -> &'static str {
+        "QuantizeLinear"
+    }
+    fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
+        Ok(swap_ops(model, |model, node| {
+            Some(Box::new(fast_quantize(model, node)?))
+        }))
+    }
+}
+
+/// The [`FastQuantize`] for `node` when it is an f32 `QuantizeLinear` (to u8 or i8).
+fn fast_quantize(model: &TypedModel, node: &TypedNode) -> Option<FastQuantize> {
+    let ew = node.op_as::<ElementWiseOp>()?;
+    let (scale, zero_point, signed) = if let Some(q) = ew.0.downcast_ref::<QuantizeLinearU8>() {
+        (q.scale, q.zero_point as i32, false)
+    } else {
+        let q = ew.0.downcast_ref::<QuantizeLinearI8>()?;
+        (q.scale, q.zero_point as i32, true)
+    };
+    let input = model.outlet_fact(*node.inputs.first()?).ok()?;
+    (input.datum_type == f32::datum_type()).then(|| FastQuantize {
+        scale,
+        zero_point,
+        signed,
+        out_fact: node.outputs[0].fact.clone(),
+    })
 }
 
 #[cfg(test)]

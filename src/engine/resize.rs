@@ -10,6 +10,8 @@
 //! of the input tract makes. Other element types and axes go through tract's code.
 
 use tract_core::internal::*;
+
+use super::pass::{swap_ops, GraphPass};
 use tract_core::ops::nn::resize::{resample_axis, AxisPlan, Resize};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
@@ -129,17 +131,22 @@ fn resample_last_axis(
 }
 
 /// Replace every tract `Resize` node of an optimised model by [`PlannedResize`]. Returns how many.
-pub fn replace_resize(model: &mut TypedModel) -> usize {
-    let mut n = 0;
-    for node in model.nodes_mut() {
-        if let Some(resize) = node.op_as::<Resize>() {
-            node.op = Box::new(PlannedResize {
-                inner: resize.clone(),
-            });
-            n += 1;
-        }
+/// Swaps tract's `Resize` for [`PlannedResize`].
+pub struct PlannedResizePass;
+
+impl GraphPass for PlannedResizePass {
+    fn name(&self) -> &'static str {
+        "PlannedResize"
     }
-    n
+    fn replaces(&self) -> &'static str {
+        "Resize"
+    }
+    fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
+        Ok(swap_ops(model, |_, node| {
+            let inner = node.op_as::<Resize>()?.clone();
+            Some(Box::new(PlannedResize { inner }))
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use tract_core::internal::*;
+
+use super::pass::{swap_ops, GraphPass};
 use tract_core::ops::array::Topk;
 use tract_core::tract_data::itertools::Itertools;
 use tract_ndarray::{ArrayViewD, ArrayViewMutD, Axis};
@@ -162,17 +164,22 @@ fn select_lanes(
 }
 
 /// Replace every tract `Topk` node of an optimised model by [`SelectTopk`]. Returns how many.
-pub fn replace_topk(model: &mut TypedModel) -> usize {
-    let mut n = 0;
-    for node in model.nodes_mut() {
-        if let Some(topk) = node.op_as::<Topk>() {
-            node.op = Box::new(SelectTopk {
-                inner: topk.clone(),
-            });
-            n += 1;
-        }
+/// Swaps tract's `Topk` for [`SelectTopk`].
+pub struct SelectTopkPass;
+
+impl GraphPass for SelectTopkPass {
+    fn name(&self) -> &'static str {
+        "SelectTopk"
     }
-    n
+    fn replaces(&self) -> &'static str {
+        "TopK"
+    }
+    fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
+        Ok(swap_ops(model, |_, node| {
+            let inner = node.op_as::<Topk>()?.clone();
+            Some(Box::new(SelectTopk { inner }))
+        }))
+    }
 }
 
 #[cfg(test)]

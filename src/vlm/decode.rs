@@ -1,9 +1,9 @@
-//! Greedy decoding shared by the VLMs: pick the top token, stream it, stop on the end token, the token
-//! limit or the wall-clock budget.
+//! Greedy decoding shared by the VLMs: pick the top token (or the one the model's generation config
+//! forces first), stream it, stop on the end token, the token limit or the wall-clock budget.
 
 use std::time::{Duration, Instant};
 
-use super::{StopReason, VlmError};
+use super::contract::{StopReason, VlmError};
 
 /// When to stop.
 #[derive(Debug, Clone)]
@@ -13,6 +13,10 @@ pub struct Limits<'a> {
     /// The budget counts from here (the start of the whole generation, image encoding included).
     pub started: Instant,
     pub stop_ids: &'a [u32],
+    /// The first new token, whatever the logits say (Florence-2's BART config forces `<s>`, as
+    /// transformers' `forced_bos_token_id` does). Its logits are still computed and seen by `step`'s
+    /// caller, so traces keep them.
+    pub forced_first: Option<u32>,
 }
 
 /// What a greedy run produced.
@@ -59,10 +63,14 @@ pub fn greedy(
         });
     }
     loop {
-        let id = argmax(&logits).ok_or_else(|| VlmError::Run {
-            stage: "decode",
-            reason: format!("no usable logits (length {}, all NaN?)", logits.len()),
-        })? as u32;
+        let forced = limits.forced_first.filter(|_| ids.is_empty() && steps == 0);
+        let id = match forced {
+            Some(id) => id,
+            None => argmax(&logits).ok_or_else(|| VlmError::Run {
+                stage: "decode",
+                reason: format!("no usable logits (length {}, all NaN?)", logits.len()),
+            })? as u32,
+        };
         if limits.stop_ids.contains(&id) {
             return Ok(Greedy {
                 ids,
@@ -114,6 +122,7 @@ mod tests {
                 time_budget: budget,
                 started: Instant::now(),
                 stop_ids: stop,
+                forced_first: None,
             },
             &mut |_| {
                 rows.next().ok_or(VlmError::Run {
@@ -161,6 +170,32 @@ mod tests {
         let (g, _) = run(t, 10, Some(Duration::ZERO), &[]);
         assert_eq!(g.ids, vec![0]);
         assert_eq!(g.stop, StopReason::TimeBudget);
+    }
+
+    #[test]
+    fn a_forced_first_token_wins_over_the_logits_once() {
+        let t = vec![
+            vec![0.0, 9.0, 0.0],
+            vec![0.0, 9.0, 0.0],
+            vec![0.0, 0.0, 9.0],
+        ];
+        let mut rows = t.into_iter();
+        let first = rows.next().unwrap();
+        let g = greedy(
+            first,
+            &Limits {
+                max_new_tokens: 10,
+                time_budget: None,
+                started: Instant::now(),
+                stop_ids: &[2],
+                forced_first: Some(0),
+            },
+            &mut |_| Ok(rows.next().unwrap()),
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(g.ids, vec![0, 1]);
+        assert_eq!(g.stop, StopReason::EndOfText);
     }
 
     #[test]

@@ -5,110 +5,27 @@
 //! one from the model folder's `config.json` (`model_type`), the file Hugging Face / transformers.js
 //! layouts ship beside their `onnx/` folder.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use serde::Serialize;
-
+mod contract;
 pub mod decode;
 pub mod florence2;
+pub mod frame_cache;
 mod onnx;
 pub mod pull;
 pub mod resample;
 pub mod smolvlm;
 pub mod tokenize;
 
-/// How long one generation may run.
-#[derive(Debug, Clone)]
-pub struct GenerateOptions {
-    /// Stop after this many new tokens.
-    pub max_new_tokens: usize,
-    /// Stop once this much wall-clock time has passed (checked between tokens).
-    pub time_budget: Option<Duration>,
-}
-
-impl Default for GenerateOptions {
-    fn default() -> Self {
-        GenerateOptions {
-            max_new_tokens: 64,
-            time_budget: None,
-        }
-    }
-}
-
-/// Where the time of one generation went.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Timings {
-    pub vision_ms: f64,
-    pub prefill_ms: f64,
-    pub decode_ms_per_token: f64,
-}
-
-/// Why generation stopped.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The model produced its end-of-answer token.
-    EndOfText,
-    /// `max_new_tokens` reached.
-    MaxTokens,
-    /// `time_budget` ran out.
-    TimeBudget,
-}
-
-/// One answer from a model.
-#[derive(Debug, Clone, Serialize)]
-pub struct Generation {
-    pub text: String,
-    /// The generated ids, without the prompt and without the stop token.
-    pub token_ids: Vec<u32>,
-    pub prompt_tokens: usize,
-    pub timings: Timings,
-    pub stop: StopReason,
-}
-
-/// Errors from loading or running a VLM. Each names the file or field at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum VlmError {
-    #[error("{path}: {reason}")]
-    Load { path: PathBuf, reason: String },
-    #[error("{path}: unsupported model file: {reason}")]
-    Unsupported { path: PathBuf, reason: String },
-    #[error("tokenizer {path}: {reason}")]
-    Tokenizer { path: PathBuf, reason: String },
-    #[error("{stage}: {reason}")]
-    Run { stage: &'static str, reason: String },
-    #[error("bad input: {0}")]
-    Input(String),
-}
-
-/// A model that answers a text prompt about one image.
-pub trait VisionLanguageModel: Send {
-    /// Short architecture name, e.g. `smolvlm` or `florence2`.
-    fn name(&self) -> &str;
-
-    /// Answers `prompt` about `image`, calling `on_token` with each new piece of text as it is
-    /// decoded (streaming).
-    fn generate(
-        &mut self,
-        image: &image::RgbImage,
-        prompt: &str,
-        opts: &GenerateOptions,
-        on_token: &mut dyn FnMut(&str),
-    ) -> Result<Generation, VlmError>;
-}
+pub(crate) use contract::read_json;
+pub use contract::{
+    GenerateOptions, Generation, StopReason, Timings, Variant, VisionLanguageModel, VlmError,
+};
 
 /// Reads `model_type` from `dir/config.json`.
 pub fn model_type(dir: &Path) -> Result<String, VlmError> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| VlmError::Load {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| VlmError::Load {
-        path: path.clone(),
-        reason: format!("not JSON: {e}"),
-    })?;
+    let v = read_json(&path)?;
     v.get("model_type")
         .and_then(|t| t.as_str())
         .map(str::to_owned)
@@ -116,56 +33,6 @@ pub fn model_type(dir: &Path) -> Result<String, VlmError> {
             path,
             reason: "missing string field `model_type`".into(),
         })
-}
-
-/// Which files of a transformers.js layout to load: `onnx/<graph><suffix>.onnx`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Variant {
-    /// `""`: float32.
-    Fp32,
-    /// `_int8`: onnxruntime dynamic quantization, int8 weights.
-    Int8,
-    /// `_uint8`: the same with uint8 weights.
-    Uint8,
-    /// `_quantized`: transformers.js' default 8-bit files.
-    Quantized,
-    /// Any other suffix (`q4`, `bnb4`, `fp16`, …), tried as given; files that need onnxruntime-only
-    /// operators are refused with [`VlmError::Unsupported`].
-    Other(String),
-}
-
-impl Variant {
-    /// The file-name suffix (`""`, `"_int8"`, …).
-    pub fn suffix(&self) -> String {
-        match self {
-            Variant::Fp32 => String::new(),
-            Variant::Int8 => "_int8".into(),
-            Variant::Uint8 => "_uint8".into(),
-            Variant::Quantized => "_quantized".into(),
-            Variant::Other(s) => format!("_{s}"),
-        }
-    }
-}
-
-impl std::str::FromStr for Variant {
-    type Err = VlmError;
-    fn from_str(s: &str) -> Result<Variant, VlmError> {
-        let s = s.trim().trim_start_matches('_');
-        Ok(match s {
-            "" | "fp32" | "float32" => Variant::Fp32,
-            "int8" => Variant::Int8,
-            "uint8" => Variant::Uint8,
-            "quantized" | "q8" => Variant::Quantized,
-            other if other.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-                Variant::Other(other.to_string())
-            }
-            other => {
-                return Err(VlmError::Input(format!(
-                    "variant `{other}`: not a file suffix"
-                )))
-            }
-        })
-    }
 }
 
 /// Loads the model in `dir`, picking the architecture from `config.json`'s `model_type`.

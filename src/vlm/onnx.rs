@@ -1,12 +1,12 @@
 //! Loading the ONNX graphs of the published VLM layouts into [`Session`]s, with the checks every
-//! architecture needs: the file is there, it parses, it uses only operators tract has.
+//! architecture needs: the file is there, it parses, it uses only operators tract has. The
+//! protobuf work itself is the engine's ([`OnnxFile`]); this adds the VLM's error kinds.
 
 use std::path::Path;
 
-use tract_onnx::pb::ModelProto;
-
-use super::VlmError;
-use crate::engine::session::{self, InputSpec, Session, SessionOptions};
+use super::contract::VlmError;
+use crate::engine::onnx::{DeclaredInput, OnnxFile};
+use crate::engine::session::{InputSpec, Session, SessionOptions};
 
 /// Loads one graph of the layout, turning a non-standard operator into [`VlmError::Unsupported`].
 pub(crate) fn load_graph(
@@ -17,11 +17,14 @@ pub(crate) fn load_graph(
     load_graph_with(path, opts, &|_| Ok(specs.to_vec()))
 }
 
+/// Chooses the input facts of a graph from the inputs its file declares.
+pub(crate) type SpecsFor<'a> = dyn Fn(&[DeclaredInput]) -> Result<Vec<InputSpec>, VlmError> + 'a;
+
 /// Like [`load_graph`], with the input facts chosen once the file's declared inputs are known.
 pub(crate) fn load_graph_with(
     path: &Path,
     opts: &SessionOptions,
-    specs: &dyn Fn(&ModelProto) -> Result<Vec<InputSpec>, VlmError>,
+    specs: &SpecsFor<'_>,
 ) -> Result<Session, VlmError> {
     if !path.is_file() {
         return Err(VlmError::Load {
@@ -29,19 +32,20 @@ pub(crate) fn load_graph_with(
             reason: "file not found (is the variant downloaded? `lookout models pull`)".into(),
         });
     }
-    let mut proto = session::read_proto(path).map_err(|e| engine_err(path, e))?;
-    if let Some((domain, op, node)) = session::foreign_op(&proto) {
+    let mut file = OnnxFile::read(path).map_err(|e| engine_err(path, e))?;
+    if let Some(f) = file.foreign_op() {
         return Err(VlmError::Unsupported {
             path: path.to_path_buf(),
             reason: format!(
-                "operator {domain}.{op} (node '{node}') exists only in onnxruntime; tract runs standard \
-                 ONNX operators: use the fp32, _int8, _uint8 or _quantized files instead of the _q4/_q4f16/_bnb4 ones"
+                "operator {}.{} (node '{}') exists only in onnxruntime; tract runs standard \
+                 ONNX operators: use the fp32, _int8, _uint8 or _quantized files instead of the _q4/_q4f16/_bnb4 ones",
+                f.domain, f.op, f.node
             ),
         });
     }
-    let specs = specs(&proto)?;
-    session::merge_duplicate_nonzero(&mut proto);
-    Session::from_proto(path, proto, &specs, opts).map_err(|e| engine_err(path, e))
+    let specs = specs(&file.declared_inputs())?;
+    file.merge_duplicate_nonzero();
+    Session::from_file(file, &specs, opts).map_err(|e| engine_err(path, e))
 }
 
 fn engine_err(path: &Path, e: crate::Error) -> VlmError {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::VlmError;
+use super::contract::VlmError;
 
 /// A Hugging Face tokenizer loaded from `tokenizer.json`.
 pub struct Tokenizer {
@@ -52,10 +52,24 @@ impl Tokenizer {
             .map_err(|e| self.err(format!("cannot encode: {e}")))
     }
 
+    /// Ids of `text` exactly as written: no special-token post-processing (Florence-2's processor
+    /// writes `<s>` and `</s>` into the text itself).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, VlmError> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| self.err(format!("cannot encode: {e}")))
+    }
+
     /// Text of `ids` without special tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String, VlmError> {
+        self.decode_with(ids, Special::Skip)
+    }
+
+    /// Text of `ids`, keeping or skipping special tokens.
+    pub fn decode_with(&self, ids: &[u32], special: Special) -> Result<String, VlmError> {
         self.inner
-            .decode(ids, true)
+            .decode(ids, special == Special::Skip)
             .map_err(|e| self.err(format!("cannot decode: {e}")))
     }
 
@@ -78,41 +92,85 @@ impl Tokenizer {
     }
 }
 
+/// Whether decoding keeps special tokens (Florence-2's `<loc_N>` are special and carry its boxes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Skip,
+    Keep,
+}
+
 /// Decodes a growing list of ids and hands out only the new text. Byte-level BPE tokens can end in
 /// the middle of a UTF-8 character; such a tail (decoded as U+FFFD) is held back until the next token
 /// completes it, so the pieces concatenate to the final text.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TextStream {
     ids: Vec<u32>,
-    emitted: usize,
+    emitted: String,
+    special: Special,
+    /// Applied to the whole decoded text before the new part is taken (Florence-2 drops `<s>`,
+    /// `</s>` and trims, as its post-processor does to the final answer).
+    transform: fn(&str) -> String,
+}
+
+impl Default for TextStream {
+    fn default() -> Self {
+        TextStream::new()
+    }
 }
 
 impl TextStream {
+    /// Special tokens skipped, text as decoded.
     pub fn new() -> TextStream {
-        TextStream::default()
+        TextStream::with(Special::Skip, str::to_string)
+    }
+
+    /// Special tokens kept or skipped, and `transform` applied to the text decoded so far.
+    pub fn with(special: Special, transform: fn(&str) -> String) -> TextStream {
+        TextStream {
+            ids: Vec::new(),
+            emitted: String::new(),
+            special,
+            transform,
+        }
     }
 
     /// Adds one id; returns the text it completes (possibly empty).
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String, VlmError> {
         self.ids.push(id);
-        let text = tok.decode(&self.ids)?;
+        let text = self.text(tok)?;
         if text.ends_with('\u{FFFD}') {
             return Ok(String::new());
         }
-        Ok(self.take_new(&text))
+        Ok(self.take_new(text))
     }
 
     /// Whatever was held back (an incomplete character at the very end stays as U+FFFD).
     pub fn finish(&mut self, tok: &Tokenizer) -> Result<String, VlmError> {
-        let text = tok.decode(&self.ids)?;
-        Ok(self.take_new(&text))
+        let text = self.text(tok)?;
+        Ok(self.take_new(text))
     }
 
-    fn take_new(&mut self, text: &str) -> String {
-        // Decoding a longer list can rewrite earlier characters only in the held-back tail, so the
-        // emitted prefix is stable; guard anyway against a non-boundary index.
-        let piece = text.get(self.emitted..).unwrap_or_default().to_string();
-        self.emitted = text.len();
+    fn text(&self, tok: &Tokenizer) -> Result<String, VlmError> {
+        Ok((self.transform)(&tok.decode_with(&self.ids, self.special)?))
+    }
+
+    fn take_new(&mut self, text: String) -> String {
+        // Decoding a longer list rewrites earlier characters only in the held-back tail, so the
+        // emitted text is normally a prefix. A transform can break that (trimming changes the
+        // leading spaces): then the piece is the rest from the first differing character.
+        let piece = match text.strip_prefix(self.emitted.as_str()) {
+            Some(rest) => rest.to_string(),
+            None => {
+                let common = text
+                    .char_indices()
+                    .zip(self.emitted.chars())
+                    .take_while(|((_, a), b)| a == b)
+                    .last()
+                    .map_or(0, |((i, a), _)| i + a.len_utf8());
+                text[common..].to_string()
+            }
+        };
+        self.emitted = text;
         piece
     }
 }
@@ -158,14 +216,7 @@ impl ChatTemplate {
             if !p.is_file() {
                 continue;
             }
-            let text = std::fs::read_to_string(&p).map_err(|e| VlmError::Load {
-                path: p.clone(),
-                reason: e.to_string(),
-            })?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| VlmError::Load {
-                path: p.clone(),
-                reason: format!("not JSON: {e}"),
-            })?;
+            let v = super::contract::read_json(&p)?;
             if let Some(t) = v.get("chat_template").and_then(|t| t.as_str()) {
                 return Ok(Some(ChatTemplate {
                     source: p,

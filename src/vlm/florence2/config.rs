@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::vlm::VlmError;
+use crate::vlm::contract::{read_json, VlmError};
 
 /// Decoder geometry and the special ids generation needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,17 +27,6 @@ pub struct Florence2Config {
     pub image_std: [f32; 3],
     /// Phrases the grounding post-processor drops (from `processor_config.json`).
     pub banned_grounding: Vec<String>,
-}
-
-fn read_json(path: &Path) -> Result<Value, VlmError> {
-    let text = std::fs::read_to_string(path).map_err(|e| VlmError::Load {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| VlmError::Load {
-        path: path.to_path_buf(),
-        reason: format!("not JSON: {e}"),
-    })
 }
 
 fn read_optional(path: &Path) -> Result<Option<Value>, VlmError> {

@@ -1,19 +1,16 @@
-//! One ONNX graph of the Florence-2 layout, loaded by tract with every input's shape pinned:
-//! batch 1, and named symbols for the lengths that change between calls (tract's analysis of these
-//! exports needs them; the dim_params alone leave some `Reshape`/`Slice` shapes unresolved).
-//! Loading and running go through [`Session`], as SmolVLM's graphs do; this adds inputs given by
-//! name and element types taken from the file.
+//! One ONNX graph of the Florence-2 layout, loaded with every input's shape pinned: batch 1, and
+//! named symbols for the lengths that change between calls (tract's analysis of these exports
+//! needs them; the dim_params alone leave some `Reshape`/`Slice` shapes unresolved). Loading and
+//! running go through [`Session`], as SmolVLM's graphs do; this adds inputs given by name and
+//! element types taken from the file.
 
 use std::path::Path;
 
-use tract_onnx::prelude::*;
-
-use crate::engine::session::{self, ElemType, InputSpec, Session, SessionOptions};
+use crate::engine::session::{ElemType, InputSpec, Session, SessionOptions, ShapeError, Value};
+use crate::vlm::contract::VlmError;
 use crate::vlm::onnx::load_graph_with;
-use crate::vlm::VlmError;
 
 pub use crate::engine::session::Dim;
-pub use tract_onnx::prelude::TValue;
 
 #[derive(Debug)]
 pub struct Graph {
@@ -30,15 +27,22 @@ impl Graph {
         threads: usize,
         shape_of: &dyn Fn(&str) -> Option<Vec<Dim>>,
     ) -> Result<Graph, VlmError> {
-        let specs = |proto: &tract_onnx::pb::ModelProto| {
-            session::declared_inputs(proto)
-                .into_iter()
-                .map(|(name, elem)| {
-                    let dims = shape_of(&name).ok_or_else(|| VlmError::Load {
+        let specs = |inputs: &[crate::engine::onnx::DeclaredInput]| {
+            inputs
+                .iter()
+                .map(|i| {
+                    let dims = shape_of(&i.name).ok_or_else(|| VlmError::Load {
                         path: path.to_path_buf(),
-                        reason: format!("unexpected input `{name}` for a Florence-2 {stage} graph"),
+                        reason: format!(
+                            "unexpected input `{}` for a Florence-2 {stage} graph",
+                            i.name
+                        ),
                     })?;
-                    Ok(InputSpec::new(name, elem.unwrap_or(ElemType::F32), dims))
+                    Ok(InputSpec::new(
+                        i.name.clone(),
+                        i.elem.unwrap_or(ElemType::F32),
+                        dims,
+                    ))
                 })
                 .collect()
         };
@@ -57,8 +61,8 @@ impl Graph {
     }
 
     /// Runs with inputs given by name (any order); outputs in the file's order.
-    pub fn run(&self, mut named: Vec<(&str, TValue)>) -> Result<TVec<TValue>, VlmError> {
-        let mut ordered = TVec::with_capacity(self.input_names().len());
+    pub fn run(&self, mut named: Vec<(&str, Value)>) -> Result<Vec<Value>, VlmError> {
+        let mut ordered = Vec::with_capacity(self.input_names().len());
         for want in self.input_names() {
             let i = named
                 .iter()
@@ -69,34 +73,34 @@ impl Graph {
                 })?;
             ordered.push(named.swap_remove(i).1);
         }
-        self.session.run_tract(ordered).map_err(|e| VlmError::Run {
+        self.session.run(ordered).map_err(|e| VlmError::Run {
             stage: self.stage,
             reason: e.to_string(),
         })
     }
 }
 
+fn input_err(e: ShapeError) -> VlmError {
+    VlmError::Input(format!(
+        "buffer does not fit shape {:?}: {} values for {}",
+        e.shape, e.got, e.needed
+    ))
+}
+
 /// An f32 tensor from a shape and data.
-pub fn f32_tensor(shape: &[usize], data: Vec<f32>) -> Result<Tensor, VlmError> {
-    tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), data)
-        .map(|a| a.into_tensor())
-        .map_err(|e| VlmError::Input(format!("buffer does not fit shape {shape:?}: {e}")))
+pub fn f32_tensor(shape: &[usize], data: Vec<f32>) -> Result<Value, VlmError> {
+    Value::f32(shape, data).map_err(input_err)
 }
 
 /// An i64 tensor (ids, masks) of the dtype the graph declares; the onnx-community files use i64.
-pub fn i64_tensor(shape: &[usize], data: Vec<i64>) -> Result<Tensor, VlmError> {
-    tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), data)
-        .map(|a| a.into_tensor())
-        .map_err(|e| VlmError::Input(format!("buffer does not fit shape {shape:?}: {e}")))
+pub fn i64_tensor(shape: &[usize], data: Vec<i64>) -> Result<Value, VlmError> {
+    Value::i64(shape, data).map_err(input_err)
 }
 
 /// The f32 data of an output.
-pub fn f32_view<'a>(stage: &'static str, t: &'a TValue) -> Result<&'a [f32], VlmError> {
-    t.try_as_plain_ram()
-        .ok()
-        .and_then(|p| p.as_slice::<f32>().ok())
-        .ok_or_else(|| VlmError::Run {
-            stage,
-            reason: format!("output is {:?}, expected f32", t.datum_type()),
-        })
+pub fn f32_view<'a>(stage: &'static str, t: &'a Value) -> Result<&'a [f32], VlmError> {
+    t.as_f32().ok_or_else(|| VlmError::Run {
+        stage,
+        reason: format!("output is {}, expected f32", t.elem_name()),
+    })
 }

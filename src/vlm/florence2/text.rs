@@ -1,12 +1,9 @@
-//! Florence-2's text side: task tokens → the prompts its processor writes, the BART tokenizer,
-//! and streaming detokenisation.
-
-use std::path::Path;
-
-use tokenizers::Tokenizer;
+//! Florence-2's text side: task tokens → the prompts its processor writes, and how its answers
+//! are tokenized and detokenized with the shared [`Tokenizer`] and [`TextStream`].
 
 use super::postprocess::clean_text;
-use crate::vlm::VlmError;
+use crate::vlm::contract::VlmError;
+use crate::vlm::tokenize::{Special, TextStream, Tokenizer};
 
 /// Tasks whose token must be the whole prompt, and the question each stands for (the
 /// Florence-2 processor's table).
@@ -96,94 +93,21 @@ pub fn construct_prompt(prompt: &str) -> Result<String, VlmError> {
     Ok(prompt.to_string())
 }
 
-pub struct TextCodec {
-    tokenizer: Tokenizer,
+/// Encoder text ids: `<s>` + the constructed prompt + `</s>`, as the processor builds them (the
+/// markers are written into the text, so the tokenizer adds none of its own).
+pub fn prompt_ids(tok: &Tokenizer, prompt: &str) -> Result<Vec<u32>, VlmError> {
+    tok.encode_plain(&format!("<s>{}</s>", construct_prompt(prompt)?))
 }
 
-impl std::fmt::Debug for TextCodec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextCodec").finish_non_exhaustive()
-    }
+/// Decoded text with special tokens kept: `<loc_N>` are special and carry the boxes.
+pub fn decode_raw(tok: &Tokenizer, ids: &[u32]) -> Result<String, VlmError> {
+    tok.decode_with(ids, Special::Keep)
 }
 
-impl TextCodec {
-    pub fn load(dir: &Path) -> Result<TextCodec, VlmError> {
-        let path = dir.join("tokenizer.json");
-        if !path.exists() {
-            return Err(VlmError::Tokenizer {
-                path,
-                reason: "missing".into(),
-            });
-        }
-        let tokenizer = Tokenizer::from_file(&path).map_err(|e| VlmError::Tokenizer {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(TextCodec { tokenizer })
-    }
-
-    /// Encoder text ids: `<s>` + the constructed prompt + `</s>`, as the processor builds them.
-    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>, VlmError> {
-        let text = format!("<s>{}</s>", construct_prompt(prompt)?);
-        let enc = self
-            .tokenizer
-            .encode(text.as_str(), false)
-            .map_err(|e| VlmError::Input(format!("cannot tokenize prompt: {e}")))?;
-        Ok(enc.get_ids().to_vec())
-    }
-
-    /// Decoded text with special tokens kept (`<loc_N>` are special).
-    pub fn decode_raw(&self, ids: &[u32]) -> Result<String, VlmError> {
-        self.tokenizer
-            .decode(ids, false)
-            .map_err(|e| VlmError::Run {
-                stage: "detokenize",
-                reason: e.to_string(),
-            })
-    }
-}
-
-/// Turns a growing id list into text increments. Byte-level BPE can end on half a UTF-8
-/// character; that tail is held back until the next token completes it.
-#[derive(Debug, Default)]
-pub struct Streamer {
-    emitted: String,
-}
-
-impl Streamer {
-    /// The new text since the last call, given all ids so far.
-    pub fn push(&mut self, codec: &TextCodec, ids: &[u32]) -> Result<String, VlmError> {
-        let text = clean_text(&codec.decode_raw(ids)?);
-        if text.ends_with('\u{FFFD}') {
-            return Ok(String::new());
-        }
-        Ok(self.advance(text))
-    }
-
-    /// Whatever is left once generation ends.
-    pub fn finish(&mut self, codec: &TextCodec, ids: &[u32]) -> Result<String, VlmError> {
-        let text = clean_text(&codec.decode_raw(ids)?);
-        Ok(self.advance(text))
-    }
-
-    fn advance(&mut self, text: String) -> String {
-        let piece = match text.strip_prefix(self.emitted.as_str()) {
-            Some(rest) => rest.to_string(),
-            // Trimming can change the prefix (leading spaces): show the rest from the first
-            // differing character.
-            None => {
-                let common = text
-                    .char_indices()
-                    .zip(self.emitted.chars())
-                    .take_while(|((_, a), b)| a == b)
-                    .last()
-                    .map_or(0, |((i, a), _)| i + a.len_utf8());
-                text[common..].to_string()
-            }
-        };
-        self.emitted = text;
-        piece
-    }
+/// Streams answer text as the final [`Generation`](crate::vlm::Generation) text reads: special
+/// tokens kept, then [`clean_text`].
+pub fn text_stream() -> TextStream {
+    TextStream::with(Special::Keep, clean_text)
 }
 
 #[cfg(test)]

@@ -1,52 +1,30 @@
-//! Florence-2 (base) in the onnx-community / transformers.js layout, run by tract.
-//!
-//! Five graphs: `vision_encoder` (768×768 image → 577 vision tokens), `embed_tokens`,
-//! `encoder_model` (over `[vision tokens ; <s> prompt </s>]`), `decoder_model` (first step, from
-//! the decoder start token, also yields the cross-attention keys/values) and
-//! `decoder_with_past_model` (each next token). Greedy decoding; `<s>` is forced as the first token
-//! when `generation_config.json` says so, as transformers does.
-//!
-//! The image features and the encoder output of the last frame/prompt are kept, so asking several
-//! things about one frame runs the vision tower once.
+//! The Florence-2 model: its five graphs, the vision and encoder caches, and greedy generation on
+//! the shared loop ([`crate::vlm::decode::greedy`], with `<s>` forced first when the generation
+//! config says so).
 
-mod config;
-mod graph;
-mod postprocess;
-mod preprocess;
-mod text;
-
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
-pub use config::Florence2Config;
-use graph::{f32_tensor, f32_view, i64_tensor, Dim, Graph, TValue};
-pub use postprocess::{
-    clean_text, loc_to_pixel, parse_locations, parse_task_output, parse_task_output_with,
-    LabelledBox, TaskOutput,
-};
-pub use preprocess::{normalise, pixel_values, resize_bicubic};
-pub use text::{construct_prompt, task_of, Streamer, TextCodec};
-
+use super::config::Florence2Config;
+use super::graph::{f32_tensor, f32_view, i64_tensor, Dim, Graph};
+use super::postprocess::{clean_text, parse_task_output_with, TaskOutput};
+use super::preprocess::pixel_values;
+use super::text::{decode_raw, prompt_ids, text_stream};
+use crate::engine::session::Value;
 use crate::geometry::BBox;
-use crate::vlm::{GenerateOptions, Generation, StopReason, Timings, VisionLanguageModel, VlmError};
-
-/// File-name suffixes of the published variants tract can run. The others (`_q4`, `_q4f16`,
-/// `_bnb4`, `_fp16`) are still tried, so that the error names the file and the operator at fault.
-pub const VARIANTS: [&str; 4] = ["", "_int8", "_uint8", "_quantized"];
-
-/// Loads a Florence-2 folder (`config.json`, `tokenizer.json`, `onnx/*{variant}.onnx`).
-pub fn load(dir: &Path, variant: &str, threads: usize) -> Result<Florence2, VlmError> {
-    Florence2::load(dir, variant, threads)
-}
+use crate::vlm::contract::{
+    GenerateOptions, Generation, StopReason, Timings, VisionLanguageModel, VlmError,
+};
+use crate::vlm::decode::{self, Limits};
+use crate::vlm::frame_cache::{frame_key, FrameCache};
+use crate::vlm::tokenize::Tokenizer;
 
 /// A float tensor kept between calls (image features, encoder output).
 #[derive(Debug, Clone)]
 pub struct Features {
-    tensor: TValue,
+    tensor: Value,
 }
 
 impl Features {
@@ -54,11 +32,7 @@ impl Features {
         self.tensor.shape()
     }
     pub fn data(&self) -> &[f32] {
-        self.tensor
-            .try_as_plain_ram()
-            .ok()
-            .and_then(|p| p.as_slice::<f32>().ok())
-            .unwrap_or(&[])
+        self.tensor.as_f32().unwrap_or(&[])
     }
 }
 
@@ -82,10 +56,10 @@ struct Graphs {
 pub struct Florence2 {
     dir: PathBuf,
     cfg: Florence2Config,
-    text: TextCodec,
+    tokenizer: Tokenizer,
     g: Graphs,
-    /// (image hash, features) of the last image.
-    image_cache: Option<(u64, Features)>,
+    /// Features of the last image.
+    image_cache: FrameCache<Features>,
     /// (image hash, prompt ids, encoder output) of the last question.
     encoder_cache: Option<(u64, Vec<u32>, Features)>,
     vision_runs: usize,
@@ -100,18 +74,33 @@ impl std::fmt::Debug for Florence2 {
     }
 }
 
-fn image_hash(image: &RgbImage) -> u64 {
-    let mut h = DefaultHasher::new();
-    image.dimensions().hash(&mut h);
-    image.as_raw().hash(&mut h);
-    h.finish()
-}
-
 fn run_err(stage: &'static str, reason: impl Into<String>) -> VlmError {
     VlmError::Run {
         stage,
         reason: reason.into(),
     }
+}
+
+/// The decoder's key/value outputs per layer: the decoder half grows each step, the encoder half is
+/// computed once by the first step.
+const KV_PARTS: [&str; 4] = [
+    "decoder.key",
+    "decoder.value",
+    "encoder.key",
+    "encoder.value",
+];
+
+/// The logits of the last position.
+fn last_logits(logits: &Value) -> Result<Vec<f32>, VlmError> {
+    let all = f32_view("decoder", logits)?;
+    let vocab = logits.shape().last().copied().unwrap_or(0);
+    if vocab == 0 || all.len() < vocab {
+        return Err(run_err(
+            "decoder",
+            format!("logits shape {:?}", logits.shape()),
+        ));
+    }
+    Ok(all[all.len() - vocab..].to_vec())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -121,7 +110,7 @@ fn ms(d: Duration) -> f64 {
 impl Florence2 {
     pub fn load(dir: &Path, variant: &str, threads: usize) -> Result<Florence2, VlmError> {
         let cfg = Florence2Config::load(dir)?;
-        let text = TextCodec::load(dir)?;
+        let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
         let file = |stem: &str| dir.join("onnx").join(format!("{stem}{variant}.onnx"));
         for stem in [
             "vision_encoder",
@@ -211,7 +200,7 @@ impl Florence2 {
         let model = Florence2 {
             dir: dir.to_path_buf(),
             cfg,
-            text,
+            tokenizer,
             g: Graphs {
                 vision,
                 embed,
@@ -219,7 +208,7 @@ impl Florence2 {
                 decoder,
                 decoder_past,
             },
-            image_cache: None,
+            image_cache: FrameCache::default(),
             encoder_cache: None,
             vision_runs: 0,
         };
@@ -230,12 +219,7 @@ impl Florence2 {
     /// The decoder files must carry one past/present pair per layer under optimum's names.
     fn check_kv_names(&self) -> Result<(), VlmError> {
         for i in 0..self.cfg.decoder_layers {
-            for part in [
-                "decoder.key",
-                "decoder.value",
-                "encoder.key",
-                "encoder.value",
-            ] {
+            for part in KV_PARTS {
                 let present = format!("present.{i}.{part}");
                 if self.g.decoder.output_index(&present).is_none() {
                     return Err(VlmError::Load {
@@ -261,8 +245,12 @@ impl Florence2 {
     pub fn config(&self) -> &Florence2Config {
         &self.cfg
     }
-    pub fn text(&self) -> &TextCodec {
-        &self.text
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+    /// Encoder text ids for `prompt` (a task token, a task token + text, or free text).
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>, VlmError> {
+        prompt_ids(&self.tokenizer, prompt)
     }
     /// How many times the vision tower ran (the rest were cache hits).
     pub fn vision_runs(&self) -> usize {
@@ -283,9 +271,9 @@ impl Florence2 {
     pub fn vision(&self, pixel_values: Vec<f32>) -> Result<Features, VlmError> {
         let side = self.cfg.image_size as usize;
         let t = f32_tensor(&[1, 3, side, side], pixel_values)?;
-        let mut out = self.g.vision.run(vec![("pixel_values", t.into())])?;
+        let mut out = self.g.vision.run(vec![("pixel_values", t)])?;
         let t = out.remove(0);
-        if t.rank() != 3 || t.shape()[2] != self.cfg.d_model {
+        if t.shape().len() != 3 || t.shape()[2] != self.cfg.d_model {
             return Err(run_err(
                 "vision_encoder",
                 format!("image_features shape {:?}", t.shape()),
@@ -294,10 +282,10 @@ impl Florence2 {
         Ok(Features { tensor: t })
     }
 
-    fn embed(&self, ids: &[u32]) -> Result<TValue, VlmError> {
+    fn embed(&self, ids: &[u32]) -> Result<Value, VlmError> {
         let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let t = i64_tensor(&[1, ids.len()], data)?;
-        Ok(self.g.embed.run(vec![("input_ids", t.into())])?.remove(0))
+        Ok(self.g.embed.run(vec![("input_ids", t)])?.remove(0))
     }
 
     /// Encoder output `[1, 577 + T, D]` for the vision tokens followed by the prompt's ids.
@@ -312,27 +300,30 @@ impl Florence2 {
         let s = data.len() / d;
         let embeds = f32_tensor(&[1, s, d], data)?;
         let mask = i64_tensor(&[1, s], vec![1; s])?;
-        let mut out = self.g.encoder.run(vec![
-            ("inputs_embeds", embeds.into()),
-            ("attention_mask", mask.into()),
-        ])?;
+        let mut out = self
+            .g
+            .encoder
+            .run(vec![("inputs_embeds", embeds), ("attention_mask", mask)])?;
         Ok(Features {
             tensor: out.remove(0),
         })
     }
 
-    /// Greedy decoding over an encoder output. `on_token` sees each id as it is chosen; it
-    /// returning `false` stops generation (the budget check lives in the caller).
+    /// Greedy decoding over an encoder output, on the shared loop: `<s>` forced first when the
+    /// config says so, stop at `</s>`, `opts.max_new_tokens` or `opts.time_budget` counted from
+    /// `started`. `on_token` sees each id as it is chosen. Returns the trace (with each step's
+    /// logits when `record_logits`), the time spent in steps after the first, and their count.
     pub fn decode_greedy(
         &self,
         encoded: &Features,
-        max_new_tokens: usize,
+        opts: &GenerateOptions,
+        started: Instant,
         record_logits: bool,
-        on_token: &mut dyn FnMut(u32) -> Result<bool, VlmError>,
+        on_token: &mut dyn FnMut(u32) -> Result<(), VlmError>,
     ) -> Result<(Trace, Duration, usize), VlmError> {
         let s = encoded.shape().get(1).copied().unwrap_or(0);
         let n = self.cfg.decoder_layers;
-        let mask: TValue = i64_tensor(&[1, s], vec![1; s])?.into();
+        let mask = i64_tensor(&[1, s], vec![1; s])?;
         let start = self.embed(&[self.cfg.decoder_start_token_id])?;
         let mut out = self.g.decoder.run(vec![
             ("inputs_embeds", start),
@@ -340,14 +331,9 @@ impl Florence2 {
             ("encoder_hidden_states", encoded.tensor.clone()),
         ])?;
         // past_key_values.{i}.{decoder,encoder}.{key,value}; the encoder half never changes.
-        let mut past: Vec<(String, TValue)> = Vec::with_capacity(4 * n);
+        let mut past: Vec<(String, Value)> = Vec::with_capacity(4 * n);
         for i in 0..n {
-            for part in [
-                "decoder.key",
-                "decoder.value",
-                "encoder.key",
-                "encoder.value",
-            ] {
+            for part in KV_PARTS {
                 let idx = self
                     .g
                     .decoder
@@ -360,49 +346,16 @@ impl Florence2 {
         }
         let logits_idx = self.g.decoder_past.output_index("logits").unwrap_or(0);
         let first_logits_idx = self.g.decoder.output_index("logits").unwrap_or(0);
-        let mut logits = out.swap_remove(first_logits_idx);
+        let first = last_logits(&out.swap_remove(first_logits_idx))?;
         drop(out);
-        let mut trace = Trace {
-            tokens: Vec::new(),
-            step_logits: Vec::new(),
-            stop: StopReason::MaxTokens,
-        };
+        let mut step_logits = Vec::new();
+        if record_logits {
+            step_logits.push(first.clone());
+        }
         let mut decode_time = Duration::ZERO;
-        let mut decode_steps = 0usize;
-        loop {
-            let all = f32_view("decoder", &logits)?;
-            let vocab = logits.shape().last().copied().unwrap_or(0);
-            if vocab == 0 || all.len() < vocab {
-                return Err(run_err(
-                    "decoder",
-                    format!("logits shape {:?}", logits.shape()),
-                ));
-            }
-            let step = &all[all.len() - vocab..];
-            if record_logits {
-                trace.step_logits.push(step.to_vec());
-            }
-            let token = match (trace.tokens.is_empty(), self.cfg.forced_bos_token_id) {
-                (true, Some(bos)) => bos,
-                _ => super::decode::argmax(step)
-                    .ok_or_else(|| run_err("decoder", "no usable logits (all NaN?)".to_string()))?
-                    as u32,
-            };
-            if token == self.cfg.eos_token_id {
-                trace.stop = StopReason::EndOfText;
-                break;
-            }
-            trace.tokens.push(token);
-            if !on_token(token)? {
-                trace.stop = StopReason::TimeBudget;
-                break;
-            }
-            if trace.tokens.len() >= max_new_tokens {
-                trace.stop = StopReason::MaxTokens;
-                break;
-            }
+        let mut step = |token: u32| -> Result<Vec<f32>, VlmError> {
             let t0 = Instant::now();
-            let mut inputs: Vec<(&str, TValue)> = Vec::with_capacity(2 + past.len());
+            let mut inputs: Vec<(&str, Value)> = Vec::with_capacity(2 + past.len());
             inputs.push(("inputs_embeds", self.embed(&[token])?));
             inputs.push(("encoder_attention_mask", mask.clone()));
             for (name, v) in &past {
@@ -410,7 +363,7 @@ impl Florence2 {
             }
             let mut out = self.g.decoder_past.run(inputs)?;
             for i in 0..n {
-                for (k, part) in ["decoder.key", "decoder.value"].iter().enumerate() {
+                for (k, part) in KV_PARTS[..2].iter().enumerate() {
                     let idx = self
                         .g
                         .decoder_past
@@ -424,24 +377,38 @@ impl Florence2 {
                     past[4 * i + k].1 = out[idx].clone();
                 }
             }
-            logits = out.swap_remove(logits_idx);
+            let logits = last_logits(&out.swap_remove(logits_idx))?;
+            if record_logits {
+                step_logits.push(logits.clone());
+            }
             decode_time += t0.elapsed();
-            decode_steps += 1;
-        }
-        Ok((trace, decode_time, decode_steps))
+            Ok(logits)
+        };
+        let limits = Limits {
+            max_new_tokens: opts.max_new_tokens,
+            time_budget: opts.time_budget,
+            started,
+            stop_ids: &[self.cfg.eos_token_id],
+            forced_first: self.cfg.forced_bos_token_id,
+        };
+        let g = decode::greedy(first, &limits, &mut step, on_token)?;
+        let trace = Trace {
+            tokens: g.ids,
+            step_logits,
+            stop: g.stop,
+        };
+        Ok((trace, decode_time, g.steps))
     }
 
     /// Image features for `image`, from the cache when it is the last image seen.
     pub fn image_features(&mut self, image: &RgbImage) -> Result<(u64, Features), VlmError> {
-        let key = image_hash(image);
-        if let Some((k, f)) = &self.image_cache {
-            if *k == key {
-                return Ok((key, f.clone()));
-            }
+        let key = frame_key(image);
+        if let Some(f) = self.image_cache.get(key) {
+            return Ok((key, f));
         }
         let f = self.vision(self.pixel_values(image))?;
         self.vision_runs += 1;
-        self.image_cache = Some((key, f.clone()));
+        self.image_cache.insert(key, f.clone());
         Ok((key, f))
     }
 
@@ -474,35 +441,32 @@ impl Florence2 {
         let started = Instant::now();
         let (key, features) = self.image_features(image)?;
         let vision_ms = ms(started.elapsed());
-        let ids = self.text.prompt_ids(prompt)?;
+        let ids = self.prompt_ids(prompt)?;
         let t_prefill = Instant::now();
         let encoded = self.encoded(key, &features, &ids)?;
         let encode_time = t_prefill.elapsed();
 
-        let mut streamer = Streamer::default();
-        let mut so_far: Vec<u32> = Vec::new();
-        let budget = opts.time_budget;
-        let text = &self.text;
+        let mut stream = text_stream();
+        let tok = &self.tokenizer;
         let mut first_step: Option<Duration> = None;
         let t_decode = Instant::now();
-        let mut on_token = |tok: u32| -> Result<bool, VlmError> {
+        let mut on_token = |id: u32| -> Result<(), VlmError> {
             if first_step.is_none() {
                 first_step = Some(t_decode.elapsed());
             }
-            so_far.push(tok);
-            let piece = streamer.push(text, &so_far)?;
+            let piece = stream.push(tok, id)?;
             if !piece.is_empty() {
                 on_text(&piece);
             }
-            Ok(budget.is_none_or(|b| started.elapsed() < b))
+            Ok(())
         };
         let (trace, decode_time, steps) =
-            self.decode_greedy(&encoded, opts.max_new_tokens, record_logits, &mut on_token)?;
-        let rest = streamer.finish(&self.text, &trace.tokens)?;
+            self.decode_greedy(&encoded, opts, started, record_logits, &mut on_token)?;
+        let rest = stream.finish(tok)?;
         if !rest.is_empty() {
             on_text(&rest);
         }
-        let text = clean_text(&self.text.decode_raw(&trace.tokens)?);
+        let text = clean_text(&decode_raw(tok, &trace.tokens)?);
         let prefill = encode_time + first_step.unwrap_or_else(|| t_decode.elapsed());
         let generation = Generation {
             text,
@@ -532,7 +496,7 @@ impl Florence2 {
     ) -> Result<(Generation, TaskOutput), VlmError> {
         let prompt = format!("{task}{}", text_input.unwrap_or(""));
         let (gen, trace) = self.run(image, &prompt, opts, false, &mut |_| {})?;
-        let raw = self.text.decode_raw(&trace.tokens)?;
+        let raw = decode_raw(&self.tokenizer, &trace.tokens)?;
         let (w, h) = image.dimensions();
         let parsed = parse_task_output_with(task, &raw, w, h, &self.cfg.banned_grounding);
         Ok((gen, parsed))

@@ -1,287 +1,24 @@
-//! SmolVLM / SmolVLM2 (Idefics3 architecture) in the onnx-community / transformers.js layout:
-//! `onnx/vision_encoder*.onnx`, `onnx/embed_tokens*.onnx`, `onnx/decoder_model_merged*.onnx` beside
-//! `config.json`, `preprocessor_config.json` and `tokenizer.json`.
-//!
-//! One frame is one 512×512 image (no tiling, 64 image tokens): resized as transformers'
-//! Idefics3 image processor does with `do_image_splitting=False` (longest edge to
-//! `size.longest_edge`, then squashed to `max_image_size`², Pillow Lanczos), scaled to [-1, 1].
-//! The prompt is the model's chat template with `<image>` expanded to
-//! `<fake_token_around_image><global-img>` + 64 × `<image>` + `<fake_token_around_image>`; the image
-//! features replace the `<image>` rows of the token embeddings; greedy decoding stops at
-//! `<end_of_utterance>`. The image features of the last frame are kept, so several questions about
-//! one frame run the vision encoder once.
+//! The SmolVLM model: its three graphs, the prompt with the image placeholder expanded, the
+//! image features merged into the token embeddings, and greedy generation on the shared loop.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use image::RgbImage;
-use serde::Deserialize;
 
-use super::decode::{self, Limits};
-use super::onnx::load_graph;
-use super::resample::{self, Filter};
-use super::tokenize::{ChatTemplate, TextStream, Tokenizer};
-use super::{GenerateOptions, Generation, Timings, Variant, VisionLanguageModel, VlmError};
+use super::config::Config;
+use super::preprocess::Preprocess;
 use crate::engine::session::{Dim, ElemType, InputSpec, Session, SessionOptions, Value};
-
-/// transformers' cap on the first resize (`MAX_IMAGE_SIZE` in image_processing_idefics3.py).
-const MAX_IMAGE_SIZE: usize = 4096;
+use crate::vlm::contract::{
+    GenerateOptions, Generation, Timings, Variant, VisionLanguageModel, VlmError,
+};
+use crate::vlm::decode::{self, Limits};
+use crate::vlm::frame_cache::{frame_key, FrameCache};
+use crate::vlm::onnx::load_graph;
+use crate::vlm::tokenize::{ChatTemplate, TextStream, Tokenizer};
 
 /// The SmolVLM chat format, used when the folder has no chat template.
 const DEFAULT_TEMPLATE: &str = "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
-
-/// The numbers lookout needs from `config.json`.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub image_token_id: u32,
-    pub scale_factor: usize,
-    pub image_size: usize,
-    pub patch_size: usize,
-    pub hidden_size: usize,
-    pub num_layers: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub vocab_size: usize,
-}
-
-impl Config {
-    /// Image tokens per frame: (image_size / patch_size)² / scale_factor².
-    pub fn image_seq_len(&self) -> usize {
-        let side = self.image_size / self.patch_size;
-        side * side / (self.scale_factor * self.scale_factor)
-    }
-
-    pub fn load(path: &Path) -> Result<Config, VlmError> {
-        let v = read_json(path)?;
-        let err = |field: &str, why: &str| VlmError::Load {
-            path: path.to_path_buf(),
-            reason: format!("field `{field}`: {why}"),
-        };
-        let num = |obj: &serde_json::Value, field: &str| -> Result<Option<usize>, VlmError> {
-            match obj.get(field) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(x) => x
-                    .as_u64()
-                    .filter(|&n| n > 0)
-                    .map(|n| Some(n as usize))
-                    .ok_or_else(|| err(field, "not a positive integer")),
-            }
-        };
-        let text = v
-            .get("text_config")
-            .ok_or_else(|| err("text_config", "missing"))?;
-        let vision = v
-            .get("vision_config")
-            .ok_or_else(|| err("vision_config", "missing"))?;
-        let need = |obj: &serde_json::Value, section: &str, field: &str| {
-            num(obj, field)?.ok_or_else(|| err(&format!("{section}{field}"), "missing"))
-        };
-        let hidden_size = need(text, "text_config.", "hidden_size")?;
-        let heads = need(text, "text_config.", "num_attention_heads")?;
-        let head_dim = num(text, "head_dim")?.unwrap_or(hidden_size / heads);
-        let cfg = Config {
-            image_token_id: need(&v, "", "image_token_id")? as u32,
-            scale_factor: need(&v, "", "scale_factor")?,
-            image_size: need(vision, "vision_config.", "image_size")?,
-            patch_size: need(vision, "vision_config.", "patch_size")?,
-            hidden_size,
-            num_layers: need(text, "text_config.", "num_hidden_layers")?,
-            num_kv_heads: num(text, "num_key_value_heads")?.unwrap_or(heads),
-            head_dim,
-            vocab_size: need(text, "text_config.", "vocab_size")
-                .or_else(|_| need(&v, "", "vocab_size"))?,
-        };
-        if !cfg
-            .image_size
-            .is_multiple_of(cfg.patch_size * cfg.scale_factor)
-        {
-            return Err(err(
-                "vision_config.image_size",
-                "not a multiple of patch_size × scale_factor",
-            ));
-        }
-        Ok(cfg)
-    }
-}
-
-/// The image processor settings (`preprocessor_config.json`), for the no-splitting case.
-#[derive(Debug, Clone)]
-pub struct Preprocess {
-    /// First resize: longest edge to this (`size.longest_edge`); `None` when `do_resize` is false.
-    pub longest_edge: Option<usize>,
-    /// Square side fed to the vision encoder (`max_image_size.longest_edge`).
-    pub side: usize,
-    pub filter: Filter,
-    pub rescale: f64,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-#[derive(Deserialize)]
-struct Edge {
-    longest_edge: Option<usize>,
-}
-
-#[derive(Deserialize)]
-struct PreprocessorFile {
-    do_resize: Option<bool>,
-    size: Option<Edge>,
-    max_image_size: Option<Edge>,
-    resample: Option<i64>,
-    rescale_factor: Option<f64>,
-    do_rescale: Option<bool>,
-    do_normalize: Option<bool>,
-    image_mean: Option<Vec<f32>>,
-    image_std: Option<Vec<f32>>,
-}
-
-impl Preprocess {
-    pub fn load(path: &Path, cfg: &Config) -> Result<Preprocess, VlmError> {
-        let v = read_json(path)?;
-        let f: PreprocessorFile = serde_json::from_value(v).map_err(|e| VlmError::Load {
-            path: path.to_path_buf(),
-            reason: format!("unexpected content: {e}"),
-        })?;
-        let err = |field: &str, why: String| VlmError::Load {
-            path: path.to_path_buf(),
-            reason: format!("field `{field}`: {why}"),
-        };
-        let resample = f.resample.unwrap_or(1);
-        let filter = Filter::from_pil(resample).ok_or_else(|| {
-            err(
-                "resample",
-                format!("{resample} (only 1 Lanczos, 2 bilinear, 3 bicubic are implemented)"),
-            )
-        })?;
-        let side = f
-            .max_image_size
-            .and_then(|m| m.longest_edge)
-            .unwrap_or(cfg.image_size);
-        if side != cfg.image_size {
-            return Err(err(
-                "max_image_size.longest_edge",
-                format!("{side}, but the vision encoder takes {} px", cfg.image_size),
-            ));
-        }
-        let three =
-            |v: Option<Vec<f32>>, field: &str, default: f32| -> Result<[f32; 3], VlmError> {
-                match v {
-                    None => Ok([default; 3]),
-                    Some(v) if v.len() == 3 => Ok([v[0], v[1], v[2]]),
-                    Some(v) if v.len() == 1 => Ok([v[0]; 3]),
-                    Some(v) => Err(err(field, format!("{} values, expected 3", v.len()))),
-                }
-            };
-        let normalize = f.do_normalize.unwrap_or(true);
-        let std = if normalize {
-            three(f.image_std, "image_std", 0.5)?
-        } else {
-            [1.0; 3]
-        };
-        if std.contains(&0.0) {
-            return Err(err("image_std", "contains 0".into()));
-        }
-        Ok(Preprocess {
-            longest_edge: if f.do_resize.unwrap_or(true) {
-                Some(f.size.and_then(|s| s.longest_edge).unwrap_or(4 * side))
-            } else {
-                None
-            },
-            side,
-            filter,
-            rescale: if f.do_rescale.unwrap_or(true) {
-                f.rescale_factor.unwrap_or(1.0 / 255.0)
-            } else {
-                1.0
-            },
-            mean: if normalize {
-                three(f.image_mean, "image_mean", 0.5)?
-            } else {
-                [0.0; 3]
-            },
-            std,
-        })
-    }
-
-    /// The two resizes of the reference processor, as 8-bit RGB (`side` × `side`).
-    pub fn resize(&self, img: &RgbImage) -> RgbImage {
-        let first = match self.longest_edge {
-            Some(edge) => {
-                let (h, w) = first_resize_size(img.height() as usize, img.width() as usize, edge);
-                if (w as u32, h as u32) == img.dimensions() {
-                    img.clone()
-                } else {
-                    resample::resize(img, w as u32, h as u32, self.filter)
-                }
-            }
-            None => img.clone(),
-        };
-        let s = self.side as u32;
-        if first.dimensions() == (s, s) {
-            first
-        } else {
-            resample::resize(&first, s, s, self.filter)
-        }
-    }
-
-    /// `pixel_values` for one frame: CHW, `(u8 × rescale − mean) / std`.
-    pub fn pixel_values(&self, img: &RgbImage) -> Vec<f32> {
-        let r = self.resize(img);
-        let n = self.side * self.side;
-        let mut out = vec![0f32; 3 * n];
-        for (i, p) in r.pixels().enumerate() {
-            for c in 0..3 {
-                // transformers rescales in float64, normalises in float32.
-                let x = (p.0[c] as f64 * self.rescale) as f32;
-                out[c * n + i] = (x - self.mean[c]) / self.std[c];
-            }
-        }
-        out
-    }
-}
-
-/// transformers' `_resize_output_size_rescale_to_max_len` then `_resize_output_size_scale_below_upper_bound`
-/// (Idefics3): longest edge to `max_len`, the other edge truncated and rounded up to even. Returns (h, w).
-pub fn first_resize_size(height: usize, width: usize, max_len: usize) -> (usize, usize) {
-    let (mut h, mut w) = (height.max(1), width.max(1));
-    let aspect = w as f64 / h as f64;
-    if w >= h {
-        w = max_len;
-        h = (w as f64 / aspect) as usize;
-        if !h.is_multiple_of(2) {
-            h += 1;
-        }
-    } else {
-        h = max_len;
-        w = (h as f64 * aspect) as usize;
-        if !w.is_multiple_of(2) {
-            w += 1;
-        }
-    }
-    h = h.max(1);
-    w = w.max(1);
-    let aspect = w as f64 / h as f64;
-    if w >= h && w > MAX_IMAGE_SIZE {
-        w = MAX_IMAGE_SIZE;
-        h = (w as f64 / aspect) as usize;
-    } else if h > w && h > MAX_IMAGE_SIZE {
-        h = MAX_IMAGE_SIZE;
-        w = (h as f64 * aspect) as usize;
-    }
-    (h.max(1), w.max(1))
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value, VlmError> {
-    let text = std::fs::read_to_string(path).map_err(|e| VlmError::Load {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| VlmError::Load {
-        path: path.to_path_buf(),
-        reason: format!("not JSON: {e}"),
-    })
-}
 
 /// How to load a model folder.
 #[derive(Debug, Clone)]
@@ -299,7 +36,7 @@ impl Default for LoadOptions {
     }
 }
 
-fn run_err(stage: &'static str) -> impl Fn(crate::Error) -> VlmError {
+fn run_err<E: std::fmt::Display>(stage: &'static str) -> impl Fn(E) -> VlmError {
     move |e| VlmError::Run {
         stage,
         reason: e.to_string(),
@@ -328,8 +65,8 @@ pub struct SmolVlm {
     end_of_utterance: u32,
     fake_image: u32,
     global_image: u32,
-    /// Hash of the last frame and its image features.
-    cache: Option<(u64, Vec<f32>)>,
+    /// Image features of the last frame.
+    cache: FrameCache<Vec<f32>>,
     vision_runs: usize,
 }
 
@@ -458,7 +195,7 @@ impl SmolVlm {
             end_of_utterance,
             fake_image,
             global_image,
-            cache: None,
+            cache: FrameCache::default(),
             vision_runs: 0,
         })
     }
@@ -510,11 +247,9 @@ impl SmolVlm {
     /// the cache answered and the milliseconds spent in the vision encoder (pre-processing excluded;
     /// 0 when cached).
     pub fn image_features(&mut self, img: &RgbImage) -> Result<(Vec<f32>, bool, f64), VlmError> {
-        let key = frame_hash(img);
-        if let Some((k, f)) = &self.cache {
-            if *k == key {
-                return Ok((f.clone(), true, 0.0));
-            }
+        let key = frame_key(img);
+        if let Some(f) = self.cache.get(key) {
+            return Ok((f, true, 0.0));
         }
         let t = Instant::now();
         let pixels = self.pre.pixel_values(img);
@@ -527,7 +262,7 @@ impl SmolVlm {
         let t = Instant::now();
         let f = self.encode_pixels(pixels)?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        self.cache = Some((key, f.clone()));
+        self.cache.insert(key, f.clone());
         Ok((f, false, ms))
     }
 
@@ -736,6 +471,7 @@ impl SmolVlm {
             time_budget: opts.time_budget,
             started,
             stop_ids: &stop,
+            forced_first: None,
         };
         let mut step = |id: u32| -> Result<Vec<f32>, VlmError> {
             let e = self.embed_ids(&[id])?;
@@ -772,13 +508,6 @@ fn present_slot(name: &str, layers: usize) -> Option<usize> {
         "value" => Some(2 * i + 1),
         _ => None,
     }
-}
-
-fn frame_hash(img: &RgbImage) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    img.dimensions().hash(&mut h);
-    img.as_raw().hash(&mut h);
-    h.finish()
 }
 
 impl VisionLanguageModel for SmolVlm {
@@ -828,19 +557,6 @@ impl VisionLanguageModel for SmolVlm {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn first_resize_matches_transformers_rules() {
-        // 548x342 (w x h) -> w 2048, h int(2048 / (548/342)) = 1278 (even).
-        assert_eq!(first_resize_size(342, 548, 2048), (1278, 2048));
-        // portrait: 335/480*2048 = 1429.3 -> 1429, odd, rounded up to 1430
-        assert_eq!(first_resize_size(480, 335, 2048), (2048, 1430));
-        assert_eq!(first_resize_size(480, 333, 2048), (2048, 1420));
-        // square
-        assert_eq!(first_resize_size(10, 10, 2048), (2048, 2048));
-        // very wide: the short edge never reaches 0
-        assert_eq!(first_resize_size(1, 5000, 2048), (1, 2048));
-    }
 
     #[test]
     fn present_names_map_to_cache_slots() {

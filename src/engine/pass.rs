@@ -1,0 +1,81 @@
+//! The contract of lookout's graph passes (as tract's `TypedPass`): each swaps tract ops for
+//! lookout's where they compute the same thing, and says when it must run. The op files implement
+//! it; [`super::passes`] lists them and [`super::optimize`] applies them, so this leaf names none.
+
+use tract_core::internal::*;
+
+/// Where in tract's optimisation a pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// On the typed model after constant propagation, before decluttering and codegen (which
+    /// rewrite the ops a pass would look for).
+    BeforeOptimise,
+    /// On the optimised model, swapping ops in place.
+    AfterOptimise,
+}
+
+pub trait GraphPass {
+    /// The lookout op it swaps in (`QConv`, `SelectTopk`, …), for logs and [`Rewrites`].
+    fn name(&self) -> &'static str;
+    /// What it replaces, for the log line: "quantized Conv", "TopK", ….
+    fn replaces(&self) -> &'static str;
+    /// Most passes swap one op for another on the final plan.
+    fn stage(&self) -> Stage {
+        Stage::AfterOptimise
+    }
+    /// Swaps every node it recognises; returns how many.
+    fn run(&self, model: &mut TypedModel) -> TractResult<usize>;
+}
+
+/// Replaces, in place, the op of every node for which `swap` gives a new one: same inputs, same
+/// outputs, so nothing else in the graph changes. Returns how many nodes were swapped.
+pub fn swap_ops(
+    model: &mut TypedModel,
+    swap: impl Fn(&TypedModel, &TypedNode) -> Option<Box<dyn TypedOp>>,
+) -> usize {
+    // Decided on the whole graph first: `swap` may look at other nodes' facts.
+    let swaps: Vec<(usize, Box<dyn TypedOp>)> = model
+        .nodes()
+        .iter()
+        .filter_map(|node| Some((node.id, swap(model, node)?)))
+        .collect();
+    let n = swaps.len();
+    for (id, op) in swaps {
+        model.node_mut(id).op = op;
+    }
+    n
+}
+
+/// What the passes swapped in: node counts per pass, in the order they ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrites {
+    counts: Vec<(&'static str, &'static str, usize)>,
+}
+
+impl Rewrites {
+    pub(super) fn record(&mut self, pass: &dyn GraphPass, n: usize) {
+        self.counts.push((pass.name(), pass.replaces(), n));
+    }
+    /// Nodes swapped by the pass named `name` (0 when it did not run).
+    pub fn count(&self, name: &str) -> usize {
+        self.counts
+            .iter()
+            .filter(|(n, _, _)| *n == name)
+            .map(|(_, _, c)| c)
+            .sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.counts.iter().all(|(_, _, c)| *c == 0)
+    }
+}
+
+impl std::fmt::Display for Rewrites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(name, replaces, n)| format!("{n} {replaces} as {name}"))
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
+}
