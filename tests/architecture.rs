@@ -39,7 +39,10 @@ fn code_lines(p: &Path) -> Vec<(usize, String)> {
 #[test]
 fn no_source_file_over_1000_lines() {
     let mut long = Vec::new();
-    for p in sources(&src()).into_iter().chain(sources(&src().join("../tests"))) {
+    for p in sources(&src())
+        .into_iter()
+        .chain(sources(&src().join("../tests")))
+    {
         if p.components().any(|c| c.as_os_str() == "fixtures") {
             continue;
         }
@@ -65,7 +68,11 @@ fn tract_only_in_engine() {
             }
         }
     }
-    assert!(found.is_empty(), "tract outside src/engine/:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "tract outside src/engine/:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
@@ -89,5 +96,8 @@ fn main_only_dispatches() {
         .unwrap()
         .lines()
         .count();
-    assert!(n <= 250, "src/main.rs has {n} lines; subcommands belong in src/cli/");
+    assert!(
+        n <= 250,
+        "src/main.rs has {n} lines; subcommands belong in src/cli/"
+    );
 }

@@ -29,9 +29,13 @@ pub struct RunArgs {
     /// Stop after this many frames.
     #[arg(long)]
     max_frames: Option<u64>,
-    /// Write events, alerts, descriptions and stats as JSON Lines here (`-` = stdout).
+    /// Append events, alerts, descriptions and stats as JSON Lines here (`-` = stdout). The file
+    /// is appended to, so the local record of alerts survives restarts like the spool does.
     #[arg(long)]
     events_out: Option<PathBuf>,
+    /// Start `--events-out` afresh instead of appending to it.
+    #[arg(long, requires = "events_out")]
+    truncate_events: bool,
     /// Print JSON Lines on stdout instead of readable lines.
     #[arg(long)]
     json: bool,
@@ -98,7 +102,13 @@ fn sinks(a: &RunArgs) -> anyhow::Result<Vec<Box<dyn Sink>>> {
             sinks.push(Box::new(JsonlSink::new(std::io::stdout(), true)))
         }
         Some(p) => {
-            let f = std::fs::File::create(p).with_context(|| format!("{}", p.display()))?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(!a.truncate_events)
+                .truncate(a.truncate_events)
+                .open(p)
+                .with_context(|| format!("{}", p.display()))?;
             sinks.push(Box::new(JsonlSink::new(std::io::BufWriter::new(f), true)));
         }
         None => {}
@@ -122,6 +132,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let sinks = sinks(&a)?;
     let handle = Handle::default();
+    // Ctrl-C before the first frame is not a source failure.
+    let stop = handle.stop.clone();
     {
         let stop = handle.stop.clone();
         ctrlc::set_handler(move || {
@@ -147,5 +159,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         summary.frames_dropped,
         summary.bad_frames
     );
+    // A source that never gave a frame (a missing file, a command that exits at once, a camera
+    // that stayed away through every retry) is a failure systemd and scripts must see.
+    let asked_to_stop = stop.load(Ordering::SeqCst) || a.max_frames == Some(0);
+    if summary.frames_captured == 0 && !asked_to_stop {
+        eprintln!("error: no frame could be read from the source; nothing was processed");
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
