@@ -88,7 +88,7 @@ fn street_scene_end_to_end() {
     let mut person_ids = std::collections::BTreeSet::new();
     for f in 0..140u64 {
         let ts = f as f64 / FPS;
-        let mut tracks = tracker.update(f, ts, &detections(f)).to_vec();
+        let tracks = tracker.update(f, ts, &detections(f)).to_vec();
         for t in tracks.iter().filter(|t| t.is_established()) {
             if &*t.label == "person" {
                 person_ids.insert(t.id);
@@ -98,10 +98,11 @@ fn street_scene_end_to_end() {
                 "frame {f}: a one-frame blip was confirmed"
             );
         }
-        alerts.extend(rules.evaluate(f, ts, &mut tracks));
-        evs.extend(events.update(f, ts, &tracks));
+        let found = rules.evaluate(f, ts, &tracks);
+        alerts.extend(found.alerts);
+        evs.extend(events.update(f, ts, &tracks, &found.zones));
         if f % 10 == 0 {
-            descriptions.push(describer.describe(f, ts, &tracks));
+            descriptions.push(describer.describe(f, ts, &tracks, &found.zones));
         }
     }
     evs.extend(events.finish(140, 14.0));

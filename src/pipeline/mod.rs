@@ -22,7 +22,9 @@ use crate::capture::{CaptureError, Frame, FrameSource};
 use crate::config::{Config, VlmSchedule};
 use crate::detect::{Detection, Detector};
 use crate::error::{Error, Result};
-use crate::scene::{Alert, Describer, EventBuilder, EventType, RuleEngine};
+use crate::scene::{
+    Alert, Describer, Evaluation, EventBuilder, EventType, RuleEngine, ZoneMembership,
+};
 use crate::track::{Track, Tracker};
 use crate::util::unix_now;
 
@@ -51,6 +53,8 @@ pub struct Latest {
     pub ts: f64,
     pub image: Arc<RgbImage>,
     pub tracks: Vec<Track>,
+    /// Which zones each of `tracks` is in, from the rules.
+    pub zones: ZoneMembership,
 }
 
 /// Shared view of the running pipeline.
@@ -398,10 +402,10 @@ fn scene_loop(
                 true,
             );
         }
-        let mut tracks: Vec<Track> = tracker.update(r.frame_id, r.ts, &dets).to_vec();
-        let alerts = rules.evaluate(r.frame_id, r.ts, &mut tracks);
+        let tracks: Vec<Track> = tracker.update(r.frame_id, r.ts, &dets).to_vec();
+        let Evaluation { alerts, zones } = rules.evaluate(r.frame_id, r.ts, &tracks);
         let mut saw_new = false;
-        for ev in events.update(r.frame_id, r.ts, &tracks) {
+        for ev in events.update(r.frame_id, r.ts, &tracks, &zones) {
             n_events += 1;
             saw_new |= ev.kind == EventType::New;
             send(Output::Event(ev), false);
@@ -431,7 +435,10 @@ fn scene_loop(
         {
             last_describe = r.ts;
             if let Some(d) = describer.as_mut() {
-                send(Output::Scene(d.describe(r.frame_id, r.ts, &tracks)), false);
+                send(
+                    Output::Scene(d.describe(r.frame_id, r.ts, &tracks, &zones)),
+                    false,
+                );
             }
         }
         if let (Some(v), Some(d)) = (vlm.as_ref(), describer.as_ref()) {
@@ -445,7 +452,13 @@ fn scene_loop(
             if let Some(t) = trigger.filter(|_| r.ts - last_vlm >= c.interval_s && v.pending() == 0)
             {
                 last_vlm = r.ts;
-                v.describe(frame(), d.peek(r.frame_id, r.ts, &tracks), None, t, None);
+                v.describe(
+                    frame(),
+                    d.peek(r.frame_id, r.ts, &tracks, &zones),
+                    None,
+                    t,
+                    None,
+                );
             }
         }
         window.add(&r.times, analyse_start.elapsed());
@@ -455,6 +468,7 @@ fn scene_loop(
                 ts: r.ts,
                 image: r.image,
                 tracks: tracks.clone(),
+                zones,
             });
         }
         if cfg.pipeline.stats_interval > 0.0

@@ -269,7 +269,7 @@ impl CommandHandler for PipelineCommands {
                 };
                 let (w, h) = latest.image.dimensions();
                 let mut d = crate::scene::Describer::new(Default::default(), w, h);
-                let desc = d.describe(latest.frame_id, latest.ts, &latest.tracks);
+                let desc = d.describe(latest.frame_id, latest.ts, &latest.tracks, &latest.zones);
                 if let Some(vlm) = self.handle.vlm.lock().ok().and_then(|v| v.clone()) {
                     // The VLM answers later, from its own thread; the reply goes out then.
                     let frame = VlmFrame {

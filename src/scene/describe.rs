@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use super::error::SettingError;
+use super::text::{capitalise, counted};
+use super::ZoneMembership;
 use crate::track::Track;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,12 +35,14 @@ impl Default for DescribeConfig {
 
 impl DescribeConfig {
     /// The error names the key, relative to the `[describe]` table.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         for (key, v) in [("near_y", self.near_y), ("near_height", self.near_height)] {
             if !(v > 0.0 && v <= 1.0) {
-                return Err(Error::Other(format!(
-                    "describe.{key}: {v} is outside (0, 1]"
-                )));
+                return Err(SettingError {
+                    table: "describe",
+                    key,
+                    reason: format!("{v} is outside (0, 1]"),
+                });
             }
         }
         Ok(())
@@ -156,17 +160,29 @@ impl Describer {
     }
 
     /// The description `describe` would give now, without moving the "what changed" baseline.
-    pub fn peek(&self, frame_id: u64, ts: f64, tracks: &[Track]) -> SceneDescription {
-        self.clone().describe(frame_id, ts, tracks)
+    pub fn peek(
+        &self,
+        frame_id: u64,
+        ts: f64,
+        tracks: &[Track],
+        zones: &ZoneMembership,
+    ) -> SceneDescription {
+        self.clone().describe(frame_id, ts, tracks, zones)
     }
 
-    /// Describe confirmed and lost tracks (tentative ones are not yet believed). The first
-    /// description after `new` or `reset` has no changes.
-    pub fn describe(&mut self, frame_id: u64, ts: f64, tracks: &[Track]) -> SceneDescription {
+    /// Describe confirmed and lost tracks (tentative ones are not yet believed), each in the zones
+    /// `zones` gives it. The first description after `new` or `reset` has no changes.
+    pub fn describe(
+        &mut self,
+        frame_id: u64,
+        ts: f64,
+        tracks: &[Track],
+        zones: &ZoneMembership,
+    ) -> SceneDescription {
         let mut objects: Vec<SceneObject> = tracks
             .iter()
             .filter(|t| t.is_established() && t.bbox.is_finite())
-            .map(|t| self.object(t))
+            .map(|t| self.object(t, zones.of(t.id)))
             .collect();
         objects.sort_by_key(|o| o.track_id);
         let mut counts = BTreeMap::new();
@@ -190,7 +206,7 @@ impl Describer {
         }
     }
 
-    fn object(&self, t: &Track) -> SceneObject {
+    fn object(&self, t: &Track, zones: &[String]) -> SceneObject {
         let (cx, _) = t.bbox.center();
         let x = cx / self.frame_w;
         let position = if x < 1.0 / 3.0 {
@@ -207,7 +223,7 @@ impl Describer {
             label: t.label.to_string(),
             position,
             distance: if near { Distance::Near } else { Distance::Far },
-            zones: t.zones.clone(),
+            zones: zones.to_vec(),
         }
     }
 }
@@ -336,74 +352,6 @@ fn list(items: &[String]) -> String {
     }
 }
 
-pub(crate) fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
-}
-
-/// "a person", "an apple", "2 people".
-pub(crate) fn counted(n: usize, label: &str) -> String {
-    if n == 1 {
-        format!("{} {label}", article(label))
-    } else {
-        format!("{n} {}", plural(label))
-    }
-}
-
-pub(crate) fn article(word: &str) -> &'static str {
-    match word.chars().next().map(|c| c.to_ascii_lowercase()) {
-        Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
-        _ => "a",
-    }
-}
-
-/// English plural of a detector label; covers the COCO/VOC/Open Images names and the regular
-/// rules, and changes only the last word ("traffic light" → "traffic lights").
-pub(crate) fn plural(label: &str) -> String {
-    let (head, last) = match label.rfind(' ') {
-        Some(i) => (&label[..=i], &label[i + 1..]),
-        None => ("", label),
-    };
-    let irregular = match last {
-        "person" => Some("people"),
-        "man" => Some("men"),
-        "woman" => Some("women"),
-        "child" => Some("children"),
-        "mouse" => Some("mice"),
-        "knife" => Some("knives"),
-        "leaf" => Some("leaves"),
-        "foot" => Some("feet"),
-        "tooth" => Some("teeth"),
-        "goose" => Some("geese"),
-        "sheep" | "deer" | "fish" | "skis" | "scissors" | "broccoli" | "people" | "glasses"
-        | "aircraft" | "series" | "species" => Some(last),
-        _ => None,
-    };
-    let tail = match irregular {
-        Some(p) => p.to_string(),
-        None => {
-            let b = last.as_bytes();
-            let consonant_y = b.len() >= 2
-                && b[b.len() - 1] == b'y'
-                && !matches!(b[b.len() - 2], b'a' | b'e' | b'i' | b'o' | b'u');
-            if ["s", "x", "z", "ch", "sh"]
-                .iter()
-                .any(|e| last.ends_with(e))
-            {
-                format!("{last}es")
-            } else if consonant_y {
-                format!("{}ies", &last[..last.len() - 1])
-            } else {
-                format!("{last}s")
-            }
-        }
-    };
-    format!("{head}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -412,7 +360,7 @@ mod tests {
     use crate::geometry::BBox;
     use crate::track::{TrackState, Velocity};
 
-    fn track(id: u64, label: &str, b: [f32; 4], zones: &[&str]) -> Track {
+    fn track(id: u64, label: &str, b: [f32; 4]) -> Track {
         Track {
             id,
             label: Arc::from(label),
@@ -427,24 +375,12 @@ mod tests {
             last_seen: 0.0,
             last_frame: 0,
             state: TrackState::Confirmed,
-            zones: zones.iter().map(|z| z.to_string()).collect(),
         }
     }
 
-    #[test]
-    fn plurals_and_articles() {
-        assert_eq!(plural("person"), "people");
-        assert_eq!(plural("bus"), "buses");
-        assert_eq!(plural("bench"), "benches");
-        assert_eq!(plural("traffic light"), "traffic lights");
-        assert_eq!(plural("wine glass"), "wine glasses");
-        assert_eq!(plural("butterfly"), "butterflies");
-        assert_eq!(plural("toy"), "toys");
-        assert_eq!(plural("sheep"), "sheep");
-        assert_eq!(plural("knife"), "knives");
-        assert_eq!(counted(1, "umbrella"), "an umbrella");
-        assert_eq!(counted(3, "car"), "3 cars");
-        assert_eq!(plural(""), "s");
+    /// Track 1 in the crossing (first frame) or track 6 (second).
+    fn in_crossing(id: u64) -> ZoneMembership {
+        [(id, "crossing")].into_iter().collect()
     }
 
     #[test]
@@ -452,12 +388,12 @@ mod tests {
         let mut d = Describer::new(DescribeConfig::default(), 1000, 600);
         // A person ahead and close, in the crossing; two cars far on the right; one far left.
         let t0 = vec![
-            track(1, "person", [450.0, 250.0, 550.0, 590.0], &["crossing"]),
-            track(2, "car", [700.0, 200.0, 800.0, 260.0], &[]),
-            track(3, "car", [850.0, 210.0, 950.0, 270.0], &[]),
-            track(4, "car", [10.0, 200.0, 110.0, 260.0], &[]),
+            track(1, "person", [450.0, 250.0, 550.0, 590.0]),
+            track(2, "car", [700.0, 200.0, 800.0, 260.0]),
+            track(3, "car", [850.0, 210.0, 950.0, 270.0]),
+            track(4, "car", [10.0, 200.0, 110.0, 260.0]),
         ];
-        let s0 = d.describe(10, 1.0, &t0);
+        let s0 = d.describe(10, 1.0, &t0, &in_crossing(1));
         assert_eq!(
             s0.text,
             "In view: 3 cars, a person. A person ahead, near, in crossing; a car on the left, \
@@ -471,17 +407,17 @@ mod tests {
         // The right-hand cars drive off, a dog appears on the left; the person leaves the
         // crossing and a second person enters it from far away.
         let mut t1 = vec![
-            track(1, "person", [450.0, 250.0, 550.0, 590.0], &[]),
-            track(4, "car", [10.0, 200.0, 110.0, 260.0], &[]),
-            track(5, "dog", [100.0, 400.0, 160.0, 440.0], &[]),
-            track(6, "person", [300.0, 200.0, 330.0, 280.0], &["crossing"]),
+            track(1, "person", [450.0, 250.0, 550.0, 590.0]),
+            track(4, "car", [10.0, 200.0, 110.0, 260.0]),
+            track(5, "dog", [100.0, 400.0, 160.0, 440.0]),
+            track(6, "person", [300.0, 200.0, 330.0, 280.0]),
         ];
         t1.push(Track {
             state: TrackState::Tentative,
             id: 0,
-            ..track(0, "cat", [0.0, 0.0, 5.0, 5.0], &[])
+            ..track(0, "cat", [0.0, 0.0, 5.0, 5.0])
         });
-        let s1 = d.describe(20, 2.0, &t1);
+        let s1 = d.describe(20, 2.0, &t1, &in_crossing(6));
         let texts: Vec<&str> = s1.changes.iter().map(|c| c.text.as_str()).collect();
         assert_eq!(
             texts,
@@ -501,10 +437,10 @@ mod tests {
         assert!(!s1.counts.contains_key("cat"));
 
         // Person 1 walks away from the camera.
-        let t2 = vec![track(1, "person", [450.0, 100.0, 500.0, 200.0], &[])];
-        let s2 = d.describe(30, 3.0, &t2);
+        let t2 = vec![track(1, "person", [450.0, 100.0, 500.0, 200.0])];
+        let s2 = d.describe(30, 3.0, &t2, &ZoneMembership::new());
         assert!(s2.changes.iter().any(|c| c.text == "a person moved away"));
-        let s3 = d.describe(40, 4.0, &[]);
+        let s3 = d.describe(40, 4.0, &[], &ZoneMembership::new());
         assert!(s3
             .text
             .starts_with("Nothing in view. Changes: a person left."));
@@ -513,7 +449,8 @@ mod tests {
     #[test]
     fn serialises_lowercase_enums() {
         let mut d = Describer::new(DescribeConfig::default(), 100, 100);
-        let s = d.describe(1, 0.5, &[track(1, "person", [0.0, 0.0, 10.0, 10.0], &[])]);
+        let one = [track(1, "person", [0.0, 0.0, 10.0, 10.0])];
+        let s = d.describe(1, 0.5, &one, &ZoneMembership::new());
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["objects"][0]["position"], "left");
         assert_eq!(v["objects"][0]["distance"], "far");

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use super::error::SettingError;
+use super::ZoneMembership;
 use crate::geometry::BBox;
 use crate::track::{Track, TrackState, Velocity};
 
@@ -37,12 +38,13 @@ pub struct ObjectState {
 }
 
 impl ObjectState {
-    pub fn of(t: &Track) -> Self {
+    /// Track `t` as it is now, in `zones` (its entry in the frame's [`ZoneMembership`]).
+    pub fn of(t: &Track, zones: &[String]) -> Self {
         ObjectState {
             bbox: t.bbox.rounded(),
             // Rounded like the box: keeps payloads short, and no consumer needs more.
             score: (t.score * 1000.0).round() / 1000.0,
-            zones: t.zones.clone(),
+            zones: zones.to_vec(),
             velocity: Velocity {
                 vx: (t.velocity.vx * 10.0).round() / 10.0,
                 vy: (t.velocity.vy * 10.0).round() / 10.0,
@@ -106,8 +108,14 @@ impl Default for EventConfig {
 
 impl EventConfig {
     /// The error names the key, relative to the `[events]` table.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, reason: String| Err(Error::Other(format!("events.{key}: {reason}")));
+    pub fn validate(&self) -> Result<(), SettingError> {
+        let bad = |key: &'static str, reason: String| {
+            Err(SettingError {
+                table: "events",
+                key,
+                reason,
+            })
+        };
         if !(self.min_update_interval.is_finite() && self.min_update_interval >= 0.0) {
             return bad(
                 "min_update_interval",
@@ -178,14 +186,21 @@ impl EventBuilder {
         self.known.keys().copied()
     }
 
-    /// Events for one frame, given all of the tracker's current tracks (with zones filled in if
-    /// zone changes should produce updates). A track missing from `tracks` has ended.
-    pub fn update(&mut self, frame_id: u64, ts: f64, tracks: &[Track]) -> Vec<Event> {
+    /// Events for one frame, given all of the tracker's current tracks and the zones they are in
+    /// (a zone change is an update; pass an empty [`ZoneMembership`] without zone rules). A track
+    /// missing from `tracks` has ended.
+    pub fn update(
+        &mut self,
+        frame_id: u64,
+        ts: f64,
+        tracks: &[Track],
+        zones: &ZoneMembership,
+    ) -> Vec<Event> {
         let mut out = Vec::new();
         let mut present = Vec::with_capacity(tracks.len());
         for t in tracks.iter().filter(|t| t.is_established()) {
             present.push(t.id);
-            let now = ObjectState::of(t);
+            let now = ObjectState::of(t, zones.of(t.id));
             match self.known.get_mut(&t.id) {
                 None => {
                     // A lost track we never announced (the builder was started or reset
@@ -312,7 +327,7 @@ fn same_set(a: &[String], b: &[String]) -> bool {
 mod tests {
     use super::*;
 
-    fn track(id: u64, x: f32, score: f32, zones: &[&str], state: TrackState) -> Track {
+    fn track(id: u64, x: f32, score: f32, state: TrackState) -> Track {
         Track {
             id,
             label: Arc::from("person"),
@@ -327,8 +342,12 @@ mod tests {
             last_seen: 0.0,
             last_frame: 0,
             state,
-            zones: zones.iter().map(|z| z.to_string()).collect(),
         }
+    }
+
+    /// No track in any zone.
+    fn none() -> ZoneMembership {
+        ZoneMembership::new()
     }
 
     fn at(mut t: Track, frame: u64, ts: f64) -> Track {
@@ -346,17 +365,20 @@ mod tests {
         let c = TrackState::Confirmed;
         let mut all = Vec::new();
         // Tentative tracks are not announced.
-        let mut tent = track(0, 0.0, 0.9, &[], TrackState::Tentative);
+        let mut tent = track(0, 0.0, 0.9, TrackState::Tentative);
         tent.id = 0;
-        assert!(eb.update(0, 0.0, &[tent]).is_empty());
+        assert!(eb.update(0, 0.0, &[tent], &none()).is_empty());
         for f in 1..=30u64 {
             let ts = f as f64 * 0.1;
             // Moves 2 px a frame: 10 px (> 20% of 50 px) every 0.5 s.
-            let zones: &[&str] = if f >= 15 { &["yard"] } else { &[] };
-            let t = at(track(1, 2.0 * f as f32, 0.9, zones, c), f, ts);
-            all.extend(eb.update(f, ts, &[t]));
+            let mut zones = ZoneMembership::new();
+            if f >= 15 {
+                zones.add(1, "yard");
+            }
+            let t = at(track(1, 2.0 * f as f32, 0.9, c), f, ts);
+            all.extend(eb.update(f, ts, &[t], &zones));
         }
-        all.extend(eb.update(31, 3.1, &[]));
+        all.extend(eb.update(31, 3.1, &[], &none()));
         let kinds: Vec<EventType> = all.iter().map(|e| e.kind).collect();
         assert_eq!(kinds[0], EventType::New);
         assert_eq!(*kinds.last().unwrap(), EventType::End);
@@ -406,13 +428,13 @@ mod tests {
             let x = if f % 2 == 0 { 10.0 } else { 11.0 };
             let s = 0.8 + if f % 3 == 0 { 0.05 } else { 0.0 };
             n += eb
-                .update(f, f as f64 * 0.1, &[track(5, x, s, &[], c)])
+                .update(f, f as f64 * 0.1, &[track(5, x, s, c)], &none())
                 .len();
         }
         assert_eq!(n, 1);
         // A lost track (same box) is still present; no end.
-        let lost = track(5, 10.0, 0.8, &[], TrackState::Lost);
-        assert!(eb.update(100, 10.0, &[lost]).is_empty());
+        let lost = track(5, 10.0, 0.8, TrackState::Lost);
+        assert!(eb.update(100, 10.0, &[lost], &none()).is_empty());
         let ev = eb.finish(101, 10.1);
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].kind, EventType::End);
@@ -427,10 +449,10 @@ mod tests {
         });
         let c = TrackState::Confirmed;
         assert_eq!(
-            eb.update(0, 0.0, &[track(2, 0.0, 0.5, &[], c)])[0].kind,
+            eb.update(0, 0.0, &[track(2, 0.0, 0.5, c)], &none())[0].kind,
             EventType::New
         );
-        let ev = eb.update(1, 0.1, &[track(2, 0.0, 0.9, &[], c)]);
+        let ev = eb.update(1, 0.1, &[track(2, 0.0, 0.9, c)], &none());
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].kind, EventType::Update);
         assert_eq!(ev[0].before.as_ref().unwrap().score, 0.5);
@@ -440,7 +462,12 @@ mod tests {
     #[test]
     fn serialises_type_and_box() {
         let mut eb = EventBuilder::new(EventConfig::default());
-        let ev = eb.update(0, 0.0, &[track(1, 0.0, 0.9, &[], TrackState::Confirmed)]);
+        let ev = eb.update(
+            0,
+            0.0,
+            &[track(1, 0.0, 0.9, TrackState::Confirmed)],
+            &none(),
+        );
         let v = serde_json::to_value(&ev[0]).unwrap();
         assert_eq!(v["type"], "new");
         assert_eq!(v["label"], "person");

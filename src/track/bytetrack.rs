@@ -250,7 +250,6 @@ impl Tracker {
             last_seen: ts,
             last_frame: frame_id,
             state: TrackState::Tentative,
-            zones: Vec::new(),
         });
         self.motion.push(Motion::new(&det.bbox, ts));
         if self.cfg.min_hits <= 1 {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bytetrack::Tracker;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::geometry::BBox;
 
 /// Where a track is in its life.
@@ -70,9 +70,6 @@ pub struct Track {
     /// Frame id of the latest match.
     pub last_frame: u64,
     pub state: TrackState,
-    /// Names of the zones the track is in; filled by [`crate::scene::RuleEngine::evaluate`].
-    #[serde(default)]
-    pub zones: Vec<String>,
 }
 
 impl Track {
@@ -80,6 +77,21 @@ impl Track {
     /// only look at these, never at tentative tracks.
     pub fn is_established(&self) -> bool {
         self.id != 0 && self.state != TrackState::Tentative
+    }
+}
+
+/// A bad value in the `[tracker]` table, e.g. `tracker.min_hits: must be at least 1`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("tracker.{key}: {reason}")]
+pub struct TrackerConfigError {
+    /// Relative to the `[tracker]` table.
+    pub key: &'static str,
+    pub reason: String,
+}
+
+impl From<TrackerConfigError> for Error {
+    fn from(e: TrackerConfigError) -> Self {
+        Error::Other(e.to_string())
     }
 }
 
@@ -133,8 +145,8 @@ impl Default for TrackerConfig {
 
 impl TrackerConfig {
     /// Checks ranges; the error names the key (relative to the `[tracker]` table).
-    pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, reason: String| Err(Error::Other(format!("tracker.{key}: {reason}")));
+    pub fn validate(&self) -> Result<(), TrackerConfigError> {
+        let bad = |key: &'static str, reason: String| Err(TrackerConfigError { key, reason });
         let unit = [
             ("track_high", self.track_high),
             ("track_low", self.track_low),
