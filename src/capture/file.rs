@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::stamp::FrameStamper;
 use super::uri::{self, Params};
 use super::{CaptureError, CaptureStats, Frame, FrameSource};
 use crate::imageio;
@@ -83,16 +84,13 @@ impl FileOptions {
 
 /// Frames read from image files.
 pub struct FileSource {
-    label: Arc<str>,
     files: Vec<PathBuf>,
     next: usize,
     looping: bool,
     interval: Option<Duration>,
     due: Option<Instant>,
-    next_id: u64,
-    clock: super::MediaClock,
+    stamp: FrameStamper,
     good_this_pass: bool,
-    stats: CaptureStats,
 }
 
 const VIDEO_EXTENSIONS: &[&str] = &["mp4", "mkv", "avi", "mov", "webm", "m4v", "ts", "h264"];
@@ -100,18 +98,15 @@ const VIDEO_EXTENSIONS: &[&str] = &["mp4", "mkv", "avi", "mov", "webm", "m4v", "
 impl FileSource {
     pub fn open(opts: FileOptions) -> Result<Self, CaptureError> {
         let label: Arc<str> = opts.path.display().to_string().into();
-        let files = list_images(&opts.path).map_err(|e| CaptureError::fatal(&label, e))?;
+        let files = list_images(&opts.path, &label)?;
         Ok(FileSource {
-            label,
             files,
             next: 0,
             looping: opts.looping,
             interval: opts.fps.map(|f| Duration::from_secs_f64(1.0 / f)),
             due: None,
-            next_id: 0,
-            clock: super::MediaClock::new(opts.fps),
+            stamp: FrameStamper::new(label, opts.fps),
             good_this_pass: false,
-            stats: CaptureStats::default(),
         })
     }
 
@@ -132,13 +127,13 @@ impl FileSource {
     }
 }
 
-fn list_images(path: &Path) -> Result<Vec<PathBuf>, String> {
+fn list_images(path: &Path, label: &Arc<str>) -> Result<Vec<PathBuf>, CaptureError> {
     let meta = std::fs::metadata(path).map_err(|e| {
         let mut msg = format!("cannot open: {e}");
         if path.to_string_lossy().contains('?') {
             msg.push_str(" (parameters need the file: scheme, e.g. file:frames?fps=5)");
         }
-        msg
+        CaptureError::fatal(label, msg)
     })?;
     if meta.is_file() {
         let ext = path
@@ -147,14 +142,15 @@ fn list_images(path: &Path) -> Result<Vec<PathBuf>, String> {
             .unwrap_or("")
             .to_ascii_lowercase();
         if VIDEO_EXTENSIONS.contains(&ext.as_str()) {
-            return Err(format!(
-                "is a video; open it as video:{} instead",
-                path.display()
+            return Err(CaptureError::fatal(
+                label,
+                format!("is a video; open it as video:{} instead", path.display()),
             ));
         }
         return Ok(vec![path.to_path_buf()]);
     }
-    let rd = std::fs::read_dir(path).map_err(|e| format!("cannot list folder: {e}"))?;
+    let rd = std::fs::read_dir(path)
+        .map_err(|e| CaptureError::fatal(label, format!("cannot list folder: {e}")))?;
     let mut files: Vec<PathBuf> = rd
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -162,9 +158,12 @@ fn list_images(path: &Path) -> Result<Vec<PathBuf>, String> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(format!(
-            "folder has no images ({})",
-            imageio::IMAGE_EXTENSIONS.join(", ")
+        return Err(CaptureError::fatal(
+            label,
+            format!(
+                "folder has no images ({})",
+                imageio::IMAGE_EXTENSIONS.join(", ")
+            ),
         ));
     }
     Ok(files)
@@ -179,38 +178,24 @@ impl FrameSource for FileSource {
             if !self.good_this_pass {
                 // Looping over files that all fail would report bad frames forever.
                 return Err(CaptureError::fatal(
-                    &self.label,
+                    self.stamp.label(),
                     "no image could be read in a whole pass; giving up",
                 ));
             }
             self.next = 0;
             self.good_this_pass = false;
         }
-        let path = &self.files[self.next];
+        let image = imageio::load_rgb(&self.files[self.next]);
         self.next += 1;
-        let id = self.next_id;
-        self.next_id += 1;
-        match imageio::load_rgb(path) {
-            Ok(image) => {
-                self.good_this_pass = true;
-                self.pace();
-                self.stats.frames += 1;
-                Ok(Some(Frame {
-                    id,
-                    ts: self.clock.stamp(id),
-                    image,
-                    source: self.label.clone(),
-                }))
-            }
-            Err(e) => {
-                self.stats.bad_frames += 1;
-                Err(CaptureError::bad_frame(&self.label, id, e))
-            }
+        if image.is_ok() {
+            self.good_this_pass = true;
+            self.pace();
         }
+        self.stamp.next(image)
     }
 
     fn describe(&self) -> String {
-        let mut s = format!("file:{} ({} images", self.label, self.files.len());
+        let mut s = format!("file:{} ({} images", self.stamp.label(), self.files.len());
         if let Some(i) = self.interval {
             s += &format!(", {:.3} fps", 1.0 / i.as_secs_f64());
         }
@@ -221,7 +206,7 @@ impl FrameSource for FileSource {
     }
 
     fn stats(&self) -> CaptureStats {
-        self.stats
+        self.stamp.stats()
     }
 }
 

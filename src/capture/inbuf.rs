@@ -81,20 +81,6 @@ impl<R: Read> InBuf<R> {
         Ok(out.len())
     }
 
-    /// Discard `n` bytes without holding them; returns how many were discarded.
-    pub(crate) fn skip(&mut self, n: usize) -> io::Result<usize> {
-        let mut left = n;
-        while left > 0 {
-            if self.data().is_empty() && self.fill()? == 0 {
-                break;
-            }
-            let k = self.data().len().min(left);
-            self.consume(k);
-            left -= k;
-        }
-        Ok(n - left)
-    }
-
     /// One line without its `\n` / `\r\n`, or `None` at end of input. A line longer than `max`
     /// bytes is an `InvalidData` error (protocol text lines are short; binary junk is not).
     pub(crate) fn read_line(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
@@ -201,7 +187,7 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(b.take_into(8, &mut out).unwrap(), 8);
         assert_eq!(out, b"BODYBODY");
-        assert_eq!(b.skip(2).unwrap(), 2);
+        assert_eq!(b.take_into(2, &mut out).unwrap(), 2);
         assert_eq!(b.take_into(10, &mut out).unwrap(), 2);
         assert_eq!(out, b"il");
         assert_eq!(b.read_line(100).unwrap(), None);

@@ -2,34 +2,45 @@
 //! long `multipart/x-mixed-replace` response whose parts are JPEGs.
 //!
 //! Plain blocking `std::net`: one connection, one thread, no async runtime. Every buffer that
-//! a peer can grow is bounded ([`MAX_FRAME_BYTES`] per part, small limits on header lines), so a
-//! broken or hostile camera can cost a bad frame or a reconnect but not the board's memory.
+//! a peer can grow is bounded ([`MAX_FRAME_BYTES`] per part, small limits on header lines), and
+//! so is what a part may make the reader skip, so a broken or hostile camera can cost a bad
+//! frame or a reconnect but not the board's memory, nor hold the capture thread.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::inbuf::{find, InBuf};
-use super::jpeg::{JpegScanner, Scan};
-use super::retry::{Backoff, Retry};
-use super::uri;
+use super::retry::{Backoff, Retry, StopFlag, STOP_POLL};
+use super::stamp::FrameStamper;
+use super::uri::{self, Params};
 use super::{pixfmt, CaptureError, CaptureStats, Frame, FrameSource, MAX_FRAME_BYTES};
+use crate::imageio::jpeg::{JpegScanner, Scan};
 
 /// Where and how to fetch the stream.
 ///
 /// URI form (the path and query are the camera's own and are sent as they are):
 ///
 /// ```text
-/// mjpeg+http://[user:password@]host[:port][/path][?query]
+/// mjpeg+http://[user:password@]host[:port][/path][?query][#lookout-parameters]
 /// mjpeg+http://192.168.1.64/video.cgi
 /// mjpeg+http://admin:secret@cam.local:8080/?action=stream
 /// mjpeg+http://[fe80::1%25eth0]:81/stream
+/// mjpeg+http://cam.local/stream#max_part_bytes=4194304
 /// ```
 ///
-/// `user:password` (percent-decoded) is sent as HTTP Basic authentication. Timeouts, back-off and
-/// the part size limit are fields here rather than URI parameters, because the query string
-/// belongs to the camera.
+/// `user:password` (percent-decoded) is sent as HTTP Basic authentication. lookout's own
+/// parameters go in the fragment (after `#`), which HTTP never sends, because the query string
+/// belongs to the camera:
+///
+/// - `max_part_bytes` (1 to 1073741824, default 16 MiB): the largest JPEG part accepted. A part
+///   that declares or turns out to be larger is counted as a bad frame and skipped by searching
+///   for the next boundary, reading no more than this (plus 64 KiB) before giving up on the
+///   connection and reconnecting.
+///
+/// Timeouts and back-off are fields here only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MjpegOptions {
     pub host: String,
@@ -67,7 +78,13 @@ impl MjpegOptions {
             .ok_or_else(|| {
                 CaptureError::uri(u, "scheme", "expected mjpeg+http://host[:port]/path")
             })?;
-        let rest = rest.split('#').next().unwrap_or("");
+        let (rest, fragment) = match rest.split_once('#') {
+            Some((r, f)) => (r, Some(f)),
+            None => (rest, None),
+        };
+        let mut params = Params::parse(u, fragment)?;
+        let max_part = params.u32("max_part_bytes", 1 << 30)?;
+        params.finish(&["max_part_bytes"])?;
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(split);
         let path = match path {
@@ -118,6 +135,9 @@ impl MjpegOptions {
         };
         let mut o = MjpegOptions::new(host, port, path);
         o.credentials = credentials;
+        if let Some(n) = max_part {
+            o.max_part_bytes = n as usize;
+        }
         Ok(o)
     }
 
@@ -139,11 +159,9 @@ impl MjpegOptions {
 /// Frames from an HTTP MJPEG stream, reconnecting with back-off when the connection drops.
 pub struct MjpegHttpSource {
     opts: MjpegOptions,
-    label: Arc<str>,
     conn: Option<Multipart>,
     retry: Retry,
-    next_id: u64,
-    stats: CaptureStats,
+    stamp: FrameStamper,
 }
 
 impl MjpegHttpSource {
@@ -151,84 +169,54 @@ impl MjpegHttpSource {
     /// reported now rather than as an endless series of reconnections.
     pub fn open(opts: MjpegOptions) -> Result<Self, CaptureError> {
         let label: Arc<str> = opts.display_uri().into();
-        let conn = connect(&opts).map_err(|e| CaptureError::fatal(&label, e))?;
+        let retry = Retry::new(opts.backoff);
+        let conn = connect(&opts, &label, retry.stop())?;
         Ok(MjpegHttpSource {
-            retry: Retry::new(opts.backoff),
+            retry,
             opts,
-            label,
             conn: Some(conn),
-            next_id: 0,
-            stats: CaptureStats::default(),
+            stamp: FrameStamper::new(label, None),
         })
     }
 
     fn lost(&mut self, reason: String) -> CaptureError {
         self.conn = None;
-        let retry_in = self.retry.lost();
-        CaptureError::Disconnected {
-            stream: self.label.clone(),
-            reason,
-            retry_in,
-        }
+        self.retry.lost_link(self.stamp.label(), reason)
     }
 }
 
 impl FrameSource for MjpegHttpSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
+        if self.retry.stop().is_set() {
+            self.conn = None;
+            return Ok(None);
+        }
         let conn = match self.conn.as_mut() {
             Some(c) => c,
             None => {
-                self.retry.wait();
-                match connect(&self.opts) {
-                    Ok(c) => {
-                        log::info!("{}: reconnected", self.label);
-                        self.retry.connected();
-                        self.stats.reconnects += 1;
-                        self.conn.insert(c)
-                    }
-                    Err(reason) => {
-                        let retry_in = self.retry.failed();
-                        return Err(CaptureError::Disconnected {
-                            stream: self.label.clone(),
-                            reason,
-                            retry_in,
-                        });
-                    }
-                }
+                let (opts, label, stop) =
+                    (&self.opts, self.stamp.label(), self.retry.stop().clone());
+                let Some(c) = self.retry.reconnect(|| connect(opts, label, &stop))? else {
+                    return Ok(None);
+                };
+                log::info!("{label}: reconnected");
+                self.stamp.reconnected();
+                self.conn.insert(c)
             }
         };
-        let part = conn.next_part();
-        let bytes = match part {
-            Ok(Part::Jpeg(b)) => Ok(b),
-            Ok(Part::Rejected(why)) => Err(why),
-            Ok(Part::End) => return Err(self.lost("the server ended the stream".into())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+        match conn.next_part() {
+            Ok(Part::Jpeg(b)) => self.stamp.next(pixfmt::mjpeg_to_rgb(&b)),
+            Ok(Part::Rejected(why)) => Err(self.stamp.skip(why)),
+            Ok(Part::End) => Err(self.lost("the server ended the stream".into())),
+            Err(_) if self.retry.stop().is_set() => {
+                self.conn = None;
+                Ok(None)
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 let secs = self.opts.read_timeout.as_secs_f64();
-                return Err(self.lost(format!("no data for {secs:.1} s")));
+                Err(self.lost(format!("no data for {secs:.1} s")))
             }
-            Err(e) => return Err(self.lost(e.to_string())),
-        };
-        let id = self.next_id;
-        self.next_id += 1;
-        match bytes.and_then(|b| pixfmt::mjpeg_to_rgb(&b).map_err(|e| e.to_string())) {
-            Ok(image) => {
-                self.stats.frames += 1;
-                Ok(Some(Frame {
-                    id,
-                    ts: super::unix_now(),
-                    image,
-                    source: self.label.clone(),
-                }))
-            }
-            Err(why) => {
-                self.stats.bad_frames += 1;
-                Err(CaptureError::bad_frame(&self.label, id, why))
-            }
+            Err(e) => Err(self.lost(e.to_string())),
         }
     }
 
@@ -237,23 +225,61 @@ impl FrameSource for MjpegHttpSource {
             Some(c) => format!("boundary {:?}", String::from_utf8_lossy(&c.delimiter[2..])),
             None => "disconnected".into(),
         };
-        format!("{} ({state})", self.label)
+        format!("{} ({state})", self.stamp.label())
     }
 
     fn stats(&self) -> CaptureStats {
-        self.stats
+        self.stamp.stats()
+    }
+
+    fn watch_stop(&mut self, stop: Arc<AtomicBool>) {
+        self.retry.stop().watch(stop);
+    }
+}
+
+/// The socket as the parsers read it. Each read waits in [`STOP_POLL`] slices so that a set
+/// stop flag ends it promptly, and fails with `TimedOut` once `idle` passes without data.
+struct Link {
+    sock: TcpStream,
+    idle: Duration,
+    stop: StopFlag,
+}
+
+impl Read for Link {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let since = Instant::now();
+        loop {
+            if self.stop.is_set() {
+                return Err(io::Error::other("stopped"));
+            }
+            match self.sock.read(out) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if since.elapsed() >= self.idle {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "no data"));
+                    }
+                }
+                r => return r,
+            }
+        }
     }
 }
 
 const MAX_HEADER_LINE: usize = 8 * 1024;
 const MAX_HEADERS: usize = 100;
 
-/// Open the connection and read up to the start of the multipart body. Errors are one line
-/// for the log.
-fn connect(o: &MjpegOptions) -> Result<Multipart, String> {
+/// Open the connection and read up to the start of the multipart body; reads give up when
+/// `stop` is set. The errors are [`CaptureError::Fatal`], which a reconnection turns into
+/// [`CaptureError::Disconnected`].
+fn connect(o: &MjpegOptions, label: &Arc<str>, stop: &StopFlag) -> Result<Multipart, CaptureError> {
+    let fail = |reason: String| CaptureError::fatal(label, reason);
     let addrs = (o.host.as_str(), o.port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", o.host))?;
+        .map_err(|e| fail(format!("cannot resolve {}: {e}", o.host)))?;
     let mut last = None;
     let mut stream = None;
     for a in addrs {
@@ -266,13 +292,16 @@ fn connect(o: &MjpegOptions) -> Result<Multipart, String> {
         }
     }
     let mut stream =
-        stream.ok_or_else(|| last.unwrap_or_else(|| format!("{} has no address", o.host)))?;
+        stream.ok_or_else(|| fail(last.unwrap_or_else(|| format!("{} has no address", o.host))))?;
     let setup = |s: &TcpStream| -> io::Result<()> {
-        s.set_read_timeout(Some(o.read_timeout))?;
+        // Short socket timeouts; `Link` adds them up to `read_timeout`.
+        s.set_read_timeout(Some(
+            o.read_timeout.min(STOP_POLL).max(Duration::from_millis(1)),
+        ))?;
         s.set_write_timeout(Some(o.read_timeout))?;
         s.set_nodelay(true)
     };
-    setup(&stream).map_err(|e| format!("socket setup: {e}"))?;
+    setup(&stream).map_err(|e| fail(format!("socket setup: {e}")))?;
 
     let host = if o.host.contains(':') {
         format!("[{}]", o.host)
@@ -294,10 +323,14 @@ fn connect(o: &MjpegOptions) -> Result<Multipart, String> {
     req += "\r\n";
     stream
         .write_all(req.as_bytes())
-        .map_err(|e| format!("sending request: {e}"))?;
+        .map_err(|e| fail(format!("sending request: {e}")))?;
 
-    let mut input = InBuf::new(stream);
-    let head = read_head(&mut input).map_err(|e| format!("reading response: {e}"))?;
+    let mut input = InBuf::new(Link {
+        sock: stream,
+        idle: o.read_timeout,
+        stop: stop.clone(),
+    });
+    let head = read_head(&mut input).map_err(|e| fail(format!("reading response: {e}")))?;
     if head.status != 200 {
         let mut msg = format!("HTTP {} {}", head.status, head.reason);
         if head.status == 401 {
@@ -310,13 +343,13 @@ fn connect(o: &MjpegOptions) -> Result<Multipart, String> {
                 msg += " (check the user and password)";
             }
         }
-        return Err(msg);
+        return Err(fail(msg));
     }
     let ctype = head.header("content-type").unwrap_or("").to_string();
     if !ctype.to_ascii_lowercase().starts_with("multipart/") {
-        return Err(format!(
+        return Err(fail(format!(
             "Content-Type is {ctype:?}, not a multipart MJPEG stream (is this a snapshot URL?)"
-        ));
+        )));
     }
     let chunked = head
         .header("transfer-encoding")
@@ -333,11 +366,11 @@ fn connect(o: &MjpegOptions) -> Result<Multipart, String> {
     let mut body = InBuf::new(body);
     let boundary = match boundary_param(&ctype) {
         Some(b) => b,
-        None => sniff_boundary(&mut body).map_err(|e| format!("no boundary: {e}"))?,
+        None => sniff_boundary(&mut body).map_err(|e| fail(format!("no boundary: {e}")))?,
     };
     let core = boundary.trim_start_matches('-');
     if core.is_empty() || core.len() > 200 {
-        return Err(format!("unusable multipart boundary {boundary:?}"));
+        return Err(fail(format!("unusable multipart boundary {boundary:?}")));
     }
     // Cameras disagree on whether the header's boundary includes the leading "--"; searching
     // for "--" + the boundary without its dashes matches both spellings.
@@ -507,15 +540,12 @@ impl Multipart {
             }
         }
         match content_length {
-            Some(n) if n > self.max_part => {
-                if self.input.skip(n)? < n {
-                    return Ok(Part::End);
-                }
-                Ok(Part::Rejected(format!(
-                    "part of {n} bytes is over the {} byte limit",
-                    self.max_part
-                )))
-            }
+            // Not skipped by its length: a hostile or broken camera can claim any length (it
+            // once took 100 GB). The next call's boundary search skips the body, within a bound.
+            Some(n) if n > self.max_part => Ok(Part::Rejected(format!(
+                "part of {n} bytes (Content-Length) is over the {} byte limit (max_part_bytes)",
+                self.max_part
+            ))),
             Some(n) => {
                 let mut v = Vec::new();
                 if self.input.take_into(n, &mut v)? < n {
@@ -642,10 +672,16 @@ mod tests {
         assert_eq!(o.credentials, Some(("a@b".into(), "p:w".into())));
         assert_eq!((o.port, o.path.as_str()), (80, "/"));
         assert_eq!(o.display_uri(), "mjpeg+http://a@b:***@10.0.0.7:80/");
-        let o = MjpegOptions::parse("mjpeg+http://[::1]:81?x=1#frag").unwrap();
+        let o = MjpegOptions::parse("mjpeg+http://[::1]:81?x=1#max_part_bytes=1000").unwrap();
         assert_eq!(
-            (o.host.as_str(), o.port, o.path.as_str()),
-            ("::1", 81, "/?x=1")
+            (o.host.as_str(), o.port, o.path.as_str(), o.max_part_bytes),
+            ("::1", 81, "/?x=1", 1000)
+        );
+        assert_eq!(
+            MjpegOptions::parse("mjpeg+http://h/#")
+                .unwrap()
+                .max_part_bytes,
+            MAX_FRAME_BYTES
         );
         for (bad, param) in [
             ("mjpeg+http://h:99999/", "port"),
@@ -653,6 +689,8 @@ mod tests {
             ("mjpeg+http://[::1/", "host"),
             ("mjpeg+http://h/a b", "path"),
             ("http://h/", "scheme"),
+            ("mjpeg+http://h/#max_part_bytes=0", "max_part_bytes"),
+            ("mjpeg+http://h/#frag", "frag"),
         ] {
             let e = MjpegOptions::parse(bad).unwrap_err().to_string();
             assert!(e.contains(&format!(": {param}:")), "{bad}: {e}");
@@ -733,6 +771,18 @@ mod tests {
         assert!(got[2].starts_with("rejected: not a JPEG"), "{got:?}");
         assert!(got[3].contains("over the 32 byte limit"), "{got:?}");
         assert_eq!(got[4], "jpeg11");
+    }
+
+    #[test]
+    fn a_huge_content_length_is_not_read() {
+        let mut body = b"--bnd\r\nContent-Length: 99999999999\r\n\r\n".to_vec();
+        body.extend_from_slice(&[0x55; 500]);
+        body.extend_from_slice(b"\r\n--bnd\r\nContent-Length: 11\r\n\r\n");
+        body.extend_from_slice(&jpeg(2));
+        let got = parts(body, 1000);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains("99999999999 bytes"), "{got:?}");
+        assert_eq!(got[1], "jpeg11");
     }
 
     #[test]

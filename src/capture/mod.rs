@@ -33,18 +33,19 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use image::RgbImage;
 
 pub mod file;
 mod inbuf;
-mod jpeg;
 pub mod mjpeg_http;
 pub mod pipe;
 pub mod pixfmt;
 mod retry;
+mod stamp;
 mod uri;
 pub mod v4l;
 
@@ -106,6 +107,13 @@ pub trait FrameSource: Send {
     /// Counters since the source was opened.
     fn stats(&self) -> CaptureStats {
         CaptureStats::default()
+    }
+
+    /// Cut blocking waits short (a silent camera, the back-off before a reconnection) soon after
+    /// `stop` is set, so that a shutdown is not held up by the source; `next_frame` then returns
+    /// `Ok(None)`. Sources that never block for long ignore it.
+    fn watch_stop(&mut self, stop: Arc<AtomicBool>) {
+        let _ = stop;
     }
 }
 
@@ -184,6 +192,22 @@ impl CaptureError {
             reason: reason.to_string(),
         }
     }
+
+    /// The same failure met while reconnecting: the source goes on trying after `retry_in`
+    /// (a camera that cannot be opened at start-up is fatal, later it is only gone for now).
+    pub(crate) fn into_disconnected(self, retry_in: Duration) -> Self {
+        let (stream, reason) = match self {
+            CaptureError::Uri { uri, param, reason } => (uri.into(), format!("{param}: {reason}")),
+            CaptureError::BadFrame { stream, reason, .. }
+            | CaptureError::Disconnected { stream, reason, .. }
+            | CaptureError::Fatal { stream, reason } => (stream, reason),
+        };
+        CaptureError::Disconnected {
+            stream,
+            reason,
+            retry_in,
+        }
+    }
 }
 
 impl From<CaptureError> for crate::Error {
@@ -207,7 +231,6 @@ pub fn open(uri: &str) -> Result<Box<dyn FrameSource>, CaptureError> {
         uri::Scheme::V4l => Box::new(v4l::V4lSource::open(v4l::V4lOptions::parse(uri)?)?),
     })
 }
-
 /// Parse a source URI without opening anything (`lookout check`): the syntax errors `open` would
 /// give, with no device, process or connection touched.
 pub fn check_uri(uri: &str) -> Result<(), CaptureError> {
@@ -220,40 +243,4 @@ pub fn check_uri(uri: &str) -> Result<(), CaptureError> {
         uri::Scheme::V4l => drop(v4l::V4lOptions::parse(uri)?),
     }
     Ok(())
-}
-
-/// Stamps frames: with a clip rate, media time from the first frame; otherwise wall clock.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct MediaClock {
-    fps: Option<f64>,
-    start: Option<f64>,
-}
-
-impl MediaClock {
-    pub(crate) fn new(fps: Option<f64>) -> Self {
-        MediaClock {
-            fps: fps.filter(|f| f.is_finite() && *f > 0.0),
-            start: None,
-        }
-    }
-
-    /// The timestamp of frame `id` (ids count from 0 across loops and bad frames).
-    pub(crate) fn stamp(&mut self, id: u64) -> f64 {
-        match self.fps {
-            Some(fps) => {
-                let start = *self
-                    .start
-                    .get_or_insert_with(|| unix_now() - id as f64 / fps);
-                start + id as f64 / fps
-            }
-            None => unix_now(),
-        }
-    }
-}
-
-pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }

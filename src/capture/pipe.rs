@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use super::inbuf::InBuf;
-use super::jpeg::{self, JpegScanner, Scan};
-use super::pixfmt::{self, PixelFormat};
+use super::pixfmt::{self, ConvertError, PixelFormat};
+use super::stamp::FrameStamper;
 use super::uri::{self, Params};
 use super::{CaptureError, CaptureStats, Frame, FrameSource, MAX_FRAME_BYTES, MAX_FRAME_PIXELS};
+use crate::imageio::jpeg::{self, JpegScanner, Scan};
 use crate::imageio::MAX_SIDE;
 
 /// What to run.
@@ -266,18 +267,15 @@ const STDERR_TAIL: usize = 2048;
 /// Frames read from a child process. The child (and anything it started) is killed when the
 /// source is dropped.
 pub struct PipeSource {
-    label: Arc<str>,
     format: StreamFormat,
     child: Child,
     out: InBuf<ChildStdout>,
     stderr: Arc<Mutex<Vec<u8>>>,
     buf: Vec<u8>,
-    next_id: u64,
-    clock: super::MediaClock,
+    stamp: FrameStamper,
     finished: bool,
     /// The child has been waited for (its pid may no longer be ours).
     reaped: bool,
-    stats: CaptureStats,
 }
 
 impl PipeSource {
@@ -366,17 +364,14 @@ impl PipeSource {
             return Err(CaptureError::fatal(&label, "child has no stdout"));
         };
         Ok(PipeSource {
-            label,
             format: spec.format,
             child,
             out: InBuf::new(stdout),
             stderr,
             buf: Vec::new(),
-            next_id: 0,
-            clock: super::MediaClock::new(spec.media_fps),
+            stamp: FrameStamper::new(label, spec.media_fps),
             finished: false,
             reaped: false,
-            stats: CaptureStats::default(),
         })
     }
 
@@ -412,39 +407,18 @@ impl PipeSource {
         } else {
             format!("{what}: {tail}")
         };
-        if self.stats.frames == 0 && self.stats.bad_frames == 0 {
-            Err(CaptureError::fatal(&self.label, msg))
+        let stats = self.stamp.stats();
+        if stats.frames == 0 && stats.bad_frames == 0 {
+            Err(CaptureError::fatal(self.stamp.label(), msg))
         } else {
-            log::warn!("{}: {msg}", self.label);
+            log::warn!("{}: {msg}", self.stamp.label());
             Ok(None)
         }
     }
 
     fn io_error(&mut self, e: std::io::Error) -> CaptureError {
         self.finished = true;
-        CaptureError::fatal(&self.label, format!("reading output: {e}"))
-    }
-
-    fn deliver(
-        &mut self,
-        id: u64,
-        img: Result<RgbImage, String>,
-    ) -> Result<Option<Frame>, CaptureError> {
-        match img {
-            Ok(image) => {
-                self.stats.frames += 1;
-                Ok(Some(Frame {
-                    id,
-                    ts: self.clock.stamp(id),
-                    image,
-                    source: self.label.clone(),
-                }))
-            }
-            Err(reason) => {
-                self.stats.bad_frames += 1;
-                Err(CaptureError::bad_frame(&self.label, id, reason))
-            }
-        }
+        CaptureError::fatal(self.stamp.label(), format!("reading output: {e}"))
     }
 
     fn truncated(
@@ -457,12 +431,10 @@ impl PipeSource {
         self.finished = true;
         let _ = wait_briefly(&mut self.child);
         self.reaped = true;
-        self.deliver(
+        Err(self.stamp.bad(
             id,
-            Err(format!(
-                "stream ended inside a frame: got {got} of {want} bytes"
-            )),
-        )
+            format!("stream ended inside a frame: got {got} of {want} bytes"),
+        ))
     }
 
     fn next_raw(
@@ -481,15 +453,14 @@ impl PipeSource {
             self.buf = buf;
             return self.end();
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.stamp.take_id();
         if got < need {
             self.buf = buf;
             return self.truncated(id, got, &need.to_string());
         }
-        let img = pixfmt::to_rgb(format, &buf, w, h, None).map_err(|e| e.to_string());
+        let img = pixfmt::to_rgb(format, &buf, w, h, None);
         self.buf = buf;
-        self.deliver(id, img)
+        self.stamp.deliver(id, img)
     }
 
     fn next_ppm(&mut self) -> Result<Option<Frame>, CaptureError> {
@@ -500,7 +471,7 @@ impl PipeSource {
                 Err(e) => {
                     self.finished = true;
                     return Err(CaptureError::fatal(
-                        &self.label,
+                        self.stamp.label(),
                         format!("not a PPM stream: {e}"),
                     ));
                 }
@@ -509,8 +480,7 @@ impl PipeSource {
             match self.out.fill() {
                 Ok(0) if have == 0 => return self.end(),
                 Ok(0) => {
-                    let id = self.next_id;
-                    self.next_id += 1;
+                    let id = self.stamp.take_id();
                     return self.truncated(id, have, "a PPM header's");
                 }
                 Ok(_) => {}
@@ -519,8 +489,7 @@ impl PipeSource {
         };
         let (w, h, header_len) = header;
         self.out.consume(header_len);
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.stamp.take_id();
         let need = w as usize * h as usize * 3;
         let mut buf = std::mem::take(&mut self.buf);
         let got = match self.out.take_into(need, &mut buf) {
@@ -531,8 +500,8 @@ impl PipeSource {
             self.buf = buf;
             return self.truncated(id, got, &need.to_string());
         }
-        let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| "bad PPM size".to_string());
-        self.deliver(id, img)
+        let img = RgbImage::from_raw(w, h, buf).ok_or("bad PPM size");
+        self.stamp.deliver(id, img)
     }
 
     fn next_mjpeg(&mut self) -> Result<Option<Frame>, CaptureError> {
@@ -557,28 +526,26 @@ impl PipeSource {
                 Err(e) => return Err(self.io_error(e)),
             }
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.stamp.take_id();
         let mut scanner = JpegScanner::default();
         loop {
             match scanner.scan(self.out.data()) {
                 Scan::Complete(n) => {
-                    let img =
-                        pixfmt::mjpeg_to_rgb(&self.out.data()[..n]).map_err(|e| e.to_string());
+                    let img = pixfmt::mjpeg_to_rgb(&self.out.data()[..n]);
                     self.out.consume(n);
-                    return self.deliver(id, img);
+                    return self.stamp.deliver(id, img);
                 }
                 Scan::Invalid(why) => {
                     // Skip past this SOI; the search above resynchronises on the next one.
                     self.out.consume(2);
-                    return self.deliver(id, Err(format!("corrupt JPEG: {why}")));
+                    return Err(self.stamp.bad(id, format!("corrupt JPEG: {why}")));
                 }
                 Scan::Incomplete => {
                     let have = self.out.data().len();
                     if have > MAX_FRAME_BYTES {
                         self.out.consume(2);
-                        return self
-                            .deliver(id, Err(format!("JPEG larger than {MAX_FRAME_BYTES} bytes")));
+                        let why = format!("JPEG larger than {MAX_FRAME_BYTES} bytes");
+                        return Err(self.stamp.bad(id, why));
                     }
                     match self.out.fill() {
                         Ok(0) => return self.truncated(id, have, "a JPEG's"),
@@ -593,7 +560,8 @@ impl PipeSource {
 
 /// `(width, height, header length)` of a binary PPM header at the start of `d`; `None` when
 /// more bytes are needed.
-fn parse_ppm_header(d: &[u8]) -> Result<Option<(u32, u32, usize)>, String> {
+fn parse_ppm_header(d: &[u8]) -> Result<Option<(u32, u32, usize)>, ConvertError> {
+    let bad = |why: String| Err(ConvertError(why));
     const MAX_HEADER: usize = 1024;
     let mut fields = [0u32; 3];
     let mut pos = 0;
@@ -601,7 +569,7 @@ fn parse_ppm_header(d: &[u8]) -> Result<Option<(u32, u32, usize)>, String> {
         return Ok(None);
     }
     if &d[..2] != b"P6" {
-        return Err(format!(
+        return bad(format!(
             "bad magic {:?} (expected P6)",
             String::from_utf8_lossy(&d[..2])
         ));
@@ -628,36 +596,36 @@ fn parse_ppm_header(d: &[u8]) -> Result<Option<(u32, u32, usize)>, String> {
             return more(d, MAX_HEADER);
         }
         if pos == start || pos - start > 9 {
-            return Err(format!("bad number in header field {}", i + 1));
+            return bad(format!("bad number in header field {}", i + 1));
         }
-        *field = std::str::from_utf8(&d[start..pos])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or("bad number")?;
+        *field = match std::str::from_utf8(&d[start..pos]).map(str::parse) {
+            Ok(Ok(n)) => n,
+            _ => return bad("bad number".into()),
+        };
     }
     // Exactly one whitespace byte separates the header from the pixels.
     match d.get(pos) {
         None => return more(d, MAX_HEADER),
         Some(b) if b.is_ascii_whitespace() => pos += 1,
-        Some(_) => return Err("no whitespace after the header".into()),
+        Some(_) => return bad("no whitespace after the header".into()),
     }
     let [w, h, maxval] = fields;
     if maxval != 255 {
-        return Err(format!(
+        return bad(format!(
             "maxval {maxval} is not 8-bit (give ffmpeg -pix_fmt rgb24)"
         ));
     }
     if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE || w as u64 * h as u64 > MAX_FRAME_PIXELS {
-        return Err(format!(
+        return bad(format!(
             "size {w}x{h} is outside {MAX_SIDE} per side / {MAX_FRAME_PIXELS} pixels"
         ));
     }
     Ok(Some((w, h, pos)))
 }
 
-fn more<T>(d: &[u8], max: usize) -> Result<Option<T>, String> {
+fn more<T>(d: &[u8], max: usize) -> Result<Option<T>, ConvertError> {
     if d.len() > max {
-        Err(format!("header longer than {max} bytes"))
+        Err(ConvertError(format!("header longer than {max} bytes")))
     } else {
         Ok(None)
     }
@@ -734,11 +702,11 @@ impl FrameSource for PipeSource {
             StreamFormat::Ppm => "ppm".into(),
             StreamFormat::Mjpeg => "mjpeg".into(),
         };
-        format!("{} ({fmt}, pid {})", self.label, self.child.id())
+        format!("{} ({fmt}, pid {})", self.stamp.label(), self.child.id())
     }
 
     fn stats(&self) -> CaptureStats {
-        self.stats
+        self.stamp.stats()
     }
 }
 

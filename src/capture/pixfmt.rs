@@ -260,7 +260,7 @@ pub fn nv12_to_rgb(
 /// out (as most USB webcams do). Frames over [`MAX_FRAME_PIXELS`](super::MAX_FRAME_PIXELS) are
 /// refused from their header.
 pub fn mjpeg_to_rgb(data: &[u8]) -> Result<RgbImage, ConvertError> {
-    if let Some((w, h)) = super::jpeg::dimensions(data) {
+    if let Some((w, h)) = imageio::jpeg::dimensions(data) {
         // A few hundred bytes can declare a 65535x65535 image; refuse before decoding.
         if w as u64 * h as u64 > super::MAX_FRAME_PIXELS {
             return Err(ConvertError(format!(
@@ -269,7 +269,7 @@ pub fn mjpeg_to_rgb(data: &[u8]) -> Result<RgbImage, ConvertError> {
             )));
         }
     }
-    let fixed = super::jpeg::with_huffman_tables(data);
+    let fixed = imageio::jpeg::with_huffman_tables(data);
     imageio::decode_rgb(&fixed).map_err(|e| ConvertError(format!("mjpeg: {e}")))
 }
 

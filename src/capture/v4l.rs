@@ -5,6 +5,7 @@
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +18,11 @@ use v4l::video::capture::Parameters;
 use v4l::video::Capture;
 use v4l::{Device, Format, FourCC};
 
+use super::pixfmt::{self, ConvertError};
 use super::retry::{Backoff, Retry};
+use super::stamp::FrameStamper;
 use super::uri::{self, Params};
-use super::{
-    pixfmt, CaptureError, CaptureStats, Frame, FrameSource, PixelFormat, MAX_FRAME_PIXELS,
-};
+use super::{CaptureError, CaptureStats, Frame, FrameSource, PixelFormat, MAX_FRAME_PIXELS};
 use crate::imageio::MAX_SIDE;
 
 /// Which device and what to ask it for.
@@ -175,26 +176,29 @@ impl Drop for Live {
     }
 }
 
-fn open_device(o: &V4lOptions) -> Result<Live, String> {
+fn open_device(o: &V4lOptions, label: &Arc<str>) -> Result<Live, CaptureError> {
+    let fail = |reason: String| CaptureError::fatal(label, reason);
     let path = o.device.display().to_string();
-    let device = Device::with_path(&o.device).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            format!("{path} does not exist (is the camera plugged in? see ls /dev/video*)")
-        }
-        io::ErrorKind::PermissionDenied => {
-            format!("permission denied opening {path} (add the user to the 'video' group)")
-        }
-        _ => format!("cannot open {path}: {e}"),
+    let device = Device::with_path(&o.device).map_err(|e| {
+        fail(match e.kind() {
+            io::ErrorKind::NotFound => {
+                format!("{path} does not exist (is the camera plugged in? see ls /dev/video*)")
+            }
+            io::ErrorKind::PermissionDenied => {
+                format!("permission denied opening {path} (add the user to the 'video' group)")
+            }
+            _ => format!("cannot open {path}: {e}"),
+        })
     })?;
     let caps = device.query_caps().map_err(|e| {
-        if e.raw_os_error() == Some(libc::ENOTTY) {
+        fail(if e.raw_os_error() == Some(libc::ENOTTY) {
             format!("{path} is not a V4L2 device")
         } else {
             format!("{path}: querying capabilities: {e}")
-        }
+        })
     })?;
     if !caps.capabilities.contains(CapFlags::VIDEO_CAPTURE) {
-        return Err(
+        return Err(fail(
             if caps.capabilities.contains(CapFlags::VIDEO_CAPTURE_MPLANE) {
                 format!(
                     "{path} ({}) is a multi-planar capture device, which is not supported; \
@@ -208,13 +212,13 @@ fn open_device(o: &V4lOptions) -> Result<Live, String> {
                     caps.card
                 )
             },
-        );
+        ));
     }
     if !caps.capabilities.contains(CapFlags::STREAMING) {
-        return Err(format!(
+        return Err(fail(format!(
             "{path} ({}) does not support streaming I/O",
             caps.card
-        ));
+        )));
     }
     let offered: Vec<FourCC> = device
         .enum_formats()
@@ -227,25 +231,25 @@ fn open_device(o: &V4lOptions) -> Result<Live, String> {
         .join(", ");
     let current = device
         .format()
-        .map_err(|e| format!("{path}: reading the current format: {e}"))?;
+        .map_err(|e| fail(format!("{path}: reading the current format: {e}")))?;
     let format = match o.format {
         Some(f) => {
             if !offered.is_empty() && !offered.iter().any(|&c| pixfmt_of(c) == Some(f)) {
-                return Err(format!(
+                return Err(fail(format!(
                     "format {f}: {path} ({}) offers only {offered_list}",
                     caps.card
-                ));
+                )));
             }
             f
         }
         None => pixfmt_of(current.fourcc)
             .or_else(|| offered.iter().find_map(|&c| pixfmt_of(c)))
             .ok_or_else(|| {
-                format!(
+                fail(format!(
                     "{path} ({}) offers {offered_list}, none of which lookout converts \
                      (MJPG, YUYV, NV12, RGB3, BGR3)",
                     caps.card
-                )
+                ))
             })?,
     };
     let (w, h) = (
@@ -254,12 +258,12 @@ fn open_device(o: &V4lOptions) -> Result<Live, String> {
     );
     let got = device
         .set_format(&Format::new(w, h, fourcc_of(format)))
-        .map_err(|e| format!("{path}: setting {w}x{h} {format}: {e}"))?;
+        .map_err(|e| fail(format!("{path}: setting {w}x{h} {format}: {e}")))?;
     if pixfmt_of(got.fourcc) != Some(format) {
-        return Err(format!(
+        return Err(fail(format!(
             "format {format}: {path} switched to {} instead",
             got.fourcc
-        ));
+        )));
     }
     if got.width == 0
         || got.height == 0
@@ -267,10 +271,10 @@ fn open_device(o: &V4lOptions) -> Result<Live, String> {
         || got.height > MAX_SIDE
         || got.width as u64 * got.height as u64 > MAX_FRAME_PIXELS
     {
-        return Err(format!(
+        return Err(fail(format!(
             "{path}: driver reports a frame size of {}x{}",
             got.width, got.height
-        ));
+        )));
     }
     if (got.width, got.height) != (w, h) {
         log::warn!(
@@ -300,7 +304,7 @@ fn open_device(o: &V4lOptions) -> Result<Live, String> {
     let min_stride = format.min_stride(got.width).unwrap_or(0);
     let stride = (got.stride as usize).max(min_stride);
     let mut stream = Stream::with_buffers(&device, Type::VideoCapture, o.buffers.max(2))
-        .map_err(|e| format!("{path}: allocating mmap buffers: {e}"))?;
+        .map_err(|e| fail(format!("{path}: allocating mmap buffers: {e}")))?;
     let frame_interval = fps.map_or(Duration::ZERO, |f| Duration::from_secs_f64(3.0 / f));
     let timeout = o
         .frame_timeout
@@ -323,13 +327,15 @@ fn open_device(o: &V4lOptions) -> Result<Live, String> {
 
 /// One buffer from the driver: the outer error means the device is gone or stuck, the inner
 /// one a bad frame.
-fn grab(live: &mut Live) -> io::Result<Result<RgbImage, String>> {
+fn grab(live: &mut Live) -> io::Result<Result<RgbImage, ConvertError>> {
     let Some(stream) = live.stream.as_mut() else {
         return Err(io::Error::other("stream closed"));
     };
     let (buf, meta) = CaptureStream::next(stream)?;
     if meta.flags.contains(v4l::buffer::Flags::ERROR) {
-        return Ok(Err("the driver marked the buffer as corrupt".into()));
+        return Ok(Err(ConvertError(
+            "the driver marked the buffer as corrupt".into(),
+        )));
     }
     let used = meta.bytesused as usize;
     // Some drivers leave bytesused at 0 for raw formats; the whole buffer is then the frame.
@@ -339,21 +345,22 @@ fn grab(live: &mut Live) -> io::Result<Result<RgbImage, String>> {
         buf
     };
     let n = &live.neg;
-    Ok(
-        pixfmt::to_rgb(n.format, data, n.width, n.height, Some(n.stride))
-            .map_err(|e| e.to_string()),
-    )
+    Ok(pixfmt::to_rgb(
+        n.format,
+        data,
+        n.width,
+        n.height,
+        Some(n.stride),
+    ))
 }
 
 /// Frames from a V4L2 camera.
 pub struct V4lSource {
     opts: V4lOptions,
-    label: Arc<str>,
     live: Option<Live>,
     last: Negotiated,
     retry: Retry,
-    next_id: u64,
-    stats: CaptureStats,
+    stamp: FrameStamper,
 }
 
 impl V4lSource {
@@ -361,16 +368,14 @@ impl V4lSource {
     /// error at start-up rather than an endless reconnection loop.
     pub fn open(opts: V4lOptions) -> Result<Self, CaptureError> {
         let label: Arc<str> = format!("v4l:{}", opts.device.display()).into();
-        let live = open_device(&opts).map_err(|e| CaptureError::fatal(&label, e))?;
+        let live = open_device(&opts, &label)?;
         log::info!("{label}: streaming {}", describe_neg(&live.neg));
         Ok(V4lSource {
             retry: Retry::new(opts.backoff),
             last: live.neg.clone(),
             opts,
-            label,
             live: Some(live),
-            next_id: 0,
-            stats: CaptureStats::default(),
+            stamp: FrameStamper::new(label, None),
         })
     }
 }
@@ -389,70 +394,41 @@ impl FrameSource for V4lSource {
         let live = match self.live.as_mut() {
             Some(l) => l,
             None => {
-                self.retry.wait();
-                match open_device(&self.opts) {
-                    Ok(l) => {
-                        log::info!("{}: re-opened, {}", self.label, describe_neg(&l.neg));
-                        self.retry.connected();
-                        self.stats.reconnects += 1;
-                        self.last = l.neg.clone();
-                        self.live.insert(l)
-                    }
-                    Err(reason) => {
-                        let retry_in = self.retry.failed();
-                        return Err(CaptureError::Disconnected {
-                            stream: self.label.clone(),
-                            reason,
-                            retry_in,
-                        });
-                    }
-                }
+                let (opts, label) = (&self.opts, self.stamp.label());
+                let Some(l) = self.retry.reconnect(|| open_device(opts, label))? else {
+                    return Ok(None);
+                };
+                log::info!("{label}: re-opened, {}", describe_neg(&l.neg));
+                self.stamp.reconnected();
+                self.last = l.neg.clone();
+                self.live.insert(l)
             }
         };
         match grab(live) {
-            Ok(result) => {
-                let id = self.next_id;
-                self.next_id += 1;
-                match result {
-                    Ok(image) => {
-                        self.stats.frames += 1;
-                        Ok(Some(Frame {
-                            id,
-                            ts: super::unix_now(),
-                            image,
-                            source: self.label.clone(),
-                        }))
-                    }
-                    Err(why) => {
-                        self.stats.bad_frames += 1;
-                        Err(CaptureError::bad_frame(&self.label, id, why))
-                    }
-                }
-            }
+            Ok(image) => self.stamp.next(image),
             Err(e) => {
                 self.live = None;
-                let retry_in = self.retry.lost();
                 let reason = if e.kind() == io::ErrorKind::TimedOut {
                     "no frame within the timeout".to_string()
                 } else {
                     e.to_string()
                 };
-                Err(CaptureError::Disconnected {
-                    stream: self.label.clone(),
-                    reason,
-                    retry_in,
-                })
+                Err(self.retry.lost_link(self.stamp.label(), reason))
             }
         }
     }
 
     fn describe(&self) -> String {
         let state = if self.live.is_some() { "" } else { ", lost" };
-        format!("{} {}{state}", self.label, describe_neg(&self.last))
+        format!("{} {}{state}", self.stamp.label(), describe_neg(&self.last))
     }
 
     fn stats(&self) -> CaptureStats {
-        self.stats
+        self.stamp.stats()
+    }
+
+    fn watch_stop(&mut self, stop: Arc<AtomicBool>) {
+        self.retry.stop().watch(stop);
     }
 }
 

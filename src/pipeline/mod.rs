@@ -121,6 +121,9 @@ pub fn run(
     let (det_tx, det_rx) = bounded::<DetResult>(cfg.pipeline.queue * 2 + detectors.len());
     let (out_tx, out_rx) = bounded::<Output>(1024);
 
+    // A source blocked in a read or a reconnect wait sees Ctrl-C within ~0.1 s, not after its
+    // read timeout.
+    source.watch_stop(handle.stop.clone());
     // Capture.
     let cap = {
         let (stop, counters, frame_rx_oldest) =

@@ -1,5 +1,7 @@
-//! JPEG stream plumbing: finding where one JPEG ends in a byte stream, and repairing the
-//! Huffman-table-less frames that many USB and IP cameras send.
+//! JPEG structure without decoding: where one JPEG ends in a byte stream (and so whether a file
+//! or frame is whole), its size from the header, and repairing the Huffman-table-less frames
+//! that many USB and IP cameras send. Here rather than in `capture` because the still-image
+//! loader needs the same end-of-image check as the camera streams.
 
 use std::borrow::Cow;
 
@@ -90,6 +92,20 @@ impl JpegScanner {
                 }
             }
         }
+    }
+}
+
+/// `Ok` when `d` starts with one whole JPEG, up to its end-of-image marker (bytes after it, such
+/// as a camera's padding, are allowed). Decoders paint the missing rows of a cut-off JPEG grey
+/// without an error, so a half-received frame or half-copied file would pass as a picture.
+pub(crate) fn check_whole(d: &[u8]) -> Result<(), String> {
+    match JpegScanner::default().scan(d) {
+        Scan::Complete(_) => Ok(()),
+        Scan::Incomplete => Err(format!(
+            "truncated JPEG: the data ends after {} bytes, before the end-of-image marker",
+            d.len()
+        )),
+        Scan::Invalid(why) => Err(format!("corrupt JPEG: {why}")),
     }
 }
 
@@ -257,6 +273,22 @@ mod tests {
         assert!(matches!(JpegScanner::default().scan(&j), Scan::Invalid(_)));
         assert_eq!(find_soi(&j, 1), Some(6)); // the thumbnail: a plain search is only for resync
         assert_eq!(find_soi(&j, 7), Some(12));
+    }
+
+    #[test]
+    fn whole_or_not() {
+        let j = sample();
+        assert_eq!(check_whole(&j), Ok(()));
+        let mut padded = j.clone();
+        padded.extend_from_slice(&[0; 16]);
+        assert_eq!(check_whole(&padded), Ok(()));
+        for cut in [2, 9, j.len() - 1] {
+            let e = check_whole(&j[..cut]).unwrap_err();
+            assert!(e.starts_with("truncated JPEG"), "{cut}: {e}");
+        }
+        assert!(check_whole(b"GIF89a")
+            .unwrap_err()
+            .starts_with("corrupt JPEG"));
     }
 
     #[test]

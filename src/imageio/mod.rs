@@ -1,12 +1,14 @@
 //! Reading images from the real world: JPEG/PNG/BMP, RGBA and greyscale, 16-bit, EXIF
-//! orientation, any size up to a sane limit.
+//! orientation, any size up to a sane limit; cut-off JPEGs are refused, not painted grey.
 
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{Error, Result};
+
+pub(crate) mod jpeg;
 
 /// Largest accepted side; beyond it a file is more likely hostile than a photo.
 pub const MAX_SIDE: u32 = 16_384;
@@ -42,8 +44,11 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot read: {e}"))?;
-    if reader.format().is_none() {
-        return Err("not a JPEG, PNG or BMP image".into());
+    match reader.format() {
+        None => return Err("not a JPEG, PNG or BMP image".into()),
+        // The JPEG decoder does not report a missing tail (see `jpeg::check_whole`).
+        Some(ImageFormat::Jpeg) => jpeg::check_whole(bytes)?,
+        Some(_) => {}
     }
     reader.limits(limits());
     let mut decoder = reader
