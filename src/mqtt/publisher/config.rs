@@ -260,8 +260,8 @@ pub fn tls_config(cfg: &MqttConfig) -> Result<rustls::ClientConfig> {
 
 #[cfg(test)]
 mod tests {
-    use crate::mqtt::topics::MessageClass;
     use super::*;
+    use crate::mqtt::topics::MessageClass;
 
     #[test]
     fn broker_urls() {

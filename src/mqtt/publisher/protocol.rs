@@ -107,10 +107,11 @@ pub(super) struct Session {
     pub connect_timeout_s: u64,
 }
 
-/// One connection's event stream, for either protocol version.
+/// One connection's event stream, for either protocol version. Boxed: the loops are large
+/// and of different sizes, and there is only one per connection.
 pub(super) enum Link {
-    V311(rumqttc::EventLoop),
-    V5(rumqttc::v5::EventLoop),
+    V311(Box<rumqttc::EventLoop>),
+    V5(Box<rumqttc::v5::EventLoop>),
 }
 
 impl Link {
@@ -165,7 +166,7 @@ impl Link {
                 let mut n = el.network_options();
                 n.set_connection_timeout(s.connect_timeout_s.max(1));
                 el.set_network_options(n);
-                (Client::V311(client), Link::V311(el))
+                (Client::V311(client), Link::V311(Box::new(el)))
             }
             Protocol::V5 => {
                 let mut o = rumqttc::v5::MqttOptions::new(id, url.host.clone(), url.port);
@@ -190,7 +191,7 @@ impl Link {
                     ));
                 }
                 let (client, el) = rumqttc::v5::AsyncClient::new(o, s.capacity);
-                (Client::V5(client), Link::V5(el))
+                (Client::V5(client), Link::V5(Box::new(el)))
             }
         }
     }
