@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use super::error::{MqttError, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,16 +48,12 @@ impl EmbeddedBroker {
             // rumqttd does not report the port it bound, so find a free one first. Another
             // process could take it in between; the wait below then reports the failure.
             let l = TcpListener::bind(addr)
-                .map_err(|e| Error::Other(format!("embedded broker: cannot bind {addr}: {e}")))?;
-            addr = l
-                .local_addr()
-                .map_err(|e| Error::Other(format!("embedded broker: {e}")))?;
+                .map_err(|e| broker_err(addr, format!("cannot bind: {e}")))?;
+            addr = l.local_addr().map_err(|e| broker_err(addr, e))?;
         } else if TcpStream::connect_timeout(&connect_addr(addr), Duration::from_millis(200))
             .is_ok()
         {
-            return Err(Error::Other(format!(
-                "embedded broker: {addr} is already in use (another broker running?)"
-            )));
+            return Err(broker_err(addr, "already in use (another broker running?)"));
         }
 
         let config = rumqttd_config(cfg, addr);
@@ -73,7 +69,7 @@ impl EmbeddedBroker {
                 };
                 let _ = done_tx.send(why);
             })
-            .map_err(|e| Error::Other(format!("embedded broker: cannot start thread: {e}")))?;
+            .map_err(|e| MqttError::start("the embedded broker's thread", e))?;
 
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -81,12 +77,10 @@ impl EmbeddedBroker {
                 return Ok(EmbeddedBroker { addr });
             }
             if let Ok(why) = done_rx.try_recv() {
-                return Err(Error::Other(format!("embedded broker on {addr}: {why}")));
+                return Err(broker_err(addr, why));
             }
             if Instant::now() >= deadline {
-                return Err(Error::Other(format!(
-                    "embedded broker on {addr}: not accepting connections (port taken?)"
-                )));
+                return Err(broker_err(addr, "not accepting connections (port taken?)"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -148,5 +142,12 @@ fn rumqttd_config(cfg: &EmbeddedBrokerConfig, addr: SocketAddr) -> rumqttd::Conf
         router,
         v4: Some(HashMap::from([("1".to_string(), server)])),
         ..Default::default()
+    }
+}
+
+fn broker_err(addr: SocketAddr, reason: impl std::fmt::Display) -> MqttError {
+    MqttError::Broker {
+        addr: addr.to_string(),
+        reason: reason.to_string(),
     }
 }

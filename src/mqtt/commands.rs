@@ -17,9 +17,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::error::{MqttError, Result};
 use super::publisher::{IncomingMessage, Publisher, PublisherHandle};
 use super::topics::{validate_segment, IdGen, ReplyBody, Topics, PAYLOAD_VERSION};
-use crate::error::{Error, Result};
 
 /// Largest command payload accepted; larger ones get an error reply without being parsed.
 pub const MAX_COMMAND_BYTES: usize = 64 << 10;
@@ -598,7 +598,7 @@ impl CommandServer {
                     }
                 }
             })
-            .map_err(|e| Error::Other(format!("mqtt: cannot start thread: {e}")))?;
+            .map_err(|e| MqttError::start("the command thread", e))?;
         Ok(CommandServer {
             thread: Some(thread),
             stats,

@@ -4,14 +4,18 @@
 //! - [`topics`]: topic names, message classes (priority, QoS, retain) and payload structs;
 //! - [`spool`]: the persistent, bounded store-and-forward queue;
 //! - [`publisher`]: the connection that drains the spool, keeps the status and receives commands;
+//! - [`stats`]: the publisher's counters and the `stats` payload;
+//! - [`MqttError`]: what can go wrong, by kind;
 //! - [`commands`]: parsing, validation and dispatch of `cmd/*`, replies on `reply/*`;
 //! - [`broker`]: an embedded broker (rumqttd);
 //! - [`watch`]: a terminal subscriber for people.
 
 pub mod broker;
 pub mod commands;
+mod error;
 pub mod publisher;
 pub mod spool;
+pub mod stats;
 pub mod topics;
 pub mod watch;
 
@@ -20,8 +24,10 @@ pub use commands::{
     ChannelHandler, Command, CommandHandler, CommandRequest, CommandServer, PendingCommand,
     Responder, Unsupported,
 };
-pub use publisher::{probe, MqttConfig, Protocol, Publisher, PublisherHandle, PublisherStats};
+pub use error::MqttError;
+pub use publisher::{probe, MqttConfig, Protocol, Publisher, PublisherHandle};
 pub use spool::{Spool, SpoolLimits, SpoolMessage};
+pub use stats::{PublisherStats, StatsBody};
 pub use topics::{
     AlertBody, ClassPolicies, ClassPolicy, DetectionsBody, Envelope, EventBody, MessageClass, Qos,
     ReplyBody, SceneBody, StatusBody, Topics,

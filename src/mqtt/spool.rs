@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use super::error::{MqttError, Result};
 use super::topics::{MessageClass, Qos};
-use crate::error::{Error, Result};
 
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -220,7 +220,10 @@ impl Spool {
     pub fn open(path: impl AsRef<Path>, limits: SpoolLimits) -> Result<Spool> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| MqttError::Spool {
+                path: dir.to_path_buf(),
+                reason: format!("cannot create the folder: {e}"),
+            })?;
         }
         let err = |e: &dyn std::fmt::Display| db_err(&path, e);
         let db = Database::create(&path).map_err(|e| err(&e))?;
@@ -533,8 +536,11 @@ fn per_class(counts: &[u64]) -> BTreeMap<MessageClass, u64> {
         .collect()
 }
 
-fn db_err(path: &Path, e: &dyn std::fmt::Display) -> Error {
-    Error::io(path, std::io::Error::other(format!("spool: {e}")))
+fn db_err(path: &Path, e: &dyn std::fmt::Display) -> MqttError {
+    MqttError::Spool {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The MQTT topic schema and the JSON payloads published on it.
 //!
 //! Everything a device publishes lives under `lookout/<device>/`; see `docs/mqtt.md` for the
-//! table a subscriber reads. Payload structs live here (and nowhere else) so the publisher, the
-//! command server, `lookout watch` and the tests cannot drift apart.
+//! table a subscriber reads. Payload structs live here (and nowhere else but the `stats` body, which
+//! sits with the counters it carries in [`super::stats`]) so the publisher, the command server,
+//! `lookout watch` and the tests cannot drift apart.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::{MqttError, Result};
 use crate::detect::Detection;
-use crate::error::{Error, Result};
 use crate::geometry::BBox;
 
 /// Version of the payload envelope; bumped only for changes that break existing subscribers.
@@ -167,7 +168,13 @@ impl ClassPolicies {
 /// Checks one topic level that came from configuration or from a peer (device id, camera name,
 /// request id). Wildcards and `/` would let a value address other topics.
 pub fn validate_segment(what: &str, s: &str) -> Result<()> {
-    let bad = |reason: &str| Err(Error::Other(format!("mqtt: {what} {s:?}: {reason}")));
+    let bad = |reason: &str| {
+        Err(MqttError::Name {
+            what: what.to_string(),
+            value: s.to_string(),
+            reason: reason.to_string(),
+        })
+    };
     if s.is_empty() {
         return bad("must not be empty");
     }
@@ -459,15 +466,6 @@ pub struct ReplyBody {
     pub result: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// `lookout/<device>/stats`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct StatsBody {
-    pub mqtt: super::publisher::PublisherStats,
-    /// Whatever the pipeline reports (fps, latencies…); absent when it reports nothing.
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub pipeline: serde_json::Value,
 }
 
 #[cfg(test)]

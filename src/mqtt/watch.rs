@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::Value;
 
+use super::error::{MqttError, Result};
 use super::publisher::{tls_config, BrokerUrl, MqttConfig};
 use super::topics::{validate_segment, MessageClass, DEFAULT_ROOT};
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WatchOptions {
@@ -135,7 +135,7 @@ pub fn watch(opts: &WatchOptions, out: &mut impl Write) -> Result<usize> {
                 }
             }
         })
-        .map_err(|e| Error::Other(format!("watch: cannot start thread: {e}")))?;
+        .map_err(|e| MqttError::start("the watch thread", e))?;
     let finish = |printed: usize| {
         stop.store(true, Ordering::Relaxed);
         let _ = client.try_disconnect();
@@ -163,7 +163,10 @@ pub fn watch(opts: &WatchOptions, out: &mut impl Write) -> Result<usize> {
             }
             Incoming::Lost(e) if !ever_connected => {
                 finish(printed);
-                return Err(Error::Other(format!("watch: cannot connect to {url}: {e}")));
+                return Err(MqttError::Connection {
+                    broker: url.to_string(),
+                    reason: format!("watch: cannot connect to {url}: {e}"),
+                });
             }
             Incoming::Lost(e) => {
                 log::warn!("watch: connection to {url} lost: {e}; reconnecting");

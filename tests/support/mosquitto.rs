@@ -1,5 +1,7 @@
 //! A real mosquitto for integration tests: its own config, persistence and log in a temp dir,
-//! on a free loopback port; stopped (SIGKILL) on drop.
+//! on a free loopback port; stopped (SIGKILL) on drop. Also what the MQTT tests share around it:
+//! a subscriber on its own thread ([`Sub`]), the publisher settings they start from
+//! ([`config`]), envelope checks, and a throw-away PKI for TLS.
 #![allow(dead_code)]
 
 #[path = "skip.rs"]
@@ -10,7 +12,14 @@ use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver};
+use lookout::mqtt::MqttConfig;
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
 
 pub struct Mosquitto {
     child: Option<Child>,
@@ -185,5 +194,209 @@ impl Drop for Mosquitto {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test clients
+
+/// Long enough for any message on loopback, even on a loaded 2-core CI machine.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Msg {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "{}: payload is not JSON ({e}): {:?}",
+                self.topic,
+                String::from_utf8_lossy(&self.payload)
+            )
+        })
+    }
+}
+
+/// A test subscriber on its own thread; reconnects by itself when the broker goes away.
+pub struct Sub {
+    rx: Receiver<Msg>,
+    client: Client,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sub {
+    pub fn new(port: u16, id: &str, filters: &[&str], clean: bool) -> Sub {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(2));
+        o.set_clean_session(clean);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut conn) = Client::new(o, 64);
+        let (tx, rx) = unbounded();
+        let (subacked_tx, subacked) = unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let filters: Vec<String> = filters.iter().map(|s| s.to_string()).collect();
+        let filters_waited = filters.clone();
+        let c2 = client.clone();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        // A persistent session keeps the subscription; a clean one needs it again.
+                        if !ack.session_present {
+                            for f in &filters {
+                                let _ = c2.try_subscribe(f.clone(), QoS::AtLeastOnce);
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = subacked_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let m = Msg {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        };
+                        if tx.send(m).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        // Every filter acknowledged: messages published from now on reach this subscriber.
+        for f in &filters_waited {
+            subacked
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("no SUBACK for {f} within {WAIT:?}"));
+        }
+        Sub { rx, client, stop }
+    }
+
+    pub fn recv(&self, what: &str) -> Msg {
+        self.rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no message for {what} within {WAIT:?}"))
+    }
+
+    /// The next message, if one comes within `d`.
+    pub fn recv_within(&self, d: Duration) -> Option<Msg> {
+        self.rx.recv_timeout(d).ok()
+    }
+
+    /// The next message on `topic`, skipping others.
+    pub fn recv_on(&self, topic: &str) -> Msg {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let m = self
+                .rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no message on {topic} within {WAIT:?}"));
+            if m.topic == topic {
+                return m;
+            }
+        }
+    }
+
+    pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .expect("test publish");
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.client.try_disconnect();
+    }
+}
+
+pub fn config(url: &str, device: &str, spool: &Path) -> MqttConfig {
+    MqttConfig {
+        broker: url.to_string(),
+        device: device.to_string(),
+        spool_path: spool.to_path_buf(),
+        keep_alive_s: 2,
+        reconnect_min_ms: 100,
+        reconnect_max_ms: 1000,
+        board: "test-board".into(),
+        ..MqttConfig::default()
+    }
+}
+
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn check_envelope(v: &Value, device: &str) {
+    assert_eq!(v["v"], 1, "{v}");
+    assert_eq!(v["device"], device, "{v}");
+    assert!(v["id"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    assert!(
+        v["ts"].as_u64().is_some_and(|t| t > 1_600_000_000_000),
+        "{v}"
+    );
+}
+
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA with a server certificate for 127.0.0.1/localhost, and an unrelated second CA.
+    pub fn new() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "lookout test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+
+        let srv_key = KeyPair::generate().unwrap();
+        let mut srv_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        srv_params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let srv = srv_params.signed_by(&srv_key, &issuer).unwrap();
+
+        let other_key = KeyPair::generate().unwrap();
+        let mut other_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        other_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "some other CA");
+        let other = other_params.self_signed(&other_key).unwrap();
+
+        let d = dir.path();
+        std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(d.join("server.pem"), srv.pem()).unwrap();
+        std::fs::write(d.join("server.key"), srv_key.serialize_pem()).unwrap();
+        std::fs::write(d.join("other-ca.pem"), other.pem()).unwrap();
+        Pki { dir }
+    }
+
+    pub fn path(&self, f: &str) -> std::path::PathBuf {
+        self.dir.path().join(f)
     }
 }

@@ -1,0 +1,223 @@
+//! The net thread: owns the connection. Runs rumqttc's event loop on a one-thread tokio
+//! runtime, reconnects with jittered back-off, and reports every connection, publish written,
+//! PUBACK and disconnect to the spool sender as a [`NetEvent`]; command messages go straight to
+//! the command queue.
+//!
+//! Each connection gets a fresh rumqttc event loop: nothing stale survives a disconnect, and a
+//! generation number on every event lets the spool sender ignore what an old connection said.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use super::config::{BrokerUrl, MqttConfig};
+use super::handle::PublisherHandle;
+use super::protocol::{Client, Link, Session, Will, Wire};
+use super::{IncomingMessage, Stop};
+use crate::mqtt::error::{MqttError, Result};
+use crate::mqtt::topics::{now_ms, DeviceState};
+
+/// What the net thread tells the spool sender. `gen` is the connection it happened on.
+pub(super) enum NetEvent {
+    Connected {
+        gen: u64,
+        client: Client,
+    },
+    Published {
+        gen: u64,
+        pkid: u16,
+    },
+    Acked {
+        gen: u64,
+        pkid: u16,
+        /// MQTT v5: the broker's reason for not accepting the message.
+        refused: Option<String>,
+    },
+    DisconnectSent {
+        gen: u64,
+    },
+    Disconnected {
+        gen: u64,
+        error: String,
+    },
+}
+
+pub(super) struct NetLoop {
+    pub cfg: MqttConfig,
+    pub url: BrokerUrl,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub handle: PublisherHandle,
+    pub events: Sender<NetEvent>,
+    pub incoming: Sender<IncomingMessage>,
+    pub stop: Arc<Stop>,
+    /// Connection generation; kept across restarts of the loop so stale events stay stale.
+    pub gen: AtomicU64,
+}
+
+impl NetLoop {
+    pub fn run(self) {
+        while !self.stop.is_set() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    log::error!("mqtt: cannot start the network runtime: {e}");
+                    return;
+                }
+            };
+            // A panic inside the MQTT client must not silence the device for good: report the
+            // connection lost and start over, as after any other failure.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rt.block_on(self.run_async())
+            }));
+            if run.is_ok() {
+                return;
+            }
+            drop(rt);
+            let error = "internal error in the MQTT client (panic); restarting it".to_string();
+            log::error!("mqtt: {error}");
+            self.send(NetEvent::Disconnected {
+                gen: self.gen.load(Ordering::SeqCst),
+                error,
+            });
+            std::thread::sleep(Duration::from_millis(self.cfg.reconnect_max_ms));
+        }
+    }
+
+    async fn run_async(&self) {
+        let min = Duration::from_millis(self.cfg.reconnect_min_ms);
+        let max = Duration::from_millis(self.cfg.reconnect_max_ms);
+        let mut backoff = min;
+        while !self.stop.is_set() {
+            let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
+            let Some((error, connected)) = self.session(gen).await else {
+                return; // stopped
+            };
+            self.send(NetEvent::Disconnected {
+                gen,
+                error: error.clone(),
+            });
+            if connected {
+                backoff = min;
+                log::warn!("mqtt: disconnected from {}: {error}", self.url);
+            } else {
+                log::debug!("mqtt: cannot connect to {}: {error}", self.url);
+            }
+            // Jitter spreads a fleet's reconnects after a broker restart.
+            let jitter = Duration::from_millis(now_ms() % (backoff.as_millis() as u64 / 4 + 1));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff + jitter) => {}
+                _ = self.stop.notify.notified() => {}
+            }
+            backoff = (backoff * 2).min(max);
+        }
+    }
+
+    /// One connection, from connecting to losing it. `None` when stopped; otherwise why it
+    /// ended and whether it had been established.
+    async fn session(&self, gen: u64) -> Option<(String, bool)> {
+        let will = Will {
+            topic: self.handle.topics().status(),
+            payload: self
+                .handle
+                .status_payload(DeviceState::Offline, Some("connection lost")),
+        };
+        let (client, mut link) = Link::open(
+            &self.cfg,
+            &self.url,
+            self.tls.clone(),
+            Session {
+                clean: false,
+                will: Some(will),
+                capacity: self.cfg.inflight as usize + 16,
+                connect_timeout_s: self.cfg.connect_timeout_s,
+            },
+        );
+        let mut connected = false;
+        loop {
+            let ev = tokio::select! {
+                biased;
+                _ = self.stop.notify.notified() => {
+                    if self.stop.is_set() { return None; }
+                    continue;
+                }
+                ev = link.poll(&self.cfg, &self.url) => ev,
+            };
+            match ev {
+                Ok(Wire::ConnAck) => {
+                    connected = true;
+                    self.send(NetEvent::Connected {
+                        gen,
+                        client: client.clone(),
+                    });
+                }
+                Ok(Wire::PublishWritten(pkid)) => self.send(NetEvent::Published { gen, pkid }),
+                Ok(Wire::PubAck { pkid, refused }) => {
+                    self.send(NetEvent::Acked { gen, pkid, refused })
+                }
+                Ok(Wire::Message(m)) => self.incoming(m),
+                Ok(Wire::DisconnectWritten) => self.send(NetEvent::DisconnectSent { gen }),
+                Ok(Wire::Other) => {}
+                Err(e) => return Some((e, connected)),
+            }
+        }
+    }
+
+    fn incoming(&self, msg: IncomingMessage) {
+        if let Err(TrySendError::Full(_)) = self.incoming.try_send(msg) {
+            self.handle.with_stats(|st| st.incoming_dropped += 1);
+        }
+    }
+
+    fn send(&self, ev: NetEvent) {
+        // The spool thread outlives this one except at shutdown, when nothing is listening.
+        let _ = self.events.send(ev);
+    }
+}
+
+/// Connects once (clean session, its own client id, no last will) and disconnects: for
+/// `lookout mqtt check`-style diagnostics and tests. The error says what to fix.
+pub fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<()> {
+    let url = cfg.validate()?;
+    let tls = cfg.tls_for(&url)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| MqttError::start("the network runtime", e))?;
+    rt.block_on(async {
+        let (client, mut link) = Link::open(
+            cfg,
+            &url,
+            tls,
+            Session {
+                clean: true,
+                will: None,
+                capacity: 4,
+                connect_timeout_s: timeout.as_secs(),
+            },
+        );
+        let res = tokio::time::timeout(timeout, async {
+            loop {
+                match link.poll(cfg, &url).await {
+                    Ok(Wire::ConnAck) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer from {url} within {timeout:?}")));
+        if res.is_ok() {
+            let _ = client.try_disconnect();
+            let _ = tokio::time::timeout(Duration::from_secs(1), link.poll(cfg, &url)).await;
+        }
+        res.map_err(|reason| MqttError::Connection {
+            broker: url.to_string(),
+            reason,
+        })
+    })
+}
