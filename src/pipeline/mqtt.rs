@@ -150,12 +150,12 @@ fn start_embedded(port: u16) -> Result<EmbeddedBroker> {
         Ok(b) => Ok(b),
         Err(e) if port == DEFAULT_EMBEDDED_PORT => {
             log::info!("embedded broker on {port}: {e}; using a free port");
-            EmbeddedBroker::start(&EmbeddedBrokerConfig {
+            Ok(EmbeddedBroker::start(&EmbeddedBrokerConfig {
                 listen: ([127, 0, 0, 1], 0).into(),
                 ..bc
-            })
+            })?)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
