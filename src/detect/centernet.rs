@@ -1,6 +1,6 @@
 //! CenterNet with in-graph decoding: `[1, K, 6]` rows of x1,y1,x2,y2,score,class (top-K).
 
-use super::decode::{expect_first, output, DecodeError, Decoder, InputGeom, RawDetection};
+use super::decode::{expect_first, output, Candidates, Decoded, Decoder, InputGeom, RawDetection};
 use super::manifest::Manifest;
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
@@ -22,16 +22,11 @@ impl CenterNet {
 }
 
 impl Decoder for CenterNet {
-    fn check(&self, outputs: &[TensorInfo], _num_labels: usize) -> Result<(), DecodeError> {
+    fn check(&self, outputs: &[TensorInfo], _num_labels: usize) -> Decoded {
         expect_first(outputs, 3, 2, 6, "[1, K, 6]")
     }
 
-    fn decode(
-        &self,
-        outputs: &Outputs,
-        conf: f32,
-        out: &mut Vec<RawDetection>,
-    ) -> Result<(), DecodeError> {
+    fn decode(&self, outputs: &Outputs, conf: f32, out: &mut Candidates) -> Decoded {
         let o = output(outputs, 0)?;
         let (sx, sy) = if self.normalized {
             (self.geom.width as f32, self.geom.height as f32)

@@ -37,16 +37,16 @@ pub enum DecodeError {
     Unmatched { want: String, role: String },
 }
 
+/// What a decoder appends its candidates to.
+pub type Candidates = Vec<RawDetection>;
+/// A decoder's result: candidates appended, or why the outputs could not be read.
+pub type Decoded = Result<(), DecodeError>;
+
 pub trait Decoder: Send + Sync {
     /// Check the model's real output shapes against what this family and the manifest expect.
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError>;
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Decoded;
     /// Append candidates with score ≥ `conf` to `out`.
-    fn decode(
-        &self,
-        outputs: &Outputs,
-        conf: f32,
-        out: &mut Vec<RawDetection>,
-    ) -> Result<(), DecodeError>;
+    fn decode(&self, outputs: &Outputs, conf: f32, out: &mut Candidates) -> Decoded;
     /// True when the graph already ran NMS (the detector then only thresholds and caps).
     fn builtin_nms(&self) -> bool {
         false

@@ -2,7 +2,7 @@
 //! (tanh), 3–4 size as a fraction of the input (sigmoid), then class probabilities.
 
 use super::decode::{
-    argmax, expect_first, output, sigmoid, wrong_shape, DecodeError, Decoder, InputGeom,
+    argmax, expect_first, output, sigmoid, wrong_shape, Candidates, Decoded, Decoder, InputGeom,
     RawDetection,
 };
 use crate::engine::{Outputs, TensorInfo};
@@ -19,17 +19,12 @@ impl FastestDet {
 }
 
 impl Decoder for FastestDet {
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Decoded {
         let ch = 5 + num_labels;
         expect_first(outputs, 4, 1, ch, format!("[1, {ch}, G, G]"))
     }
 
-    fn decode(
-        &self,
-        outputs: &Outputs,
-        conf: f32,
-        out: &mut Vec<RawDetection>,
-    ) -> Result<(), DecodeError> {
+    fn decode(&self, outputs: &Outputs, conf: f32, out: &mut Candidates) -> Decoded {
         let o = output(outputs, 0)?;
         let &[_, ch, gh, gw] = o.shape else {
             return Err(wrong_shape("output", o.shape, "[1, C, H, W]"));

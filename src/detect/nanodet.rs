@@ -2,7 +2,9 @@
 //! `[1, N, 4·(reg_max+1)]`. Each side's distance is the expectation of a softmax over the bins.
 //! Outputs are matched to strides by shape, as the TF.js graph does not name them usefully.
 
-use super::decode::{argmax, sigmoid, DecodeError, Decoder, InputGeom, RawDetection};
+use super::decode::{
+    argmax, sigmoid, Candidates, DecodeError, Decoded, Decoder, InputGeom, RawDetection,
+};
 use super::manifest::Manifest;
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
@@ -64,7 +66,7 @@ impl NanoDet {
 }
 
 impl Decoder for NanoDet {
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Decoded {
         if outputs.iter().any(|o| o.shape.is_empty()) {
             return Ok(());
         }
@@ -72,12 +74,7 @@ impl Decoder for NanoDet {
         self.pair(&shapes, Some(num_labels)).map(|_| ())
     }
 
-    fn decode(
-        &self,
-        outputs: &Outputs,
-        conf: f32,
-        out: &mut Vec<RawDetection>,
-    ) -> Result<(), DecodeError> {
+    fn decode(&self, outputs: &Outputs, conf: f32, out: &mut Candidates) -> Decoded {
         let views: Vec<_> = (0..outputs.len()).filter_map(|i| outputs.get(i)).collect();
         let shapes: Vec<&[usize]> = views.iter().map(|v| v.shape).collect();
         let pairs = self.pair(&shapes, None)?;

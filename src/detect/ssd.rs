@@ -1,7 +1,9 @@
 //! "SSD-like" detectors: a boxes output plus a scores output, or, with NMS in the graph, boxes,
 //! scores, classes and an optional count.
 
-use super::decode::{argmax, wrong_shape, DecodeError, Decoder, InputGeom, RawDetection};
+use super::decode::{
+    argmax, wrong_shape, Candidates, DecodeError, Decoded, Decoder, InputGeom, RawDetection,
+};
 use super::manifest::{BoxFormat, Manifest};
 use crate::engine::{OutView, Outputs, TensorInfo};
 use crate::geometry::BBox;
@@ -76,7 +78,7 @@ impl Decoder for Ssd {
         self.builtin_nms
     }
 
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Decoded {
         let find = |slot: usize| -> Option<&TensorInfo> {
             match &self.names[slot] {
                 Some(n) => outputs.iter().find(|o| &o.name == n),
@@ -111,12 +113,7 @@ impl Decoder for Ssd {
         Ok(())
     }
 
-    fn decode(
-        &self,
-        outputs: &Outputs,
-        conf: f32,
-        out: &mut Vec<RawDetection>,
-    ) -> Result<(), DecodeError> {
+    fn decode(&self, outputs: &Outputs, conf: f32, out: &mut Candidates) -> Decoded {
         let boxes = self.pick(outputs, 0).ok_or(DecodeError::Missing("boxes"))?;
         let scores = self
             .pick(outputs, 1)

@@ -2,7 +2,7 @@
 //! class scores already sigmoid, no objectness.
 
 use super::decode::{
-    expect_first, output, wrong_shape, DecodeError, Decoder, InputGeom, RawDetection,
+    expect_first, output, wrong_shape, Candidates, Decoded, Decoder, InputGeom, RawDetection,
 };
 use crate::engine::{Outputs, TensorInfo};
 use crate::geometry::BBox;
@@ -18,17 +18,12 @@ impl Yolov8 {
 }
 
 impl Decoder for Yolov8 {
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Decoded {
         let ch = 4 + num_labels;
         expect_first(outputs, 3, 1, ch, format!("[1, {ch}, N]"))
     }
 
-    fn decode(
-        &self,
-        outputs: &Outputs,
-        conf: f32,
-        out: &mut Vec<RawDetection>,
-    ) -> Result<(), DecodeError> {
+    fn decode(&self, outputs: &Outputs, conf: f32, out: &mut Candidates) -> Decoded {
         let o = output(outputs, 0)?;
         let &[_, ch, n] = o.shape else {
             return Err(wrong_shape("output", o.shape, "[1, 4+C, N]"));

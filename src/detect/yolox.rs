@@ -1,8 +1,8 @@
 //! YOLOX: one `[1, N, 5+C]` output over strides 8/16/32, anchors row-major per stride.
 
 use super::decode::{
-    argmax, expect_shape, first_output, output, wrong_shape, DecodeError, Decoder, InputGeom,
-    RawDetection,
+    argmax, expect_shape, first_output, output, wrong_shape, Candidates, Decoded, Decoder,
+    InputGeom, RawDetection,
 };
 use super::manifest::Manifest;
 use crate::engine::{Outputs, TensorInfo};
@@ -28,7 +28,7 @@ impl Yolox {
 }
 
 impl Decoder for Yolox {
-    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Result<(), DecodeError> {
+    fn check(&self, outputs: &[TensorInfo], num_labels: usize) -> Decoded {
         let o = first_output(outputs)?;
         expect_shape(
             &format!("output '{}'", o.name),
@@ -37,12 +37,7 @@ impl Decoder for Yolox {
         )
     }
 
-    fn decode(
-        &self,
-        outputs: &Outputs,
-        conf: f32,
-        out: &mut Vec<RawDetection>,
-    ) -> Result<(), DecodeError> {
+    fn decode(&self, outputs: &Outputs, conf: f32, out: &mut Candidates) -> Decoded {
         let o = output(outputs, 0)?;
         let n = self.grid.len();
         if o.data.len() % n != 0 || o.data.len() / n < 6 {

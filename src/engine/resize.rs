@@ -130,7 +130,6 @@ fn resample_last_axis(
     }
 }
 
-/// Replace every tract `Resize` node of an optimised model by [`PlannedResize`]. Returns how many.
 /// Swaps tract's `Resize` for [`PlannedResize`].
 pub struct PlannedResizePass;
 

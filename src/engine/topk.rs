@@ -163,7 +163,6 @@ fn select_lanes(
     }
 }
 
-/// Replace every tract `Topk` node of an optimised model by [`SelectTopk`]. Returns how many.
 /// Swaps tract's `Topk` for [`SelectTopk`].
 pub struct SelectTopkPass;
 

@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+// Test binaries that use both `common` and `mosquitto` load the skip switch twice; harmless
+// (it holds only functions), and each helper stays usable on its own.
+#[allow(clippy::duplicate_mod)]
 #[path = "../support/skip.rs"]
 mod skip_switch;
 #[allow(unused_imports)]
