@@ -126,7 +126,7 @@ impl PublisherHandle {
                 MqttError::Payload { topic, reason }
             } else {
                 MqttError::Dropped {
-                    class,
+                    class: class.name(),
                     topic,
                     reason,
                 }
