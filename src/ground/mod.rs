@@ -126,14 +126,6 @@ struct Scored {
     relation: Option<(f32, usize)>,
 }
 
-fn plural(label: &str) -> String {
-    match label {
-        "person" => "people".into(),
-        l if l.ends_with('s') || l.ends_with("ch") || l.ends_with("sh") => format!("{l}es"),
-        l => format!("{l}s"),
-    }
-}
-
 fn describe_np(np: &NounPhrase) -> String {
     let mut parts = Vec::new();
     if let Some(s) = &np.size {
@@ -408,7 +400,7 @@ impl Grounder {
                     |k: usize| relations::selector_key(&sel, &objects[scored[k].idx].bbox, w, h);
                 good.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
                 let kind = match &target_matches {
-                    Some(_) => plural(&objects[scored[good[0]].idx].label),
+                    Some(_) => crate::util::plural(&objects[scored[good[0]].idx].label),
                     None => "objects".into(),
                 };
                 let pick = match sel {
