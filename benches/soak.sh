@@ -45,7 +45,7 @@ w, minutes = sys.argv[1], sys.argv[2]
 rows = [(int(r["t_s"]), int(r["rss_kb"])) for r in csv.DictReader(open(f"{w}/rss.csv")) if r["rss_kb"]]
 warm = [r for r in rows if r[0] >= 60] or rows
 first, last, peak = warm[0][1], warm[-1][1], max(r[1] for r in warm)
-reported = {json.loads(l)["id"] + "@" + str(json.loads(l)["ts"]) for l in open(f"{w}/events.jsonl") if '"record":"alert"' in l}
+reported = {json.loads(l)["alert_id"] + "@" + str(json.loads(l)["frame_ts"]) for l in open(f"{w}/events.jsonl") if '"record":"alert"' in l}
 got = set()
 for l in open(f"{w}/received.jsonl"):
     try:

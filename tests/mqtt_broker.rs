@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use lookout::mqtt::publisher::Protocol;
 use lookout::mqtt::{
-    probe, AlertBody, DetectionsBody, EmbeddedBroker, EmbeddedBrokerConfig, EventBody,
-    MessageClass, Publisher, SceneBody, Spool, SpoolLimits, WatchOptions,
+    probe, EmbeddedBroker, EmbeddedBrokerConfig, MessageClass, Publisher, Spool, SpoolLimits,
+    WatchOptions,
 };
 use mosquitto::{check_envelope, config, wait_until, Mosquitto, Pki, Sub, WAIT};
 
@@ -37,33 +37,30 @@ fn topics_payloads_and_retained_status() {
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
 
     let alert_id = p
-        .alert(AlertBody {
-            alert: "driveway".into(),
-            message: "person in the driveway".into(),
-            camera: Some("front".into()),
-            track_id: Some(7),
-            label: Some("person".into()),
-            score: Some(0.9),
-            ..Default::default()
-        })
+        .alert(serde_json::json!({
+            "alert": "driveway",
+            "message": "person in the driveway",
+            "camera": "front",
+            "track_id": 7,
+            "label": "person",
+            "score": 0.9,
+        }))
         .unwrap();
-    p.event(EventBody {
-        event: "enter".into(),
-        zone: Some("gate".into()),
-        ..Default::default()
-    })
+    p.event(serde_json::json!({
+        "event": "enter",
+        "zone": "gate",
+    }))
     .unwrap();
-    p.scene(SceneBody {
-        description: "A person walks a dog.".into(),
-        camera: Some("front".into()),
-        model: None,
-    })
+    p.scene(serde_json::json!({
+        "description": "A person walks a dog.",
+        "camera": "front",
+    }))
     .unwrap();
-    p.detections(DetectionsBody {
-        width: 640,
-        height: 480,
-        ..Default::default()
-    })
+    p.detections(serde_json::json!({
+        "width": 640,
+        "height": 480,
+        "detections": [],
+    }))
     .unwrap();
     let jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 0xFF, 0xD9];
     p.snapshot("front", jpeg.clone()).unwrap();
@@ -131,11 +128,10 @@ fn qos1_delivers_every_message_in_order() {
     let p = Publisher::start(&config(&broker.url(), "q", &dir.path().join("s.redb"))).unwrap();
     const N: u64 = 500;
     for i in 0..N {
-        p.event(EventBody {
-            event: "count".into(),
-            count: Some(i),
-            ..Default::default()
-        })
+        p.event(serde_json::json!({
+            "event": "count",
+            "count": i,
+        }))
         .unwrap();
     }
     assert!(p.flush(WAIT), "{:?}", p.stats());
@@ -238,17 +234,15 @@ fn spool_survives_restart_while_the_broker_is_down() {
         let p = Publisher::start(&cfg).unwrap();
         for i in 0..N {
             let r = if i % 3 == 0 {
-                p.alert(AlertBody {
-                    alert: format!("a{i}"),
-                    message: format!("{i}"),
-                    ..Default::default()
-                })
+                p.alert(serde_json::json!({
+                    "alert": format!("a{i}"),
+                    "message": format!("{i}"),
+                }))
             } else {
-                p.event(EventBody {
-                    event: format!("e{i}"),
-                    count: Some(i),
-                    ..Default::default()
-                })
+                p.event(serde_json::json!({
+                    "event": format!("e{i}"),
+                    "count": i,
+                }))
             };
             r.unwrap();
         }
@@ -315,16 +309,15 @@ fn a_full_spool_drops_low_classes_first_and_keeps_every_alert() {
         ..SpoolLimits::default()
     };
     let p = Publisher::start(&cfg).unwrap();
-    let event = |i: u64| EventBody {
-        event: "e".into(),
-        count: Some(i),
-        ..Default::default()
-    };
-    let detections = || DetectionsBody {
-        width: 1,
-        height: 1,
-        ..Default::default()
-    };
+    let event = |i: u64| serde_json::json!({
+        "event": "e",
+        "count": i,
+    });
+    let detections = || serde_json::json!({
+        "width": 1,
+        "height": 1,
+        "detections": [],
+    });
     let wait_staged = || wait_until("staging drained", || p.stats().staged == 0);
     for _ in 0..20 {
         p.detections(detections()).unwrap();
@@ -344,11 +337,10 @@ fn a_full_spool_drops_low_classes_first_and_keeps_every_alert() {
     );
     assert_eq!(st.dropped[&MessageClass::Detections], 10);
     for i in 0..50 {
-        p.alert(AlertBody {
-            alert: "full".into(),
-            message: format!("{i}"),
-            ..Default::default()
-        })
+        p.alert(serde_json::json!({
+            "alert": "full",
+            "message": format!("{i}"),
+        }))
         .unwrap();
     }
     p.detections(detections()).unwrap(); // nothing of lower priority left to evict: refused
@@ -397,11 +389,10 @@ fn broker_restarts_lose_no_alert() {
         std::thread::spawn(move || {
             for i in 0..N {
                 let id = p
-                    .alert(AlertBody {
-                        alert: "fault".into(),
-                        message: format!("{i}"),
-                        ..Default::default()
-                    })
+                    .alert(serde_json::json!({
+                        "alert": "fault",
+                        "message": format!("{i}"),
+                    }))
                     .unwrap();
                 published.lock().unwrap().push(id);
                 std::thread::sleep(Duration::from_millis(15));
@@ -507,11 +498,10 @@ fn network_faults(protocol: Protocol) {
         std::thread::spawn(move || {
             for i in 0..N {
                 let id = p
-                    .alert(AlertBody {
-                        alert: "net".into(),
-                        message: format!("{i}"),
-                        ..Default::default()
-                    })
+                    .alert(serde_json::json!({
+                        "alert": "net",
+                        "message": format!("{i}"),
+                    }))
                     .unwrap();
                 published.lock().unwrap().push(id);
                 std::thread::sleep(Duration::from_millis(10));
@@ -611,11 +601,10 @@ fn tls_with_the_right_ca_connects_and_a_wrong_ca_fails_clearly() {
     // Publishing over TLS, read back on the plain listener.
     let sub = Sub::new(broker.port, "sub-tls", &["lookout/tls/alerts"], true);
     let p = Publisher::start(&good).unwrap();
-    p.alert(AlertBody {
-        alert: "tls".into(),
-        message: "over TLS".into(),
-        ..Default::default()
-    })
+    p.alert(serde_json::json!({
+        "alert": "tls",
+        "message": "over TLS",
+    }))
     .unwrap();
     assert_eq!(
         sub.recv_on("lookout/tls/alerts").json()["message"],
@@ -651,11 +640,10 @@ fn embedded_broker_round_trip() {
     );
     let p = Publisher::start(&config(&b.url(), "emb", &dir.path().join("s.redb"))).unwrap();
     let id = p
-        .alert(AlertBody {
-            alert: "embedded".into(),
-            message: "through rumqttd".into(),
-            ..Default::default()
-        })
+        .alert(serde_json::json!({
+            "alert": "embedded",
+            "message": "through rumqttd",
+        }))
         .unwrap();
     let v = sub.recv_on("lookout/emb/alerts").json();
     assert_eq!(v["id"], id);
@@ -689,22 +677,19 @@ fn watch_prints_alerts_events_and_scenes() {
     // Nothing here is retained, so publish until the watcher has seen enough.
     let deadline = Instant::now() + WAIT;
     while !watcher.is_finished() && Instant::now() < deadline {
-        p.alert(AlertBody {
-            alert: "gate".into(),
-            message: "gate opened".into(),
-            ..Default::default()
-        })
+        p.alert(serde_json::json!({
+            "alert": "gate",
+            "message": "gate opened",
+        }))
         .unwrap();
-        p.event(EventBody {
-            event: "enter".into(),
-            label: Some("person".into()),
-            ..Default::default()
-        })
+        p.event(serde_json::json!({
+            "event": "enter",
+            "label": "person",
+        }))
         .unwrap();
-        p.scene(SceneBody {
-            description: "Two people at the gate.".into(),
-            ..Default::default()
-        })
+        p.scene(serde_json::json!({
+            "description": "Two people at the gate.",
+        }))
         .unwrap();
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -17,7 +17,7 @@ fn alert_ids_from_jsonl(path: &std::path::Path) -> BTreeSet<String> {
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["record"] == "alert")
-        .map(|v| v["id"].as_str().unwrap().to_string())
+        .map(|v| v["alert_id"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -70,7 +70,7 @@ fn demo_with_embedded_broker_is_visible_to_watch() {
     );
     let alert = lines.iter().find(|v| v["kind"] == "alert").unwrap();
     let p = &alert["payload"];
-    assert_eq!(p["v"], 1);
+    assert_eq!(p["v"], 2);
     assert!(
         p["id"].is_string()
             && p["alert_id"].is_string()
@@ -161,7 +161,7 @@ fn alert_keys_from_jsonl(path: &std::path::Path) -> BTreeSet<String> {
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["record"] == "alert")
-        .map(|v| format!("{}@{}", v["id"].as_str().unwrap(), v["ts"]))
+        .map(|v| format!("{}@{}", v["alert_id"].as_str().unwrap(), v["frame_ts"]))
         .collect()
 }
 

@@ -96,22 +96,30 @@ fn check_lifecycle(recs: &[Value]) -> Lifecycle {
         let labels: std::collections::BTreeSet<_> =
             evs.iter().map(|e| e["label"].as_str().unwrap()).collect();
         assert_eq!(labels.len(), 1, "track {id} keeps its class");
+        // One event id from new to end (also in `after.id`), messages counted by event_seq.
+        let event_id = &evs[0]["event_id"];
+        assert!(event_id.is_string());
+        for (n, e) in evs.iter().enumerate() {
+            assert_eq!(&e["event_id"], event_id, "track {id}: stable event id");
+            assert_eq!(&e["after"]["id"], event_id);
+            assert_eq!(e["event_seq"], n as u64);
+        }
     }
     // Re-births.
     let mut ends: Vec<(f64, String, lookout::BBox)> = Vec::new();
     let mut switches = 0;
     for e in &events {
-        let ts = e["ts"].as_f64().unwrap();
+        let ts = e["frame_ts"].as_f64().unwrap();
         let label = e["label"].as_str().unwrap().to_string();
         match e["type"].as_str().unwrap() {
             "end" => ends.push((
-                e["before"]["ts"].as_f64().unwrap_or(ts),
+                e["before"]["frame_time"].as_f64().unwrap_or(ts),
                 label,
                 bbox(&e["after"]["box"]),
             )),
             "new" => {
                 let b = bbox(&e["after"]["box"]);
-                let first_seen = e["first_seen"].as_f64().unwrap_or(ts);
+                let first_seen = e["after"]["start_time"].as_f64().unwrap_or(ts);
                 if ends.iter().any(|(t, l, eb)| {
                     *l == label && first_seen - t < 1.5 && first_seen >= *t && eb.iou(&b) >= 0.3
                 }) {
@@ -166,7 +174,7 @@ fn bundled_clip_tracks_people_and_fires_the_demo_rules() {
         "people cross the lamp-post line"
     );
     let ids: std::collections::BTreeSet<_> =
-        alerts.iter().map(|a| a["id"].as_str().unwrap()).collect();
+        alerts.iter().map(|a| a["alert_id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), alerts.len(), "alert ids are unique");
     let scenes: Vec<&Value> = recs.iter().filter(|r| r["record"] == "scene").collect();
     assert!(

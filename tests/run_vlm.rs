@@ -51,7 +51,7 @@ fn alert_ids(recs: &[Value]) -> Vec<String> {
     let mut v: Vec<String> = recs
         .iter()
         .filter(|r| r["record"] == "alert")
-        .map(|r| r["id"].as_str().unwrap().to_string())
+        .map(|r| r["alert_id"].as_str().unwrap().to_string())
         .collect();
     v.sort();
     v
@@ -82,7 +82,7 @@ fn check_vlm_run(dir: &str, model_name: &str) {
         assert!(
             ["confirmed", "rejected", "unclear"].contains(&status),
             "alert {} was not answered by the model: {v}",
-            a["id"]
+            a["alert_id"]
         );
         let label = a["labels"][0].as_str().unwrap();
         assert!(

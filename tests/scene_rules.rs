@@ -147,7 +147,7 @@ fn street_scene_end_to_end() {
     // The zone change shows up in an update.
     assert!(person_evs
         .iter()
-        .any(|e| e.kind == EventType::Update && e.after.zones == ["crossing"]));
+        .any(|e| e.kind == EventType::Update && e.after.current_zones == ["crossing"]));
     // The person ended once the tracker gave up: 30 missed frames after frame 89.
     let end = person_evs.last().unwrap();
     assert_eq!(end.after.frame_id, 89);

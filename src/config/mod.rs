@@ -109,6 +109,21 @@ pub struct VlmConfig {
     /// Niceness of the VLM thread, so the frame loop keeps its cores (0 = as the rest).
     #[serde(default = "default_vlm_nice")]
     pub nice: i32,
+    /// With `verify_alerts`: `hold` an alert until its verdict, or publish it at once and the
+    /// verdict as an `update` of the same alert id.
+    #[serde(default)]
+    pub verify_mode: VerifyMode,
+}
+
+/// `[vlm] verify_mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// One message per alert, published once the VLM has answered (or `verify_timeout_s` passed).
+    #[default]
+    Hold,
+    /// The alert at once (`verification.status = "pending"`), its verdict as `type: "update"`.
+    Update,
 }
 
 fn default_vlm_variant() -> String {
@@ -156,6 +171,7 @@ impl Default for VlmConfig {
             max_new_tokens: default_vlm_tokens(),
             queue: default_vlm_queue(),
             nice: default_vlm_nice(),
+            verify_mode: VerifyMode::default(),
         }
     }
 }

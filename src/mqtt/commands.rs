@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::error::{MqttError, Result};
 use super::publisher::{IncomingMessage, Publisher, PublisherHandle};
-use super::topics::{validate_segment, IdGen, ReplyBody, Topics, PAYLOAD_VERSION};
+use super::topics::{validate_segment, IdGen, ReplyBody, Topics, COMMAND_VERSION};
 
 /// Largest command payload accepted; larger ones get an error reply without being parsed.
 pub const MAX_COMMAND_BYTES: usize = 64 << 10;
@@ -199,10 +199,10 @@ pub fn parse_command(
     let fail = |error: String| fail(request_id.clone(), error);
     match obj.remove("v") {
         None => {}
-        Some(Value::Number(n)) if n.as_u64() == Some(PAYLOAD_VERSION as u64) => {}
+        Some(Value::Number(n)) if n.as_u64() == Some(COMMAND_VERSION as u64) => {}
         Some(other) => {
             return Err(fail(format!(
-                "unsupported payload version {other} (this device speaks v{PAYLOAD_VERSION})"
+                "unsupported payload version {other} (this device speaks v{COMMAND_VERSION})"
             )))
         }
     }

@@ -29,7 +29,6 @@ pub use publisher::{probe, MqttConfig, Protocol, Publisher, PublisherHandle};
 pub use spool::{Spool, SpoolLimits, SpoolMessage};
 pub use stats::{PublisherStats, StatsBody};
 pub use topics::{
-    AlertBody, ClassPolicies, ClassPolicy, DetectionsBody, Envelope, EventBody, MessageClass, Qos,
-    ReplyBody, SceneBody, StatusBody, Topics,
+    ClassPolicies, ClassPolicy, Envelope, MessageClass, Qos, ReplyBody, StatusBody, Topics,
 };
 pub use watch::{watch, WatchOptions};

@@ -13,11 +13,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::error::{MqttError, Result};
-use crate::detect::Detection;
-use crate::geometry::BBox;
 
 /// Version of the payload envelope; bumped only for changes that break existing subscribers.
-pub const PAYLOAD_VERSION: u32 = 1;
+/// 2: `ts` in Unix seconds (`f64`) like every other time in a payload (was milliseconds);
+/// Frigate-shaped events (one `event_id` per object, `current_zones`, …).
+pub const PAYLOAD_VERSION: u32 = 2;
+
+/// The `v` a command may carry. Commands did not change with payload v2, so v1 clients keep
+/// working.
+pub const COMMAND_VERSION: u32 = 1;
 
 /// Default first topic level.
 pub const DEFAULT_ROOT: &str = "lookout";
@@ -245,6 +249,11 @@ impl Topics {
         validate_segment("camera", camera)?;
         Ok(format!("{}/snapshot/{camera}", self.prefix))
     }
+    /// Retained JPEG bytes of the latest alert about a `label` on one camera.
+    pub fn snapshot_of(&self, camera: &str, label: &str) -> Result<String> {
+        validate_segment("label", label)?;
+        Ok(format!("{}/{label}", self.snapshot(camera)?))
+    }
     /// Filter the device subscribes to. `#` rather than `+` because command names such as
     /// `rules/enable` span two levels.
     pub fn commands_filter(&self) -> String {
@@ -277,6 +286,15 @@ impl Topics {
             MessageClass::Snapshot | MessageClass::Reply => return None,
         })
     }
+}
+
+/// Seconds since the Unix epoch (UTC), to the microsecond: the envelope's `ts`.
+pub fn now_s() -> f64 {
+    let us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as f64)
+        .unwrap_or(0.0);
+    us / 1e6
 }
 
 /// Milliseconds since the Unix epoch (UTC).
@@ -332,16 +350,21 @@ fn splitmix64(mut z: u64) -> u64 {
 /// Every JSON payload: version, unique id, device, time, and the class's own fields flattened in.
 ///
 /// ```json
-/// {"v":1,"id":"5f0c…-17","device":"porch","ts":1767225600000,"seq":17,"alert":"person_in_zone",…}
+/// {"v":2,"id":"5f0c…-17","device":"porch","ts":1767225600.125,"seq":17,"alert_id":"path-entry-2-1",…}
 /// ```
+///
+/// The bodies `lookout run` publishes are the pipeline's own records, so the typed payloads are
+/// `Envelope<scene::Alert>`, `Envelope<scene::Event>`, … (named in `pipeline::payload`); they live
+/// with the code that makes them because this transport sits below it. Their own ids and times
+/// are named so they never collide with the envelope's (`alert_id`, `event_id`, `frame_ts`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<T> {
     pub v: u32,
     /// Unique per message (also across restarts): subscribers de-duplicate QoS 1 re-sends by it.
     pub id: String,
     pub device: String,
-    /// Milliseconds since the Unix epoch (UTC) when the message was made.
-    pub ts: u64,
+    /// Seconds since the Unix epoch (UTC) when the message was made, like every time in a payload.
+    pub ts: f64,
     /// Per-process counter; a gap within one `id` prefix means messages were dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
@@ -356,7 +379,7 @@ impl<T> Envelope<T> {
             v: PAYLOAD_VERSION,
             id,
             device: device.to_string(),
-            ts: now_ms(),
+            ts: now_s(),
             seq: Some(seq),
             body,
         }
@@ -388,73 +411,6 @@ pub struct StatusBody {
     pub reason: Option<String>,
 }
 
-/// `lookout/<device>/alerts`: something a person must see. Never dropped by the spool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct AlertBody {
-    /// Name of the rule that fired.
-    pub alert: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub severity: Option<String>,
-    /// Human-readable one-liner.
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub camera: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub track_id: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub score: Option<f32>,
-    #[serde(default, rename = "box", skip_serializing_if = "Option::is_none")]
-    pub bbox: Option<BBox>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-}
-
-/// `lookout/<device>/events`: lifecycle events (enter, exit, dwell, line_cross, count…).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct EventBody {
-    pub event: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub camera: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub track_id: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub count: Option<u64>,
-    #[serde(default, rename = "box", skip_serializing_if = "Option::is_none")]
-    pub bbox: Option<BBox>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-/// `lookout/<device>/scene`: a natural-language description of what a camera sees.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct SceneBody {
-    pub description: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub camera: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
-
-/// `lookout/<device>/detections` (QoS 0): raw per-frame detections for robots that want them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct DetectionsBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub camera: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frame: Option<u64>,
-    pub width: u32,
-    pub height: u32,
-    pub detections: Vec<Detection>,
-}
-
 /// `lookout/<device>/reply/<request-id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplyBody {
@@ -478,6 +434,11 @@ mod tests {
         assert_eq!(t.status(), "lookout/porch/status");
         assert_eq!(t.alerts(), "lookout/porch/alerts");
         assert_eq!(t.snapshot("front").unwrap(), "lookout/porch/snapshot/front");
+        assert_eq!(
+            t.snapshot_of("front", "person").unwrap(),
+            "lookout/porch/snapshot/front/person"
+        );
+        assert!(t.snapshot_of("front", "a/b").is_err());
         assert_eq!(t.reply("r1").unwrap(), "lookout/porch/reply/r1");
         assert_eq!(t.commands_filter(), "lookout/porch/cmd/#");
         assert_eq!(
@@ -526,19 +487,22 @@ mod tests {
         let a = Envelope::new(
             &ids,
             "porch",
-            AlertBody {
-                alert: "zone".into(),
-                message: "person in zone".into(),
-                ..Default::default()
+            ReplyBody {
+                request_id: "r1".into(),
+                command: None,
+                ok: true,
+                result: None,
+                error: None,
             },
         );
-        let b = Envelope::new(&ids, "porch", SceneBody::default());
+        let b = Envelope::new(&ids, "porch", serde_json::json!({}));
         assert_ne!(a.id, b.id);
         let v: serde_json::Value = serde_json::from_slice(&a.to_json()).unwrap();
-        assert_eq!(v["v"], 1);
+        assert_eq!(v["v"], 2);
         assert_eq!(v["device"], "porch");
-        assert_eq!(v["alert"], "zone");
-        let back: Envelope<AlertBody> = serde_json::from_value(v).unwrap();
+        assert_eq!(v["request_id"], "r1");
+        assert!(v["ts"].as_f64().unwrap() > 1.6e9, "seconds: {v}");
+        let back: Envelope<ReplyBody> = serde_json::from_value(v).unwrap();
         assert_eq!(back, a);
     }
 }

@@ -242,11 +242,14 @@ fn readable_line(topic: &str, v: Option<&Value>, len: usize) -> String {
             .unwrap_or("")
             .to_string()
     };
-    let ts = v
-        .get("ts")
-        .and_then(Value::as_u64)
-        .map(format_ts)
-        .unwrap_or_default();
+    // Payload v2 stamps `ts` in seconds (f64), v1 in milliseconds.
+    let ts = match (v.get("v").and_then(Value::as_u64), v.get("ts")) {
+        (Some(1), Some(t)) => t.as_u64(),
+        (_, Some(t)) => t.as_f64().map(|s| (s * 1000.0).round() as u64),
+        _ => None,
+    }
+    .map(format_ts)
+    .unwrap_or_default();
     let device = match s("device") {
         "" => topic.split('/').nth(1).unwrap_or("?"),
         d => d,
@@ -261,8 +264,13 @@ fn readable_line(topic: &str, v: Option<&Value>, len: usize) -> String {
                 "" => String::new(),
                 x => format!(" ({x})"),
             };
+            // With `verify_mode = "update"` the verdict follows the alert as an update.
+            let verdict = match v.pointer("/verification/status").and_then(Value::as_str) {
+                Some(st) if s("type") == "update" => format!(" → {st}"),
+                _ => String::new(),
+            };
             format!(
-                "ALERT  {}{sev}: {}{camera}",
+                "ALERT  {}{sev}: {}{camera}{verdict}",
                 first(&["rule", "alert"]),
                 s("message")
             )
@@ -279,7 +287,7 @@ fn readable_line(topic: &str, v: Option<&Value>, len: usize) -> String {
                 parts.push(format!("zone={}", s("zone")));
             }
             let zones: Vec<&str> = v
-                .pointer("/after/zones")
+                .pointer("/after/current_zones")
                 .and_then(Value::as_array)
                 .map(|z| z.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();

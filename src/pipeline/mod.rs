@@ -23,7 +23,7 @@ use crate::config::{Config, VlmSchedule};
 use crate::detect::{Detection, Detector};
 use crate::error::{Error, Result};
 use crate::scene::{
-    Alert, Describer, Evaluation, EventBuilder, EventType, RuleEngine, ZoneMembership,
+    Alert, AlertType, Describer, Evaluation, EventBuilder, EventType, RuleEngine, ZoneMembership,
 };
 use crate::track::{Track, Tracker};
 use crate::util::unix_now;
@@ -37,8 +37,8 @@ pub mod vlm;
 pub use mqtt::{Broker, LazyGrounder, MqttRuntime, PipelineCommands, DEFAULT_EMBEDDED_PORT};
 pub use runtime::{RunSettings, Runtime};
 pub use sinks::{
-    readable_line, CollectSink, FrameDetections, JsonlSink, MqttSink, Output, ReadableSink, Sink,
-    Snapshot,
+    payload, readable_line, CollectSink, FrameDetections, JsonlSink, MqttSink, Output,
+    PipelineStats, ReadableSink, Sink, Snapshot,
 };
 pub use stats::{board_temperature, StageTime, StageTimes, Stats};
 pub use vlm::SharedVlm;
@@ -279,7 +279,8 @@ pub fn run(
     for out in out_rx.iter() {
         match &out {
             Output::Event(_) => summary.events += 1,
-            Output::Alert(_) => summary.alerts += 1,
+            // A verdict sent as an update is not another alert.
+            Output::Alert(a) if a.message_type == AlertType::New => summary.alerts += 1,
             Output::Scene(_) => summary.descriptions += 1,
             _ => {}
         }
@@ -418,13 +419,19 @@ fn scene_loop(
             ts: r.ts,
             image: r.image.clone(),
         };
-        for a in alerts {
+        for mut a in alerts {
             n_alerts += 1;
             let snap = snapshot(&r.image, &tracks, &a, &camera);
+            if let Some(s) = &snap {
+                a.snapshot = Some(s.topic());
+                for id in &a.track_ids {
+                    events.mark_snapshot(*id);
+                }
+            }
             match vlm.as_ref().filter(|v| v.verifies(&a.rule)) {
                 Some(v) => {
-                    if let Err(busy) = v.verify(a, frame()) {
-                        send(Output::Alert(*busy), false);
+                    for now in v.verify(a, frame()) {
+                        send(Output::Alert(now), false);
                     }
                 }
                 None => send(Output::Alert(a), false),
@@ -514,6 +521,7 @@ fn snapshot(img: &RgbImage, tracks: &[Track], alert: &Alert, camera: &str) -> Op
     let jpeg = crate::annotate::annotated_jpeg(img, shown, 80).ok()?;
     Some(Snapshot {
         camera: camera.to_string(),
+        label: alert.labels.first().cloned(),
         alert_id: alert.id.clone(),
         jpeg,
     })

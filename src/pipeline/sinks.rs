@@ -2,20 +2,42 @@
 //! (JSON Lines, readable terminal lines, MQTT, an in-memory collector).
 //!
 //! The records' own serde types are the JSON Lines objects and the MQTT payload bodies, so the
-//! log, the broker and the CLI never drift apart.
+//! log, the broker and the CLI never drift apart: [`payload`] names the typed MQTT payloads
+//! (`Envelope<record>`), and [`MqttSink`] publishes exactly those types.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::stats::Stats;
 use crate::detect::Detection;
 use crate::error::{Error, Result};
-use crate::mqtt::{MessageClass, PublisherHandle};
-use crate::scene::{Alert, Event, SceneDescription};
+use crate::mqtt::topics::validate_segment;
+use crate::mqtt::{MessageClass, PublisherHandle, PublisherStats};
+use crate::scene::{Alert, AlertType, Event, SceneDescription};
+
+/// The typed MQTT payloads `lookout run` publishes: the envelope with the pipeline's own record
+/// flattened in. A subscriber written in Rust deserialises a message on `alerts` into
+/// [`payload::AlertPayload`], and so on; `tests/events_schema.rs` round-trips every record of a
+/// run through these.
+pub mod payload {
+    pub use super::{FrameDetections, PipelineStats};
+    use crate::mqtt::Envelope;
+    pub use crate::scene::{Alert, Event, SceneDescription};
+
+    /// `<root>/<device>/alerts`
+    pub type AlertPayload = Envelope<Alert>;
+    /// `<root>/<device>/events`
+    pub type EventPayload = Envelope<Event>;
+    /// `<root>/<device>/scene`
+    pub type ScenePayload = Envelope<SceneDescription>;
+    /// `<root>/<device>/detections`
+    pub type DetectionsPayload = Envelope<FrameDetections>;
+    /// `<root>/<device>/stats`
+    pub type StatsPayload = Envelope<PipelineStats>;
+}
 
 /// Everything the pipeline emits, in one JSON shape: `{"record": "event"|"alert"|"scene"|"detections"|"stats", ...}`.
 #[derive(Debug, Clone, Serialize)]
@@ -34,15 +56,43 @@ pub enum Output {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub camera: String,
+    /// The alert's first label: the snapshot also goes to `snapshot/<camera>/<label>`.
+    pub label: Option<String>,
     pub alert_id: String,
     pub jpeg: Vec<u8>,
 }
 
+impl Snapshot {
+    /// The label when it can be a topic level.
+    fn topic_label(&self) -> Option<&str> {
+        self.label
+            .as_deref()
+            .filter(|l| validate_segment("label", l).is_ok())
+    }
+
+    /// Where the alert's snapshot is, relative to `<root>/<device>/` (the alert's `snapshot`):
+    /// `snapshot/<camera>/<label>`, or `snapshot/<camera>` for an alert without a label.
+    pub fn topic(&self) -> String {
+        match self.topic_label() {
+            Some(l) => format!("snapshot/{}/{l}", self.camera),
+            None => format!("snapshot/{}", self.camera),
+        }
+    }
+}
+
+/// `stats`: the publisher's counters next to the pipeline's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineStats {
+    pub mqtt: PublisherStats,
+    pub pipeline: Stats,
+}
+
 /// One frame's detections (low priority, droppable).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FrameDetections {
     pub camera: String,
     pub frame_id: u64,
+    #[serde(rename = "frame_ts")]
     pub ts: f64,
     pub width: u32,
     pub height: u32,
@@ -107,6 +157,17 @@ impl<W: Write + Send> ReadableSink<W> {
 /// The line [`ReadableSink`] prints for `out`, if any.
 pub fn readable_line(out: &Output) -> Option<String> {
     Some(match out {
+        Output::Alert(a) if a.message_type == AlertType::Update => format!(
+            "ALERT [{}] {} (rule '{}', frame {}): {}",
+            format!("{:?}", a.severity).to_lowercase(),
+            a.message,
+            a.rule,
+            a.frame_id,
+            a.verification
+                .as_ref()
+                .map(|v| format!("{:?}", v.status).to_lowercase())
+                .unwrap_or_default()
+        ),
         Output::Alert(a) => format!(
             "ALERT [{}] {} (rule '{}', frame {})",
             format!("{:?}", a.severity).to_lowercase(),
@@ -123,10 +184,10 @@ pub fn readable_line(out: &Output) -> Option<String> {
             e.after.bbox.y1,
             e.after.bbox.x2,
             e.after.bbox.y2,
-            if e.after.zones.is_empty() {
+            if e.after.current_zones.is_empty() {
                 String::new()
             } else {
-                format!(" in {}", e.after.zones.join(", "))
+                format!(" in {}", e.after.current_zones.join(", "))
             }
         ),
         Output::Scene(d) => format!("scene: {}", d.text),
@@ -167,10 +228,8 @@ impl Sink for CollectSink {
     }
 }
 
-/// Publishes the pipeline's records through the publisher's store-and-forward spool.
-///
-/// The envelope's `id`/`ts` (unique across restarts, for de-duplication) take those names; the
-/// record's own are kept as `<record>_id` and `frame_ts`.
+/// Publishes the pipeline's records through the publisher's store-and-forward spool, each as
+/// its [`payload`] type: the record flattened into the envelope, as it is.
 pub struct MqttSink {
     publisher: PublisherHandle,
 }
@@ -181,27 +240,13 @@ impl MqttSink {
     }
 }
 
-/// Serialise `rec`, renaming its `id`/`ts` so they do not collide with the envelope's.
-fn body(rec: &impl Serialize, id_name: &str) -> Result<Value> {
-    let mut v = serde_json::to_value(rec).map_err(|e| Error::Other(format!("serialise: {e}")))?;
-    if let Value::Object(m) = &mut v {
-        if let Some(id) = m.remove("id") {
-            m.insert(id_name.to_string(), id);
-        }
-        if let Some(ts) = m.remove("ts") {
-            m.insert("frame_ts".into(), ts);
-        }
-    }
-    Ok(v)
-}
-
 impl Sink for MqttSink {
     fn send(&mut self, out: &Output) -> Result<()> {
         let p = &self.publisher;
         let t = p.topics();
         match out {
             Output::Alert(a) => {
-                p.publish_json(MessageClass::Alert, t.alerts(), body(a, "alert_id")?)?;
+                p.publish_json(MessageClass::Alert, t.alerts(), a)?;
                 // The alert is on disk before anything else (the JSON Lines log, the terminal)
                 // reports it, so a crash right after cannot lose an alert that was reported.
                 if !p.sync(Duration::from_secs(2)) {
@@ -210,24 +255,29 @@ impl Sink for MqttSink {
                 Ok(())
             }
             Output::Event(e) => p
-                .publish_json(MessageClass::Event, t.events(), body(e, "event_id")?)
+                .publish_json(MessageClass::Event, t.events(), e)
                 .map(drop),
             Output::Scene(s) => p
-                .publish_json(MessageClass::Scene, t.scene(), body(s, "scene_id")?)
+                .publish_json(MessageClass::Scene, t.scene(), s)
                 .map(drop),
             Output::Detections(d) => p
-                .publish_json(
-                    MessageClass::Detections,
-                    t.detections(),
-                    body(d, "detections_id")?,
-                )
+                .publish_json(MessageClass::Detections, t.detections(), d)
                 .map(drop),
             Output::Stats(s) => {
-                let mqtt = p.stats();
-                let v = serde_json::json!({ "pipeline": body(s, "stats_id")?, "mqtt": mqtt });
-                p.publish_json(MessageClass::Stats, t.stats(), v).map(drop)
+                let body = PipelineStats {
+                    mqtt: p.stats(),
+                    pipeline: s.clone(),
+                };
+                p.publish_json(MessageClass::Stats, t.stats(), body)
+                    .map(drop)
             }
-            Output::Snapshot(s) => p.snapshot(&s.camera, s.jpeg.clone()),
+            Output::Snapshot(s) => {
+                p.snapshot(&s.camera, s.jpeg.clone())?;
+                match s.topic_label() {
+                    Some(l) => p.publish(MessageClass::Snapshot, t.snapshot_of(&s.camera, l)?, s.jpeg.clone()),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -235,24 +285,28 @@ impl Sink for MqttSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
-    fn the_mqtt_body_keeps_the_records_id_and_ts_under_other_names() {
-        let v = body(
-            &serde_json::json!({"id": "a1", "ts": 2.5, "x": 1}),
-            "alert_id",
-        )
-        .unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"alert_id": "a1", "frame_ts": 2.5, "x": 1})
-        );
+    fn a_snapshot_is_named_by_camera_and_label() {
+        let mut s = Snapshot {
+            camera: "plaza".into(),
+            label: Some("person".into()),
+            alert_id: "a".into(),
+            jpeg: vec![],
+        };
+        assert_eq!(s.topic(), "snapshot/plaza/person");
+        s.label = Some("a/b".into());
+        assert_eq!(s.topic(), "snapshot/plaza");
+        s.label = None;
+        assert_eq!(s.topic(), "snapshot/plaza");
     }
 
     #[test]
     fn jsonl_skips_snapshots_and_readable_skips_detections() {
         let snap = Output::Snapshot(Snapshot {
             camera: "c".into(),
+            label: None,
             alert_id: "a".into(),
             jpeg: vec![1],
         });

@@ -4,14 +4,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::util::unix_now;
 
 /// Periodic health record.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub camera: String,
+    #[serde(rename = "frame_ts")]
     pub ts: f64,
     pub uptime_s: f64,
     pub frames_captured: u64,
@@ -42,7 +43,7 @@ pub struct Stats {
 /// A frame's path is capture → queue → pre-process → inference → post-process → analyse
 /// (tracking, rules, events, descriptions) → publish. `latency_ms` in [`Stats`] spans capture
 /// done to analysis done; publishing runs on its own thread and is timed per output record.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StageTimes {
     /// Reading and decoding or converting one frame in the source.
     pub capture: StageTime,
@@ -58,7 +59,7 @@ pub struct StageTimes {
 }
 
 /// Mean and maximum of one stage over a stats interval, milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct StageTime {
     pub mean_ms: f64,
     pub max_ms: f64,

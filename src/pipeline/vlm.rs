@@ -9,6 +9,10 @@
 //! An alert waits at most `verify_timeout_s` plus the one generation under way (a vision encoder
 //! pass cannot be interrupted); at shutdown, alerts still queued go out unverified
 //! without running the model.
+//!
+//! `verify_mode = "update"` publishes the alert at once (`verification.status = "pending"`) and
+//! the verdict later as `type: "update"` of the same `alert_id`; every rule above applies to that
+//! update instead, so each verified alert yields exactly one `new` and one `update`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,9 +22,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use image::RgbImage;
 
-use crate::config::VlmConfig;
+use crate::config::{VerifyMode, VlmConfig};
 use crate::geometry::BBox;
-use crate::scene::{Alert, SceneDescription, Verification, VerificationStatus, VlmText};
+use crate::scene::{
+    Alert, AlertType, SceneDescription, Verification, VerificationStatus, VlmText,
+};
 use crate::vlm::{GenerateOptions, Generation, StopReason, VisionLanguageModel};
 
 /// A loaded VLM handed to [`super::run`], which starts its worker thread.
@@ -149,28 +155,45 @@ impl VlmHandle {
         }
     }
 
-    /// Holds `alert` for verification. When the queue is full the alert comes back marked
-    /// `unverified`, for the caller to publish at once.
-    pub fn verify(&self, alert: Alert, frame: VlmFrame) -> Result<(), Box<Alert>> {
+    /// Queues `alert` for verification and returns what to publish now, in order: nothing
+    /// (`hold`: the worker publishes it with its verdict) or the alert marked `pending`
+    /// (`update`: the worker publishes the verdict as an update). When the queue is full, the
+    /// verdict `unverified` is among them, so nothing waits on a VLM that cannot take it.
+    pub fn verify(&self, mut alert: Alert, frame: VlmFrame) -> Vec<Alert> {
+        let q = question(&self.cfg.verify_prompt, &alert);
+        let mut now = Vec::new();
+        if self.cfg.verify_mode == VerifyMode::Update {
+            let mut pending = alert.clone();
+            pending.verification = Some(Verification {
+                status: VerificationStatus::Pending,
+                question: q.clone(),
+                answer: String::new(),
+                model: self.model.to_string(),
+                held_ms: 0.0,
+            });
+            now.push(pending);
+            alert.message_type = AlertType::Update;
+        }
         let job = Job::Verify {
             alert: Box::new(alert),
             frame,
             since: Instant::now(),
         };
         match self.submit(job) {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(Job::Verify { mut alert, .. }) => {
                 alert.verification = Some(Verification {
                     status: VerificationStatus::Unverified,
-                    question: question(&self.cfg.verify_prompt, &alert),
+                    question: q,
                     answer: format!("VLM busy: {} jobs waiting", self.cfg.queue),
                     model: self.model.to_string(),
                     held_ms: 0.0,
                 });
-                Err(alert)
+                now.push(*alert);
             }
             Err(Job::Describe { .. }) => unreachable!("submit returns the job it was given"),
         }
+        now
     }
 
     fn submit(&self, job: Job) -> Result<(), Job> {

@@ -104,6 +104,8 @@ pub struct Change {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SceneDescription {
+    /// The described frame's time, Unix seconds (`frame_ts`, beside the MQTT envelope's `ts`).
+    #[serde(rename = "frame_ts")]
     pub ts: f64,
     pub frame_id: u64,
     pub text: String,

@@ -1,11 +1,16 @@
-//! Object lifecycle events, in the spirit of Frigate's: one `new` when a track is confirmed,
+//! Object lifecycle events, shaped like Frigate's: one `new` when a track is confirmed,
 //! `update`s when something a consumer would care about changed (rate-limited so a jittery box
 //! does not flood MQTT), and one `end` when the tracker has dropped the track for good.
 //!
-//! Every `update` and `end` carries `before` (the state in the previous event for that track) and
-//! `after`, so a consumer that saw the previous event can apply the change without other state.
+//! One tracked object keeps one `event_id` from `new` to `end`, unique across restarts
+//! (`<start time>-<boot tag>-<track id>`); `event_seq` counts that object's messages from 0, so
+//! `(event_id, event_seq)` names one message. Every `update` and `end` carries `before` (the
+//! `after` of the previous message for that object) and `after`, each the whole object so far
+//! (label, scores, start/end time, zones, whether a snapshot exists), so a consumer that missed a
+//! message still has the full picture. All times are Unix seconds (`f64`), all durations seconds.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -23,58 +28,75 @@ pub enum EventType {
     End,
 }
 
-/// What an object looked like at one moment.
+/// One tracked object as it was at one moment: Frigate's `before`/`after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectState {
+    /// The event id (the same as the message's `event_id`; Frigate automations read `after.id`).
+    pub id: String,
+    pub camera: String,
+    #[serde(with = "crate::detect::arc_str")]
+    pub label: Arc<str>,
+    /// Detector score at this moment, and the best over the object's life so far.
+    pub score: f32,
+    pub top_score: f32,
     #[serde(rename = "box")]
     pub bbox: BBox,
-    pub score: f32,
-    pub zones: Vec<String>,
+    /// Zones the object is in now, in rule-file order.
+    pub current_zones: Vec<String>,
+    /// Every zone it has been in since `new`, in the order it first entered them.
+    pub entered_zones: Vec<String>,
+    /// When the track was first seen.
+    pub start_time: f64,
+    /// When it was last seen; `null` until the `end` message.
+    pub end_time: Option<f64>,
+    /// Whether an alert about this object has published a snapshot (`snapshot/<camera>/<label>`).
+    pub has_snapshot: bool,
     pub velocity: Velocity,
     pub state: TrackState,
     /// Frame id and time of the detection this state comes from.
     pub frame_id: u64,
-    pub ts: f64,
+    pub frame_time: f64,
 }
 
-impl ObjectState {
-    /// Track `t` as it is now, in `zones` (its entry in the frame's [`ZoneMembership`]).
-    pub fn of(t: &Track, zones: &[String]) -> Self {
-        ObjectState {
-            bbox: t.bbox.rounded(),
-            // Rounded like the box: keeps payloads short, and no consumer needs more.
-            score: (t.score * 1000.0).round() / 1000.0,
-            zones: zones.to_vec(),
-            velocity: Velocity {
-                vx: (t.velocity.vx * 10.0).round() / 10.0,
-                vy: (t.velocity.vy * 10.0).round() / 10.0,
-            },
-            state: t.state,
-            frame_id: t.last_frame,
-            ts: t.last_seen,
-        }
-    }
+/// How long an object stayed in one zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneStay {
+    pub zone: String,
+    /// The frame time it was first seen in the zone, and first seen outside it again (at `end`:
+    /// last seen).
+    pub entered: f64,
+    pub left: f64,
+    /// `left - entered`, seconds.
+    pub duration_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// `<id_prefix><frame_id>-<track_id>-<seq>`, `seq` counting this track's events from 0 (the
-    /// `new`), so ids are unique within one builder.
+    /// One id per tracked object, the same in its `new`, `update`s and `end`.
+    #[serde(rename = "event_id")]
     pub id: String,
+    /// This object's message counter: 0 for `new`, +1 per `update`, the last for `end`.
+    pub event_seq: u32,
     #[serde(rename = "type")]
     pub kind: EventType,
     pub camera: String,
     pub track_id: u64,
     #[serde(with = "crate::detect::arc_str")]
     pub label: Arc<str>,
-    /// The frame being processed when the event was raised (for `end`, a frame after the object
-    /// was last seen: `after.frame_id` says when that was).
+    /// The frame being processed when the message was made (for `end`, a frame after the object
+    /// was last seen: `after.frame_id` says when that was) and its time.
     pub frame_id: u64,
+    #[serde(rename = "frame_ts")]
     pub ts: f64,
-    /// When the track was first seen.
-    pub first_seen: f64,
     pub before: Option<ObjectState>,
     pub after: ObjectState,
+    /// Zones left since the previous message and how long the object stayed in each (on `end`,
+    /// also the zones it was still in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exited_zones: Vec<ZoneStay>,
+    /// On `end`: how long the object was tracked, `end_time - start_time` in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
 }
 
 /// When an `update` is worth sending.
@@ -89,8 +111,7 @@ pub struct EventConfig {
     pub move_fraction: f32,
     /// The score changed by at least this much.
     pub score_change: f32,
-    /// Prepended to event ids; set it to something unique per run (such as the start time) when
-    /// ids must not repeat across restarts.
+    /// Prepended to event ids (which are unique across restarts without it).
     pub id_prefix: String,
 }
 
@@ -138,23 +159,51 @@ impl EventConfig {
     }
 }
 
+/// What the builder keeps about one announced object.
 #[derive(Debug, Clone)]
 struct Known {
-    label: Arc<str>,
-    first_seen: f64,
-    /// `after` of the latest event sent for this track.
+    track_id: u64,
+    /// `after` of the latest message sent for this object.
     sent: ObjectState,
     sent_ts: f64,
     latest: ObjectState,
-    seq: u64,
+    seq: u32,
+    /// Zone → frame time the object was first seen in it (this stay).
+    in_zone: BTreeMap<String, f64>,
+    /// Stays that ended since the last message.
+    exits: Vec<ZoneStay>,
 }
 
 /// Turns the tracker's per-frame output into lifecycle events.
 #[derive(Debug, Clone)]
 pub struct EventBuilder {
     cfg: EventConfig,
+    /// Differs between builders (and so between process starts): with the start time and track
+    /// id it makes event ids unique across restarts, where track ids start again from 1.
+    boot: String,
     /// Ordered so `end` events come out in a reproducible order.
     known: BTreeMap<u64, Known>,
+}
+
+/// Six base-36 characters from the OS-seeded hasher std keeps for `HashMap`s: no extra crate,
+/// different in every process.
+fn boot_tag() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    let mut n = h.finish();
+    (0..6)
+        .map(|_| {
+            let c = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
+            n /= 36;
+            c as char
+        })
+        .collect()
 }
 
 impl EventBuilder {
@@ -173,6 +222,7 @@ impl EventBuilder {
         }
         EventBuilder {
             cfg,
+            boot: boot_tag(),
             known: BTreeMap::new(),
         }
     }
@@ -184,6 +234,19 @@ impl EventBuilder {
     /// Ids of the tracks a `new` has been sent for and no `end` yet.
     pub fn active(&self) -> impl Iterator<Item = u64> + '_ {
         self.known.keys().copied()
+    }
+
+    /// The event id of active track `track_id`.
+    pub fn event_id(&self, track_id: u64) -> Option<&str> {
+        self.known.get(&track_id).map(|k| k.latest.id.as_str())
+    }
+
+    /// Records that a snapshot showing track `track_id` was published; its next message says
+    /// `has_snapshot: true` (and the change alone is worth an `update`).
+    pub fn mark_snapshot(&mut self, track_id: u64) {
+        if let Some(k) = self.known.get_mut(&track_id) {
+            k.latest.has_snapshot = true;
+        }
     }
 
     /// Events for one frame, given all of the tracker's current tracks and the zones they are in
@@ -200,7 +263,7 @@ impl EventBuilder {
         let mut present = Vec::with_capacity(tracks.len());
         for t in tracks.iter().filter(|t| t.is_established()) {
             present.push(t.id);
-            let now = ObjectState::of(t, zones.of(t.id));
+            let now_zones = zones.of(t.id);
             match self.known.get_mut(&t.id) {
                 None => {
                     // A lost track we never announced (the builder was started or reset
@@ -208,33 +271,48 @@ impl EventBuilder {
                     if t.state != TrackState::Confirmed {
                         continue;
                     }
-                    let k = Known {
+                    let id = format!(
+                        "{}{:.6}-{}-{}",
+                        self.cfg.id_prefix, t.first_seen, self.boot, t.id
+                    );
+                    let first = ObjectState {
+                        id,
+                        camera: self.cfg.camera.clone(),
                         label: t.label.clone(),
-                        first_seen: t.first_seen,
-                        sent: now.clone(),
-                        sent_ts: ts,
-                        latest: now,
-                        seq: 0,
+                        score: 0.0,
+                        top_score: 0.0,
+                        bbox: t.bbox,
+                        current_zones: vec![],
+                        entered_zones: vec![],
+                        start_time: t.first_seen,
+                        end_time: None,
+                        has_snapshot: false,
+                        velocity: t.velocity,
+                        state: t.state,
+                        frame_id: t.last_frame,
+                        frame_time: t.last_seen,
                     };
-                    out.push(Self::make(
-                        &self.cfg,
-                        &k,
-                        t.id,
-                        EventType::New,
-                        frame_id,
-                        ts,
-                        None,
-                    ));
+                    let mut k = Known {
+                        track_id: t.id,
+                        sent: first.clone(),
+                        sent_ts: ts,
+                        latest: first,
+                        seq: 0,
+                        in_zone: BTreeMap::new(),
+                        exits: vec![],
+                    };
+                    k.observe(t, now_zones);
+                    k.sent = k.latest.clone();
+                    out.push(k.message(EventType::New, frame_id, ts, None));
                     self.known.insert(t.id, k);
                 }
                 Some(k) => {
-                    k.latest = now;
+                    k.observe(t, now_zones);
                     let due = ts - k.sent_ts >= self.cfg.min_update_interval;
-                    if due && meaningful(&self.cfg, &k.sent, &k.latest) {
+                    if due && (!k.exits.is_empty() || meaningful(&self.cfg, &k.sent, &k.latest)) {
                         k.seq += 1;
                         let before = Some(k.sent.clone());
-                        let ev =
-                            Self::make(&self.cfg, k, t.id, EventType::Update, frame_id, ts, before);
+                        let ev = k.message(EventType::Update, frame_id, ts, before);
                         k.sent = k.latest.clone();
                         k.sent_ts = ts;
                         out.push(ev);
@@ -266,44 +344,99 @@ impl EventBuilder {
     fn end(&mut self, id: u64, frame_id: u64, ts: f64) -> Option<Event> {
         let mut k = self.known.remove(&id)?;
         k.seq += 1;
+        // The object was last seen at `latest.frame_time`: its stays end there, not now.
+        let last = k.latest.frame_time;
+        let still_in = std::mem::take(&mut k.in_zone);
+        for (zone, entered) in still_in {
+            k.exits.push(ZoneStay::new(zone, entered, last));
+        }
+        k.latest.end_time = Some(last);
         let before = Some(k.sent.clone());
-        Some(Self::make(
-            &self.cfg,
-            &k,
-            id,
-            EventType::End,
-            frame_id,
-            ts,
-            before,
-        ))
+        let mut ev = k.message(EventType::End, frame_id, ts, before);
+        ev.duration_s = Some(round_s(last - k.latest.start_time));
+        Some(ev)
+    }
+}
+
+impl Known {
+    /// Takes in this frame's view of the object: score, box, zones (with stays begun and ended).
+    fn observe(&mut self, t: &Track, zones: &[String]) {
+        let now = t.last_seen;
+        let l = &mut self.latest;
+        l.bbox = t.bbox.rounded();
+        // Rounded like the box: keeps payloads short, and no consumer needs more.
+        l.score = (t.score * 1000.0).round() / 1000.0;
+        l.top_score = l.top_score.max(l.score);
+        l.velocity = Velocity {
+            vx: (t.velocity.vx * 10.0).round() / 10.0,
+            vy: (t.velocity.vy * 10.0).round() / 10.0,
+        };
+        l.state = t.state;
+        l.frame_id = t.last_frame;
+        l.frame_time = t.last_seen;
+        l.current_zones = zones.to_vec();
+        for z in zones {
+            if !l.entered_zones.contains(z) {
+                l.entered_zones.push(z.clone());
+            }
+            self.in_zone.entry(z.clone()).or_insert(now);
+        }
+        let left: Vec<String> = self
+            .in_zone
+            .keys()
+            .filter(|z| !zones.contains(z))
+            .cloned()
+            .collect();
+        for z in left {
+            if let Some(entered) = self.in_zone.remove(&z) {
+                self.exits.push(ZoneStay::new(z, entered, now));
+            }
+        }
     }
 
-    fn make(
-        cfg: &EventConfig,
-        k: &Known,
-        id: u64,
+    fn message(
+        &mut self,
         kind: EventType,
         frame_id: u64,
         ts: f64,
         before: Option<ObjectState>,
     ) -> Event {
         Event {
-            id: format!("{}{frame_id}-{id}-{}", cfg.id_prefix, k.seq),
+            id: self.latest.id.clone(),
+            event_seq: self.seq,
             kind,
-            camera: cfg.camera.clone(),
-            track_id: id,
-            label: k.label.clone(),
+            camera: self.latest.camera.clone(),
+            track_id: self.track_id,
+            label: self.latest.label.clone(),
             frame_id,
             ts,
-            first_seen: k.first_seen,
             before,
-            after: k.latest.clone(),
+            after: self.latest.clone(),
+            exited_zones: std::mem::take(&mut self.exits),
+            duration_s: None,
         }
     }
 }
 
+impl ZoneStay {
+    fn new(zone: String, entered: f64, left: f64) -> Self {
+        ZoneStay {
+            zone,
+            entered,
+            left,
+            duration_s: round_s(left - entered),
+        }
+    }
+}
+
+/// Durations to the millisecond: frame times are no finer, and `0.30000000000000004` helps
+/// nobody.
+fn round_s(s: f64) -> f64 {
+    (s.max(0.0) * 1000.0).round() / 1000.0
+}
+
 fn meaningful(cfg: &EventConfig, a: &ObjectState, b: &ObjectState) -> bool {
-    if !same_set(&a.zones, &b.zones) {
+    if !same_set(&a.current_zones, &b.current_zones) || a.has_snapshot != b.has_snapshot {
         return true;
     }
     if (a.score - b.score).abs() >= cfg.score_change {
@@ -401,20 +534,29 @@ mod tests {
             assert_eq!(w[1].before.as_ref(), Some(&w[0].after));
         }
         assert!(all[0].before.is_none());
-        // Ids are unique.
-        let mut ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), all.len());
-        assert_eq!(all[0].id, "1-1-0");
+        // One event id from new to end; (event_id, event_seq) names each message.
+        assert!(all.iter().all(|e| e.id == all[0].id && e.after.id == e.id));
+        let seqs: Vec<u32> = all.iter().map(|e| e.event_seq).collect();
+        assert_eq!(seqs, (0..all.len() as u32).collect::<Vec<_>>());
+        assert!(all[0].id.starts_with("0.000000-") && all[0].id.ends_with("-1"));
         assert_eq!(all[0].camera, "front");
         // The zone change is in some update.
         assert!(all.iter().any(|e| e.kind == EventType::Update
-            && e.before.as_ref().unwrap().zones.is_empty()
-            && e.after.zones == ["yard"]));
+            && e.before.as_ref().unwrap().current_zones.is_empty()
+            && e.after.current_zones == ["yard"]));
         let end = all.last().unwrap();
         assert_eq!(end.after.frame_id, 30);
         assert_eq!(end.frame_id, 31);
+        // Still in the yard when last seen (frames 15..=30, at 0.1 s a frame).
+        assert_eq!(end.after.end_time, Some(3.0));
+        assert_eq!(end.duration_s, Some(3.0));
+        assert_eq!(end.exited_zones.len(), 1);
+        assert_eq!(end.exited_zones[0].zone, "yard");
+        assert!((end.exited_zones[0].duration_s - 1.5).abs() < 1e-9);
+        assert_eq!(end.after.entered_zones, ["yard"]);
+        assert!(all[..all.len() - 1]
+            .iter()
+            .all(|e| e.after.end_time.is_none() && e.duration_s.is_none()));
         assert_eq!(eb.active().count(), 0);
     }
 
@@ -477,6 +619,84 @@ mod tests {
             serde_json::json!([0.0, 100.0, 50.0, 200.0])
         );
         assert_eq!(v["after"]["state"], "confirmed");
+        assert_eq!(v["event_id"], v["after"]["id"]);
+        assert!(v["after"]["end_time"].is_null(), "null until end: {v}");
+        assert!(v.get("id").is_none() && v.get("ts").is_none(), "{v}");
+        let back: Event = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), v);
+    }
+
+    #[test]
+    fn a_zone_exit_says_how_long_the_object_stayed() {
+        let mut eb = EventBuilder::new(EventConfig {
+            min_update_interval: 0.0,
+            ..Default::default()
+        });
+        let c = TrackState::Confirmed;
+        let mut all = Vec::new();
+        for f in 0..20u64 {
+            let ts = 100.0 + f as f64 * 0.5;
+            // In the zone for frames 4..=11: entered at 102.0, last seen in it at 105.5, out at 106.0.
+            let zones: ZoneMembership = if (4..12).contains(&f) {
+                [(3u64, "gate")].into_iter().collect()
+            } else {
+                none()
+            };
+            let mut t = at(track(3, 10.0, 0.9, c), f, ts);
+            t.first_seen = 100.0;
+            all.extend(eb.update(f, ts, &[t], &zones));
+        }
+        let exits: Vec<&Event> = all.iter().filter(|e| !e.exited_zones.is_empty()).collect();
+        assert_eq!(exits.len(), 1, "{all:#?}");
+        let x = &exits[0];
+        assert_eq!(x.kind, EventType::Update);
+        assert_eq!(x.before.as_ref().unwrap().current_zones, ["gate"]);
+        assert!(x.after.current_zones.is_empty());
+        assert_eq!(x.after.entered_zones, ["gate"]);
+        let stay = &x.exited_zones[0];
+        assert_eq!((stay.entered, stay.left, stay.duration_s), (102.0, 106.0, 4.0));
+        // The end carries the whole life; no zone is left twice.
+        let end = eb.finish(20, 110.0).pop().unwrap();
+        assert_eq!(end.duration_s, Some(9.5));
+        assert!(end.exited_zones.is_empty());
+        assert_eq!(end.id, all[0].id);
+    }
+
+    #[test]
+    fn ids_differ_between_builders_for_the_same_tracks() {
+        let c = TrackState::Confirmed;
+        let ids = |_: u32| {
+            let mut eb = EventBuilder::new(EventConfig::default());
+            let t = [track(1, 0.0, 0.9, c), track(2, 80.0, 0.9, c)];
+            eb.update(0, 0.0, &t, &none())
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (ids(0), ids(1));
+        assert_eq!(a.len(), 2);
+        assert_ne!(a[0], a[1]);
+        assert!(a.iter().all(|id| !b.contains(id)), "{a:?} {b:?}");
+    }
+
+    #[test]
+    fn top_score_and_snapshot_follow_the_object() {
+        let mut eb = EventBuilder::new(EventConfig {
+            min_update_interval: 0.0,
+            ..Default::default()
+        });
+        let c = TrackState::Confirmed;
+        eb.update(0, 0.0, &[track(4, 0.0, 0.5, c)], &none());
+        eb.update(1, 0.1, &[track(4, 0.0, 0.9, c)], &none());
+        let ev = eb.update(2, 0.2, &[track(4, 0.0, 0.6, c)], &none());
+        assert_eq!(ev[0].after.score, 0.6);
+        assert_eq!(ev[0].after.top_score, 0.9);
+        assert!(!ev[0].after.has_snapshot);
+        eb.mark_snapshot(4);
+        let ev = eb.update(3, 0.3, &[track(4, 0.0, 0.6, c)], &none());
+        assert_eq!(ev.len(), 1, "a new snapshot is worth an update");
+        assert!(ev[0].after.has_snapshot && !ev[0].before.as_ref().unwrap().has_snapshot);
+        assert_eq!(eb.event_id(4), Some(ev[0].id.as_str()));
     }
 
     #[test]

@@ -16,9 +16,9 @@ pub use describe::{
     SceneObject, VlmText,
 };
 pub use error::SettingError;
-pub use events::{Event, EventBuilder, EventConfig, EventType, ObjectState};
+pub use events::{Event, EventBuilder, EventConfig, EventType, ObjectState, ZoneStay};
 pub use rules::{
-    load_rules, parse_rules, Alert, AlertDetails, AlertKind, Direction, Evaluation, NearThresholds,
+    load_rules, parse_rules, Alert, AlertDetails, AlertKind, AlertType, Direction, Evaluation, NearThresholds,
     RuleConfig, RuleEngine, RuleError, RuleKind, Severity, Verification, VerificationStatus,
     ZoneTrigger,
 };

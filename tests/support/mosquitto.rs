@@ -349,11 +349,14 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 pub fn check_envelope(v: &Value, device: &str) {
-    assert_eq!(v["v"], 1, "{v}");
+    assert_eq!(v["v"], 2, "{v}");
     assert_eq!(v["device"], device, "{v}");
     assert!(v["id"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    // Unix seconds, like every time in a payload (v1 had milliseconds).
     assert!(
-        v["ts"].as_u64().is_some_and(|t| t > 1_600_000_000_000),
+        v["ts"]
+            .as_f64()
+            .is_some_and(|t| t > 1_600_000_000.0 && t < 1e11),
         "{v}"
     );
 }

@@ -15,8 +15,8 @@ use crate::mqtt::error::MqttError;
 use crate::mqtt::spool::SpoolMessage;
 use crate::mqtt::stats::{PublisherStats, StatsBody};
 use crate::mqtt::topics::{
-    now_ms, AlertBody, ClassPolicies, DetectionsBody, DeviceState, Envelope, EventBody, IdGen,
-    MessageClass, Qos, ReplyBody, SceneBody, StatusBody, Topics,
+    now_ms, ClassPolicies, DeviceState, Envelope, IdGen, MessageClass, Qos, ReplyBody, StatusBody,
+    Topics,
 };
 
 /// Messages accepted from callers but not yet in the spool, at most. A quarter of it is kept for
@@ -188,19 +188,21 @@ impl PublisherHandle {
         Ok(env.id)
     }
 
-    pub fn alert(&self, body: AlertBody) -> Result<String> {
+    /// An alert body: `lookout run` publishes `scene::Alert` (see `docs/mqtt.md`); any
+    /// serialisable object goes in the envelope as it is.
+    pub fn alert<T: Serialize>(&self, body: T) -> Result<String> {
         self.publish_json(MessageClass::Alert, self.topics().alerts(), body)
     }
 
-    pub fn event(&self, body: EventBody) -> Result<String> {
+    pub fn event<T: Serialize>(&self, body: T) -> Result<String> {
         self.publish_json(MessageClass::Event, self.topics().events(), body)
     }
 
-    pub fn scene(&self, body: SceneBody) -> Result<String> {
+    pub fn scene<T: Serialize>(&self, body: T) -> Result<String> {
         self.publish_json(MessageClass::Scene, self.topics().scene(), body)
     }
 
-    pub fn detections(&self, body: DetectionsBody) -> Result<String> {
+    pub fn detections<T: Serialize>(&self, body: T) -> Result<String> {
         self.publish_json(MessageClass::Detections, self.topics().detections(), body)
     }
 

@@ -66,15 +66,31 @@ pub struct AlertDetails {
     pub point: Option<[f32; 2]>,
 }
 
+/// Whether a message is an alert's first, or a later one about the same alert (the VLM's verdict
+/// with `[vlm] verify_mode = "update"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertType {
+    #[default]
+    New,
+    Update,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// `<rule>-<kind>-<frame_id>-<track_id>`, or `<rule>-<kind>-<frame_id>` for alerts about the
-    /// whole frame (count, presence, absence).
+    /// whole frame (count, presence, absence). An `update` carries its alert's id.
+    #[serde(rename = "alert_id")]
     pub id: String,
+    /// `new` for the alert itself, `update` for the verdict that follows it.
+    #[serde(rename = "type", default)]
+    pub message_type: AlertType,
     pub rule: String,
     pub kind: AlertKind,
     pub severity: Severity,
     pub camera: String,
+    /// The time of the frame it fired on, Unix seconds.
+    #[serde(rename = "frame_ts")]
     pub ts: f64,
     pub frame_id: u64,
     pub track_ids: Vec<u64>,
@@ -84,12 +100,18 @@ pub struct Alert {
     /// The VLM's verdict, when alerts are verified (`[vlm] verify_alerts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// The annotated frame it fired on, as the topic under `<root>/<device>/` it was published
+    /// on (`snapshot/<camera>/<label>`, retained, so it holds the latest such alert's frame).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// What the VLM made of an alert it was asked to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerificationStatus {
+    /// Asked, answer to follow as an `update` of the alert (`verify_mode = "update"`).
+    Pending,
     /// The model answered yes.
     Confirmed,
     /// The model answered no.

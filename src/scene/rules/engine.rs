@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::alert::{Alert, AlertDetails, AlertKind};
+use super::alert::{Alert, AlertDetails, AlertKind, AlertType};
 use super::compile::{compile_all, Check};
 use super::config::{Direction, RuleConfig, RuleKind};
 use super::error::RuleError;
@@ -357,6 +357,7 @@ impl Ctx<'_> {
         };
         Alert {
             id,
+            message_type: AlertType::New,
             rule: rule.cfg.name.clone(),
             kind,
             severity: rule.cfg.severity,
@@ -368,6 +369,7 @@ impl Ctx<'_> {
             message,
             details,
             verification: None,
+            snapshot: None,
         }
     }
 }

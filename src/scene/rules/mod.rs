@@ -31,7 +31,7 @@ mod geometry;
 #[cfg(test)]
 mod tests;
 
-pub use alert::{Alert, AlertDetails, AlertKind, Verification, VerificationStatus};
+pub use alert::{Alert, AlertDetails, AlertKind, AlertType, Verification, VerificationStatus};
 pub use config::{
     load_rules, parse_rules, Direction, NearThresholds, RuleConfig, RuleKind, Severity, ZoneTrigger,
 };

@@ -739,7 +739,8 @@ fn alerts_serialise() {
     let mut e = engine(SQUARE);
     let found = e.evaluate(3, 0.3, &[obj(4, "person", 0.5, 0.5).track()]);
     let v = serde_json::to_value(&found.alerts[0]).unwrap();
-    assert_eq!(v["id"], "crossing-entry-3-4");
+    assert_eq!(v["alert_id"], "crossing-entry-3-4");
+    assert_eq!(v["type"], "new");
     assert_eq!(v["kind"], "entry");
     assert_eq!(v["details"]["point"], json!([0.5, 0.5]));
     assert_eq!(v["details"]["box"], json!([480.0, 400.0, 520.0, 500.0]));
