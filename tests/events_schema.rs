@@ -182,7 +182,11 @@ fn every_published_record_round_trips_through_the_typed_payloads() {
         let ts = v["ts"].as_f64().unwrap();
         assert!(ts > 1.6e9 && ts < 1e11, "{} ts in seconds: {ts}", m.topic);
         if let Some(f) = v["frame_ts"].as_f64() {
-            assert!((ts - f).abs() < 3600.0, "{}: ts {ts}, frame_ts {f}", m.topic);
+            assert!(
+                (ts - f).abs() < 3600.0,
+                "{}: ts {ts}, frame_ts {f}",
+                m.topic
+            );
         }
         by_class.entry(class).or_default().push(v);
     }
@@ -209,13 +213,26 @@ fn every_published_record_round_trips_through_the_typed_payloads() {
     let jsonl_events: BTreeSet<(String, u64)> = recs
         .iter()
         .filter(|r| r["record"] == "event")
-        .map(|r| (r["event_id"].as_str().unwrap().into(), r["event_seq"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["event_id"].as_str().unwrap().into(),
+                r["event_seq"].as_u64().unwrap(),
+            )
+        })
         .collect();
     let mqtt_events: BTreeSet<(String, u64)> = by_class["event"]
         .iter()
-        .map(|r| (r["event_id"].as_str().unwrap().into(), r["event_seq"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["event_id"].as_str().unwrap().into(),
+                r["event_seq"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(mqtt_events, jsonl_events, "(event_id, event_seq) names each message");
+    assert_eq!(
+        mqtt_events, jsonl_events,
+        "(event_id, event_seq) names each message"
+    );
 
     // Each alert names a snapshot that was published, under `snapshot/<camera>/<label>`.
     for a in &by_class["alert"] {
@@ -224,7 +241,10 @@ fn every_published_record_round_trips_through_the_typed_payloads() {
         assert_eq!(s, format!("snapshot/plaza/{label}"));
         assert!(snapshots.contains(s), "{s} was published");
     }
-    assert!(snapshots.contains("snapshot/plaza"), "the per-camera topic stays");
+    assert!(
+        snapshots.contains("snapshot/plaza"),
+        "the per-camera topic stays"
+    );
     check_events(&by_class["event"]);
 }
 
@@ -243,7 +263,10 @@ fn check_events(events: &[Value]) {
         assert_eq!(types[0], "new", "{id}: {types:?}");
         assert_eq!(*types.last().unwrap(), "end", "{id}: {types:?}");
         assert!(types[1..types.len() - 1].iter().all(|t| *t == "update"));
-        let track: BTreeSet<u64> = evs.iter().map(|e| e["track_id"].as_u64().unwrap()).collect();
+        let track: BTreeSet<u64> = evs
+            .iter()
+            .map(|e| e["track_id"].as_u64().unwrap())
+            .collect();
         assert_eq!(track.len(), 1, "{id}: one tracked object");
         assert!(id.ends_with(&format!("-{}", evs[0]["track_id"])), "{id}");
         for (n, e) in evs.iter().enumerate() {
@@ -257,7 +280,10 @@ fn check_events(events: &[Value]) {
             for stay in e["exited_zones"].as_array().into_iter().flatten() {
                 exits += 1;
                 let d = stay["left"].as_f64().unwrap() - stay["entered"].as_f64().unwrap();
-                assert!((stay["duration_s"].as_f64().unwrap() - d).abs() < 0.002, "{stay}");
+                assert!(
+                    (stay["duration_s"].as_f64().unwrap() - d).abs() < 0.002,
+                    "{stay}"
+                );
                 assert!(d >= 0.0);
             }
             snapshots += a["has_snapshot"].as_bool().unwrap() as usize;
@@ -309,5 +335,8 @@ fn event_ids_differ_after_a_restart() {
     // Track ids start from 1 again in every process; event ids do not repeat.
     assert!(tracks_a.intersection(&tracks_b).count() > 0);
     let both: Vec<&String> = a.intersection(&b).collect();
-    assert!(both.is_empty(), "event ids repeated after a restart: {both:?}");
+    assert!(
+        both.is_empty(),
+        "event ids repeated after a restart: {both:?}"
+    );
 }

@@ -309,15 +309,19 @@ fn a_full_spool_drops_low_classes_first_and_keeps_every_alert() {
         ..SpoolLimits::default()
     };
     let p = Publisher::start(&cfg).unwrap();
-    let event = |i: u64| serde_json::json!({
-        "event": "e",
-        "count": i,
-    });
-    let detections = || serde_json::json!({
-        "width": 1,
-        "height": 1,
-        "detections": [],
-    });
+    let event = |i: u64| {
+        serde_json::json!({
+            "event": "e",
+            "count": i,
+        })
+    };
+    let detections = || {
+        serde_json::json!({
+            "width": 1,
+            "height": 1,
+            "detections": [],
+        })
+    };
     let wait_staged = || wait_until("staging drained", || p.stats().staged == 0);
     for _ in 0..20 {
         p.detections(detections()).unwrap();

@@ -173,8 +173,10 @@ fn bundled_clip_tracks_people_and_fires_the_demo_rules() {
         rules.contains("lamp-post"),
         "people cross the lamp-post line"
     );
-    let ids: std::collections::BTreeSet<_> =
-        alerts.iter().map(|a| a["alert_id"].as_str().unwrap()).collect();
+    let ids: std::collections::BTreeSet<_> = alerts
+        .iter()
+        .map(|a| a["alert_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), alerts.len(), "alert ids are unique");
     let scenes: Vec<&Value> = recs.iter().filter(|r| r["record"] == "scene").collect();
     assert!(

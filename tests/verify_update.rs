@@ -130,12 +130,20 @@ fn each_alert_and_its_verdict_arrive_once_across_a_broker_restart() {
     assert!(alerts.len() >= 2, "the demo rules fire on the clip");
     for id in &alerts {
         assert!(reported.contains(&(id.to_string(), "new".into())), "{id}");
-        assert!(reported.contains(&(id.to_string(), "update".into())), "{id}");
+        assert!(
+            reported.contains(&(id.to_string(), "update".into())),
+            "{id}"
+        );
     }
     let received: BTreeSet<(String, String)> = per_key.keys().cloned().collect();
     assert_eq!(received, reported, "each alert and each verdict arrives");
     for (k, vs) in &per_key {
-        assert_eq!(vs.len(), 1, "{k:?} arrived as {} distinct messages", vs.len());
+        assert_eq!(
+            vs.len(),
+            1,
+            "{k:?} arrived as {} distinct messages",
+            vs.len()
+        );
         let status = vs[0]["verification"]["status"].as_str().unwrap();
         match k.1.as_str() {
             "new" => assert_eq!(status, "pending", "{k:?}"),

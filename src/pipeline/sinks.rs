@@ -254,12 +254,8 @@ impl Sink for MqttSink {
                 }
                 Ok(())
             }
-            Output::Event(e) => p
-                .publish_json(MessageClass::Event, t.events(), e)
-                .map(drop),
-            Output::Scene(s) => p
-                .publish_json(MessageClass::Scene, t.scene(), s)
-                .map(drop),
+            Output::Event(e) => p.publish_json(MessageClass::Event, t.events(), e).map(drop),
+            Output::Scene(s) => p.publish_json(MessageClass::Scene, t.scene(), s).map(drop),
             Output::Detections(d) => p
                 .publish_json(MessageClass::Detections, t.detections(), d)
                 .map(drop),
@@ -274,7 +270,11 @@ impl Sink for MqttSink {
             Output::Snapshot(s) => {
                 p.snapshot(&s.camera, s.jpeg.clone())?;
                 match s.topic_label() {
-                    Some(l) => p.publish(MessageClass::Snapshot, t.snapshot_of(&s.camera, l)?, s.jpeg.clone()),
+                    Some(l) => p.publish(
+                        MessageClass::Snapshot,
+                        t.snapshot_of(&s.camera, l)?,
+                        s.jpeg.clone(),
+                    ),
                     None => Ok(()),
                 }
             }

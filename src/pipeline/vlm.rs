@@ -24,9 +24,7 @@ use image::RgbImage;
 
 use crate::config::{VerifyMode, VlmConfig};
 use crate::geometry::BBox;
-use crate::scene::{
-    Alert, AlertType, SceneDescription, Verification, VerificationStatus, VlmText,
-};
+use crate::scene::{Alert, AlertType, SceneDescription, Verification, VerificationStatus, VlmText};
 use crate::vlm::{GenerateOptions, Generation, StopReason, VisionLanguageModel};
 
 /// A loaded VLM handed to [`super::run`], which starts its worker thread.
@@ -499,6 +497,88 @@ mod tests {
         assert_eq!(yes_no("  no."), VerificationStatus::Rejected);
         assert_eq!(yes_no("There is a dog"), VerificationStatus::Unclear);
         assert_eq!(yes_no(""), VerificationStatus::Unclear);
+    }
+
+    fn alert() -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "alert_id": "path-entry-2-1", "type": "new", "rule": "path", "kind": "entry",
+            "severity": "info", "camera": "plaza", "frame_ts": 1.5, "frame_id": 2,
+            "track_ids": [1], "labels": ["person"], "message": "person entered zone 'path'",
+            "details": {}
+        }))
+        .unwrap()
+    }
+
+    fn handle(mode: VerifyMode, tx: Sender<Job>) -> VlmHandle {
+        VlmHandle {
+            tx,
+            pending: Arc::new(AtomicUsize::new(0)),
+            cfg: Arc::new(VlmConfig {
+                verify_alerts: true,
+                verify_mode: mode,
+                ..VlmConfig::default()
+            }),
+            model: "stub".into(),
+        }
+    }
+
+    fn frame() -> VlmFrame {
+        VlmFrame {
+            frame_id: 2,
+            ts: 1.5,
+            image: Arc::new(RgbImage::new(4, 4)),
+        }
+    }
+
+    #[test]
+    fn update_mode_publishes_at_once_and_queues_the_verdict() {
+        let (tx, rx) = bounded(4);
+        let now = handle(VerifyMode::Update, tx).verify(alert(), frame());
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].message_type, AlertType::New);
+        let v = now[0].verification.as_ref().unwrap();
+        assert_eq!(v.status, VerificationStatus::Pending);
+        assert!(v.question.contains("person"));
+        match rx.try_recv().unwrap() {
+            Job::Verify { alert, .. } => {
+                assert_eq!(alert.message_type, AlertType::Update);
+                assert_eq!(alert.id, now[0].id);
+                assert!(alert.verification.is_none());
+            }
+            Job::Describe { .. } => panic!("a verify job"),
+        }
+        // Hold mode publishes nothing now.
+        let (tx, _rx) = bounded(4);
+        assert!(handle(VerifyMode::Hold, tx)
+            .verify(alert(), frame())
+            .is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_still_yields_every_message_of_the_alert() {
+        // No worker takes jobs: the alert and its (unverified) verdict go out at once.
+        let (tx, rx) = bounded(1);
+        drop(rx);
+        let now = handle(VerifyMode::Update, tx.clone()).verify(alert(), frame());
+        let kinds: Vec<_> = now
+            .iter()
+            .map(|a| (a.message_type, a.verification.as_ref().unwrap().status))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (AlertType::New, VerificationStatus::Pending),
+                (AlertType::Update, VerificationStatus::Unverified)
+            ]
+        );
+        assert_eq!(now[0].id, now[1].id);
+        let now = handle(VerifyMode::Hold, tx).verify(alert(), frame());
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].message_type, AlertType::New);
+        assert_eq!(
+            now[0].verification.as_ref().unwrap().status,
+            VerificationStatus::Unverified
+        );
     }
 
     #[test]

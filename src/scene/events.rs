@@ -654,7 +654,10 @@ mod tests {
         assert!(x.after.current_zones.is_empty());
         assert_eq!(x.after.entered_zones, ["gate"]);
         let stay = &x.exited_zones[0];
-        assert_eq!((stay.entered, stay.left, stay.duration_s), (102.0, 106.0, 4.0));
+        assert_eq!(
+            (stay.entered, stay.left, stay.duration_s),
+            (102.0, 106.0, 4.0)
+        );
         // The end carries the whole life; no zone is left twice.
         let end = eb.finish(20, 110.0).pop().unwrap();
         assert_eq!(end.duration_s, Some(9.5));

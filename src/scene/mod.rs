@@ -18,8 +18,8 @@ pub use describe::{
 pub use error::SettingError;
 pub use events::{Event, EventBuilder, EventConfig, EventType, ObjectState, ZoneStay};
 pub use rules::{
-    load_rules, parse_rules, Alert, AlertDetails, AlertKind, AlertType, Direction, Evaluation, NearThresholds,
-    RuleConfig, RuleEngine, RuleError, RuleKind, Severity, Verification, VerificationStatus,
-    ZoneTrigger,
+    load_rules, parse_rules, Alert, AlertDetails, AlertKind, AlertType, Direction, Evaluation,
+    NearThresholds, RuleConfig, RuleEngine, RuleError, RuleKind, Severity, Verification,
+    VerificationStatus, ZoneTrigger,
 };
 pub use zones::ZoneMembership;
