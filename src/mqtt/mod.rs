@@ -1,7 +1,7 @@
 //! MQTT: publish what the cameras see to remote subscribers without ever losing an alert, and
 //! take commands back. See `docs/mqtt.md` for the topic and payload schema.
 //!
-//! - [`topics`]: topic names, message classes (priority, QoS, retain) and payload structs;
+//! - [`topics`]: topic names, message classes (priority, QoS, retain) and the payload envelope;
 //! - [`spool`]: the persistent, bounded store-and-forward queue;
 //! - [`publisher`]: the connection that drains the spool, keeps the status and receives commands;
 //! - [`stats`]: the publisher's counters and the `stats` payload;

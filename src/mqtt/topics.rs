@@ -1,9 +1,11 @@
-//! The MQTT topic schema and the JSON payloads published on it.
+//! The MQTT topic schema and the envelope every JSON payload is published in.
 //!
 //! Everything a device publishes lives under `lookout/<device>/`; see `docs/mqtt.md` for the
-//! table a subscriber reads. Payload structs live here (and nowhere else but the `stats` body, which
-//! sits with the counters it carries in [`super::stats`]) so the publisher, the command server,
-//! `lookout watch` and the tests cannot drift apart.
+//! table a subscriber reads. The transport's own bodies live here (status, replies; the `stats`
+//! counters in [`super::stats`]). The bodies of alerts, events, scene descriptions and
+//! detections are the pipeline's records themselves, published as they are: the transport sits
+//! below the code that makes them, so it takes any serialisable body, and the typed payloads
+//! (`Envelope<record>`) are named where the records are known, in `pipeline::payload`.
 
 use std::collections::BTreeMap;
 use std::fmt;

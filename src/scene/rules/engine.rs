@@ -411,6 +411,8 @@ fn track_rule(
                 zone: Some(name.clone()),
                 ..details()
             };
+            // When the current stay began: an exit says how long it lasted.
+            let stay_began = st.deb.since;
             if st.deb.step(inside(poly, p), rule.debounce(), ctx.ts) {
                 if st.deb.value && *entry {
                     out.push((
@@ -421,10 +423,15 @@ fn track_rule(
                 } else if !st.deb.value {
                     st.fired = false;
                     if *exit {
+                        // From the first frame seen inside to the first seen outside again.
+                        let stayed = st.deb.since - stay_began;
                         out.push((
                             AlertKind::Exit,
-                            format!("{} left zone '{name}'", t.label),
-                            zone_details(),
+                            format!("{} left zone '{name}' after {}", t.label, secs(stayed)),
+                            AlertDetails {
+                                duration_s: Some(round3(stayed)),
+                                ..zone_details()
+                            },
                         ));
                     }
                 }

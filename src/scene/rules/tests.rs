@@ -174,7 +174,7 @@ fn cases() -> Vec<Case> {
             alerts: &[
                 "crossing-entry-5-1: person entered zone 'crossing'",
                 "crossing-dwell-10-1: person has stayed in zone 'crossing' for 0.5 s",
-                "crossing-exit-15-1: person left zone 'crossing'",
+                "crossing-exit-15-1: person left zone 'crossing' after 1 s",
                 "crossing-entry-30-1: person entered zone 'crossing'",
             ],
             zones: &[
@@ -637,6 +637,12 @@ fn alert_details() {
             "crossing-dwell-10-1",
             "/details/duration_s",
             json!(0.5),
+        ),
+        (
+            "dwell and exit",
+            "crossing-exit-15-1",
+            "/details/duration_s",
+            json!(1.0),
         ),
         (
             "downwards",
