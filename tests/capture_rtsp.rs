@@ -132,6 +132,27 @@ fn h265_and_udp_transport_play() {
 }
 
 #[test]
+fn a_hardware_decoder_that_fails_falls_back_to_software() {
+    if !ready() {
+        return;
+    }
+    // This machine has no V4L2 decoder device, so h264_v4l2m2m fails at start as it would on a
+    // board whose decoder is busy or missing; the frames must come anyway.
+    let dir = tempfile::tempdir().unwrap();
+    let clip = rtsp::make_clip(dir.path(), "h264", 1);
+    let server = rtsp::RtspServer::start(rtsp::free_port(), &clip, "h264");
+    let with = OpenOptions {
+        hwdecode: capture::HwDecode::V4l2m2m,
+    };
+    let mut src = capture::open_healing(&server.url(""), with, policy()).unwrap();
+    let mut errors = Vec::new();
+    let f = next_frame(&mut src, &mut errors);
+    assert_eq!(f.image.width(), 320);
+    assert!(errors.is_empty(), "the fallback is not an outage: {errors:?}");
+    assert!(src.describe().contains("software"), "{}", src.describe());
+}
+
+#[test]
 fn a_server_that_accepts_and_says_nothing_is_reopened() {
     if !ready() {
         return;

@@ -225,11 +225,15 @@ impl RtspOptions {
                 Transport::Tcp => "tcp",
                 Transport::Udp => "udp",
             },
-            // Latency: no input buffering beyond what decoding needs, no frame reordering delay.
+            // Latency: no input buffering beyond what decoding needs, no frame reordering delay,
+            // and half a second of stream probing instead of five (the SDP already carries the
+            // codec's parameters): the first frame after a reconnect comes ~2 s sooner.
             "-fflags",
             "nobuffer",
             "-flags",
             "low_delay",
+            "-analyzeduration",
+            "500000",
         ]
         .map(String::from)
         .to_vec();
@@ -461,7 +465,7 @@ mod tests {
         };
         let line = a.join(" ");
         assert!(
-            line.contains("-rtsp_transport tcp -fflags nobuffer -flags low_delay -c:v h264_v4l2m2m -i rtsp://u:pw@cam/s -an"),
+            line.contains("-rtsp_transport tcp -fflags nobuffer -flags low_delay -analyzeduration 500000 -c:v h264_v4l2m2m -i rtsp://u:pw@cam/s -an"),
             "{line}"
         );
         assert!(line.contains("-vf fps=5,scale=320:-2"), "{line}");

@@ -16,8 +16,14 @@ pub fn missing() -> Option<String> {
         .args(["-hide_banner", "-encoders"])
         .output();
     match ffmpeg {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).contains("libx264") => {}
-        _ => return Some("ffmpeg with libx264 is not installed (apt-get install ffmpeg)".into()),
+        Ok(o) if ["libx264", "libx265"]
+            .iter()
+            .all(|e| String::from_utf8_lossy(&o.stdout).contains(e)) => {}
+        _ => {
+            return Some(
+                "ffmpeg with libx264 and libx265 is not installed (apt-get install ffmpeg)".into(),
+            )
+        }
     }
     let gst = Command::new(PYTHON)
         .args([
@@ -50,7 +56,12 @@ pub fn free_port() -> u16 {
 pub fn make_clip(dir: &Path, codec: &str, loops: u32) -> PathBuf {
     let frames = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/vtest/frame_%04d.jpg");
     let out = dir.join(format!("clip-{codec}.mp4"));
-    let encoder = if codec == "h265" { "libx265" } else { "libx264" };
+    // gst's H.265 payloader takes `hvc1` MP4s, not ffmpeg's default `hev1`.
+    let (encoder, extra): (&str, &[&str]) = if codec == "h265" {
+        ("libx265", &["-tag:v", "hvc1", "-x265-params", "log-level=error"])
+    } else {
+        ("libx264", &[])
+    };
     let st = Command::new("ffmpeg")
         .args(["-y", "-hide_banner", "-loglevel", "error", "-stream_loop"])
         .arg((loops.max(1) - 1).to_string())
@@ -58,6 +69,7 @@ pub fn make_clip(dir: &Path, codec: &str, loops: u32) -> PathBuf {
         .arg(&frames)
         .args(["-vf", "scale=320:-2", "-c:v", encoder, "-preset", "ultrafast"])
         .args(["-g", "10", "-pix_fmt", "yuv420p"])
+        .args(extra)
         .arg(&out)
         .status()
         .unwrap();
