@@ -79,7 +79,8 @@ impl Camera {
                 if let Ok((mut s, _)) = listener.accept() {
                     accepted.fetch_add(1, Ordering::Relaxed);
                     s.set_nonblocking(false).unwrap();
-                    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+                    s.set_read_timeout(Some(Duration::from_millis(500)))
+                        .unwrap();
                     let mut head = Vec::new();
                     let mut b = [0u8; 1];
                     while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
@@ -156,9 +157,12 @@ fn next_outage(src: &mut dyn FrameSource, ids: &mut Vec<u64>) -> String {
 fn mjpeg_camera_that_goes_away_twice_is_reconnected() {
     let mut cam = Camera::new(false);
     let uri = format!("mjpeg+http://127.0.0.1:{}/video", cam.port);
-    let mut src =
-        capture::open_healing(&uri, OpenOptions::default(), policy(Duration::from_secs(20)))
-            .unwrap();
+    let mut src = capture::open_healing(
+        &uri,
+        OpenOptions::default(),
+        policy(Duration::from_secs(20)),
+    )
+    .unwrap();
     let (mut ids, mut outages) = (Vec::new(), Vec::new());
     ids.push(next_frame(&mut src, &mut outages).id);
     for round in 1..=2 {
@@ -180,16 +184,22 @@ fn mjpeg_camera_that_goes_away_twice_is_reconnected() {
 fn mjpeg_server_that_goes_silent_is_reopened() {
     let cam = Camera::new(true);
     let uri = format!("mjpeg+http://127.0.0.1:{}/video", cam.port);
-    let mut src =
-        capture::open_healing(&uri, OpenOptions::default(), policy(Duration::from_millis(800)))
-            .unwrap();
+    let mut src = capture::open_healing(
+        &uri,
+        OpenOptions::default(),
+        policy(Duration::from_millis(800)),
+    )
+    .unwrap();
     let mut ids = Vec::new();
     for _ in 0..2 {
         let why = next_outage(&mut src, &mut ids);
         assert!(why.contains("stalled"), "{why}");
     }
     assert!(ids.is_empty());
-    assert!(cam.accepted.load(Ordering::Relaxed) >= 2, "reconnected after each stall");
+    assert!(
+        cam.accepted.load(Ordering::Relaxed) >= 2,
+        "reconnected after each stall"
+    );
 }
 
 #[test]
@@ -203,9 +213,12 @@ fn pipe_command_killed_twice_is_restarted() {
         pid_file.display(),
         frame.display()
     );
-    let mut src =
-        capture::open_healing(&uri, OpenOptions::default(), policy(Duration::from_secs(20)))
-            .unwrap();
+    let mut src = capture::open_healing(
+        &uri,
+        OpenOptions::default(),
+        policy(Duration::from_secs(20)),
+    )
+    .unwrap();
     let (mut ids, mut outages) = (Vec::new(), Vec::new());
     let mut pids = Vec::new();
     ids.push(next_frame(&mut src, &mut outages).id);
@@ -229,15 +242,21 @@ fn pipe_command_killed_twice_is_restarted() {
         .trim()
         .parse()
         .unwrap();
-    assert!(!pids.contains(&pid), "a new command each time: {pids:?} {pid}");
+    assert!(
+        !pids.contains(&pid),
+        "a new command each time: {pids:?} {pid}"
+    );
     assert!(ids.windows(2).all(|w| w[1] > w[0]), "{ids:?}");
     assert!(src.stats().reconnects >= 2);
 
     // A command that finishes cleanly has simply ended its stream.
     let uri = format!("pipe:cat {}?format=mjpeg", frame.display());
-    let mut src =
-        capture::open_healing(&uri, OpenOptions::default(), policy(Duration::from_secs(20)))
-            .unwrap();
+    let mut src = capture::open_healing(
+        &uri,
+        OpenOptions::default(),
+        policy(Duration::from_secs(20)),
+    )
+    .unwrap();
     assert!(src.next_frame().unwrap().is_some());
     assert!(src.next_frame().unwrap().is_none());
 }
@@ -289,4 +308,109 @@ fn lookout_run_fails_when_the_camera_never_answers() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("giving up"), "{err}");
     assert!(stdout.contains("\"camera_down\""), "{stdout}");
+}
+
+/// Frames at the given times, all with the same picture.
+struct Timed(std::collections::VecDeque<f64>, u64);
+
+impl FrameSource for Timed {
+    fn next_frame(&mut self) -> Result<Option<capture::Frame>, CaptureError> {
+        let Some(ts) = self.0.pop_front() else {
+            return Ok(None);
+        };
+        self.1 += 1;
+        Ok(Some(capture::Frame {
+            id: self.1 - 1,
+            ts,
+            image: image::RgbImage::new(64, 48),
+            source: "timed".into(),
+        }))
+    }
+    fn describe(&self) -> String {
+        "timed".into()
+    }
+}
+
+/// One person, standing still.
+struct OnePerson(Vec<Arc<str>>);
+
+impl lookout::detect::Detector for OnePerson {
+    fn detect(
+        &mut self,
+        _: &image::RgbImage,
+    ) -> lookout::error::Result<Vec<lookout::detect::Detection>> {
+        Ok(vec![lookout::detect::Detection {
+            label: self.0[0].clone(),
+            class_id: 0,
+            score: 0.9,
+            bbox: lookout::geometry::BBox {
+                x1: 10.0,
+                y1: 10.0,
+                x2: 30.0,
+                y2: 40.0,
+            },
+        }])
+    }
+    fn name(&self) -> &str {
+        "one-person"
+    }
+    fn labels(&self) -> &[Arc<str>] {
+        &self.0
+    }
+}
+
+#[test]
+fn tracks_survive_a_short_gap_and_end_after_a_long_one() {
+    use lookout::pipeline::{self, CollectSink, Handle, Output, RunOptions};
+    use lookout::scene::EventType;
+    // 10 frames, a 2 s gap, 10 frames, a 30 s gap, 10 frames; track_gap_s = 10.
+    let mut times = Vec::new();
+    let mut t = 1000.0;
+    for gap in [0.0, 2.0, 30.0] {
+        t += gap;
+        for _ in 0..10 {
+            times.push(t);
+            t += 0.1;
+        }
+    }
+    let cfg = lookout::config::Config::parse(
+        "[camera]\ntrack_gap_s = 10\n[pipeline]\ndescribe_interval = 0\nstats_interval = 0\n",
+    )
+    .unwrap();
+    let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+    pipeline::run(
+        &cfg,
+        Box::new(Timed(times.into(), 0)),
+        vec![Box::new(OnePerson(vec!["person".into()]))],
+        vec![Box::new(CollectSink(out.clone()))],
+        RunOptions::default(),
+        Handle::default(),
+    )
+    .unwrap();
+    let events: Vec<(EventType, u64, u64)> = out
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some((e.kind, e.track_id, e.frame_id)),
+            _ => None,
+        })
+        .collect();
+    let ids: std::collections::BTreeSet<u64> = events.iter().map(|e| e.1).collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "one track across the short gap, a new one after the long: {events:?}"
+    );
+    let first = *ids.iter().next().unwrap();
+    let end = events
+        .iter()
+        .find(|e| e.1 == first && e.0 == EventType::End)
+        .expect("the first track ended");
+    assert!(
+        end.2 < 20,
+        "ended at the long gap (frames 0..19 before it): {events:?}"
+    );
+    let second_new = events.iter().find(|e| e.1 != first).unwrap();
+    assert!(second_new.2 >= 20, "{events:?}");
 }

@@ -148,7 +148,10 @@ fn a_hardware_decoder_that_fails_falls_back_to_software() {
     let mut errors = Vec::new();
     let f = next_frame(&mut src, &mut errors);
     assert_eq!(f.image.width(), 320);
-    assert!(errors.is_empty(), "the fallback is not an outage: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "the fallback is not an outage: {errors:?}"
+    );
     assert!(src.describe().contains("software"), "{}", src.describe());
 }
 
@@ -269,13 +272,20 @@ describe_interval = 0
         }
     };
     let is = |record: &'static str, kind: &'static str| {
-        move |v: &serde_json::Value| {
-            v["record"] == record && (kind.is_empty() || v["kind"] == kind)
-        }
+        move |v: &serde_json::Value| v["record"] == record && (kind.is_empty() || v["kind"] == kind)
+    };
+    let rss_kb = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     };
     wait_for("first event", &is("event", ""));
     let s = wait_for("stats", &is("stats", ""));
     assert_eq!(s["health"]["connected"], true, "{s}");
+    let rss_start = rss_kb(run.id());
     for round in 1..=2 {
         server.kill();
         let down = wait_for("camera_down alert", &is("alert", "camera_down"));
@@ -299,7 +309,13 @@ describe_interval = 0
         });
         assert!(s["health"]["reconnects"].as_u64() >= Some(round), "{s}");
     }
+    eprintln!(
+        "figure: lookout run RSS {} MiB after the first stats, {} MiB after two outages",
+        rss_start / 1024,
+        rss_kb(run.id()) / 1024
+    );
     // Ctrl-C: a clean stop.
+    // SAFETY: signals the lookout process this test started, by its id.
     unsafe {
         libc::kill(run.id() as i32, libc::SIGINT);
     }
@@ -309,8 +325,18 @@ describe_interval = 0
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let everything = format!("{stderr}{}", all.join("\n"));
-    assert!(!everything.contains("s3cret"), "password printed: {everything}");
+    assert!(
+        !everything.contains("s3cret"),
+        "password printed: {everything}"
+    );
     let downs = all.iter().filter(|l| l.contains("\"camera_down\"")).count();
-    let ups = all.iter().filter(|l| l.contains("\"camera_recovered\"")).count();
-    assert_eq!((downs, ups), (2, 2), "one alert per outage and one recovery");
+    let ups = all
+        .iter()
+        .filter(|l| l.contains("\"camera_recovered\""))
+        .count();
+    assert_eq!(
+        (downs, ups),
+        (2, 2),
+        "one alert per outage and one recovery"
+    );
 }

@@ -81,9 +81,7 @@ impl Ending {
                 Ok(v) if v.looping || v.input.contains("://") => Ending::Never,
                 _ => Ending::Final,
             },
-            Ok((uri::Scheme::MjpegHttp | uri::Scheme::V4l | uri::Scheme::Rtsp, _)) => {
-                Ending::Never
-            }
+            Ok((uri::Scheme::MjpegHttp | uri::Scheme::V4l | uri::Scheme::Rtsp, _)) => Ending::Never,
         }
     }
 }
@@ -357,7 +355,9 @@ impl HealingSource {
             self.fresh = false;
             // A source that restarted its media clock would go back in time: continue after
             // the last frame by at least the gap.
-            let gap = self.last_frame_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            let gap = self
+                .last_frame_at
+                .map_or(0.0, |t| t.elapsed().as_secs_f64());
             self.ts_offset = if f.ts < self.last_ts + gap {
                 self.last_ts + gap - f.ts
             } else {
@@ -524,11 +524,8 @@ impl FrameSource for HealingSource {
 
     fn stats(&self) -> CaptureStats {
         let mut s = self.stats;
-        s.decode_errors = self.decode_errors_before
-            + self
-                .inner
-                .as_ref()
-                .map_or(0, |i| i.stats().decode_errors);
+        s.decode_errors =
+            self.decode_errors_before + self.inner.as_ref().map_or(0, |i| i.stats().decode_errors);
         s
     }
 
@@ -613,7 +610,11 @@ mod tests {
         }
     }
 
-    fn healing(ending: Ending, policy: HealPolicy, scripts: Vec<Option<Vec<Step>>>) -> HealingSource {
+    fn healing(
+        ending: Ending,
+        policy: HealPolicy,
+        scripts: Vec<Option<Vec<Step>>>,
+    ) -> HealingSource {
         let mut scripts: VecDeque<_> = scripts.into();
         let opener: Opener = Box::new(move || match scripts.pop_front().flatten() {
             Some(steps) => Ok(Box::new(Scripted {
@@ -718,7 +719,10 @@ mod tests {
         let (f, o, err) = drain(&mut s, 100_000);
         assert!(f.is_empty() && !o.is_empty());
         let err = err.unwrap();
-        assert!(err.contains("giving up") && err.contains("refused"), "{err}");
+        assert!(
+            err.contains("giving up") && err.contains("refused"),
+            "{err}"
+        );
 
         // A malformed URI is not retried at all.
         let e = open_healing("rtsp://cam:0/s", OpenOptions::default(), fast())
@@ -750,8 +754,12 @@ mod tests {
         let first = s.lost();
         assert!(first <= Duration::from_millis(100) && first >= Duration::from_millis(50));
         let waits: Vec<Duration> = (0..6).map(|_| s.failed()).collect();
-        assert!(waits.iter().all(|w| *w <= Duration::from_millis(400)
-            && *w >= Duration::from_millis(100)), "{waits:?}");
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w <= Duration::from_millis(400) && *w >= Duration::from_millis(100)),
+            "{waits:?}"
+        );
         assert!(waits[5] >= Duration::from_millis(200), "{waits:?}");
     }
 }

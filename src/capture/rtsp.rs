@@ -301,10 +301,7 @@ impl RtspSource {
     /// Start ffmpeg on the stream. A camera that cannot be reached shows as the first call to
     /// `next_frame` failing (ffmpeg exits), not here.
     pub fn open(opts: RtspOptions) -> Result<Self, CaptureError> {
-        let decoder = opts
-            .hwdecode
-            .decoder(opts.codec)
-            .filter(|d| !is_broken(d));
+        let decoder = opts.hwdecode.decoder(opts.codec).filter(|d| !is_broken(d));
         let pipe = PipeSource::spawn(opts.to_spec(decoder.as_deref()))?;
         if let Some(d) = &decoder {
             log::info!("{}: decoding with {d}", opts.display_uri());
@@ -433,7 +430,10 @@ mod tests {
         );
         let o = RtspOptions::parse("RTSPS://cam.local/s?codec=h265&width=640").unwrap();
         assert_eq!(o.url, "rtsps://cam.local/s");
-        assert_eq!((o.transport, o.codec, o.width), (Transport::Tcp, Codec::H265, Some(640)));
+        assert_eq!(
+            (o.transport, o.codec, o.width),
+            (Transport::Tcp, Codec::H265, Some(640))
+        );
     }
 
     #[test]

@@ -37,9 +37,7 @@ pub(crate) fn classify(uri: &str) -> Result<(Scheme, &str), CaptureError> {
                 "http" | "https" => {
                     " (for an MJPEG camera write mjpeg+http://...; other streams: video:URL)"
                 }
-                "rtmp" | "udp" | "tcp" | "srt" => {
-                    " (use video:URL to read it through ffmpeg)"
-                }
+                "rtmp" | "udp" | "tcp" | "srt" => " (use video:URL to read it through ffmpeg)",
                 "mjpeg+https" => " (TLS is not supported; use mjpeg+http:// or video:URL)",
                 _ => "",
             };

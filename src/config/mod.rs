@@ -651,10 +651,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("camera.hwdecode"), "{e}");
-        let e = Config::parse("[camera]\nbackoff_initial_s = 5\nbackoff_max_s = 1\ntrack_gap_s = -1\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("camera.backoff_max_s") && e.contains("camera.track_gap_s"), "{e}");
+        let e =
+            Config::parse("[camera]\nbackoff_initial_s = 5\nbackoff_max_s = 1\ntrack_gap_s = -1\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("camera.backoff_max_s") && e.contains("camera.track_gap_s"),
+            "{e}"
+        );
     }
 
     #[test]

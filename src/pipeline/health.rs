@@ -95,7 +95,10 @@ impl<'a> HealthWatch<'a> {
         Some(self.alert(
             AlertKind::CameraRecovered,
             crate::scene::Severity::Info,
-            format!("camera '{}' is delivering frames again after {secs:.1} s", self.camera),
+            format!(
+                "camera '{}' is delivering frames again after {secs:.1} s",
+                self.camera
+            ),
             Some(secs),
         ))
     }
@@ -190,7 +193,10 @@ mod tests {
         assert!(r.details.duration_s.is_some());
         assert_ne!(a.id, r.id);
         let snap = h.snapshot();
-        assert_eq!((snap.connected, snap.reconnects, snap.decode_errors), (true, 1, 5));
+        assert_eq!(
+            (snap.connected, snap.reconnects, snap.decode_errors),
+            (true, 1, 5)
+        );
         assert!(snap.last_frame_age_s.is_some_and(|s| s >= 0.0));
         let json = serde_json::to_string(&a).unwrap();
         assert!(json.contains("\"kind\":\"camera_down\""), "{json}");

@@ -35,13 +35,13 @@ pub mod sinks;
 pub mod stats;
 pub mod vlm;
 
+pub use health::{CameraHealth, HealthStats};
 pub use mqtt::{Broker, LazyGrounder, MqttRuntime, PipelineCommands, DEFAULT_EMBEDDED_PORT};
 pub use runtime::{RunSettings, Runtime};
 pub use sinks::{
     readable_line, CollectSink, FrameDetections, JsonlSink, MqttSink, Output, ReadableSink, Sink,
     Snapshot,
 };
-pub use health::{CameraHealth, HealthStats};
 pub use stats::{board_temperature, StageTime, StageTimes, Stats};
 pub use vlm::SharedVlm;
 

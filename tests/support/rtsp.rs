@@ -16,9 +16,10 @@ pub fn missing() -> Option<String> {
         .args(["-hide_banner", "-encoders"])
         .output();
     match ffmpeg {
-        Ok(o) if ["libx264", "libx265"]
-            .iter()
-            .all(|e| String::from_utf8_lossy(&o.stdout).contains(e)) => {}
+        Ok(o)
+            if ["libx264", "libx265"]
+                .iter()
+                .all(|e| String::from_utf8_lossy(&o.stdout).contains(e)) => {}
         _ => {
             return Some(
                 "ffmpeg with libx264 and libx265 is not installed (apt-get install ffmpeg)".into(),
@@ -58,7 +59,10 @@ pub fn make_clip(dir: &Path, codec: &str, loops: u32) -> PathBuf {
     let out = dir.join(format!("clip-{codec}.mp4"));
     // gst's H.265 payloader takes `hvc1` MP4s, not ffmpeg's default `hev1`.
     let (encoder, extra): (&str, &[&str]) = if codec == "h265" {
-        ("libx265", &["-tag:v", "hvc1", "-x265-params", "log-level=error"])
+        (
+            "libx265",
+            &["-tag:v", "hvc1", "-x265-params", "log-level=error"],
+        )
     } else {
         ("libx264", &[])
     };
@@ -67,7 +71,14 @@ pub fn make_clip(dir: &Path, codec: &str, loops: u32) -> PathBuf {
         .arg((loops.max(1) - 1).to_string())
         .args(["-framerate", "10", "-i"])
         .arg(&frames)
-        .args(["-vf", "scale=320:-2", "-c:v", encoder, "-preset", "ultrafast"])
+        .args([
+            "-vf",
+            "scale=320:-2",
+            "-c:v",
+            encoder,
+            "-preset",
+            "ultrafast",
+        ])
         .args(["-g", "10", "-pix_fmt", "yuv420p"])
         .args(extra)
         .arg(&out)
