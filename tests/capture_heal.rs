@@ -6,6 +6,8 @@
 //! No timing is asserted; deadlines only stop a broken build from hanging.
 
 mod common;
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -308,6 +310,62 @@ fn lookout_run_fails_when_the_camera_never_answers() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("giving up"), "{err}");
     assert!(stdout.contains("\"camera_down\""), "{stdout}");
+}
+
+#[test]
+fn the_camera_down_alert_goes_out_over_mqtt() {
+    if mosquitto::binary().is_none() {
+        mosquitto::skip("mosquitto is not installed (apt-get install mosquitto)");
+        return;
+    }
+    let broker = mosquitto::Mosquitto::start();
+    let topic = format!("{}/lookout/heal/alerts", broker.url());
+    // A persistent QoS 1 session, subscribed (and acknowledged) before the run: the broker
+    // keeps what is published meanwhile for the second connection below. No sleeps.
+    let sub = |extra: &[&str]| {
+        std::process::Command::new("mosquitto_sub")
+            .args(["-L", &topic, "-q", "1", "-c", "-i", "heal-sub"])
+            .args(extra)
+            .output()
+            .expect("mosquitto_sub")
+    };
+    assert!(sub(&["-E"]).status.success());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cam.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "device = \"heal\"\n[camera]\nname = \"porch\"\nsource = \"mjpeg+http://127.0.0.1:{port}/\"\ngive_up_after_s = 1.5\nbackoff_initial_s = 0.1\nbackoff_max_s = 0.3\n"
+        ),
+    )
+    .unwrap();
+    let out = common::lookout()
+        .args(["run", "--json", "--broker", &broker.url(), "--config"])
+        .arg(&cfg)
+        .arg("--spool")
+        .arg(dir.path().join("spool.redb"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = sub(&["-C", "1", "-W", "60"]);
+    let payload: serde_json::Value =
+        serde_json::from_slice(&got.stdout).expect("one alert message");
+    assert_eq!(payload["kind"], "camera_down", "{payload}");
+    assert_eq!(payload["camera"], "porch", "{payload}");
+    assert!(payload["alert_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("camera-down"));
 }
 
 /// Frames at the given times, all with the same picture.
