@@ -1,7 +1,8 @@
 //! `rtsp://` against a real RTSP server (GStreamer's gst-rtsp-server serving an H.264 clip made
 //! by ffmpeg): lookout plays it, the server is killed and started again twice mid-run, and the
 //! source comes back each time; H.265 and UDP transport play too; a server that accepts and
-//! then says nothing is detected as stalled and reopened; the password never shows.
+//! then says nothing is detected as stalled and reopened; `lookout check` validates RTSP sources
+//! and the camera keys; the password never shows.
 //!
 //! No timing is asserted: waits have generous deadlines only so that a broken build fails
 //! rather than hangs. The seconds from "server back" to "first frame" are printed as figures.
@@ -339,4 +340,42 @@ describe_interval = 0
         (2, 2),
         "one alert per outage and one recovery"
     );
+}
+
+#[test]
+fn lookout_check_validates_rtsp_sources_and_hides_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    let check = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        let out = common::lookout()
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("s3cret"), "password printed: {all}");
+        (out.status.code(), all)
+    };
+    let (code, all) = check(
+        "[camera]\nsource = \"rtsp://viewer:s3cret@10.0.0.9:554/s1?transport=udp&channel=1\"\nhwdecode = \"v4l2m2m\"\n",
+    );
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("viewer:***@"), "{all}");
+    let (code, all) = check(
+        "[camera]\nsource = \"rtsp://viewer:s3cret@cam/s?transport=quic\"\nhwdecode = \"vaapi\"\n",
+    );
+    assert_eq!(code, Some(1), "{all}");
+    for key in ["camera.source", "camera.hwdecode"] {
+        assert!(all.contains(key), "{key} not named: {all}");
+    }
+    let (code, all) = check("[camera]\nbackoff_max_s = 0\nstall_timeout_s = -1\n");
+    assert_eq!(code, Some(1), "{all}");
+    for key in ["camera.backoff_max_s", "camera.stall_timeout_s"] {
+        assert!(all.contains(key), "{key} not named: {all}");
+    }
 }
