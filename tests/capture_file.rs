@@ -183,7 +183,7 @@ fn open_errors_name_the_problem() {
         (format!("file:{}?loop=maybe", uri(dir.path())), "loop"),
         (format!("file:{}?speed=2", uri(dir.path())), "speed"),
         ("file://camera/x".to_string(), "host"),
-        ("rtsp://camera/stream".to_string(), "scheme"),
+        ("rtmp://camera/stream".to_string(), "scheme"),
     ] {
         let e = capture::open(&u).err().unwrap();
         assert!(matches!(e, CaptureError::Uri { .. }), "{u}: {e}");

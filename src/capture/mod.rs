@@ -11,10 +11,15 @@
 //! | `video:clip.mp4?fps=5&width=640&loop=true` | [`pipe::PipeSource`] running an ffmpeg command built for you |
 //! | `mjpeg+http://user:pw@10.0.0.7:8080/video?action=stream` | [`mjpeg_http::MjpegHttpSource`]: an IP camera's MJPEG stream |
 //! | `v4l:///dev/video0?width=640&height=480&fps=15&format=yuyv` | [`v4l::V4lSource`]: a V4L2 camera |
+//! | `rtsp://user:pw@10.0.0.9:554/stream1?transport=udp`, `rtsps://…` | [`rtsp::RtspSource`]: an IP camera's H.264/H.265 stream |
+//!
+//! [`open_healing`] wraps any of them in [`heal::HealingSource`], which reopens a source that
+//! ends, fails or stalls (with capped, jittered back-off) and keeps frame ids and times
+//! increasing across the gap; `lookout run` always uses it.
 //!
 //! The grammar of each scheme is documented on its options type ([`file::FileOptions`],
 //! [`pipe::PipeSpec`], [`pipe::VideoOptions`], [`mjpeg_http::MjpegOptions`],
-//! [`v4l::V4lOptions`]). Query parameters are `key=value` pairs joined by `&` and
+//! [`v4l::V4lOptions`], [`rtsp::RtspOptions`]). Query parameters are `key=value` pairs joined by `&` and
 //! percent-decoded; an unknown or repeated parameter is an error, so a typo is never ignored.
 //!
 //! Errors come in kinds that tell a capture loop what to do (see [`CaptureError`]):
@@ -40,17 +45,21 @@ use std::time::Duration;
 use image::RgbImage;
 
 pub mod file;
+pub mod heal;
 mod inbuf;
 pub mod mjpeg_http;
 pub mod pipe;
 pub mod pixfmt;
 mod retry;
+pub mod rtsp;
 mod stamp;
 mod uri;
 pub mod v4l;
 
+pub use heal::{open_healing, HealPolicy, HealingSource};
 pub use pixfmt::PixelFormat;
 pub use retry::Backoff;
+pub use rtsp::HwDecode;
 
 /// Largest encoded frame (a JPEG part, a PPM, a raw buffer) accepted from outside. Far above any
 /// real camera frame, and small enough that a hostile or broken peer cannot exhaust an edge
@@ -126,6 +135,9 @@ pub struct CaptureStats {
     pub bad_frames: u64,
     /// Successful reconnections after a lost connection or device.
     pub reconnects: u64,
+    /// Errors the decoder reported and concealed, without losing the frame (ffmpeg's decode
+    /// errors on an RTSP stream); frames that were lost are `bad_frames`.
+    pub decode_errors: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,9 +182,10 @@ impl CaptureError {
         )
     }
 
+    /// `uri` is shown with any password replaced by `***`.
     pub(crate) fn uri(uri: &str, param: impl Into<String>, reason: impl std::fmt::Display) -> Self {
         CaptureError::Uri {
-            uri: uri.to_string(),
+            uri: uri::redact_all(uri),
             param: param.into(),
             reason: reason.to_string(),
         }
@@ -216,8 +229,25 @@ impl From<CaptureError> for crate::Error {
     }
 }
 
+/// Settings for opening a source that come from the config rather than the URI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Hardware decoder for RTSP streams (`[camera] hwdecode`).
+    pub hwdecode: HwDecode,
+}
+
+/// `uri` with any `user:password@` shown as `user:***@`, for logs and messages.
+pub fn redact(uri: &str) -> String {
+    uri::redact_all(uri)
+}
+
 /// Open a frame source from its URI (see the [module docs](self) for the schemes).
 pub fn open(uri: &str) -> Result<Box<dyn FrameSource>, CaptureError> {
+    open_with(uri, OpenOptions::default())
+}
+
+/// [`open`] with the settings a URI does not carry.
+pub fn open_with(uri: &str, with: OpenOptions) -> Result<Box<dyn FrameSource>, CaptureError> {
     let (scheme, _) = uri::classify(uri)?;
     Ok(match scheme {
         uri::Scheme::File => Box::new(file::FileSource::open(file::FileOptions::parse(uri)?)?),
@@ -229,6 +259,11 @@ pub fn open(uri: &str) -> Result<Box<dyn FrameSource>, CaptureError> {
             mjpeg_http::MjpegOptions::parse(uri)?,
         )?),
         uri::Scheme::V4l => Box::new(v4l::V4lSource::open(v4l::V4lOptions::parse(uri)?)?),
+        uri::Scheme::Rtsp => {
+            let mut o = rtsp::RtspOptions::parse(uri)?;
+            o.hwdecode = with.hwdecode;
+            Box::new(rtsp::RtspSource::open(o)?)
+        }
     })
 }
 /// Parse a source URI without opening anything (`lookout check`): the syntax errors `open` would
@@ -241,6 +276,7 @@ pub fn check_uri(uri: &str) -> Result<(), CaptureError> {
         uri::Scheme::Video => drop(pipe::VideoOptions::parse(uri)?),
         uri::Scheme::MjpegHttp => drop(mjpeg_http::MjpegOptions::parse(uri)?),
         uri::Scheme::V4l => drop(v4l::V4lOptions::parse(uri)?),
+        uri::Scheme::Rtsp => drop(rtsp::RtspOptions::parse(uri)?),
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! Frames from another program's stdout: raw pixel buffers of a known size, a stream of PPM
 //! images, or concatenated JPEGs. `video:` builds the ffmpeg command for a clip or stream.
 
-use std::io::Read;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,7 @@ use image::RgbImage;
 
 use super::inbuf::InBuf;
 use super::pixfmt::{self, ConvertError, PixelFormat};
+use super::retry::{StopFlag, STOP_POLL};
 use super::stamp::FrameStamper;
 use super::uri::{self, Params};
 use super::{CaptureError, CaptureStats, Frame, FrameSource, MAX_FRAME_BYTES, MAX_FRAME_PIXELS};
@@ -269,8 +272,11 @@ const STDERR_TAIL: usize = 2048;
 pub struct PipeSource {
     format: StreamFormat,
     child: Child,
-    out: InBuf<ChildStdout>,
+    out: InBuf<StopRead>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// Lines the child wrote to stderr (ffmpeg at `-loglevel error`: its decode errors).
+    stderr_lines: Arc<AtomicU64>,
+    stop: StopFlag,
     buf: Vec<u8>,
     stamp: FrameStamper,
     finished: bool,
@@ -298,7 +304,7 @@ impl PipeSource {
         let label: Arc<str> = spec
             .label
             .clone()
-            .unwrap_or_else(|| format!("pipe:{}", uri::redact_userinfo(&shown)))
+            .unwrap_or_else(|| format!("pipe:{}", uri::redact_all(&shown)))
             .into();
         if let StreamFormat::Raw {
             format,
@@ -334,8 +340,9 @@ impl PipeSource {
         })?;
         let stdout = child.stdout.take();
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr_lines = Arc::new(AtomicU64::new(0));
         if let Some(mut err) = child.stderr.take() {
-            let tail = stderr.clone();
+            let (tail, lines) = (stderr.clone(), stderr_lines.clone());
             let started = std::thread::Builder::new()
                 .name("pipe-stderr".into())
                 .spawn(move || {
@@ -344,6 +351,8 @@ impl PipeSource {
                         if n == 0 {
                             break;
                         }
+                        let newlines = chunk[..n].iter().filter(|&&b| b == b'\n').count();
+                        lines.fetch_add(newlines as u64, Ordering::Relaxed);
                         if let Ok(mut t) = tail.lock() {
                             t.extend_from_slice(&chunk[..n]);
                             let excess = t.len().saturating_sub(STDERR_TAIL);
@@ -363,11 +372,17 @@ impl PipeSource {
             kill_group(&mut child);
             return Err(CaptureError::fatal(&label, "child has no stdout"));
         };
+        let stop = StopFlag::default();
         Ok(PipeSource {
             format: spec.format,
             child,
-            out: InBuf::new(stdout),
+            out: InBuf::new(StopRead {
+                out: stdout,
+                stop: stop.clone(),
+            }),
             stderr,
+            stderr_lines,
+            stop,
             buf: Vec::new(),
             stamp: FrameStamper::new(label, spec.media_fps),
             finished: false,
@@ -380,13 +395,20 @@ impl PipeSource {
         self.child.id()
     }
 
-    fn stderr_tail(&self) -> String {
-        let t = self.stderr.lock().map(|t| t.clone()).unwrap_or_default();
-        String::from_utf8_lossy(&t).trim().to_string()
+    /// Lines the child has written to stderr so far.
+    pub fn stderr_lines(&self) -> u64 {
+        self.stderr_lines.load(Ordering::Relaxed)
     }
 
-    /// Stdout is exhausted: reap the child and turn a failed command that produced nothing into
-    /// an error, so a typo does not look like an empty clip.
+    /// The child's last words, with any password in a URL it printed replaced by `***`.
+    fn stderr_tail(&self) -> String {
+        let t = self.stderr.lock().map(|t| t.clone()).unwrap_or_default();
+        uri::redact_all(String::from_utf8_lossy(&t).trim())
+    }
+
+    /// Stdout is exhausted: reap the child and turn a failed command into an error, so a typo
+    /// does not look like an empty clip and a crash is not mistaken for the end of a stream
+    /// (the healing wrapper reopens a source whose command failed, but not one that finished).
     fn end(&mut self) -> Result<Option<Frame>, CaptureError> {
         self.finished = true;
         let status = wait_briefly(&mut self.child);
@@ -407,13 +429,7 @@ impl PipeSource {
         } else {
             format!("{what}: {tail}")
         };
-        let stats = self.stamp.stats();
-        if stats.frames == 0 && stats.bad_frames == 0 {
-            Err(CaptureError::fatal(self.stamp.label(), msg))
-        } else {
-            log::warn!("{}: {msg}", self.stamp.label());
-            Ok(None)
-        }
+        Err(CaptureError::fatal(self.stamp.label(), msg))
     }
 
     fn io_error(&mut self, e: std::io::Error) -> CaptureError {
@@ -678,10 +694,11 @@ impl Drop for PipeSource {
 
 impl FrameSource for PipeSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
-        if self.finished {
+        if self.finished || self.stop.is_set() {
+            self.finished = true;
             return Ok(None);
         }
-        match self.format {
+        let got = match self.format {
             StreamFormat::Raw {
                 format,
                 width,
@@ -689,7 +706,13 @@ impl FrameSource for PipeSource {
             } => self.next_raw(format, width, height),
             StreamFormat::Ppm => self.next_ppm(),
             StreamFormat::Mjpeg => self.next_mjpeg(),
+        };
+        // A read cut short by the stop flag is a stop, not a failure of the command.
+        if got.is_err() && self.stop.is_set() {
+            self.finished = true;
+            return Ok(None);
         }
+        got
     }
 
     fn describe(&self) -> String {
@@ -707,6 +730,46 @@ impl FrameSource for PipeSource {
 
     fn stats(&self) -> CaptureStats {
         self.stamp.stats()
+    }
+
+    fn watch_stop(&mut self, stop: Arc<AtomicBool>) {
+        self.stop.watch(stop);
+    }
+}
+
+/// The child's stdout, read in [`STOP_POLL`] slices so that a set stop flag ends a read the
+/// child never answers (a stalled stream, a shutdown) instead of blocking the capture thread.
+struct StopRead {
+    out: ChildStdout,
+    stop: StopFlag,
+}
+
+impl Read for StopRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = STOP_POLL.as_millis() as libc::c_int;
+        loop {
+            if self.stop.is_set() {
+                return Err(io::Error::other("stopped"));
+            }
+            let mut fds = libc::pollfd {
+                fd: self.out.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for a descriptor `self.out` owns, for the call's length.
+            let n = unsafe { libc::poll(&mut fds, 1, timeout) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            // Readable, closed (POLLHUP) or failed: the read itself says which.
+            if n > 0 {
+                return self.out.read(buf);
+            }
+        }
     }
 }
 

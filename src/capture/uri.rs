@@ -9,6 +9,8 @@ pub(crate) enum Scheme {
     Video,
     MjpegHttp,
     V4l,
+    /// `rtsp://` and `rtsps://`.
+    Rtsp,
 }
 
 /// Which source a URI names, and its text after `scheme:` (the whole string for a plain path).
@@ -25,6 +27,7 @@ pub(crate) fn classify(uri: &str) -> Result<(Scheme, &str), CaptureError> {
         "video" => Scheme::Video,
         "mjpeg+http" => Scheme::MjpegHttp,
         "v4l" | "v4l2" => Scheme::V4l,
+        "rtsp" | "rtsps" => Scheme::Rtsp,
         other => {
             // `name:thing` without `//` is more likely a file name with a colon than a URI.
             if !rest.starts_with("//") {
@@ -34,9 +37,7 @@ pub(crate) fn classify(uri: &str) -> Result<(Scheme, &str), CaptureError> {
                 "http" | "https" => {
                     " (for an MJPEG camera write mjpeg+http://...; other streams: video:URL)"
                 }
-                "rtsp" | "rtmp" | "udp" | "tcp" | "srt" => {
-                    " (use video:URL to read it through ffmpeg)"
-                }
+                "rtmp" | "udp" | "tcp" | "srt" => " (use video:URL to read it through ffmpeg)",
                 "mjpeg+https" => " (TLS is not supported; use mjpeg+http:// or video:URL)",
                 _ => "",
             };
@@ -44,7 +45,7 @@ pub(crate) fn classify(uri: &str) -> Result<(Scheme, &str), CaptureError> {
                 uri,
                 "scheme",
                 format!(
-                    "unsupported scheme '{scheme}'; expected file:, pipe:, video:, mjpeg+http: or v4l:{hint}"
+                    "unsupported scheme '{scheme}'; expected file:, pipe:, video:, mjpeg+http:, rtsp:, rtsps: or v4l:{hint}"
                 ),
             ));
         }
@@ -119,6 +120,27 @@ pub(crate) fn redact_userinfo(s: &str) -> String {
         Some(colon) => format!("{}:***{}", &s[..start + colon], &s[at..]),
         None => s.to_string(),
     }
+}
+
+/// Every `scheme://user:password@` in a text (a command line, a program's error output) with
+/// the password replaced by `***`.
+pub(crate) fn redact_all(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        // The URL runs from the scheme before `://` to the next blank or quote.
+        let start = rest[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |k| k + 1);
+        let end = rest[i..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
+            .map_or(rest.len(), |k| i + k);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_userinfo(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Query parameters, taken one by one by the source that understands them; whatever is left is
@@ -219,9 +241,11 @@ mod tests {
         assert_eq!(classify("mjpeg+http://h/").unwrap().0, Scheme::MjpegHttp);
         // A colon in a file name is not a scheme.
         assert_eq!(classify("cam1:2024.jpg").unwrap().0, Scheme::File);
-        let e = classify("rtsp://cam/stream").unwrap_err().to_string();
+        assert_eq!(classify("rtsp://cam/stream").unwrap().0, Scheme::Rtsp);
+        assert_eq!(classify("RTSPS://cam/stream").unwrap().0, Scheme::Rtsp);
+        let e = classify("rtmp://cam/stream").unwrap_err().to_string();
         assert!(
-            e.contains("scheme") && e.contains("rtsp") && e.contains("video:"),
+            e.contains("scheme") && e.contains("rtmp") && e.contains("video:"),
             "{e}"
         );
         assert!(classify("").is_err());
@@ -271,6 +295,15 @@ mod tests {
         );
         assert_eq!(redact_userinfo("mjpeg+http://u@h/"), "mjpeg+http://u@h/");
         assert_eq!(redact_userinfo("a.jpg"), "a.jpg");
+        assert_eq!(
+            redact_all("ffmpeg -i rtsp://admin:s3cret@10.0.0.9:554/s1 -f x -"),
+            "ffmpeg -i rtsp://admin:***@10.0.0.9:554/s1 -f x -"
+        );
+        assert_eq!(
+            redact_all("[rtsp @ 0x1] 'rtsps://u:p@h/a': 401; http://x:y@z/ and a:b@c"),
+            "[rtsp @ 0x1] 'rtsps://u:***@h/a': 401; http://x:***@z/ and a:b@c"
+        );
+        assert_eq!(redact_all("no url here"), "no url here");
     }
 
     #[test]

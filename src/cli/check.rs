@@ -29,11 +29,18 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let checked = lookout::config::check(Some(&path), a.board.as_deref(), true)?;
     let shown = a.config.clone().unwrap_or_else(|| "(embedded demo)".into());
+    // The resolved config is printed: a camera password in the source URL is not.
+    let mut resolved = checked.merged.clone();
+    if let Some(toml::Value::Table(cam)) = resolved.get_mut("camera") {
+        if let Some(toml::Value::String(src)) = cam.get_mut("source") {
+            *src = lookout::capture::redact(src);
+        }
+    }
     if a.json {
         let v = serde_json::json!({
             "config": shown,
             "board_file": checked.board_file,
-            "resolved": checked.merged,
+            "resolved": resolved,
             "ok": checked.issues.is_empty(),
             "errors": checked.issues.iter().map(|i| serde_json::json!({"key": i.key, "reason": i.reason})).collect::<Vec<_>>(),
         });
@@ -43,7 +50,7 @@ pub fn run(a: CheckArgs) -> anyhow::Result<ExitCode> {
         if let Some(b) = &checked.board_file {
             println!("# board profile underneath: {}", b.display());
         }
-        print!("{}", toml::to_string(&checked.merged)?);
+        print!("{}", toml::to_string(&resolved)?);
     }
     if checked.issues.is_empty() {
         eprintln!("{}: ok", shown.display());

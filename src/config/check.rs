@@ -239,6 +239,18 @@ mod tests {
     }
 
     #[test]
+    fn camera_keys_and_rtsp_uris_are_checked_without_connecting() {
+        let i = issues(
+            "[camera]\nsource = \"rtsp://u:s3cret@cam/s?transport=sctp\"\nhwdecode = \"v4l2m2m\"\nstall_timeout_s = -1\n",
+        );
+        assert_eq!(keys(&i), ["camera.source", "camera.stall_timeout_s"], "{i}");
+        assert!(!i.to_string().contains("s3cret"), "{i}");
+        assert!(issues("[camera]\nsource = \"rtsps://cam:322/s?fps=5\"\n").is_empty());
+        let i = issues("[camera]\nhwdecode = \"vaapi\"\n");
+        assert_eq!(keys(&i), ["camera.hwdecode"], "{i}");
+    }
+
+    #[test]
     fn deep_checks_cover_model_zone_uri_and_mqtt() {
         let i = issues(
             r#"

@@ -185,13 +185,52 @@ fn default_device() -> String {
 pub struct CameraConfig {
     #[serde(default = "default_camera_name")]
     pub name: String,
-    /// Frame source URI (`v4l://`, `file:`, `pipe:`, `video:`, `mjpeg+http://`).
+    /// Frame source URI (`v4l://`, `file:`, `pipe:`, `video:`, `mjpeg+http://`, `rtsp://`).
     #[serde(default)]
     pub source: Option<String>,
+    /// Hardware decoder for `rtsp://` streams (`off`, `v4l2m2m`, `nvv4l2dec`); set by the board
+    /// profile, falling back to software when it fails.
+    #[serde(default)]
+    pub hwdecode: crate::capture::HwDecode,
+    /// Reopen a source that ends, fails or stalls (docs/cameras.md); off: the run ends with it.
+    #[serde(default = "yes")]
+    pub heal: bool,
+    /// Seconds without a frame after which a source counts as stalled and is reopened (0: never).
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_s: f64,
+    /// First wait before reopening a lost source, seconds; doubled per failed attempt…
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_s: f64,
+    /// …up to this many seconds.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_s: f64,
+    /// A source that has never delivered a frame stops being retried after this many seconds,
+    /// and the run fails. Once frames have flowed it is retried forever.
+    #[serde(default = "default_give_up")]
+    pub give_up_after_s: f64,
+    /// A gap in the frames longer than this many seconds ends every track (`end` events); a
+    /// shorter one keeps them, so a brief reconnect does not change ids.
+    #[serde(default = "default_track_gap")]
+    pub track_gap_s: f64,
 }
 
 fn default_camera_name() -> String {
     "cam0".into()
+}
+fn default_stall_timeout() -> f64 {
+    10.0
+}
+fn default_backoff_initial() -> f64 {
+    0.5
+}
+fn default_backoff_max() -> f64 {
+    10.0
+}
+fn default_give_up() -> f64 {
+    30.0
+}
+fn default_track_gap() -> f64 {
+    10.0
 }
 
 impl Default for CameraConfig {
@@ -199,6 +238,55 @@ impl Default for CameraConfig {
         CameraConfig {
             name: default_camera_name(),
             source: None,
+            hwdecode: crate::capture::HwDecode::default(),
+            heal: true,
+            stall_timeout_s: default_stall_timeout(),
+            backoff_initial_s: default_backoff_initial(),
+            backoff_max_s: default_backoff_max(),
+            give_up_after_s: default_give_up(),
+            track_gap_s: default_track_gap(),
+        }
+    }
+}
+
+impl CameraConfig {
+    /// The healing policy these keys describe (checked by `Config::validate`).
+    pub fn heal_policy(&self) -> crate::capture::HealPolicy {
+        let secs = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.0, 1e6));
+        let d = crate::capture::HealPolicy::default();
+        crate::capture::HealPolicy {
+            stall_timeout: (self.stall_timeout_s > 0.0).then(|| secs(self.stall_timeout_s)),
+            backoff: crate::capture::Backoff {
+                initial: secs(self.backoff_initial_s),
+                max: secs(self.backoff_max_s.max(self.backoff_initial_s)),
+                factor: d.backoff.factor,
+            },
+            jitter: d.jitter,
+            give_up_after: secs(self.give_up_after_s),
+        }
+    }
+
+    /// Value checks of the camera keys, each failure naming its key.
+    fn validate(&self, issues: &mut Issues) {
+        for (k, v, min) in [
+            ("camera.stall_timeout_s", self.stall_timeout_s, 0.0),
+            ("camera.backoff_initial_s", self.backoff_initial_s, 0.001),
+            ("camera.backoff_max_s", self.backoff_max_s, 0.001),
+            ("camera.give_up_after_s", self.give_up_after_s, 0.0),
+            ("camera.track_gap_s", self.track_gap_s, 0.001),
+        ] {
+            if !v.is_finite() || v < min || v > 86_400.0 {
+                issues.push(k, format!("{v} must be {min}..86400 seconds"));
+            }
+        }
+        if self.backoff_max_s < self.backoff_initial_s {
+            issues.push(
+                "camera.backoff_max_s",
+                format!(
+                    "{} is below camera.backoff_initial_s ({})",
+                    self.backoff_max_s, self.backoff_initial_s
+                ),
+            );
         }
     }
 }
@@ -454,6 +542,7 @@ impl Config {
 
     /// Value checks beyond the types, every failing key recorded.
     fn validate(&self, issues: &mut Issues) {
+        self.camera.validate(issues);
         let d = &self.detector;
         if d.workers == 0 || d.workers > 16 {
             issues.push("detector.workers", format!("{} must be 1..16", d.workers));
@@ -566,6 +655,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2") || e.contains("queue"), "{e}");
+    }
+
+    #[test]
+    fn camera_healing_keys_are_checked() {
+        let c = Config::parse("[camera]\nhwdecode = \"v4l2m2m\"\nstall_timeout_s = 0\n").unwrap();
+        assert_eq!(c.camera.hwdecode, crate::capture::HwDecode::V4l2m2m);
+        assert!(c.camera.heal);
+        assert_eq!(c.camera.heal_policy().stall_timeout, None);
+        let e = Config::parse("[camera]\nhwdecode = \"cuda\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("camera.hwdecode"), "{e}");
+        let e =
+            Config::parse("[camera]\nbackoff_initial_s = 5\nbackoff_max_s = 1\ntrack_gap_s = -1\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("camera.backoff_max_s") && e.contains("camera.track_gap_s"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use image::RgbImage;
 use serde::Serialize;
 
@@ -28,12 +28,14 @@ use crate::scene::{
 use crate::track::{Track, Tracker};
 use crate::util::unix_now;
 
+pub mod health;
 pub mod mqtt;
 pub mod runtime;
 pub mod sinks;
 pub mod stats;
 pub mod vlm;
 
+pub use health::{CameraHealth, HealthStats};
 pub use mqtt::{Broker, LazyGrounder, MqttRuntime, PipelineCommands, DEFAULT_EMBEDDED_PORT};
 pub use runtime::{RunSettings, Runtime};
 pub use sinks::{
@@ -125,14 +127,23 @@ pub fn run(
     // read timeout.
     source.watch_stop(handle.stop.clone());
     // Capture.
+    let health = Arc::new(health::CameraHealth::default());
     let cap = {
         let (stop, counters, frame_rx_oldest) =
             (handle.stop.clone(), counters.clone(), frame_rx.clone());
         let max = opts.max_frames;
         let drop_oldest = opts.drop_oldest;
+        // Camera down / recovered alerts go out like rule alerts (never dropped, spooled).
+        let (health, alert_tx, camera) = (health.clone(), out_tx.clone(), cfg.camera.name.clone());
         thread::Builder::new()
             .name("capture".into())
             .spawn(move || {
+                let mut watch = health::HealthWatch::new(&health, &camera);
+                let raise = |a: Option<Alert>| {
+                    if let Some(a) = a {
+                        let _ = alert_tx.send(Output::Alert(a));
+                    }
+                };
                 log::info!("capture: {}", source.describe());
                 while !stop.load(Ordering::Relaxed) {
                     if max.is_some_and(|m| counters.captured.load(Ordering::Relaxed) >= m) {
@@ -141,6 +152,7 @@ pub fn run(
                     let t0 = Instant::now();
                     match source.next_frame() {
                         Ok(Some(f)) => {
+                            raise(watch.frame(f.id, source.stats()));
                             counters.captured.fetch_add(1, Ordering::Relaxed);
                             let at = Instant::now();
                             let mut item = Captured {
@@ -171,9 +183,11 @@ pub fn run(
                                 counters.bad.fetch_add(1, Ordering::Relaxed);
                             }
                             log::warn!("{e}");
+                            raise(watch.error(&e, source.stats()));
                         }
                         Err(e) => {
                             log::error!("{e}");
+                            raise(watch.error(&e, source.stats()));
                             break;
                         }
                     }
@@ -260,6 +274,7 @@ pub fn run(
                     started,
                     frame_queue,
                     vlm: vlm.as_ref().map(|w| w.handle()),
+                    health,
                 };
                 scene_loop(cfg, det_rx, out_tx, ctx, rules);
                 // Alerts held for verification are published before the output loop can end.
@@ -315,6 +330,7 @@ struct SceneCtx {
     started: Instant,
     frame_queue: Receiver<Captured>,
     vlm: Option<VlmHandle>,
+    health: Arc<health::CameraHealth>,
 }
 
 /// A frame on its way to detection, with when it left the source and how long reading it took.
@@ -337,6 +353,7 @@ fn scene_loop(
         started,
         frame_queue,
         vlm,
+        health,
     } = ctx;
     let mut last_vlm = f64::NEG_INFINITY;
     let camera = cfg.camera.name.clone();
@@ -363,10 +380,56 @@ fn scene_loop(
         }
     };
 
-    for mut r in rx.iter() {
+    // Stats go on while the camera is down, so that its health is seen.
+    let tick = std::time::Duration::from_millis(500);
+    let gap = cfg.camera.track_gap_s;
+    let mut last_arrival = Instant::now();
+    loop {
+        let mut r = match rx.recv_timeout(tick) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                // A long outage ends every track (short ones keep them: see below).
+                let open = !tracker.tracks().is_empty() || events.active().next().is_some();
+                if open && !health.is_connected() && last_arrival.elapsed().as_secs_f64() > gap {
+                    let gap_ts = last_ts + last_arrival.elapsed().as_secs_f64();
+                    for ev in events.finish(last_frame.unwrap_or(0), gap_ts) {
+                        n_events += 1;
+                        send(Output::Event(ev), false);
+                    }
+                    tracker.reset();
+                }
+                if cfg.pipeline.stats_interval > 0.0
+                    && last_stats.elapsed().as_secs_f64() >= cfg.pipeline.stats_interval
+                {
+                    let mut s = window.take(
+                        &camera,
+                        &counters,
+                        started,
+                        (tracker.tracks().len(), frame_queue.len()),
+                        (n_events, n_alerts),
+                        last_stats.elapsed(),
+                    );
+                    s.health = health.snapshot();
+                    last_stats = Instant::now();
+                    send(Output::Stats(s), true);
+                }
+                continue;
+            }
+        };
         // With several workers results can arrive out of order; an older frame is stale.
         if last_frame.is_some_and(|l| r.frame_id <= l) {
             continue;
+        }
+        last_arrival = Instant::now();
+        // Frames resume after a gap longer than `track_gap_s`: the objects seen before are
+        // not assumed to be the ones seen now.
+        if last_frame.is_some() && r.ts - last_ts > gap {
+            for ev in events.finish(last_frame.unwrap_or(0), last_ts) {
+                n_events += 1;
+                send(Output::Event(ev), false);
+            }
+            tracker.reset();
         }
         let analyse_start = Instant::now();
         last_frame = Some(r.frame_id);
@@ -484,7 +547,7 @@ fn scene_loop(
         if cfg.pipeline.stats_interval > 0.0
             && last_stats.elapsed().as_secs_f64() >= cfg.pipeline.stats_interval
         {
-            let s = window.take(
+            let mut s = window.take(
                 &camera,
                 &counters,
                 started,
@@ -492,6 +555,7 @@ fn scene_loop(
                 (n_events, n_alerts),
                 last_stats.elapsed(),
             );
+            s.health = health.snapshot();
             last_stats = Instant::now();
             send(Output::Stats(s), true);
         }
@@ -502,7 +566,7 @@ fn scene_loop(
         n_events += 1;
         send(Output::Event(ev), false);
     }
-    let s = window.take(
+    let mut s = window.take(
         &camera,
         &counters,
         started,
@@ -510,6 +574,7 @@ fn scene_loop(
         (n_events, n_alerts),
         last_stats.elapsed(),
     );
+    s.health = health.snapshot();
     send(Output::Stats(s), false);
 }
 

@@ -56,7 +56,7 @@ impl Runtime {
             spool,
         } = settings;
         let uri = cfg.source();
-        let source = crate::capture::open(&uri)?;
+        let source = open_source(&cfg)?;
         let manifest = crate::models::find(&cfg.detector.model)?;
         let opts = DetectorOptions {
             threads: cfg.detector.threads,
@@ -71,7 +71,7 @@ impl Runtime {
         notify(&format!(
             "lookout run: {} on {} ({} worker(s) × {} thread(s)){}",
             manifest.model.name,
-            uri,
+            crate::capture::redact(&uri),
             cfg.detector.workers,
             cfg.detector.threads,
             cfg.board
@@ -121,9 +121,29 @@ impl Runtime {
     }
 }
 
+/// The configured source: healing itself (`[camera] heal`, the default) or as it is.
+fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
+    let uri = cfg.source();
+    let with = crate::capture::OpenOptions {
+        hwdecode: cfg.camera.hwdecode,
+    };
+    Ok(if cfg.camera.heal {
+        Box::new(crate::capture::open_healing(
+            &uri,
+            with,
+            cfg.camera.heal_policy(),
+        )?)
+    } else {
+        crate::capture::open_with(&uri, with)?
+    })
+}
+
 /// Live sources drop the oldest frame when detection is behind; recorded ones wait for it.
 fn is_live(uri: &str) -> bool {
-    uri.starts_with("v4l:") || uri.starts_with("mjpeg+http:")
+    let lower = uri.to_ascii_lowercase();
+    ["v4l:", "mjpeg+http:", "rtsp:", "rtsps:"]
+        .iter()
+        .any(|s| lower.starts_with(s))
 }
 
 /// The `[vlm] model`, loaded, when one is configured.
@@ -161,6 +181,7 @@ mod tests {
     fn only_cameras_and_streams_are_live() {
         assert!(is_live("v4l:///dev/video0"));
         assert!(is_live("mjpeg+http://cam/stream"));
+        assert!(is_live("rtsp://cam/stream"));
         assert!(!is_live("file:samples/vtest?fps=10"));
         assert!(!is_live("video:clip.mp4"));
     }

@@ -192,8 +192,17 @@ pub fn readable_line(out: &Output) -> Option<String> {
         ),
         Output::Scene(d) => format!("scene: {}", d.text),
         Output::Stats(s) => format!(
-            "stats: {} frames, {:.1} fps, inference {:.1} ms, latency {:.1} ms, dropped {}, tracks {}",
-            s.frames_processed, s.fps, s.inference_ms, s.latency_ms, s.frames_dropped, s.tracks
+            "stats: {} frames, {:.1} fps, inference {:.1} ms, latency {:.1} ms, dropped {}, tracks {}{}",
+            s.frames_processed,
+            s.fps,
+            s.inference_ms,
+            s.latency_ms,
+            s.frames_dropped,
+            s.tracks,
+            match s.health.last_frame_age_s {
+                Some(age) if !s.health.connected => format!(", camera down ({age:.0} s)"),
+                _ => String::new(),
+            }
         ),
         Output::Detections(_) | Output::Snapshot(_) => return None,
     })

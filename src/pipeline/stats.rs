@@ -36,6 +36,9 @@ pub struct Stats {
     pub outputs_dropped: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature_c: Option<f64>,
+    /// The camera: connected, reconnects, last frame age, decode errors (see
+    /// [`HealthStats`](super::health::HealthStats)).
+    pub health: super::health::HealthStats,
 }
 
 /// Per-stage latency over one stats interval, milliseconds: the mean and the worst frame.
@@ -204,6 +207,7 @@ impl StatsWindow {
             alerts,
             outputs_dropped: c.outputs_dropped.load(Ordering::Relaxed),
             temperature_c: board_temperature(),
+            health: Default::default(),
         };
         *self = StatsWindow::default();
         s

@@ -17,6 +17,10 @@ pub enum AlertKind {
     Count,
     Presence,
     Absence,
+    /// The camera stopped delivering frames (raised by the frame loop, not by a rule).
+    CameraDown,
+    /// The camera delivers frames again after a `camera_down`.
+    CameraRecovered,
 }
 
 impl AlertKind {
@@ -31,6 +35,8 @@ impl AlertKind {
             AlertKind::Count => "count",
             AlertKind::Presence => "presence",
             AlertKind::Absence => "absence",
+            AlertKind::CameraDown => "camera_down",
+            AlertKind::CameraRecovered => "camera_recovered",
         }
     }
 
@@ -38,7 +44,11 @@ impl AlertKind {
     pub(super) fn is_per_track(self) -> bool {
         !matches!(
             self,
-            AlertKind::Count | AlertKind::Presence | AlertKind::Absence
+            AlertKind::Count
+                | AlertKind::Presence
+                | AlertKind::Absence
+                | AlertKind::CameraDown
+                | AlertKind::CameraRecovered
         )
     }
 }
