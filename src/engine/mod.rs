@@ -11,6 +11,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod fold;
 pub mod onnx;
 pub mod pass;
 mod qconv;
@@ -18,6 +19,7 @@ mod quantize;
 mod resize;
 pub mod session;
 mod topk;
+pub use fold::fold_const_chains;
 pub use qconv::QConv;
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
@@ -406,6 +408,11 @@ impl Engine {
 /// Set to `1` to plan models with tract's own ops only, for A/B measurements against lookout's.
 pub const PLAIN_TRACT_ENV: &str = "LOOKOUT_PLAIN_TRACT";
 
+/// Whether [`PLAIN_TRACT_ENV`] asks for tract's own plan.
+pub fn plain_tract() -> bool {
+    std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")
+}
+
 /// lookout's graph passes, in the order they run (the registry of [`pass::GraphPass`]es: the op
 /// files implement the contract, only this list names them). After optimisation the passes swap
 /// ops one for one, so their order there does not matter.
@@ -415,6 +422,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(topk::SelectTopkPass),
         Box::new(resize::PlannedResizePass),
         Box::new(quantize::FastQuantizePass),
+        Box::new(fold::FoldConstPass),
     ]
 }
 
@@ -422,7 +430,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
 /// same thing (each op's module says how it is checked against tract's).
 pub fn optimize(model: InferenceModel) -> TractResult<(TypedModel, Rewrites)> {
     let mut typed = model.into_typed()?;
-    if std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1") {
+    if plain_tract() {
         return Ok((typed.into_optimized()?, Rewrites::default()));
     }
     let passes = passes();
