@@ -274,6 +274,13 @@ impl Session {
             .map_err(|e| Error::model(&self.path, format!("inference failed: {}", chain(&e))))?;
         Ok(out.into_iter().map(Value).collect())
     }
+
+    /// Time per operator kind over `runs` runs on `inputs`, slowest first (see
+    /// [`super::Engine::profile`]): where a VLM graph's time goes.
+    pub fn profile(&self, inputs: Vec<Value>, runs: usize) -> Result<Vec<super::OpProfile>> {
+        super::profile_plan(&self.plan, inputs.into_iter().map(|v| v.0).collect(), runs)
+            .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))
+    }
 }
 
 fn chain(e: &TractError) -> String {
