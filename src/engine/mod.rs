@@ -11,6 +11,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod fold;
 pub mod onnx;
 pub mod pass;
 mod qconv;
@@ -18,6 +19,7 @@ mod quantize;
 mod resize;
 pub mod session;
 mod topk;
+pub use fold::fold_const_chains;
 pub use qconv::QConv;
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
@@ -340,71 +342,86 @@ impl Engine {
     /// per operator kind, slowest first. For finding where inference time goes, not for speed
     /// figures: the timing itself costs a little per node.
     pub fn profile(&self, shape: &[usize], data: &[f32], runs: usize) -> Result<Vec<OpProfile>> {
-        use std::collections::HashMap;
-        use std::time::Instant;
         let tensor = Tensor::from_shape(shape, data).map_err(|e| {
             Error::model(
                 &self.path,
                 format!("input buffer does not fit shape {shape:?}: {e}"),
             )
         })?;
-        let mut state = tract_core::plan::SimpleState::new(&self.plan)
-            .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))?;
-        // node id -> (op name, node name, total seconds)
-        let mut per_node: HashMap<usize, (String, String, f64)> = HashMap::new();
-        let runs = runs.max(1);
-        for _ in 0..runs {
-            state
-                .run_plan_with_eval(tvec!(tensor.clone().into()), |ctx, st, node, inputs| {
-                    let t = Instant::now();
-                    let r = tract_core::plan::eval(ctx, st, node, inputs);
-                    let e = per_node
-                        .entry(node.id)
-                        .or_insert_with(|| (node.op().name().to_string(), node.name.clone(), 0.0));
-                    e.2 += t.elapsed().as_secs_f64();
-                    r
-                })
-                .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))?;
-        }
-        if log::log_enabled!(log::Level::Debug) {
-            // The kernel a matmul picked, and its shapes, are in the op's info:
-            // what one needs to know why a node is slow.
-            let mut nodes: Vec<_> = per_node.iter().collect();
-            nodes.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
-            for (id, (op, name, secs)) in nodes {
-                let info = self.plan.model().nodes[*id]
-                    .op
-                    .info()
-                    .map(|v| v.join("; "))
-                    .unwrap_or_default();
-                log::debug!("{:8.3} ms  {op} {name}: {info}", secs * 1e3 / runs as f64);
-            }
-        }
-        let mut per_op: HashMap<String, OpProfile> = HashMap::new();
-        for (op, node, secs) in per_node.into_values() {
-            let ms = secs * 1e3 / runs as f64;
-            let p = per_op.entry(op.clone()).or_insert_with(|| OpProfile {
-                op,
-                nodes: 0,
-                ms: 0.0,
-                slowest_node: String::new(),
-                slowest_ms: 0.0,
-            });
-            p.nodes += 1;
-            p.ms += ms;
-            if ms > p.slowest_ms {
-                p.slowest_ms = ms;
-                p.slowest_node = node;
-            }
-        }
-        let mut v: Vec<OpProfile> = per_op.into_values().collect();
-        v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        Ok(v)
+        profile_plan(&self.plan, tvec!(tensor.into()), runs)
+            .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))
     }
+}
+
+/// Runs `plan` on `inputs` `runs` times timing every node (tract's evaluation hook); time per
+/// operator kind, slowest first. Shared by detectors ([`Engine::profile`]) and multi-input graphs
+/// ([`session::Session::profile`]). With `RUST_LOG=debug` every node is logged with the kernel it
+/// picked and its shapes.
+pub(crate) fn profile_plan(
+    plan: &Arc<TypedRunnableModel>,
+    inputs: TVec<TValue>,
+    runs: usize,
+) -> TractResult<Vec<OpProfile>> {
+    use std::collections::HashMap;
+    use std::time::Instant;
+    let mut state = tract_core::plan::SimpleState::new(plan)?;
+    // node id -> (op name, node name, total seconds)
+    let mut per_node: HashMap<usize, (String, String, f64)> = HashMap::new();
+    let runs = runs.max(1);
+    for _ in 0..runs {
+        state.run_plan_with_eval(inputs.clone(), |ctx, st, node, inputs| {
+            let t = Instant::now();
+            let r = tract_core::plan::eval(ctx, st, node, inputs);
+            let e = per_node
+                .entry(node.id)
+                .or_insert_with(|| (node.op().name().to_string(), node.name.clone(), 0.0));
+            e.2 += t.elapsed().as_secs_f64();
+            r
+        })?;
+    }
+    if log::log_enabled!(log::Level::Debug) {
+        // The kernel a matmul picked, and its shapes, are in the op's info:
+        // what one needs to know why a node is slow.
+        let mut nodes: Vec<_> = per_node.iter().collect();
+        nodes.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
+        for (id, (op, name, secs)) in nodes {
+            let info = plan.model().nodes[*id]
+                .op
+                .info()
+                .map(|v| v.join("; "))
+                .unwrap_or_default();
+            log::debug!("{:8.3} ms  {op} {name}: {info}", secs * 1e3 / runs as f64);
+        }
+    }
+    let mut per_op: HashMap<String, OpProfile> = HashMap::new();
+    for (op, node, secs) in per_node.into_values() {
+        let ms = secs * 1e3 / runs as f64;
+        let p = per_op.entry(op.clone()).or_insert_with(|| OpProfile {
+            op,
+            nodes: 0,
+            ms: 0.0,
+            slowest_node: String::new(),
+            slowest_ms: 0.0,
+        });
+        p.nodes += 1;
+        p.ms += ms;
+        if ms > p.slowest_ms {
+            p.slowest_ms = ms;
+            p.slowest_node = node;
+        }
+    }
+    let mut v: Vec<OpProfile> = per_op.into_values().collect();
+    v.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Ok(v)
 }
 
 /// Set to `1` to plan models with tract's own ops only, for A/B measurements against lookout's.
 pub const PLAIN_TRACT_ENV: &str = "LOOKOUT_PLAIN_TRACT";
+
+/// Whether [`PLAIN_TRACT_ENV`] asks for tract's own plan.
+pub fn plain_tract() -> bool {
+    std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")
+}
 
 /// lookout's graph passes, in the order they run (the registry of [`pass::GraphPass`]es: the op
 /// files implement the contract, only this list names them). After optimisation the passes swap
@@ -415,6 +432,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(topk::SelectTopkPass),
         Box::new(resize::PlannedResizePass),
         Box::new(quantize::FastQuantizePass),
+        Box::new(fold::FoldConstPass),
     ]
 }
 
@@ -422,7 +440,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
 /// same thing (each op's module says how it is checked against tract's).
 pub fn optimize(model: InferenceModel) -> TractResult<(TypedModel, Rewrites)> {
     let mut typed = model.into_typed()?;
-    if std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1") {
+    if plain_tract() {
         return Ok((typed.into_optimized()?, Rewrites::default()));
     }
     let passes = passes();

@@ -213,10 +213,15 @@ impl Session {
         let typed = model
             .into_typed()
             .map_err(|e| Error::model(path, format!("cannot analyse: {}", chain(&e))))?;
-        let typed = typed
+        let mut typed = typed
             .into_decluttered()
             .and_then(|m| m.into_optimized())
             .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
+        // Weight sums and packing tract leaves per run for weights over 4 MiB (a VLM's lm_head).
+        if !super::plain_tract() {
+            super::fold_const_chains(&mut typed)
+                .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
+        }
         let executor = if opts.threads > 1 {
             tract_linalg::multithread::Executor::multithread(opts.threads)
         } else {
@@ -268,6 +273,13 @@ impl Session {
             .run(inputs.into_iter().map(|v| v.0).collect())
             .map_err(|e| Error::model(&self.path, format!("inference failed: {}", chain(&e))))?;
         Ok(out.into_iter().map(Value).collect())
+    }
+
+    /// Time per operator kind over `runs` runs on `inputs`, slowest first (see
+    /// [`super::Engine::profile`]): where a VLM graph's time goes.
+    pub fn profile(&self, inputs: Vec<Value>, runs: usize) -> Result<Vec<super::OpProfile>> {
+        super::profile_plan(&self.plan, inputs.into_iter().map(|v| v.0).collect(), runs)
+            .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))
     }
 }
 

@@ -78,10 +78,17 @@ impl TextEngine {
         if !order.contains(&TextInput::Ids) {
             return Err(Error::model(path, "no input_ids input"));
         }
-        let plan = model
+        let mut typed = model
             .into_optimized()
-            .and_then(|m| m.into_runnable())
             .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
+        // The int8 embedding table's sums and packing would otherwise run on every call.
+        if !super::plain_tract() {
+            super::fold_const_chains(&mut typed)
+                .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
+        }
+        let plan = typed
+            .into_runnable()
+            .map_err(|e| Error::model(path, format!("cannot plan: {}", chain(&e))))?;
         Ok(TextEngine {
             path: path.to_path_buf(),
             plan,
