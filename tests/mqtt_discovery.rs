@@ -20,7 +20,10 @@ use mosquitto::{Mosquitto, Msg, Sub};
 /// The demo config as device `device`, with extra TOML appended.
 fn demo_config(dir: &Path, device: &str, extra: &str, looping: bool) -> std::path::PathBuf {
     let mut demo = std::fs::read_to_string(common::repo().join("samples/demo.toml")).unwrap();
-    demo = demo.replace("device = \"lookout-demo\"", &format!("device = \"{device}\""));
+    demo = demo.replace(
+        "device = \"lookout-demo\"",
+        &format!("device = \"{device}\""),
+    );
     if looping {
         demo = demo.replace(
             "file:samples/vtest?fps=10",
@@ -105,7 +108,11 @@ fn configs_are_retained_and_a_removed_rule_loses_its_config() {
         .wait()
         .unwrap()
         .success());
-    let first = retained(&broker, "homeassistant/#", "homeassistant/marker/x/y/config");
+    let first = retained(
+        &broker,
+        "homeassistant/#",
+        "homeassistant/marker/x/y/config",
+    );
     let first_topics = topics(&first);
     println!("first run left {} retained configs", first.len());
     for t in [
@@ -124,12 +131,19 @@ fn configs_are_retained_and_a_removed_rule_loses_its_config() {
         &format!("{node}/rule_lamp-post/config"),
         &format!("{node}/rule_crowd/config"),
     ] {
-        assert!(first_topics.contains(t), "{t} missing from {first_topics:#?}");
+        assert!(
+            first_topics.contains(t),
+            "{t} missing from {first_topics:#?}"
+        );
     }
     let device = &first[0].json()["device"];
     for m in &first {
         let v = m.json();
-        assert_eq!(&v["device"], device, "{}: one HA device for everything", m.topic);
+        assert_eq!(
+            &v["device"], device,
+            "{}: one HA device for everything",
+            m.topic
+        );
         assert_eq!(v["availability_topic"], "lookout/disco/availability");
         assert!(v["unique_id"].is_string(), "{}", m.topic);
     }
@@ -151,7 +165,10 @@ fn configs_are_retained_and_a_removed_rule_loses_its_config() {
         "lookout/disco/availability",
         "lookout/disco/snapshot/plaza",
     ] {
-        assert!(state_topics.contains(t), "{t} missing from {state_topics:#?}");
+        assert!(
+            state_topics.contains(t),
+            "{t} missing from {state_topics:#?}"
+        );
     }
 
     // Second run on the same spool (and so the same record of what was announced), without
@@ -237,7 +254,11 @@ fn rule_switch_round_trips_and_availability_is_the_last_will() {
     run.kill().unwrap(); // SIGKILL: the broker must say offline for it
     run.wait().unwrap();
     assert_eq!(next_on(&format!("{root}/availability")), "offline");
-    let late = retained(&broker, &format!("{root}/availability"), &format!("{root}/availability"));
+    let late = retained(
+        &broker,
+        &format!("{root}/availability"),
+        &format!("{root}/availability"),
+    );
     let last: Vec<String> = late
         .iter()
         .map(|m| String::from_utf8_lossy(&m.payload).into_owned())

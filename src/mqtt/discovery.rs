@@ -36,6 +36,9 @@ pub struct Inventory {
     /// Shown on the HA device page.
     pub board: String,
     pub version: String,
+    /// Whether the device takes commands (`[mqtt] commands`); without them there are no rule
+    /// switches and no buttons, which could only do nothing.
+    pub commands: bool,
 }
 
 /// One discovery message: retained `payload` (JSON) on `topic`.
@@ -94,6 +97,7 @@ pub fn configs(topics: &Topics, discovery_prefix: &str, inv: &Inventory) -> Vec<
             }),
         );
     }
+    let switchable: &[String] = if inv.commands { &inv.rules } else { &[] };
     let rules: Vec<(&String, String, String)> = inv
         .rules
         .iter()
@@ -123,7 +127,7 @@ pub fn configs(topics: &Topics, discovery_prefix: &str, inv: &Inventory) -> Vec<
             }),
         );
     }
-    for (rule, set, state) in &rules {
+    for (rule, set, state) in rules.iter().filter(|(r, _, _)| switchable.contains(r)) {
         b.add(
             "switch",
             &format!("rule_{rule}"),
@@ -178,10 +182,16 @@ pub fn configs(topics: &Topics, discovery_prefix: &str, inv: &Inventory) -> Vec<
                    "suggested_display_precision": 1}),
         );
     }
-    for (id, name, cmd, icon) in [
+    let buttons = [
         ("snapshot", "Take snapshot", "snapshot", "mdi:camera"),
-        ("describe", "Describe scene", "describe", "mdi:text-box-search"),
-    ] {
+        (
+            "describe",
+            "Describe scene",
+            "describe",
+            "mdi:text-box-search",
+        ),
+    ];
+    for (id, name, cmd, icon) in buttons.into_iter().filter(|_| inv.commands) {
         b.add(
             "button",
             id,
@@ -289,7 +299,10 @@ impl<'a> Builder<'a> {
         common.insert("unique_id".into(), unique.clone().into());
         // Predictable entity ids: `binary_sensor.lookout_porch_zone_path_occupancy`.
         common.insert("object_id".into(), unique.into());
-        common.insert("availability_topic".into(), self.availability.clone().into());
+        common.insert(
+            "availability_topic".into(),
+            self.availability.clone().into(),
+        );
         common.insert("device".into(), self.device.clone());
         common.insert("origin".into(), self.origin.clone());
         merge(&mut payload, Value::Object(common));
@@ -342,12 +355,24 @@ pub fn publish(
         if !valid_config_topic(old) {
             continue;
         }
-        publisher.publish_with(MessageClass::Event, old.clone(), Vec::new(), Qos::AtLeastOnce, true)?;
+        publisher.publish_with(
+            MessageClass::Event,
+            old.clone(),
+            Vec::new(),
+            Qos::AtLeastOnce,
+            true,
+        )?;
         removed += 1;
     }
     for c in configs {
         let bytes = serde_json::to_vec(&c.payload).unwrap_or_default();
-        publisher.publish_with(MessageClass::Event, c.topic.clone(), bytes, Qos::AtLeastOnce, true)?;
+        publisher.publish_with(
+            MessageClass::Event,
+            c.topic.clone(),
+            bytes,
+            Qos::AtLeastOnce,
+            true,
+        )?;
     }
     let list: Vec<&str> = now.into_iter().collect();
     let tmp = state.with_extension("json.tmp");
@@ -384,13 +409,19 @@ mod tests {
             temperature: false,
             board: "rpi5".into(),
             version: "0.1.0".into(),
+            commands: true,
         }
     }
 
     fn by_topic(cs: &[DiscoveryConfig], topic: &str) -> Value {
         cs.iter()
             .find(|c| c.topic == topic)
-            .unwrap_or_else(|| panic!("no {topic} in {:#?}", cs.iter().map(|c| &c.topic).collect::<Vec<_>>()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {topic} in {:#?}",
+                    cs.iter().map(|c| &c.topic).collect::<Vec<_>>()
+                )
+            })
             .payload
             .clone()
     }
@@ -408,22 +439,52 @@ mod tests {
         assert_eq!(occ["availability_topic"], "lookout/porch/availability");
         assert_eq!(occ["device"]["identifiers"][0], "lookout_porch");
         assert_eq!(occ["unique_id"], "lookout_porch_zone_path_occupancy");
-        let sw = by_topic(&cs, "homeassistant/switch/lookout_porch/rule_lamp_post/config");
+        let sw = by_topic(
+            &cs,
+            "homeassistant/switch/lookout_porch/rule_lamp_post/config",
+        );
         assert_eq!(sw["command_topic"], "lookout/porch/rules/lamp post/set");
         assert_eq!(sw["state_topic"], "lookout/porch/rules/lamp post/state");
         let ev = by_topic(&cs, "homeassistant/event/lookout_porch/alerts/config");
         assert_eq!(ev["event_types"], json!(["path", "lamp post"]));
-        let img = by_topic(&cs, "homeassistant/image/lookout_porch/snapshot_plaza/config");
+        let img = by_topic(
+            &cs,
+            "homeassistant/image/lookout_porch/snapshot_plaza/config",
+        );
         assert_eq!(img["image_topic"], "lookout/porch/snapshot/plaza");
-        by_topic(&cs, "homeassistant/sensor/lookout_porch/label_car_count/config");
+        by_topic(
+            &cs,
+            "homeassistant/sensor/lookout_porch/label_car_count/config",
+        );
         by_topic(&cs, "homeassistant/button/lookout_porch/describe/config");
         // A zone whose name is not a topic level gets no entity; no temperature, no sensor.
         assert!(!cs.iter().any(|c| c.topic.contains("bad")));
         assert!(!cs.iter().any(|c| c.topic.contains("temperature")));
         // Every entity belongs to the same device and has a unique id.
-        let ids: BTreeSet<&str> = cs.iter().filter_map(|c| c.payload["unique_id"].as_str()).collect();
+        let ids: BTreeSet<&str> = cs
+            .iter()
+            .filter_map(|c| c.payload["unique_id"].as_str())
+            .collect();
         assert_eq!(ids.len(), cs.len());
         assert!(cs.iter().all(|c| c.payload["device"] == occ["device"]));
+    }
+
+    #[test]
+    fn without_commands_there_is_nothing_to_press() {
+        let t = Topics::new("porch").unwrap();
+        let cs = configs(
+            &t,
+            "homeassistant",
+            &Inventory {
+                commands: false,
+                ..inv()
+            },
+        );
+        assert!(!cs
+            .iter()
+            .any(|c| c.topic.contains("/switch/") || c.topic.contains("/button/")));
+        // The alerts still arrive as events.
+        by_topic(&cs, "homeassistant/event/lookout_porch/alerts/config");
     }
 
     #[test]

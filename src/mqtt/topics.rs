@@ -543,10 +543,16 @@ mod tests {
         assert_eq!(t.command_name("lookout/other/cmd/ping"), None);
         assert_eq!(t.availability(), "lookout/porch/availability");
         assert_eq!(t.rule_set("path").unwrap(), "lookout/porch/rules/path/set");
-        assert_eq!(t.rule_set_name("lookout/porch/rules/path/set"), Some("path"));
+        assert_eq!(
+            t.rule_set_name("lookout/porch/rules/path/set"),
+            Some("path")
+        );
         assert_eq!(t.rule_set_name("lookout/porch/rules/a/b/set"), None);
         assert_eq!(t.rule_set_name("lookout/porch/rules//set"), None);
-        assert_eq!(t.zone_count("path").unwrap(), "lookout/porch/zones/path/count");
+        assert_eq!(
+            t.zone_count("path").unwrap(),
+            "lookout/porch/zones/path/count"
+        );
         assert_eq!(
             t.label_count("person").unwrap(),
             "lookout/porch/labels/person/count"

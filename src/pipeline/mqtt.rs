@@ -89,7 +89,10 @@ impl MqttRuntime {
         }
         mc.validate()?;
         let publisher = Publisher::start(&mc)?;
-        let inventory = inventory(cfg);
+        let inventory = Inventory {
+            commands: mc.commands,
+            ..inventory(cfg)
+        };
         announce(&mc, &publisher.handle(), &inventory)?;
         publish_rule_states(&publisher.handle(), cfg);
         let occupancy = Occupancy::start(publisher.handle(), handle.clone(), &inventory)?;
@@ -362,6 +365,7 @@ pub fn inventory(cfg: &Config) -> Inventory {
         temperature: super::stats::board_temperature().is_some(),
         board: cfg.board.clone().unwrap_or_else(|| "unknown".into()),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        commands: true,
     }
 }
 
@@ -504,7 +508,11 @@ enum Which {
     Label(String),
 }
 
-fn publish_counts(p: &PublisherHandle, counts: Vec<(Which, usize)>, sent: &mut BTreeMap<String, usize>) {
+fn publish_counts(
+    p: &PublisherHandle,
+    counts: Vec<(Which, usize)>,
+    sent: &mut BTreeMap<String, usize>,
+) {
     for (which, n) in counts {
         let topic = match &which {
             Which::Zone(z) => p.topics().zone_count(z),
@@ -526,5 +534,59 @@ fn publish_counts(p: &PublisherHandle, counts: Vec<(Which, usize)>, sent: &mut B
             }
             Err(e) => log::debug!("mqtt: count on {topic}: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::BBox;
+    use crate::scene::ZoneMembership;
+    use crate::track::{TrackState, Velocity};
+
+    fn track(id: u64, label: &str, state: TrackState) -> Track {
+        Track {
+            id,
+            label: Arc::from(label),
+            class_id: 0,
+            score: 0.9,
+            bbox: BBox::from([0.0, 0.0, 1.0, 1.0]),
+            velocity: Velocity::default(),
+            age_frames: 5,
+            hits: 5,
+            missed_frames: 0,
+            first_seen: 0.0,
+            last_seen: 0.0,
+            last_frame: 0,
+            state,
+        }
+    }
+
+    #[test]
+    fn counts_cover_established_tracks_per_zone_and_label() {
+        let tracks = [
+            track(1, "person", TrackState::Confirmed),
+            track(2, "person", TrackState::Lost),
+            track(0, "person", TrackState::Tentative),
+            track(3, "car", TrackState::Confirmed),
+        ];
+        let zones: ZoneMembership = [(1, "path"), (3, "path"), (3, "road")]
+            .into_iter()
+            .collect();
+        let got = object_counts(
+            &tracks,
+            &zones,
+            &["path".into(), "gate".into()],
+            &["person".into(), "dog".into()],
+        );
+        assert_eq!(
+            got,
+            [
+                (Which::Zone("path".into()), 2),
+                (Which::Zone("gate".into()), 0),
+                (Which::Label("person".into()), 2),
+                (Which::Label("dog".into()), 0),
+            ]
+        );
     }
 }

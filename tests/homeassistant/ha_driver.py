@@ -326,6 +326,41 @@ async def run(args):
             checks["image_is_jpeg"] = status == 200 and body[:3] == b"\xff\xd8\xff"
             log(f"image entity: {status} {ctype} {len(body)} bytes")
 
+            # 3b. The snapshot button sends cmd/snapshot; lookout answers on reply/<id>.
+            t_press = time.time()
+            await ha.post(s, "/api/services/button/press", {"entity_id": eid("_snapshot")})
+
+            def snapshot_replies():
+                out = []
+                for topic, payload, _r, t in cap.snapshot():
+                    if t >= t_press and topic.startswith(f"lookout/{DEVICE}/reply/"):
+                        v = json.loads(payload)
+                        if v.get("command") == "snapshot":
+                            out.append(v)
+                return out
+
+            async def replied():
+                return snapshot_replies()
+
+            reply = (await wait_for("lookout's reply to the snapshot button", replied, 60))[0]
+            report["observed"]["snapshot_button_reply"] = reply
+            checks["snapshot_button_works"] = reply.get("ok") is True
+
+            # 3c. Diagnostic sensors read the stats.
+            async def diagnostics():
+                vals = {}
+                for n in ("_fps", "_inference_ms", "_spool_depth"):
+                    st = (await ha.state(s, eid(n)) or {}).get("state")
+                    try:
+                        vals[eid(n)] = float(st)
+                    except (TypeError, ValueError):
+                        return None
+                return vals
+
+            diag = await wait_for("numbers in the diagnostic sensors", diagnostics, 60)
+            report["observed"]["diagnostics"] = diag
+            checks["diagnostic_sensors_have_numbers"] = diag[eid("_fps")] > 0
+
             # 4. The event entity fires for alerts.
             event = eid("_alerts")
 
