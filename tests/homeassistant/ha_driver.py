@@ -159,17 +159,28 @@ async def onboard(port):
             data={"grant_type": "authorization_code", "code": code, "client_id": client_id},
         ) as r:
             r.raise_for_status()
-            return (await r.json())["access_token"]
+            tokens = await r.json()
+        # The rest of onboarding, so HA's frontend opens on its pages (for the screenshot).
+        h = {"Authorization": f"Bearer {tokens['access_token']}"}
+        for step, body in (("core_config", {}), ("analytics", {}),
+                           ("integration", {"client_id": client_id, "redirect_uri": client_id})):
+            async with s.post(f"{base}/api/onboarding/{step}", headers=h, json=body) as r:
+                if r.status != 200:
+                    log(f"onboarding step {step}: {r.status}")
+        return tokens
 
 
 def write_ha_config(cfg_dir, http_port, mqtt_port):
     os.makedirs(os.path.join(cfg_dir, ".storage"), exist_ok=True)
+    # HA serves <config>/www as /local only when the folder exists at start (the screenshot's
+    # login page goes there).
+    os.makedirs(os.path.join(cfg_dir, "www"), exist_ok=True)
     with open(os.path.join(cfg_dir, "configuration.yaml"), "w") as f:
         f.write(
             "homeassistant:\n  name: lookout validation\n  unit_system: metric\n"
             "  time_zone: UTC\n  latitude: 0\n  longitude: 0\n  elevation: 0\n"
             f"http:\n  server_host: 127.0.0.1\n  server_port: {http_port}\n"
-            "api:\nwebsocket_api:\nconfig:\nonboarding:\n"
+            "api:\nwebsocket_api:\nconfig:\nonboarding:\nfrontend:\n"
             "logger:\n  default: warning\n  logs:\n    homeassistant.components.mqtt: info\n"
         )
     # HA 2024 sets MQTT up through a config entry only (YAML broker settings are gone).
@@ -209,6 +220,11 @@ def start_mosquitto(work, port):
 def start_lookout(args, work, mqtt_port):
     demo = open(os.path.join(args.repo, "samples/demo.toml")).read()
     demo = demo.replace("file:samples/vtest?fps=10", "file:samples/vtest?fps=10&loop=true")
+    # Two more zones (no alerts, only occupancy): the demo's `path` is never empty on this
+    # clip, these two empty and fill as people walk, so an occupancy sensor can be seen flip.
+    for name, poly in (("left", "[[0.0, 0.0], [0.25, 0.0], [0.25, 1.0], [0.0, 1.0]]"),
+                       ("near", "[[0.0, 0.62], [1.0, 0.62], [1.0, 1.0], [0.0, 1.0]]")):
+        demo += f'\n[[rules]]\nname = "{name}"\nkind = "zone"\npolygon = {poly}\nclasses = ["person"]\n'
     cfg = os.path.join(work, "lookout.toml")
     with open(cfg, "w") as f:
         f.write(demo)
@@ -217,6 +233,29 @@ def start_lookout(args, work, mqtt_port):
         [args.lookout, "run", "--config", cfg, "--broker", f"mqtt://127.0.0.1:{mqtt_port}",
          "--spool", os.path.join(work, "spool.redb")],
         cwd=args.repo, stdout=out, stderr=subprocess.STDOUT)
+
+
+def screenshot(args, cfg_dir, port, tokens, device_id):
+    """The HA device page in headless Chromium, logged in by a page on HA's own origin that
+    puts the tokens where HA's frontend keeps them. Best effort: a failure is only logged."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        log("no chromium: no screenshot")
+        return
+    base = f"http://127.0.0.1:{port}"
+    stored = {"hassUrl": base, "clientId": f"{base}/", "expires": int(time.time() * 1000) + 1800_000,
+              "refresh_token": tokens["refresh_token"], "access_token": tokens["access_token"],
+              "token_type": "Bearer", "expires_in": 1800}
+    with open(os.path.join(cfg_dir, "www", "login.html"), "w") as f:
+        f.write("<script>localStorage.setItem('hassTokens', JSON.stringify(%s));"
+                "location.replace('/config/devices/device/%s');</script>" % (json.dumps(stored), device_id))
+    out = os.path.join(args.out, "ha-device.png")
+    r = subprocess.run(
+        [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--window-size=1280,2000", "--virtual-time-budget=25000", f"--screenshot={out}",
+         f"{base}/local/login.html"],
+        capture_output=True, timeout=120)
+    log(f"screenshot: {out} ({'ok' if os.path.exists(out) else r.stderr.decode()[-300:]})")
 
 
 def retained_configs(cap):
@@ -248,8 +287,8 @@ async def run(args):
             [sys.executable, "-m", "homeassistant", "-c", cfg_dir, "--skip-pip"],
             stdout=ha_log, stderr=subprocess.STDOUT)
         procs.append(hass)
-        token = await onboard(http_port)
-        ha = HA(http_port, token)
+        tokens = await onboard(http_port)
+        ha = HA(http_port, tokens["access_token"])
         report["observed"]["ha_start_s"] = round(time.time() - t0, 1)
         log(f"Home Assistant up on {http_port} after {report['observed']['ha_start_s']} s, onboarded")
 
@@ -297,6 +336,11 @@ async def run(args):
             # 2. Occupancy and counts change with the clip.
             watched = {n: eid(n) for n in ("_zone_path_occupancy", "_zone_path_count",
                                            "_label_person_count", "_label_person_occupancy")}
+            # Every other occupancy sensor too: on this clip the path is never empty, so a
+            # flip to `off` can only come from a label that comes and goes.
+            for u, e in entity_of.items():
+                if u.endswith("_occupancy"):
+                    watched.setdefault(u[u.index("_label_"):] if "_label_" in u else u, e)
             seen = {n: [] for n in watched}
             deadline = time.time() + args.watch_s
             while time.time() < deadline:
@@ -306,6 +350,12 @@ async def run(args):
                         seen[n].append(st)
                 await asyncio.sleep(0.5)
             report["observed"]["state_sequences"] = {watched[n]: v for n, v in seen.items()}
+            flipped = [watched[n] for n, v in seen.items()
+                       if n.endswith("_occupancy") and {"on", "off"} <= set(v)]
+            report["observed"]["occupancy_sensors_that_flipped"] = flipped
+            checks["an_occupancy_sensor_flips"] = bool(flipped)
+            if args.screenshot:
+                screenshot(args, cfg_dir, http_port, tokens, dev[0]["id"])
             checks["zone_count_changes"] = len(set(seen["_zone_path_count"]) - {"unknown"}) >= 2
             checks["person_count_changes"] = len(set(seen["_label_person_count"]) - {"unknown"}) >= 2
             checks["zone_occupancy_on"] = "on" in seen["_zone_path_occupancy"]
@@ -371,7 +421,7 @@ async def run(args):
             ev = await wait_for("an alert in the event entity", event_fired, 120)
             report["observed"]["event_entity"] = ev
             checks["event_entity_fires"] = ev["attributes"].get("event_type") in (
-                "path", "lamp-post", "crowd")
+                "path", "lamp-post", "crowd", "left", "near")
 
             # 5. The rule switch: off stops its alerts, on brings them back.
             switch = eid(f"_rule_{RULE_TO_SWITCH}")
@@ -485,6 +535,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--watch-s", type=float, default=40)
     ap.add_argument("--off-s", type=float, default=25)
+    ap.add_argument("--screenshot", action="store_true",
+                    help="also save HA's device page as ha-device.png (needs chromium)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     sys.exit(asyncio.run(run(args)))

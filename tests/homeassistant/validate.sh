@@ -3,7 +3,7 @@
 # docs/homeassistant.md). Not part of `cargo test`: Home Assistant and its Python environment are
 # large (~400 MB) and take minutes to install.
 #
-#   tests/homeassistant/validate.sh [OUT_DIR]
+#   tests/homeassistant/validate.sh [OUT_DIR [--screenshot] [--watch-s S] [--off-s S]]
 #
 # Needs: mosquitto, Python 3.11 (HA 2024.3 supports 3.11/3.12), a debug build of lookout
 # ($CARGO_TARGET_DIR/debug/lookout or target/debug/lookout). The venv goes to $HA_VENV
@@ -34,4 +34,4 @@ if ! "$venv/bin/python" -c "import homeassistant, paho.mqtt, PIL, janus, securet
   rm -rf "$tmp"
 fi
 mkdir -p "$out"
-exec "$venv/bin/python" "$here/ha_driver.py" --lookout "$lookout" --repo "$repo" --out "$out"
+exec "$venv/bin/python" "$here/ha_driver.py" --lookout "$lookout" --repo "$repo" --out "$out" "${@:2}"
