@@ -251,6 +251,27 @@ fn rule_switch_round_trips_and_availability_is_the_last_will() {
     inbox.sub.publish(&format!("{root}/rules/path/set"), "ON");
     assert_eq!(next_on(&state), "ON");
 
+    // `lookout watch` finds the device under the same prefix.
+    let watch = common::lookout()
+        .args([
+            "watch",
+            "--broker",
+            &broker.url(),
+            "--topic-prefix",
+            "home/cams",
+        ])
+        .args(["--device", "sw", "--json", "--max-messages", "2"])
+        .output()
+        .unwrap();
+    assert!(watch.status.success());
+    let seen = String::from_utf8_lossy(&watch.stdout);
+    assert_eq!(seen.lines().count(), 2, "{seen}");
+    assert!(
+        seen.lines()
+            .all(|l| l.contains("\"topic\":\"home/cams/sw/")),
+        "{seen}"
+    );
+
     run.kill().unwrap(); // SIGKILL: the broker must say offline for it
     run.wait().unwrap();
     assert_eq!(next_on(&format!("{root}/availability")), "offline");

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Validates lookout's Home Assistant discovery against a REAL Home Assistant (see
 # docs/homeassistant.md). Not part of `cargo test`: Home Assistant and its Python environment are
-# large (~400 MB) and take minutes to install.
+# large (~700 MB) and take minutes to install.
 #
 #   tests/homeassistant/validate.sh [OUT_DIR [--screenshot] [--watch-s S] [--off-s S]]
 #
