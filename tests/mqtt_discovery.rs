@@ -198,6 +198,20 @@ fn configs_are_retained_and_a_removed_rule_loses_its_config() {
     ));
     let gone: Vec<_> = first_topics.difference(&second).collect();
     assert_eq!(gone, [&format!("{node}/rule_crowd/config")]);
+
+    // Discovery turned off: everything announced before is removed.
+    let cfg3 = tmp.path().join("off.toml");
+    std::fs::write(&cfg3, format!("{head}\n[mqtt]\ndiscovery = false\n")).unwrap();
+    assert!(lookout_run(&cfg3, &broker, &spool, Some(3))
+        .wait()
+        .unwrap()
+        .success());
+    let third = retained(
+        &broker,
+        "homeassistant/#",
+        "homeassistant/marker/x/y/config",
+    );
+    assert!(third.is_empty(), "{:#?}", topics(&third));
 }
 
 #[test]

@@ -91,6 +91,7 @@ impl MqttRuntime {
         let publisher = Publisher::start(&mc)?;
         let inventory = Inventory {
             commands: mc.commands,
+            board: mc.board.clone(),
             ..inventory(cfg)
         };
         announce(&mc, &publisher.handle(), &inventory)?;
