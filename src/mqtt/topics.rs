@@ -33,9 +33,17 @@ pub fn validate_prefix(what: &str, prefix: &str) -> Result<()> {
             reason: format!("longer than {} bytes", 4 * MAX_SEGMENT_LEN),
         });
     }
-    prefix
-        .split('/')
-        .try_for_each(|level| validate_segment(what, level))
+    prefix.split('/').try_for_each(|level| {
+        validate_segment(what, level).map_err(|e| match e {
+            // Name the whole prefix: `"a/+"`, not just its bad level.
+            MqttError::Name { reason, .. } => MqttError::Name {
+                what: what.to_string(),
+                value: prefix.to_string(),
+                reason: format!("level {level:?} {reason}"),
+            },
+            other => other,
+        })
+    })
 }
 
 /// Longest device id, camera name or request id accepted as a topic level. Brokers accept far
