@@ -33,6 +33,9 @@ pub struct WatchArgs {
     /// Stop when nothing arrived for this many seconds.
     #[arg(long)]
     idle_timeout: Option<f64>,
+    /// The devices' `[mqtt] topic_prefix`.
+    #[arg(long, default_value = lookout::mqtt::topics::DEFAULT_ROOT)]
+    topic_prefix: String,
 }
 
 pub fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +49,7 @@ pub fn run(a: WatchArgs) -> anyhow::Result<ExitCode> {
         password: a.password,
         max_messages: a.max_messages,
         idle_timeout: a.idle_timeout.map(Duration::from_secs_f64),
+        topic_prefix: a.topic_prefix,
     };
     let n = mqtt::watch(&opts, &mut std::io::stdout().lock())?;
     eprintln!("{n} messages");

@@ -153,6 +153,9 @@ pub fn parse_command(
             ),
         ));
     }
+    if let Some(rule) = topics.rule_set_name(topic) {
+        return rule_switch(rule, payload, generated());
+    }
     let Some(cmd_name) = name.as_deref() else {
         return Err(fail(
             generated(),
@@ -260,6 +263,31 @@ pub fn parse_command(
                 "unknown command {other:?} (known: {})",
                 COMMAND_NAMES.join(", ")
             )))
+        }
+    };
+    Ok(CommandRequest {
+        request_id,
+        command,
+    })
+}
+
+/// `rules/<rule>/set` with a plain `ON`/`OFF` payload (a Home Assistant switch; no JSON, so no
+/// request id: the reply goes to a generated one).
+fn rule_switch(
+    rule: &str,
+    payload: &[u8],
+    request_id: String,
+) -> std::result::Result<CommandRequest, CommandError> {
+    let name = rule.to_string();
+    let command = match std::str::from_utf8(payload).map(str::trim) {
+        Ok(p) if p.eq_ignore_ascii_case("on") => Command::RulesEnable { name },
+        Ok(p) if p.eq_ignore_ascii_case("off") => Command::RulesDisable { name },
+        _ => {
+            return Err(CommandError {
+                request_id,
+                command: Some("rules/set".into()),
+                error: format!("rules/{rule}/set takes ON or OFF"),
+            })
         }
     };
     Ok(CommandRequest {
@@ -651,6 +679,16 @@ mod tests {
                 name: "driveway".into()
             }
         );
+        let r = parse("lookout/dev/rules/path/set", b"OFF").unwrap();
+        assert_eq!(
+            r.command,
+            Command::RulesDisable {
+                name: "path".into()
+            }
+        );
+        let r = parse("lookout/dev/rules/path/set", b" on\n").unwrap();
+        assert!(matches!(r.command, Command::RulesEnable { .. }));
+        assert!(parse("lookout/dev/rules/path/set", b"maybe").is_err());
         let r = parse("lookout/dev/cmd/describe", br#"{"prompt":"gate open?"}"#).unwrap();
         assert_eq!(
             r.command,

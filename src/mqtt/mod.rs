@@ -8,10 +8,12 @@
 //! - [`MqttError`]: what can go wrong, by kind;
 //! - [`commands`]: parsing, validation and dispatch of `cmd/*`, replies on `reply/*`;
 //! - [`broker`]: an embedded broker (rumqttd);
+//! - [`discovery`]: Home Assistant MQTT discovery configs and their clean-up;
 //! - [`watch`]: a terminal subscriber for people.
 
 pub mod broker;
 pub mod commands;
+pub mod discovery;
 mod error;
 pub mod publisher;
 pub mod spool;

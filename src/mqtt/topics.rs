@@ -1,11 +1,12 @@
 //! The MQTT topic schema and the envelope every JSON payload is published in.
 //!
-//! Everything a device publishes lives under `lookout/<device>/`; see `docs/mqtt.md` for the
-//! table a subscriber reads. The transport's own bodies live here (status, replies; the `stats`
-//! counters in [`super::stats`]). The bodies of alerts, events, scene descriptions and
-//! detections are the pipeline's records themselves, published as they are: the transport sits
-//! below the code that makes them, so it takes any serialisable body, and the typed payloads
-//! (`Envelope<record>`) are named where the records are known, in `pipeline::payload`.
+//! Everything a device publishes lives under `<topic_prefix>/<device>/` (`lookout/<device>/` by
+//! default); see `docs/mqtt.md` for the table a subscriber reads. The transport's own bodies live
+//! here (status, replies; the `stats` counters in [`super::stats`]). The bodies of alerts, events,
+//! scene descriptions and detections are the pipeline's records themselves, published as they
+//! are: the transport sits below the code that makes them, so it takes any serialisable body, and
+//! the typed payloads (`Envelope<record>`) are named where the records are known, in
+//! `pipeline::payload`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,8 +26,31 @@ pub const PAYLOAD_VERSION: u32 = 2;
 /// working.
 pub const COMMAND_VERSION: u32 = 1;
 
-/// Default first topic level.
+/// Default first topic level (`[mqtt] topic_prefix`).
 pub const DEFAULT_ROOT: &str = "lookout";
+
+/// Checks a topic prefix such as `lookout` or `site/lookout`: one or more levels, each a valid
+/// [`validate_segment`]. `what` names the config key in the error.
+pub fn validate_prefix(what: &str, prefix: &str) -> Result<()> {
+    if prefix.len() > 4 * MAX_SEGMENT_LEN {
+        return Err(MqttError::Name {
+            what: what.to_string(),
+            value: prefix.to_string(),
+            reason: format!("longer than {} bytes", 4 * MAX_SEGMENT_LEN),
+        });
+    }
+    prefix.split('/').try_for_each(|level| {
+        validate_segment(what, level).map_err(|e| match e {
+            // Name the whole prefix: `"a/+"`, not just its bad level.
+            MqttError::Name { reason, .. } => MqttError::Name {
+                what: what.to_string(),
+                value: prefix.to_string(),
+                reason: format!("level {level:?} {reason}"),
+            },
+            other => other,
+        })
+    })
+}
 
 /// Longest device id, camera name or request id accepted as a topic level. Brokers accept far
 /// longer topics; the limit keeps topics readable and stops a peer from making us allocate.
@@ -209,8 +233,9 @@ impl Topics {
         Topics::with_root(DEFAULT_ROOT, device)
     }
 
+    /// Topics under `<root>/<device>/`; `root` may have several levels (`site/lookout`).
     pub fn with_root(root: &str, device: &str) -> Result<Topics> {
-        validate_segment("topic root", root)?;
+        validate_prefix("topic_prefix", root)?;
         validate_segment("device id", device)?;
         Ok(Topics {
             device: device.to_string(),
@@ -222,9 +247,47 @@ impl Topics {
         &self.device
     }
 
-    /// `lookout/<device>`
+    /// `<root>/<device>`
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Retained plain `online`/`offline` (no JSON): what Home Assistant and most dashboards read
+    /// as availability. The last will of the device's second, presence-only connection.
+    pub fn availability(&self) -> String {
+        format!("{}/availability", self.prefix)
+    }
+    /// Where a rule's ON/OFF switch is commanded (Home Assistant `switch`).
+    pub fn rule_set(&self, rule: &str) -> Result<String> {
+        validate_segment("rule name", rule)?;
+        Ok(format!("{}/rules/{rule}/set", self.prefix))
+    }
+    /// Retained `ON`/`OFF`: whether a rule is enabled.
+    pub fn rule_state(&self, rule: &str) -> Result<String> {
+        validate_segment("rule name", rule)?;
+        Ok(format!("{}/rules/{rule}/state", self.prefix))
+    }
+    /// The filter the device subscribes to for rule switches.
+    pub fn rule_set_filter(&self) -> String {
+        format!("{}/rules/+/set", self.prefix)
+    }
+    /// The rule named by a `rules/<rule>/set` topic.
+    pub fn rule_set_name<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/rules/")?
+            .strip_suffix("/set")
+            .filter(|n| validate_segment("rule name", n).is_ok())
+    }
+    /// Retained object count (plain integer) in one zone.
+    pub fn zone_count(&self, zone: &str) -> Result<String> {
+        validate_segment("zone name", zone)?;
+        Ok(format!("{}/zones/{zone}/count", self.prefix))
+    }
+    /// Retained count (plain integer) of objects with one label in the device's view.
+    pub fn label_count(&self, label: &str) -> Result<String> {
+        validate_segment("label", label)?;
+        Ok(format!("{}/labels/{label}/count", self.prefix))
     }
 
     /// Retained `online`/`offline` status; also the last-will topic.
@@ -449,6 +512,32 @@ mod tests {
         );
         assert_eq!(t.command_name("lookout/porch/cmd/"), None);
         assert_eq!(t.command_name("lookout/other/cmd/ping"), None);
+        assert_eq!(t.availability(), "lookout/porch/availability");
+        assert_eq!(t.rule_set("path").unwrap(), "lookout/porch/rules/path/set");
+        assert_eq!(
+            t.rule_set_name("lookout/porch/rules/path/set"),
+            Some("path")
+        );
+        assert_eq!(t.rule_set_name("lookout/porch/rules/a/b/set"), None);
+        assert_eq!(t.rule_set_name("lookout/porch/rules//set"), None);
+        assert_eq!(
+            t.zone_count("path").unwrap(),
+            "lookout/porch/zones/path/count"
+        );
+        assert_eq!(
+            t.label_count("person").unwrap(),
+            "lookout/porch/labels/person/count"
+        );
+    }
+
+    #[test]
+    fn the_topic_prefix_may_have_levels() {
+        let t = Topics::with_root("site/cams", "porch").unwrap();
+        assert_eq!(t.status(), "site/cams/porch/status");
+        assert_eq!(t.command_name("site/cams/porch/cmd/ping"), Some("ping"));
+        for bad in ["", "a//b", "a/+", "#", "/a"] {
+            assert!(Topics::with_root(bad, "porch").is_err(), "{bad:?}");
+        }
     }
 
     #[test]

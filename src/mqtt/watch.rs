@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::error::{MqttError, Result};
 use super::publisher::{tls_config, BrokerUrl, MqttConfig};
-use super::topics::{validate_segment, MessageClass, DEFAULT_ROOT};
+use super::topics::{validate_prefix, validate_segment, MessageClass, DEFAULT_ROOT};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WatchOptions {
@@ -32,6 +32,8 @@ pub struct WatchOptions {
     pub max_messages: Option<usize>,
     /// Stop when nothing arrived for this long.
     pub idle_timeout: Option<Duration>,
+    /// The devices' `[mqtt] topic_prefix` (default `lookout`).
+    pub topic_prefix: String,
 }
 
 impl Default for WatchOptions {
@@ -46,6 +48,7 @@ impl Default for WatchOptions {
             password: None,
             max_messages: None,
             idle_timeout: None,
+            topic_prefix: DEFAULT_ROOT.into(),
         }
     }
 }
@@ -60,6 +63,7 @@ const SEEN: usize = 4096;
 /// reached at the start is an error; once connected, dropped connections are retried.
 pub fn watch(opts: &WatchOptions, out: &mut impl Write) -> Result<usize> {
     let url = BrokerUrl::parse(&opts.broker)?;
+    validate_prefix("topic_prefix", &opts.topic_prefix)?;
     let device = match &opts.device {
         Some(d) => {
             validate_segment("device id", d)?;
@@ -97,7 +101,7 @@ pub fn watch(opts: &WatchOptions, out: &mut impl Write) -> Result<usize> {
     }
     let filters: Vec<String> = filters
         .into_iter()
-        .map(|f| format!("{DEFAULT_ROOT}/{device}/{f}"))
+        .map(|f| format!("{}/{device}/{f}", opts.topic_prefix))
         .collect();
 
     // rumqttc's event loop runs uninterrupted on its own thread: waking it on a timer instead

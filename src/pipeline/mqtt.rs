@@ -1,11 +1,16 @@
 //! The MQTT side of a run, wired at start-up: the embedded broker (if asked for), the publisher
-//! and the command server, whose `cmd/*` answers come from the running frame loop.
+//! and the command server, whose `cmd/*` answers come from the running frame loop; and what Home
+//! Assistant reads: the discovery configs (built by `mqtt::discovery` from this run's config),
+//! the rule switch states and the per-zone / per-label object counts.
 //!
 //! `crate::mqtt` knows the protocol (topics, spool, connection, command parsing); this module
 //! knows the pipeline (its config, its latest frame, its rules) and joins the two.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,11 +20,13 @@ use super::{Handle, Latest};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ground::{Grounder, Object};
+use crate::mqtt::discovery::{self, Inventory};
 use crate::mqtt::{
     Command, CommandHandler, CommandRequest, CommandServer, EmbeddedBroker, EmbeddedBrokerConfig,
-    MqttConfig, Publisher, PublisherHandle, Responder,
+    MessageClass, MqttConfig, Publisher, PublisherHandle, Qos, Responder,
 };
-use crate::scene::SceneDescription;
+use crate::scene::{RuleKind, SceneDescription};
+use crate::track::Track;
 
 /// The port `Broker::Embedded` tries first; when it is taken, any free loopback port will do.
 pub const DEFAULT_EMBEDDED_PORT: u16 = 1883;
@@ -43,6 +50,7 @@ pub enum Broker {
 pub struct MqttRuntime {
     pub publisher: Publisher,
     commands: Option<CommandServer>,
+    occupancy: Option<Occupancy>,
     // Dropped last: the publisher drains into it on the way out.
     _broker: Option<EmbeddedBroker>,
 }
@@ -81,6 +89,14 @@ impl MqttRuntime {
         }
         mc.validate()?;
         let publisher = Publisher::start(&mc)?;
+        let inventory = Inventory {
+            commands: mc.commands,
+            board: mc.board.clone(),
+            ..inventory(cfg)
+        };
+        announce(&mc, &publisher.handle(), &inventory)?;
+        publish_rule_states(&publisher.handle(), cfg);
+        let occupancy = Occupancy::start(publisher.handle(), handle.clone(), &inventory)?;
         let commands = if mc.commands {
             let handler = PipelineCommands {
                 handle: handle.clone(),
@@ -94,21 +110,30 @@ impl MqttRuntime {
             None
         };
         notify(&format!(
-            "mqtt: publishing to {} as lookout/{}/… (spool {})",
+            "mqtt: publishing to {} as {}/… (spool {}){}",
             mc.broker,
-            mc.device,
-            mc.spool_path.display()
+            publisher.topics().prefix(),
+            mc.spool_path.display(),
+            if mc.discovery {
+                format!(", Home Assistant discovery under {}/", mc.discovery_prefix)
+            } else {
+                String::new()
+            }
         ));
         Ok(Some(MqttRuntime {
             publisher,
             commands,
+            occupancy: Some(occupancy),
             _broker: embedded,
         }))
     }
 
     /// Waits up to 5 s for the broker to acknowledge what is queued (the rest stays in the spool
     /// for the next start), then closes the connection and the command server.
-    pub fn stop(self, notify: &mut dyn FnMut(&str)) {
+    pub fn stop(mut self, notify: &mut dyn FnMut(&str)) {
+        if let Some(o) = self.occupancy.take() {
+            o.stop();
+        }
         if !self.publisher.flush(Duration::from_secs(5)) {
             notify("mqtt: not everything was acknowledged yet; it stays in the spool for the next start");
         }
@@ -304,6 +329,7 @@ impl CommandHandler for PipelineCommands {
                 match self.handle.rule_switches.lock() {
                     Ok(mut s) => {
                         s.push((name.clone(), on));
+                        publish_rule_state(&self.publisher, &name, on);
                         responder.ok(serde_json::json!({ "rule": name, "enabled": on }))
                     }
                     Err(_) => responder.err("pipeline is stopping"),
@@ -320,5 +346,248 @@ impl CommandHandler for PipelineCommands {
             }
             Command::Ping => responder.ok(serde_json::json!({ "pong": true })),
         }
+    }
+}
+
+/// What Home Assistant gets entities for, from this run's config: the camera, the zones (zone
+/// rules), the labels counted (the detector's classes; without them, the labels the rules name)
+/// and every rule.
+pub fn inventory(cfg: &Config) -> Inventory {
+    let mut labels: Vec<String> = cfg.detector.classes.clone();
+    if labels.is_empty() {
+        let named: BTreeSet<&String> = cfg.rules.iter().flat_map(|r| &r.classes).collect();
+        labels = named.into_iter().cloned().collect();
+    }
+    Inventory {
+        cameras: vec![cfg.camera.name.clone()],
+        zones: zone_names(cfg),
+        labels,
+        rules: cfg.rules.iter().map(|r| r.name.clone()).collect(),
+        temperature: super::stats::board_temperature().is_some(),
+        board: cfg.board.clone().unwrap_or_else(|| "unknown".into()),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        commands: true,
+    }
+}
+
+fn zone_names(cfg: &Config) -> Vec<String> {
+    cfg.rules
+        .iter()
+        .filter(|r| r.kind == RuleKind::Zone)
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// Publishes the Home Assistant discovery configs (or, with `discovery = false`, removes what an
+/// earlier run announced), emptying the configs of entities this run no longer has.
+fn announce(mc: &MqttConfig, p: &PublisherHandle, inv: &Inventory) -> Result<()> {
+    let state = discovery::state_path(&mc.spool_path);
+    let previous = discovery::load_published(&state);
+    let configs = if mc.discovery {
+        discovery::configs(p.topics(), &mc.discovery_prefix, inv)
+    } else {
+        Vec::new()
+    };
+    if configs.is_empty() && previous.is_empty() {
+        return Ok(());
+    }
+    let removed = discovery::publish(p, &configs, &previous, &state)?;
+    log::info!(
+        "mqtt: {} Home Assistant discovery configs published, {removed} removed",
+        configs.len()
+    );
+    Ok(())
+}
+
+/// The retained `rules/<rule>/state` of every rule as configured, for the rule switches.
+fn publish_rule_states(p: &PublisherHandle, cfg: &Config) {
+    for r in &cfg.rules {
+        publish_rule_state(p, &r.name, r.enabled);
+    }
+}
+
+fn publish_rule_state(p: &PublisherHandle, rule: &str, on: bool) {
+    let Ok(topic) = p.topics().rule_state(rule) else {
+        return; // a name that is not a topic level has no switch either
+    };
+    let payload = if on { "ON" } else { "OFF" };
+    if let Err(e) = p.publish_with(
+        MessageClass::Event,
+        topic,
+        payload.into(),
+        Qos::AtLeastOnce,
+        true,
+    ) {
+        log::warn!("mqtt: rule state of {rule}: {e}");
+    }
+}
+
+/// How often the latest frame is looked at for changed counts. Counts are state, not events:
+/// a dashboard needs the current value, and a change shorter than this is not worth a message.
+const OCCUPANCY_POLL: Duration = Duration::from_millis(200);
+
+/// Publishes the retained object counts per zone (`zones/<zone>/count`) and per label
+/// (`labels/<label>/count`) that Home Assistant's occupancy and count entities read, from the
+/// frame loop's latest frame; only counts that changed go out. Its own thread, so the frame
+/// loop does no extra work.
+struct Occupancy {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Occupancy {
+    fn start(p: PublisherHandle, handle: Handle, inv: &Inventory) -> Result<Occupancy> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (zones, labels) = (inv.zones.clone(), inv.labels.clone());
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("mqtt-occupancy".into())
+            .spawn(move || {
+                let mut sent: BTreeMap<String, usize> = BTreeMap::new();
+                let mut seen_frame = None;
+                loop {
+                    let last_round = s.load(Ordering::Relaxed);
+                    let latest = handle.latest.lock().ok().and_then(|l| l.clone());
+                    let frame = latest.as_ref().map(|l| l.frame_id);
+                    if frame != seen_frame || sent.is_empty() {
+                        seen_frame = frame;
+                        let counts = match &latest {
+                            Some(l) => object_counts(&l.tracks, &l.zones, &zones, &labels),
+                            None => object_counts(&[], &Default::default(), &zones, &labels),
+                        };
+                        publish_counts(&p, counts, &mut sent);
+                    }
+                    if last_round {
+                        return;
+                    }
+                    std::thread::sleep(OCCUPANCY_POLL);
+                }
+            })
+            .map_err(|e| Error::Other(format!("spawn mqtt-occupancy: {e}")))?;
+        Ok(Occupancy {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Publishes the last counts once more if they changed, then stops.
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Topic → count for every zone and label, from the tracks the rules see (confirmed and lost:
+/// a track missed for a frame or two is still there).
+fn object_counts(
+    tracks: &[Track],
+    membership: &crate::scene::ZoneMembership,
+    zones: &[String],
+    labels: &[String],
+) -> Vec<(Which, usize)> {
+    let present: Vec<&Track> = tracks.iter().filter(|t| t.is_established()).collect();
+    let zone_counts = zones.iter().map(|z| {
+        let n = present
+            .iter()
+            .filter(|t| membership.of(t.id).iter().any(|m| m == z))
+            .count();
+        (Which::Zone(z.clone()), n)
+    });
+    let label_counts = labels.iter().map(|l| {
+        let n = present.iter().filter(|t| &*t.label == l.as_str()).count();
+        (Which::Label(l.clone()), n)
+    });
+    zone_counts.chain(label_counts).collect()
+}
+
+/// What a count is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Which {
+    Zone(String),
+    Label(String),
+}
+
+fn publish_counts(
+    p: &PublisherHandle,
+    counts: Vec<(Which, usize)>,
+    sent: &mut BTreeMap<String, usize>,
+) {
+    for (which, n) in counts {
+        let topic = match &which {
+            Which::Zone(z) => p.topics().zone_count(z),
+            Which::Label(l) => p.topics().label_count(l),
+        };
+        let Ok(topic) = topic else { continue };
+        if sent.get(&topic) == Some(&n) {
+            continue;
+        }
+        match p.publish_with(
+            MessageClass::Scene,
+            topic.clone(),
+            n.to_string().into_bytes(),
+            Qos::AtLeastOnce,
+            true,
+        ) {
+            Ok(()) => {
+                sent.insert(topic, n);
+            }
+            Err(e) => log::debug!("mqtt: count on {topic}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::BBox;
+    use crate::scene::ZoneMembership;
+    use crate::track::{TrackState, Velocity};
+
+    fn track(id: u64, label: &str, state: TrackState) -> Track {
+        Track {
+            id,
+            label: Arc::from(label),
+            class_id: 0,
+            score: 0.9,
+            bbox: BBox::from([0.0, 0.0, 1.0, 1.0]),
+            velocity: Velocity::default(),
+            age_frames: 5,
+            hits: 5,
+            missed_frames: 0,
+            first_seen: 0.0,
+            last_seen: 0.0,
+            last_frame: 0,
+            state,
+        }
+    }
+
+    #[test]
+    fn counts_cover_established_tracks_per_zone_and_label() {
+        let tracks = [
+            track(1, "person", TrackState::Confirmed),
+            track(2, "person", TrackState::Lost),
+            track(0, "person", TrackState::Tentative),
+            track(3, "car", TrackState::Confirmed),
+        ];
+        let zones: ZoneMembership = [(1, "path"), (3, "path"), (3, "road")]
+            .into_iter()
+            .collect();
+        let got = object_counts(
+            &tracks,
+            &zones,
+            &["path".into(), "gate".into()],
+            &["person".into(), "dog".into()],
+        );
+        assert_eq!(
+            got,
+            [
+                (Which::Zone("path".into()), 2),
+                (Which::Zone("gate".into()), 0),
+                (Which::Label("person".into()), 2),
+                (Which::Label("dog".into()), 0),
+            ]
+        );
     }
 }

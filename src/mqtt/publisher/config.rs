@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::mqtt::error::{MqttError, Result};
 use crate::mqtt::spool::SpoolLimits;
-use crate::mqtt::topics::{ClassPolicies, Topics};
+use crate::mqtt::topics::{validate_prefix, ClassPolicies, Topics, DEFAULT_ROOT};
 
 /// Everything the MQTT side needs; deserialisable from the `[mqtt]` table of the config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +48,12 @@ pub struct MqttConfig {
     pub protocol: Protocol,
     /// MQTT v5 only: how long the broker keeps the durable session after a disconnect.
     pub session_expiry_s: u32,
+    /// First topic level(s): topics are `<topic_prefix>/<device>/…`. Default `lookout`.
+    pub topic_prefix: String,
+    /// Publish Home Assistant MQTT discovery configs (retained) for this device's entities.
+    pub discovery: bool,
+    /// Where Home Assistant listens for discovery configs. Default `homeassistant`.
+    pub discovery_prefix: String,
 }
 
 /// MQTT protocol version.
@@ -84,6 +90,9 @@ impl Default for MqttConfig {
             board: "unknown".into(),
             protocol: Protocol::V311,
             session_expiry_s: 7 * 24 * 3600,
+            topic_prefix: DEFAULT_ROOT.into(),
+            discovery: true,
+            discovery_prefix: "homeassistant".into(),
         }
     }
 }
@@ -95,9 +104,15 @@ impl MqttConfig {
             .unwrap_or_else(|| format!("lookout-{}", self.device))
     }
 
+    /// The device's topics under `topic_prefix`.
+    pub fn topics(&self) -> Result<Topics> {
+        Topics::with_root(&self.topic_prefix, &self.device)
+    }
+
     pub fn validate(&self) -> Result<BrokerUrl> {
         let url = BrokerUrl::parse(&self.broker)?;
-        Topics::new(&self.device)?;
+        self.topics()?;
+        validate_prefix("discovery_prefix", &self.discovery_prefix)?;
         let bad = |key: &str, why: &str| Err(MqttError::config(key, why));
         if self.keep_alive_s == 0 {
             return bad("keep_alive_s", "must be at least 1 second");
@@ -318,6 +333,17 @@ mod tests {
         assert_eq!(parsed.spool.max_messages, 5);
         assert!(parsed.classes.policy(MessageClass::Scene).retain);
         assert!(toml::from_str::<MqttConfig>("brokr = \"x\"").is_err());
+        let c: MqttConfig = toml::from_str("topic_prefix = \"site/cams\"\ndevice = \"d\"").unwrap();
+        assert_eq!(c.topics().unwrap().status(), "site/cams/d/status");
+        assert!(c.discovery && c.discovery_prefix == "homeassistant");
+        for (key, bad) in [
+            ("topic_prefix", "topic_prefix = \"a/+\""),
+            ("discovery_prefix", "discovery_prefix = \"\""),
+        ] {
+            let c: MqttConfig = toml::from_str(bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   hands them to the connection;
 //! - `eventloop`: the *net thread*, which owns the connection and reports what happens on it;
 //! - `state`: the socket-free in-flight bookkeeping the spool thread keeps per connection;
-//! - `protocol`: MQTT 3.1.1 and 5 behind one client / event-stream pair.
+//! - `protocol`: MQTT 3.1.1 and 5 behind one client / event-stream pair;
+//! - `presence`: a second, tiny connection carrying the plain `availability` topic and its will.
 //!
 //! The three parties are joined by channels so none waits on another. [`Publisher`] starts and
 //! stops the two threads.
@@ -16,6 +17,7 @@
 mod config;
 mod eventloop;
 mod handle;
+mod presence;
 mod protocol;
 mod sender;
 mod state;
@@ -36,10 +38,10 @@ pub use self::handle::PublisherHandle;
 pub use super::stats::PublisherStats;
 
 use self::eventloop::NetLoop;
+use self::presence::Presence;
 use self::sender::SpoolSender;
 use super::error::{MqttError, Result};
 use super::spool::Spool;
-use super::topics::Topics;
 
 /// A message received on a subscribed topic (commands).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +64,7 @@ pub struct Publisher {
     incoming_rx: Receiver<IncomingMessage>,
     spool_thread: Option<JoinHandle<()>>,
     net_thread: Option<JoinHandle<()>>,
+    presence: Option<Presence>,
 }
 
 impl std::ops::Deref for Publisher {
@@ -98,8 +101,9 @@ impl Publisher {
     /// broker is unreachable (messages wait in the spool).
     pub fn start(cfg: &MqttConfig) -> Result<Publisher> {
         let url = cfg.validate()?;
-        let topics = Topics::new(&cfg.device)?;
+        let topics = cfg.topics()?;
         let tls = cfg.tls_for(&url)?;
+        let presence = Presence::start(cfg, url.clone(), tls.clone(), topics.availability())?;
         let spool = Spool::open(&cfg.spool_path, cfg.spool)?;
 
         let (staging_tx, staging_rx) = bounded(handle::STAGING_CAP);
@@ -142,6 +146,7 @@ impl Publisher {
             incoming_rx,
             spool_thread: Some(spool_thread),
             net_thread: Some(net_thread),
+            presence: Some(presence),
         })
     }
 
@@ -171,6 +176,9 @@ impl Publisher {
         }
         if let Some(t) = self.net_thread.take() {
             let _ = t.join();
+        }
+        if let Some(mut p) = self.presence.take() {
+            p.stop();
         }
     }
 }

@@ -174,9 +174,12 @@ impl SpoolSender {
                     conn.state.handed_untracked();
                 }
                 if self.commands {
-                    let filter = self.handle.topics().commands_filter();
-                    if !conn.client.try_subscribe_qos0(filter) {
-                        log::warn!("mqtt: cannot subscribe to commands");
+                    let t = self.handle.topics();
+                    // Rule switches (`rules/<rule>/set`, Home Assistant) are commands too.
+                    for filter in [t.commands_filter(), t.rule_set_filter()] {
+                        if !conn.client.try_subscribe_qos0(filter) {
+                            log::warn!("mqtt: cannot subscribe to commands");
+                        }
                     }
                 }
                 self.conn = Some(conn);
