@@ -61,6 +61,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SensorLabel {
+    sensor: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabel {
     class: String,
 }
@@ -85,7 +90,8 @@ pub struct Metrics {
     fps: GaugeF,
     queue_depth: Gauge,
     tracks: Gauge,
-    temperature: GaugeF,
+    /// Empty (no sample at all) until the board reports a temperature, rather than a false 0.
+    temperature: Family<SensorLabel, GaugeF>,
     stage_seconds: Family<StageLabel, Histogram>,
     latency_seconds: Histogram,
     alerts: Family<AlertLabels, Counter>,
@@ -146,7 +152,7 @@ impl Metrics {
             fps: GaugeF::default(),
             queue_depth: Gauge::default(),
             tracks: Gauge::default(),
-            temperature: GaugeF::default(),
+            temperature: Family::default(),
             stage_seconds: Family::new_with_constructor(|| Histogram::new(STAGE_BUCKETS)),
             latency_seconds: Histogram::new(STAGE_BUCKETS),
             alerts: Family::default(),
@@ -360,7 +366,11 @@ impl Metrics {
         self.fps.set(fps);
         self.queue_depth.set(queue_depth as i64);
         if let Some(t) = temperature_c {
-            self.temperature.set(t);
+            self.temperature
+                .get_or_create(&SensorLabel {
+                    sensor: "thermal_zone0",
+                })
+                .set(t);
         }
     }
 

@@ -153,16 +153,26 @@ fn header(name: &str, value: &str) -> Header {
         .unwrap_or_else(|()| Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("ASCII"))
 }
 
+/// A body of known length goes out with `Content-Length`, never chunked (tiny_http chunks
+/// anything over 32 KiB by default), so the simplest client can read it.
+fn sized<R: std::io::Read>(r: Response<R>) -> Response<R> {
+    r.with_chunked_threshold(usize::MAX)
+}
+
 fn text(code: u16, body: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    Response::from_string(body)
-        .with_status_code(code)
-        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+    sized(
+        Response::from_string(body)
+            .with_status_code(code)
+            .with_header(header("Content-Type", "text/plain; charset=utf-8")),
+    )
 }
 
 fn json(v: &serde_json::Value) -> Response<std::io::Cursor<Vec<u8>>> {
-    Response::from_string(v.to_string())
-        .with_header(header("Content-Type", "application/json"))
-        .with_header(header("Cache-Control", "no-store"))
+    sized(
+        Response::from_string(v.to_string())
+            .with_header(header("Content-Type", "application/json"))
+            .with_header(header("Cache-Control", "no-store")),
+    )
 }
 
 /// `%XX` and `+` decoded; bytes that do not form UTF-8 are replaced.
@@ -246,11 +256,11 @@ fn handle(req: Request, ctx: &Arc<Ctx>) {
     }
     let st = &ctx.state;
     let res = match path {
-        "/" | "/index.html" => req.respond(
+        "/" | "/index.html" => req.respond(sized(
             Response::from_string(PAGE)
                 .with_header(header("Content-Type", "text/html; charset=utf-8"))
                 .with_header(header("Cache-Control", "no-store")),
-        ),
+        )),
         "/api/status" => req.respond(json(&st.status())),
         "/api/events" => {
             let num = |k: &str| query_value(query, k).and_then(|v| v.parse::<u64>().ok());
@@ -264,9 +274,9 @@ fn handle(req: Request, ctx: &Arc<Ctx>) {
             } else {
                 prometheus_client::encoding::prometheus_text::CONTENT_TYPE
             };
-            req.respond(
+            req.respond(sized(
                 Response::from_string(st.metrics_text(om)).with_header(header("Content-Type", ct)),
-            )
+            ))
         }
         "/stream.mjpg" => {
             start_stream(req, ctx);
@@ -277,11 +287,11 @@ fn handle(req: Request, ctx: &Arc<Ctx>) {
             .and_then(|r| r.strip_suffix(".jpg"))
         {
             Some(cam) if percent_decode(cam) == st.camera() => match st.jpeg() {
-                Some((_, jpeg)) => req.respond(
+                Some((_, jpeg)) => req.respond(sized(
                     Response::from_data(jpeg.as_slice())
                         .with_header(header("Content-Type", "image/jpeg"))
                         .with_header(header("Cache-Control", "no-store")),
-                ),
+                )),
                 None => req.respond(text(503, "no frame yet")),
             },
             Some(cam) => req.respond(text(
