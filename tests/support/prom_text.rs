@@ -216,7 +216,9 @@ pub fn parse(text: &str) -> Result<Vec<Family>, String> {
 /// Per series (labels without `le`): `le` ascending, counts cumulative, `+Inf` last and equal
 /// to `_count`, and a `_sum`.
 fn check_histogram(f: &Family) -> Result<(), String> {
-    let mut groups: BTreeMap<String, (Vec<(f64, f64)>, Option<f64>, Option<f64>)> = BTreeMap::new();
+    /// Per series: its (le, count) buckets, `_count` and `_sum`.
+    type Series = (Vec<(f64, f64)>, Option<f64>, Option<f64>);
+    let mut groups: BTreeMap<String, Series> = BTreeMap::new();
     for s in &f.samples {
         let mut l = s.labels.clone();
         let le = l.remove("le");
