@@ -409,6 +409,40 @@ fn with_a_token_every_request_needs_it() {
     prom_text::parse(&String::from_utf8(m.body).unwrap()).unwrap();
 }
 
+/// The raw answer to `bytes` sent as a request.
+fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    // The server may answer and close before all of an oversized head is written.
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn oversized_heads_and_streams_beyond_the_cap_are_refused() {
+    let run = Run::start(&[], Some("[http]\nmax_streams = 1"));
+    let mut big = b"GET /api/status HTTP/1.1\r\nX-Filler: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    big.extend(b"\r\n\r\n");
+    assert!(raw(run.addr, &big).starts_with("HTTP/1.1 431 "));
+    assert!(raw(run.addr, b"POST /api/status HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405 "));
+    assert!(raw(run.addr, b"\x16\x03\x01 not http\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    // One stream plays; a second is refused while it does; the server still answers.
+    let mut first = TcpStream::connect(run.addr).unwrap();
+    first.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(first, "GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let second = get(run.addr, "/stream.mjpg", &[]);
+    assert_eq!(second.status, 503);
+    assert!(String::from_utf8_lossy(&second.body).contains("http.max_streams"));
+    assert_eq!(get(run.addr, "/api/status", &[]).status, 200);
+    drop(first);
+}
+
 #[test]
 fn a_listen_address_beyond_loopback_is_refused_without_a_token() {
     let out = common::lookout()

@@ -1,31 +1,38 @@
-//! The HTTP server of the web view: routes, the bearer token, and the MJPEG streams.
+//! The HTTP server of the web view: connections, routes, the bearer token, the MJPEG streams.
 //!
-//! One thread accepts, a fixed pool answers the short requests (page, JSON, snapshot, metrics)
-//! and each MJPEG viewer gets a thread of its own, up to `max_streams`. Only `GET` and `HEAD` are
-//! served and no request body is ever read.
+//! One thread accepts; a fixed pool of [`WORKERS`] threads reads each request (bounded, see
+//! [`super::wire`]) and answers the short ones (page, JSON, snapshot, metrics); each MJPEG viewer
+//! gets a thread of its own, up to `max_streams`. Only `GET` and `HEAD` are served, every answer
+//! closes its connection, and sockets time out, so an idle or stalled peer holds nothing long.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, TrySendError};
-use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::state::WebState;
+use super::wire::{finish, read_request, Answer, Method, ReadError, Request};
 use super::HttpError;
 
 /// The page, compiled in.
 const PAGE: &str = include_str!("page.html");
-/// Threads answering short requests.
+/// Threads reading requests and answering the short ones.
 const WORKERS: usize = 4;
-/// Requests waiting for a worker; beyond this a request gets 503 at once.
+/// Connections waiting for a worker; beyond this a connection gets 503 at once.
 const BACKLOG: usize = 32;
 /// Records `/api/events` returns at most.
 const MAX_EVENTS: usize = 500;
 const BOUNDARY: &str = "lookoutframe";
+/// A peer has this long to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A viewer that reads nothing for this long is dropped (its stream thread is freed).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the accept loop looks at the stop flag.
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// How the server behaves beyond what it serves.
 #[derive(Debug, Clone)]
@@ -41,7 +48,6 @@ pub struct ServerOptions {
 
 /// A running web view; stopped (and its port freed) by [`HttpServer::stop`] or on drop.
 pub struct HttpServer {
-    server: Arc<Server>,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -59,63 +65,39 @@ impl HttpServer {
     /// Binds `opts.listen` (port 0: any free port, see [`HttpServer::addr`]) and starts serving
     /// `state`.
     pub fn start(opts: ServerOptions, state: Arc<WebState>) -> Result<HttpServer, HttpError> {
-        let bind_err = |reason: String| HttpError::Bind {
+        let bind_err = |e: std::io::Error| HttpError::Bind {
             addr: opts.listen,
-            reason,
+            reason: e.to_string(),
         };
-        let server = Server::http(opts.listen).map_err(|e| bind_err(e.to_string()))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| bind_err("not an IP socket".into()))?;
-        let server = Arc::new(server);
+        let listener = TcpListener::bind(opts.listen).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        // Non-blocking, so the accept loop can notice the stop flag.
+        listener.set_nonblocking(true).map_err(bind_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Ctx {
             state: state.clone(),
             opts,
             stop: stop.clone(),
         });
-        let (tx, rx) = bounded::<Request>(BACKLOG);
+        let (tx, rx) = bounded::<TcpStream>(BACKLOG);
         for i in 0..WORKERS {
             let (rx, ctx) = (rx.clone(), ctx.clone());
             thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
-                    for req in rx.iter() {
-                        handle(req, &ctx);
+                    for conn in rx.iter() {
+                        serve(conn, &ctx);
                     }
                 })
                 .map_err(HttpError::Spawn)?;
         }
-        let accept = {
-            let (server, stop) = (server.clone(), stop.clone());
-            thread::Builder::new()
-                .name("http-accept".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        let req = match server.recv_timeout(Duration::from_millis(250)) {
-                            Ok(Some(r)) => r,
-                            Ok(None) => continue,
-                            Err(e) => {
-                                log::warn!("http: {e}");
-                                continue;
-                            }
-                        };
-                        match tx.try_send(req) {
-                            Ok(()) => {}
-                            Err(TrySendError::Full(req)) => {
-                                let _ = req.respond(text(503, "busy, try again"));
-                            }
-                            Err(TrySendError::Disconnected(_)) => return,
-                        }
-                    }
-                })
-                .map_err(HttpError::Spawn)?
-        };
+        let accept = thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || accept_loop(listener, tx, &stop))
+            .map_err(HttpError::Spawn)?;
         Ok(HttpServer {
-            server,
             addr,
-            stop,
+            stop: ctx.stop.clone(),
             accept: Some(accept),
             state,
         })
@@ -134,7 +116,6 @@ impl HttpServer {
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.state.close();
-        self.server.unblock();
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
@@ -147,32 +128,39 @@ impl Drop for HttpServer {
     }
 }
 
-fn header(name: &str, value: &str) -> Header {
-    // Only called with ASCII names and values made here, which `from_bytes` accepts.
-    Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .unwrap_or_else(|()| Header::from_bytes(&b"X-Invalid"[..], &b"1"[..]).expect("ASCII"))
-}
-
-/// A body of known length goes out with `Content-Length`, never chunked (tiny_http chunks
-/// anything over 32 KiB by default), so the simplest client can read it.
-fn sized<R: std::io::Read>(r: Response<R>) -> Response<R> {
-    r.with_chunked_threshold(usize::MAX)
-}
-
-fn text(code: u16, body: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    sized(
-        Response::from_string(body)
-            .with_status_code(code)
-            .with_header(header("Content-Type", "text/plain; charset=utf-8")),
-    )
-}
-
-fn json(v: &serde_json::Value) -> Response<std::io::Cursor<Vec<u8>>> {
-    sized(
-        Response::from_string(v.to_string())
-            .with_header(header("Content-Type", "application/json"))
-            .with_header(header("Cache-Control", "no-store")),
-    )
+fn accept_loop(listener: TcpListener, tx: crossbeam_channel::Sender<TcpStream>, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        let conn = match listener.accept() {
+            Ok((c, _)) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(ACCEPT_POLL);
+                continue;
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                log::warn!("http: accept: {e}");
+                thread::sleep(ACCEPT_POLL);
+                continue;
+            }
+        };
+        // Nodelay: an answer goes out as its head and body, and a stream part by part; waiting
+        // to coalesce them (Nagle) would only add latency.
+        let ready = conn.set_nonblocking(false).is_ok()
+            && conn.set_nodelay(true).is_ok()
+            && conn.set_read_timeout(Some(READ_TIMEOUT)).is_ok()
+            && conn.set_write_timeout(Some(WRITE_TIMEOUT)).is_ok();
+        if !ready {
+            continue;
+        }
+        match tx.try_send(conn) {
+            Ok(()) => {}
+            Err(TrySendError::Full(mut conn)) => {
+                let _ = Answer::text(503, "busy, try again").send(&mut conn, false);
+                finish(&conn);
+            }
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
 }
 
 /// `%XX` and `+` decoded; bytes that do not form UTF-8 are replaced.
@@ -214,115 +202,121 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(req: &Request, query: &str, token: &str) -> bool {
-    let bearer = req.headers().iter().find_map(|h| {
-        if !h.field.equiv("Authorization") {
-            return None;
-        }
-        let v = h.value.as_str().trim();
-        let (scheme, rest) = v.split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim().to_string())
-    });
-    let given = bearer.or_else(|| query_value(query, "token"));
+/// Whether the request carries the token, as a bearer header or `?token=`.
+fn authorized(req: &Request, token: &str) -> bool {
+    let given = req
+        .bearer
+        .clone()
+        .or_else(|| query_value(&req.query, "token"));
     given.is_some_and(|g| same(g.as_bytes(), token.as_bytes()))
 }
 
-fn accepts_openmetrics(req: &Request) -> bool {
-    req.headers().iter().any(|h| {
-        h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
-    })
-}
-
-fn handle(req: Request, ctx: &Arc<Ctx>) {
-    let url = req.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    if !matches!(req.method(), Method::Get | Method::Head) {
-        let _ =
-            req.respond(text(405, "only GET and HEAD").with_header(header("Allow", "GET, HEAD")));
-        return;
-    }
-    if let Some(t) = &ctx.opts.token {
-        if !authorized(&req, query, t) {
-            let r = text(
-                401,
-                "a token is required: Authorization: Bearer <token> or ?token=<token>",
-            )
-            .with_header(header("WWW-Authenticate", "Bearer realm=\"lookout\""));
-            let _ = req.respond(r);
+/// Reads one request from `conn` and answers it (a stream moves to a thread of its own).
+fn serve(mut conn: TcpStream, ctx: &Arc<Ctx>) {
+    let req = match read_request(&mut conn) {
+        Ok(r) => r,
+        Err(ReadError::Gone(_)) => return,
+        Err(ReadError::Refuse(code, why)) => {
+            let _ = Answer::text(code, why).send(&mut conn, false);
+            finish(&conn);
             return;
         }
+    };
+    if req.method == Method::Get && req.path == "/stream.mjpg" && allowed(&req, ctx) {
+        start_stream(conn, ctx);
+        return;
+    }
+    if let Err(e) = answer(&req, &mut conn, ctx) {
+        log::debug!("http {}: {e}", req.path);
+    }
+    finish(&conn);
+}
+
+fn allowed(req: &Request, ctx: &Ctx) -> bool {
+    ctx.opts.token.as_deref().is_none_or(|t| authorized(req, t))
+}
+
+/// Answers every request but a `GET` of the stream.
+fn answer(req: &Request, conn: &mut TcpStream, ctx: &Arc<Ctx>) -> std::io::Result<()> {
+    let head_only = req.method == Method::Head;
+    if req.method == Method::Other {
+        return Answer::text(405, "only GET and HEAD")
+            .with("Allow", "GET, HEAD")
+            .send(conn, false);
+    }
+    if !allowed(req, ctx) {
+        return Answer::text(
+            401,
+            "a token is required: Authorization: Bearer <token> or ?token=<token>",
+        )
+        .with("WWW-Authenticate", "Bearer realm=\"lookout\"")
+        .send(conn, head_only);
     }
     let st = &ctx.state;
-    let res = match path {
-        "/" | "/index.html" => req.respond(sized(
-            Response::from_string(PAGE)
-                .with_header(header("Content-Type", "text/html; charset=utf-8"))
-                .with_header(header("Cache-Control", "no-store")),
-        )),
-        "/api/status" => req.respond(json(&st.status())),
+    let query = req.query.as_str();
+    let json = |v: serde_json::Value| v.to_string().into_bytes();
+    match req.path.as_str() {
+        "/" | "/index.html" => {
+            Answer::new(200, "text/html; charset=utf-8", PAGE.as_bytes()).send(conn, head_only)
+        }
+        "/api/status" => {
+            Answer::new(200, "application/json", &json(st.status())).send(conn, head_only)
+        }
         "/api/events" => {
             let num = |k: &str| query_value(query, k).and_then(|v| v.parse::<u64>().ok());
             let n = num("n").unwrap_or(50).min(MAX_EVENTS as u64) as usize;
-            req.respond(json(&st.recent(num("since").unwrap_or(0), n)))
+            let body = json(st.recent(num("since").unwrap_or(0), n));
+            Answer::new(200, "application/json", &body).send(conn, head_only)
         }
         "/metrics" => {
-            let om = accepts_openmetrics(&req);
+            let om = req
+                .accept
+                .as_deref()
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
             let ct = if om {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8"
             } else {
                 prometheus_client::encoding::prometheus_text::CONTENT_TYPE
             };
-            req.respond(sized(
-                Response::from_string(st.metrics_text(om)).with_header(header("Content-Type", ct)),
-            ))
+            Answer::new(200, ct, st.metrics_text(om).as_bytes()).send(conn, head_only)
         }
-        "/stream.mjpg" => {
-            start_stream(req, ctx);
-            Ok(())
-        }
+        // Only HEAD gets here (a GET becomes a stream in `serve`).
+        "/stream.mjpg" => Answer::new(200, &stream_type(), b"").send(conn, true),
         p => match p
             .strip_prefix("/api/snapshot/")
             .and_then(|r| r.strip_suffix(".jpg"))
         {
             Some(cam) if percent_decode(cam) == st.camera() => match st.jpeg() {
-                Some((_, jpeg)) => req.respond(sized(
-                    Response::from_data(jpeg.as_slice())
-                        .with_header(header("Content-Type", "image/jpeg"))
-                        .with_header(header("Cache-Control", "no-store")),
-                )),
-                None => req.respond(text(503, "no frame yet")),
+                Some((_, jpeg)) => Answer::new(200, "image/jpeg", &jpeg).send(conn, head_only),
+                None => Answer::text(503, "no frame yet").send(conn, head_only),
             },
-            Some(cam) => req.respond(text(
-                404,
-                &format!(
-                    "no camera '{}' (this run has '{}')",
-                    percent_decode(cam),
-                    st.camera()
-                ),
-            )),
-            None => req.respond(text(404, "not found")),
+            Some(cam) => {
+                // Echo a bounded part of what was asked for.
+                let asked: String = percent_decode(cam).chars().take(64).collect();
+                let msg = format!("no camera '{asked}' (this run has '{}')", st.camera());
+                Answer::text(404, &msg).send(conn, head_only)
+            }
+            None => Answer::text(404, "not found").send(conn, head_only),
         },
-    };
-    if let Err(e) = res {
-        log::debug!("http {path}: {e}");
     }
 }
 
-/// Hands the request to a stream thread of its own, or answers 503 when `max_streams` play.
-fn start_stream(req: Request, ctx: &Arc<Ctx>) {
+fn stream_type() -> String {
+    format!("multipart/x-mixed-replace; boundary={BOUNDARY}")
+}
+
+/// Hands the connection to a stream thread of its own, or answers 503 when `max_streams` play.
+fn start_stream(mut conn: TcpStream, ctx: &Arc<Ctx>) {
     let st = &ctx.state;
     let n = st.streams.fetch_add(1, Ordering::SeqCst) + 1;
     if n > ctx.opts.max_streams {
         st.streams.fetch_sub(1, Ordering::SeqCst);
-        let _ = req.respond(text(
-            503,
-            &format!(
-                "{} streams already open (http.max_streams)",
-                ctx.opts.max_streams
-            ),
-        ));
+        let msg = format!(
+            "{} streams already open (http.max_streams)",
+            ctx.opts.max_streams
+        );
+        let _ = Answer::text(503, &msg).send(&mut conn, false);
+        finish(&conn);
         return;
     }
     st.metrics().stream_clients(n);
@@ -330,9 +324,10 @@ fn start_stream(req: Request, ctx: &Arc<Ctx>) {
     let spawned = thread::Builder::new()
         .name("http-stream".into())
         .spawn(move || {
-            if let Err(e) = stream(req, &c) {
+            if let Err(e) = stream(&mut conn, &c) {
                 log::debug!("http stream ended: {e}");
             }
+            let _ = conn.shutdown(std::net::Shutdown::Both);
             let left = c.state.streams.fetch_sub(1, Ordering::SeqCst) - 1;
             c.state.metrics().stream_clients(left);
         });
@@ -343,21 +338,17 @@ fn start_stream(req: Request, ctx: &Arc<Ctx>) {
 }
 
 /// `multipart/x-mixed-replace`: one JPEG part per new frame, never faster than `stream_fps`,
-/// always the newest frame (a viewer that falls behind skips frames; nothing queues).
-fn stream(req: Request, ctx: &Ctx) -> std::io::Result<()> {
-    let head_only = *req.method() == Method::Head;
-    // The head is written by hand: tiny_http's own responses buffer a body of unknown length,
-    // and a stream must reach the viewer frame by frame.
-    let mut w = req.into_writer();
+/// always the newest frame (a viewer that falls behind skips frames; nothing queues). A viewer
+/// that stops reading is dropped after `WRITE_TIMEOUT`.
+fn stream(w: &mut TcpStream, ctx: &Ctx) -> std::io::Result<()> {
+    // No Content-Length: the stream ends when the connection does.
     write!(
         w,
-        "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nCache-Control: no-store\r\n\
+         Connection: close\r\n\r\n",
+        stream_type()
     )?;
     w.flush()?;
-    if head_only {
-        return Ok(());
-    }
     let st = &ctx.state;
     let gap = Duration::from_secs_f64(1.0 / ctx.opts.stream_fps.clamp(0.1, 60.0));
     // The frame already there is sent at once, so a viewer of a paused source sees a picture.
