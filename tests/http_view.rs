@@ -444,6 +444,31 @@ fn oversized_heads_and_streams_beyond_the_cap_are_refused() {
 }
 
 #[test]
+fn the_no_argument_demo_serves_the_web_view_and_a_config_file_does_not() {
+    let run = |args: &[&str]| {
+        let out = common::lookout()
+            .args(["run", "--broker", "none", "--max-frames", "3"])
+            .args(args)
+            .current_dir(common::repo())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let demo = run(&[]);
+    // On 127.0.0.1:8080, or (when another program holds that port) without, saying so.
+    assert!(
+        demo.contains("web view: http://127.0.0.1:8080/")
+            || demo.contains("web view off: http.listen 127.0.0.1:8080"),
+        "{demo}"
+    );
+    let file = run(&["--config", "samples/demo.toml"]);
+    assert!(!file.contains("web view"), "{file}");
+    let off = run(&["--http", "off"]);
+    assert!(!off.contains("web view"), "{off}");
+}
+
+#[test]
 fn a_listen_address_beyond_loopback_is_refused_without_a_token() {
     let out = common::lookout()
         .args([
