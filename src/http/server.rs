@@ -31,8 +31,8 @@ const BOUNDARY: &str = "lookoutframe";
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A viewer that reads nothing for this long is dropped (its stream thread is freed).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the accept loop looks at the stop flag.
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
+/// A pause after a failed accept (out of file descriptors and the like), so it does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How the server behaves beyond what it serves.
 #[derive(Debug, Clone)]
@@ -71,8 +71,6 @@ impl HttpServer {
         };
         let listener = TcpListener::bind(opts.listen).map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
-        // Non-blocking, so the accept loop can notice the stop flag.
-        listener.set_nonblocking(true).map_err(bind_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(Ctx {
             state: state.clone(),
@@ -116,8 +114,22 @@ impl HttpServer {
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.state.close();
-        if let Some(t) = self.accept.take() {
+        let Some(t) = self.accept.take() else {
+            return;
+        };
+        // The accept loop blocks in `accept`; one connection of our own wakes it to see `stop`.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok() {
             let _ = t.join();
+        } else {
+            // Cannot wake it: leave the thread; it ends with the process.
+            log::warn!("http: could not wake the accept loop on {wake}");
         }
     }
 }
@@ -132,21 +144,19 @@ fn accept_loop(listener: TcpListener, tx: crossbeam_channel::Sender<TcpStream>, 
     while !stop.load(Ordering::SeqCst) {
         let conn = match listener.accept() {
             Ok((c, _)) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                thread::sleep(ACCEPT_POLL);
-                continue;
-            }
             Err(e) => {
                 // Out of file descriptors and the like: wait rather than spin.
                 log::warn!("http: accept: {e}");
-                thread::sleep(ACCEPT_POLL);
+                thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
         };
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         // Nodelay: an answer goes out as its head and body, and a stream part by part; waiting
         // to coalesce them (Nagle) would only add latency.
-        let ready = conn.set_nonblocking(false).is_ok()
-            && conn.set_nodelay(true).is_ok()
+        let ready = conn.set_nodelay(true).is_ok()
             && conn.set_read_timeout(Some(READ_TIMEOUT)).is_ok()
             && conn.set_write_timeout(Some(WRITE_TIMEOUT)).is_ok();
         if !ready {
