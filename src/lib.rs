@@ -24,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod geometry;
 pub mod ground;
+pub mod http;
 pub mod imageio;
 pub mod models;
 pub mod mqtt;

@@ -55,6 +55,31 @@ pub struct RunArgs {
     /// VLM folder for model-written descriptions and alert verification, overriding `[vlm] model`.
     #[arg(long)]
     vlm: Option<PathBuf>,
+    /// Serve the live web view and /metrics on IP:PORT (port 0: a free one, printed at start),
+    /// or `off`. Default: the config's `[http] listen`; the embedded demo serves on
+    /// 127.0.0.1:8080 (or goes without when that port is taken).
+    #[arg(long, value_name = "ADDR", value_parser = parse_http)]
+    http: Option<HttpFlag>,
+}
+
+/// Where the embedded demo serves its web view.
+const DEMO_HTTP: &str = "127.0.0.1:8080";
+
+/// `--http`: an address or `off`.
+#[derive(Clone, Copy, Debug)]
+enum HttpFlag {
+    Off,
+    At(std::net::SocketAddr),
+}
+
+fn parse_http(s: &str) -> Result<HttpFlag, String> {
+    match s {
+        "off" | "none" => Ok(HttpFlag::Off),
+        _ => s
+            .parse()
+            .map(HttpFlag::At)
+            .map_err(|e| format!("'{s}': {e} (want IP:PORT such as 127.0.0.1:8080, or off)")),
+    }
 }
 
 /// The config file (or the embedded demo) with the command line's overrides applied.
@@ -74,6 +99,18 @@ fn config(a: &RunArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = &a.vlm {
         cfg.vlm.model = Some(v.clone());
+    }
+    match a.http {
+        Some(HttpFlag::Off) => cfg.http.listen = None,
+        Some(HttpFlag::At(addr)) => cfg.http.listen = Some(addr),
+        None if a.config.is_none() && cfg.http.listen.is_none() => {
+            cfg.http.listen = DEMO_HTTP.parse().ok();
+            cfg.http.best_effort = true;
+        }
+        None => {}
+    }
+    if let Some((key, why)) = cfg.http.problems().into_iter().next() {
+        anyhow::bail!("{key}: {why}");
     }
     Ok(cfg)
 }

@@ -120,11 +120,12 @@ pub(crate) fn typed(merged: &toml::Table, issues: &mut Issues) -> Option<Config>
             "output" => drop(section::<OutputConfig>(k, v, issues)),
             "vlm" => drop(section::<VlmConfig>(k, v, issues)),
             "mqtt" => drop(section::<crate::mqtt::MqttConfig>(k, v, issues)),
+            "http" => drop(section::<super::HttpConfig>(k, v, issues)),
             "hardware" => drop(section::<toml::Table>(k, v, issues)),
             other => issues.push(
                 other,
                 "unknown key (known: board, device, camera, detector, pipeline, tracker, events, \
-                 describe, rules, output, mqtt, hardware, vlm)",
+                 describe, rules, output, mqtt, hardware, vlm, http)",
             ),
         }
     }

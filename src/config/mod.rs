@@ -50,6 +50,117 @@ pub struct Config {
     /// The VLM worker: which model, when it describes, whether it verifies alerts.
     #[serde(default)]
     pub vlm: VlmConfig,
+    /// The live web view and `/metrics` (off unless `listen` is set).
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the live web view and Prometheus endpoint (`docs/web.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// IP address and port to serve on, e.g. `127.0.0.1:8080`; absent: no web view.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Bearer token every request must carry; required when `listen` is not a loopback address.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// MJPEG viewers at once.
+    #[serde(default = "default_http_streams")]
+    pub max_streams: usize,
+    /// Frames per second sent to one viewer at most.
+    #[serde(default = "default_http_stream_fps")]
+    pub stream_fps: f64,
+    /// JPEG quality of the stream and snapshots, 1..100.
+    #[serde(default = "default_http_quality")]
+    pub jpeg_quality: u8,
+    /// Recent alerts, events and scene descriptions kept (each) for `/api/events`.
+    #[serde(default = "default_http_recent")]
+    pub recent: usize,
+    /// Set by `lookout run` for the embedded demo only: a port already in use is a warning there,
+    /// not a failure (the demo must run beside another lookout).
+    #[serde(skip)]
+    pub best_effort: bool,
+}
+
+/// A token shorter than this is refused: it guards a camera picture on a network.
+pub const MIN_HTTP_TOKEN: usize = 16;
+
+fn default_http_streams() -> usize {
+    4
+}
+fn default_http_stream_fps() -> f64 {
+    10.0
+}
+fn default_http_quality() -> u8 {
+    75
+}
+fn default_http_recent() -> usize {
+    100
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            token: None,
+            max_streams: default_http_streams(),
+            stream_fps: default_http_stream_fps(),
+            jpeg_quality: default_http_quality(),
+            recent: default_http_recent(),
+            best_effort: false,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Every value problem, each with its key (`http.token`, …).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        if let Some(t) = &self.token {
+            if t.chars().count() < MIN_HTTP_TOKEN || !t.chars().all(|c| c.is_ascii_graphic()) {
+                v.push((
+                    "http.token",
+                    format!(
+                        "must be at least {MIN_HTTP_TOKEN} printable ASCII characters without spaces"
+                    ),
+                ));
+            }
+        }
+        if let Some(a) = self.listen {
+            if !a.ip().is_loopback() && self.token.is_none() {
+                v.push((
+                    "http.token",
+                    format!(
+                        "http.listen {a} is reachable beyond this machine; set http.token \
+                         (or listen on 127.0.0.1)"
+                    ),
+                ));
+            }
+        }
+        if self.max_streams == 0 || self.max_streams > 64 {
+            v.push((
+                "http.max_streams",
+                format!("{} must be 1..64", self.max_streams),
+            ));
+        }
+        if !(self.stream_fps > 0.0 && self.stream_fps <= 60.0) {
+            v.push((
+                "http.stream_fps",
+                format!("{} must be in (0, 60]", self.stream_fps),
+            ));
+        }
+        if !(1..=100).contains(&self.jpeg_quality) {
+            v.push((
+                "http.jpeg_quality",
+                format!("{} must be 1..100", self.jpeg_quality),
+            ));
+        }
+        if self.recent == 0 || self.recent > 10_000 {
+            v.push(("http.recent", format!("{} must be 1..10000", self.recent)));
+        }
+        v
+    }
 }
 
 /// When the VLM writes a scene description.
@@ -616,6 +727,9 @@ impl Config {
                 issues.push(k, format!("{x} must be > 0"));
             }
         }
+        for (k, why) in self.http.problems() {
+            issues.push(k, why);
+        }
         match self.mqtt_config() {
             Ok(Some(mc)) => {
                 if let Err(e) = mc.validate() {
@@ -675,6 +789,29 @@ mod tests {
             e.contains("camera.backoff_max_s") && e.contains("camera.track_gap_s"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn http_beyond_loopback_needs_a_token() {
+        let c = Config::parse("[http]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+        assert_eq!(c.http.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert!(
+            Config::parse("").unwrap().http.listen.is_none(),
+            "off by default"
+        );
+        let e = Config::parse("[http]\nlisten = \"0.0.0.0:8080\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.token"), "{e}");
+        Config::parse("[http]\nlisten = \"0.0.0.0:8080\"\ntoken = \"0123456789abcdef\"\n").unwrap();
+        let e = Config::parse("[http]\nlisten = \"0.0.0.0:8080\"\ntoken = \"short\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.token"), "{e}");
+        let e = Config::parse("[http]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.listen"), "{e}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub use mqtt::{Broker, LazyGrounder, MqttRuntime, PipelineCommands, DEFAULT_EMBE
 pub use runtime::{RunSettings, Runtime};
 pub use sinks::{
     payload, readable_line, CollectSink, FrameDetections, JsonlSink, MqttSink, Output,
-    PipelineStats, ReadableSink, Sink, Snapshot,
+    PipelineStats, ReadableSink, Sink, Snapshot, WebSink,
 };
 pub use stats::{board_temperature, StageTime, StageTimes, Stats};
 pub use vlm::SharedVlm;
@@ -68,6 +68,8 @@ pub struct Handle {
     pub rule_switches: Arc<Mutex<Vec<(String, bool)>>>,
     /// The VLM worker while one runs (`cmd/describe` asks it).
     pub vlm: Arc<Mutex<Option<VlmHandle>>>,
+    /// The web view's state when `[http]` serves one: the loop leaves each frame there.
+    pub web: Option<Arc<crate::http::WebState>>,
 }
 
 /// How one call to [`run`] behaves beyond what the config says.
@@ -306,6 +308,9 @@ pub fn run(
             }
         }
         counters.publish.add(t0.elapsed());
+        if let Some(w) = &handle.web {
+            w.metrics().publish(t0.elapsed().as_secs_f64());
+        }
     }
     for s in sinks.iter_mut() {
         let _ = s.flush();
@@ -534,7 +539,22 @@ fn scene_loop(
                 );
             }
         }
-        window.add(&r.times, analyse_start.elapsed());
+        let analyse = analyse_start.elapsed();
+        window.add(&r.times, analyse);
+        if let Some(web) = &handle.web {
+            let t = &r.times;
+            let sample = crate::http::StageSample {
+                capture_ms: t.capture_ms,
+                queue_ms: t.queue_ms,
+                preprocess_ms: t.detect.preprocess_ms,
+                inference_ms: t.detect.inference_ms,
+                postprocess_ms: t.detect.postprocess_ms,
+                analyse_ms: analyse.as_secs_f64() * 1e3,
+                latency_ms: t.captured_at.elapsed().as_secs_f64() * 1e3,
+            };
+            let totals = counters.totals();
+            web.frame(r.frame_id, r.ts, r.image.clone(), &tracks, &sample, totals);
+        }
         if let Ok(mut l) = handle.latest.lock() {
             *l = Some(Latest {
                 frame_id: r.frame_id,

@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::mqtt::{Broker, MqttRuntime};
-use super::sinks::{MqttSink, Sink};
+use super::sinks::{MqttSink, Sink, WebSink};
 use super::vlm::SharedVlm;
 use super::{Handle, RunOptions, Summary};
 use crate::capture::FrameSource;
 use crate::config::{Config, VlmConfig};
 use crate::detect::{Detector, DetectorOptions, ModelDetector};
 use crate::error::{Error, Result};
+use crate::http::{HttpServer, Overlay, ServerOptions, WebOptions, WebState};
 
 /// What to run: the config (with any overrides already applied) and the run-time choices that
 /// are not part of it.
@@ -42,13 +43,15 @@ pub struct Runtime {
     mqtt: Option<MqttRuntime>,
     handle: Handle,
     notify: Notify,
+    /// The web view, when `[http] listen` is set.
+    http: Option<HttpServer>,
 }
 
 impl Runtime {
     /// Opens the source, loads `detector.workers` detectors, starts MQTT and loads the VLM, in
     /// that order, so a bad source or model fails before anything is published. `handle` is
     /// how the caller stops the run (its `stop` flag) and sees its latest frame.
-    pub fn start(settings: RunSettings, handle: Handle, mut notify: Notify) -> Result<Runtime> {
+    pub fn start(settings: RunSettings, mut handle: Handle, mut notify: Notify) -> Result<Runtime> {
         let RunSettings {
             config: cfg,
             max_frames,
@@ -80,6 +83,7 @@ impl Runtime {
                 .unwrap_or_default()
         ));
         let vlm = load_vlm(&cfg.vlm, &mut *notify)?;
+        let http = start_http(&cfg, &mut handle, &mut *notify)?;
         Ok(Runtime {
             opts: RunOptions {
                 max_frames,
@@ -92,7 +96,13 @@ impl Runtime {
             mqtt,
             handle,
             notify,
+            http,
         })
+    }
+
+    /// Where the web view listens, when it runs (the real port when `listen` asked for port 0).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(HttpServer::addr)
     }
 
     /// Runs the frame loop until the source ends, `max_frames` or the handle's stop flag; the
@@ -106,14 +116,26 @@ impl Runtime {
             mqtt,
             handle,
             mut notify,
+            http,
         } = self;
         // MQTT first: a record is in the store-and-forward spool before any log line reports it.
         let mut all: Vec<Box<dyn Sink>> = Vec::with_capacity(sinks.len() + 1);
         if let Some(m) = &mqtt {
             all.push(Box::new(MqttSink::new(m.publisher.handle())));
         }
+        if let Some(web) = &handle.web {
+            if let Some(m) = &mqtt {
+                let p = m.publisher.handle();
+                web.set_mqtt_probe(Box::new(move || p.stats()));
+            }
+            all.push(Box::new(WebSink::new(web.clone())));
+        }
         all.extend(sinks);
-        let summary = super::run(&cfg, source, detectors, all, opts, handle)?;
+        let summary = super::run(&cfg, source, detectors, all, opts, handle);
+        if let Some(h) = http {
+            h.stop();
+        }
+        let summary = summary?;
         if let Some(m) = mqtt {
             m.stop(&mut *notify);
         }
@@ -136,6 +158,52 @@ fn open_source(cfg: &Config) -> Result<Box<dyn FrameSource>> {
     } else {
         crate::capture::open_with(&uri, with)?
     })
+}
+
+/// The web view's server, started when `[http] listen` is set; its state goes into `handle`,
+/// where the frame loop finds it. With `best_effort` (the embedded demo) a port in use is a
+/// warning, not a failure.
+fn start_http(
+    cfg: &Config,
+    handle: &mut Handle,
+    notify: &mut dyn FnMut(&str),
+) -> Result<Option<HttpServer>> {
+    let h = &cfg.http;
+    let Some(listen) = h.listen else {
+        return Ok(None);
+    };
+    if let Some((key, why)) = h.problems().into_iter().next() {
+        return Err(Error::Other(format!("{key}: {why}")));
+    }
+    let state = WebState::new(
+        WebOptions {
+            device: cfg.device.clone(),
+            camera: cfg.camera.name.clone(),
+            recent: h.recent,
+            jpeg_quality: h.jpeg_quality,
+        },
+        Overlay::from_rules(&cfg.rules),
+    );
+    let opts = ServerOptions {
+        listen,
+        token: h.token.clone(),
+        max_streams: h.max_streams,
+        stream_fps: h.stream_fps,
+    };
+    match HttpServer::start(opts, state.clone()) {
+        Ok(s) => {
+            notify(&format!("web view: http://{}/", s.addr()));
+            handle.web = Some(state);
+            Ok(Some(s))
+        }
+        Err(e) if h.best_effort => {
+            notify(&format!(
+                "web view off: {e} (pass --http ADDR for another address)"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(Error::Other(e.to_string())),
+    }
 }
 
 /// Live sources drop the oldest frame when detection is behind; recorded ones wait for it.

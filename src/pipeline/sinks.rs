@@ -291,6 +291,35 @@ impl Sink for MqttSink {
     }
 }
 
+/// Feeds the web view (`[http]`): alerts, events and scene descriptions into its rings, stats into
+/// its status and gauges. Frames reach it from the frame loop, not through here.
+pub struct WebSink {
+    state: Arc<crate::http::WebState>,
+}
+
+impl WebSink {
+    pub fn new(state: Arc<crate::http::WebState>) -> Self {
+        WebSink { state }
+    }
+}
+
+impl Sink for WebSink {
+    fn send(&mut self, out: &Output) -> Result<()> {
+        let record =
+            || serde_json::to_value(out).map_err(|e| Error::Other(format!("serialise: {e}")));
+        match out {
+            Output::Alert(a) => self.state.alert(a, record()?),
+            Output::Event(e) => self.state.event(e.kind, record()?),
+            Output::Scene(_) => self.state.scene(record()?),
+            Output::Stats(s) => self
+                .state
+                .stats(record()?, s.fps, s.queue_depth, s.temperature_c),
+            Output::Detections(_) | Output::Snapshot(_) => {}
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

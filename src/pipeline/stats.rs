@@ -133,6 +133,20 @@ pub(crate) struct Counters {
     pub(crate) publish: PublishAcc,
 }
 
+impl Counters {
+    /// The totals as the web view's metrics count them.
+    pub(crate) fn totals(&self) -> crate::http::Totals {
+        crate::http::Totals {
+            captured: self.captured.load(Ordering::Relaxed),
+            processed: self.processed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            bad: self.bad.load(Ordering::Relaxed),
+            detect_errors: self.detect_errors.load(Ordering::Relaxed),
+            outputs_dropped: self.outputs_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// How long one frame spent before analysis: measured by capture and the detection worker.
 pub(crate) struct FrameTimes {
     /// When the source handed the frame over; latency is measured from here.
