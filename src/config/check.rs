@@ -121,10 +121,11 @@ pub(crate) fn typed(merged: &toml::Table, issues: &mut Issues) -> Option<Config>
             "vlm" => drop(section::<VlmConfig>(k, v, issues)),
             "mqtt" => drop(section::<crate::mqtt::MqttConfig>(k, v, issues)),
             "hardware" => drop(section::<toml::Table>(k, v, issues)),
+            "store" => drop(section::<super::StoreConfig>(k, v, issues)),
             other => issues.push(
                 other,
                 "unknown key (known: board, device, camera, detector, pipeline, tracker, events, \
-                 describe, rules, output, mqtt, hardware, vlm)",
+                 describe, rules, output, mqtt, hardware, vlm, store)",
             ),
         }
     }
