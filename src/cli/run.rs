@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// VLM folder for model-written descriptions and alert verification, overriding `[vlm] model`.
     #[arg(long)]
     vlm: Option<PathBuf>,
+    /// Keep events, alerts, scene text and crops in this event store folder (`lookout events`,
+    /// `search`, `summary`), overriding `[store] path` and turning the store on.
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 /// The config file (or the embedded demo) with the command line's overrides applied.
@@ -74,6 +78,12 @@ fn config(a: &RunArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = &a.vlm {
         cfg.vlm.model = Some(v.clone());
+    }
+    if let Some(dir) = &a.store {
+        match &mut cfg.store {
+            Some(s) => s.path = dir.clone(),
+            None => cfg.store = Some(lookout::config::StoreConfig::at(dir)),
+        }
     }
     Ok(cfg)
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::mqtt::{Broker, MqttRuntime};
-use super::sinks::{MqttSink, Sink};
+use super::sinks::{MqttSink, Sink, StoreSink};
 use super::vlm::SharedVlm;
 use super::{Handle, RunOptions, Summary};
 use crate::capture::FrameSource;
@@ -42,6 +42,8 @@ pub struct Runtime {
     mqtt: Option<MqttRuntime>,
     handle: Handle,
     notify: Notify,
+    /// The event store's thread, with `[store]`.
+    store: Option<crate::store::Ingest>,
 }
 
 impl Runtime {
@@ -80,7 +82,21 @@ impl Runtime {
                 .unwrap_or_default()
         ));
         let vlm = load_vlm(&cfg.vlm, &mut *notify)?;
+        let store = match &cfg.store {
+            Some(s) => {
+                let ingest = crate::store::Ingest::start(s)?;
+                notify(&format!(
+                    "store: {} (max {} MB, {} days)",
+                    s.path.display(),
+                    s.max_bytes >> 20,
+                    s.max_age_days
+                ));
+                Some(ingest)
+            }
+            None => None,
+        };
         Ok(Runtime {
+            store,
             opts: RunOptions {
                 max_frames,
                 drop_oldest: is_live(&uri),
@@ -106,11 +122,16 @@ impl Runtime {
             mqtt,
             handle,
             mut notify,
+            store,
         } = self;
         // MQTT first: a record is in the store-and-forward spool before any log line reports it.
         let mut all: Vec<Box<dyn Sink>> = Vec::with_capacity(sinks.len() + 1);
         if let Some(m) = &mqtt {
             all.push(Box::new(MqttSink::new(m.publisher.handle())));
+        }
+        // The store next: an alert is committed there too before a log line reports it.
+        if let Some(ingest) = store {
+            all.push(Box::new(StoreSink::new(ingest, &cfg.camera.name)));
         }
         all.extend(sinks);
         let summary = super::run(&cfg, source, detectors, all, opts, handle)?;
