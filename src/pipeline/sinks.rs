@@ -307,8 +307,8 @@ impl Sink for StoreSink {
             Output::Event(e) => Incoming::Event(e.clone()),
             Output::Alert(a) => {
                 self.ingest.send(Incoming::Alert(a.clone()));
-                if !self.ingest.sync(Duration::from_secs(2)) {
-                    log::warn!("store: alert {} not yet committed after 2 s", a.id);
+                if !self.ingest.sync(Duration::from_secs(10)) {
+                    log::warn!("store: alert {} not yet committed after 10 s", a.id);
                 }
                 return Ok(());
             }

@@ -178,7 +178,12 @@ impl Ingest {
     }
 
     pub fn stats(&self) -> IngestStats {
-        let c = &self.counters;
+        IngestStats::from(&*self.counters)
+    }
+}
+
+impl From<&Counters> for IngestStats {
+    fn from(c: &Counters) -> Self {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         IngestStats {
             received: l(&c.received),
@@ -273,8 +278,11 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
-            if urgent || !open || last_commit.elapsed() >= COMMIT_EVERY || !waiting.is_empty() {
-                self.commit();
+            let due = last_commit.elapsed() >= COMMIT_EVERY;
+            if urgent || !open || due || !waiting.is_empty() {
+                // An alert is committed at once; objects (whose text may need embedding) wait
+                // for the regular commit so an alert never waits for the embedder.
+                self.commit(!open || due);
                 last_commit = Instant::now();
                 for w in waiting.drain(..) {
                     let _ = w.send(());
@@ -287,6 +295,7 @@ impl Worker {
                 last_retain = Instant::now();
             }
             if !open {
+                log::info!("store: {:?}", IngestStats::from(&*self.counters));
                 break;
             }
         }
@@ -582,12 +591,13 @@ impl Worker {
         ));
     }
 
-    /// Writes every pending record and every changed object in one transaction.
-    fn commit(&mut self) {
+    /// Writes every pending record (and, with `objects`, every changed object) in one
+    /// transaction.
+    fn commit(&mut self, objects: bool) {
         let dirty: Vec<(String, u64)> = self
             .live
             .iter()
-            .filter(|(_, l)| l.dirty)
+            .filter(|(_, l)| objects && l.dirty)
             .map(|(k, _)| k.clone())
             .collect();
         for id in dirty {

@@ -3,6 +3,12 @@
 //! how many of the query's exact filters they meet (colour, label, zone or rule, camera) and then
 //! by the cosine similarity of their embedded text to the query's. An item missing a filter is
 //! ranked lower rather than dropped, so "red car" still finds a car whose crop read as orange.
+//!
+//! The top of the list is then diversified: items with the same kind, camera and text (fifteen
+//! "person entered zone path" alerts, a description repeated all afternoon) count once, and the
+//! first results take the best item of each (kind, camera) before any second one, so one chatty
+//! source (scene descriptions every two seconds) cannot fill the first page. (This step was added
+//! after the first run of the labelled query set; see docs/recall.md.)
 
 use serde::Serialize;
 
@@ -114,18 +120,37 @@ pub fn search(
             .then(b.1.total_cmp(&a.1))
             .then(b.2.total_cmp(&a.2))
     };
-    let keep = opts.limit.min(cands.len());
+    // Enough candidates for the duplicates and the diversity below to choose from.
+    let keep = (opts.limit * 20).max(200).min(cands.len());
     if keep < cands.len() {
         cands.select_nth_unstable_by(keep, by_rank);
         cands.truncate(keep);
     }
     cands.sort_by(by_rank);
-    let groups = q.groups().max(1) as f32;
-    let mut hits = Vec::with_capacity(cands.len());
+    let mut ranked: Vec<(usize, f32, Record)> = Vec::with_capacity(cands.len());
+    let mut seen = std::collections::HashSet::new();
     for (met, sim, _, key) in cands {
         let Some(record) = store.get(key)? else {
             continue;
         };
+        if seen.insert((record.kind, record.camera.clone(), record.text.clone())) {
+            ranked.push((met, sim, record));
+        }
+    }
+    let mut groups_taken = std::collections::HashSet::new();
+    let (mut first, mut rest): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+    for r in ranked {
+        if groups_taken.insert((r.2.kind, r.2.camera.clone())) {
+            first.push(r);
+        } else {
+            rest.push(r);
+        }
+    }
+    first.extend(rest);
+    first.truncate(opts.limit);
+    let groups = q.groups().max(1) as f32;
+    let mut hits = Vec::with_capacity(first.len());
+    for (met, sim, record) in first {
         let entry = record.index_entry(None).encode();
         let mut why = IndexView::parse(&entry)
             .map(|v| matches(&q, &v))
@@ -184,6 +209,7 @@ mod tests {
             let mut r = Record::new(Kind::Object, "front", now - 100.0 + i as f64);
             r.label = label.to_string();
             r.colour = Some(colour.to_string());
+            r.text = format!("{colour} {label} at {zone}");
             r.zones.push(ZoneVisit {
                 zone: zone.to_string(),
                 enter: r.ts,
