@@ -64,13 +64,7 @@ fn main() {
                     z,
                     Some(c),
                 ),
-                7 => (
-                    Kind::Alert,
-                    format!("{l} entered zone {z}"),
-                    l,
-                    z,
-                    None,
-                ),
+                7 => (Kind::Alert, format!("{l} entered zone {z}"), l, z, None),
                 _ => (
                     Kind::Scene,
                     format!("In view: 2 {l}s. A {l} on the left, near, in {z}."),
@@ -169,7 +163,12 @@ fn main() {
         emb_count(),
         n as f64 / put_s.max(1e-9)
     );
-    println!("store size: {} bytes accounted, {} bytes file ({:.0} bytes/item)", stats.bytes, stats.file_bytes, stats.file_bytes as f64 / n as f64);
+    println!(
+        "store size: {} bytes accounted, {} bytes file ({:.0} bytes/item)",
+        stats.bytes,
+        stats.file_bytes,
+        stats.file_bytes as f64 / n as f64
+    );
     println!("search (scan + int8 dot products + rank + fetch; query embedding cached): p50 {s50:.1} ms, p95 {s95:.1} ms over 60");
     println!("query embedding alone: p50 {e50:.1} ms, p95 {e95:.1} ms; opening the store: {open_ms:.1} ms");
 }

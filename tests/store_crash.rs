@@ -61,8 +61,14 @@ fn a_store_killed_mid_run_reopens_with_its_alerts_and_its_bound() {
     // kill -9. The deadline only keeps a broken run from hanging the test.
     let deadline = Instant::now() + Duration::from_secs(900);
     while alerts_in(&log).len() < 40 {
-        assert!(Instant::now() < deadline, "the soak produced too few alerts");
-        assert!(child.try_wait().unwrap().is_none(), "lookout run exited early");
+        assert!(
+            Instant::now() < deadline,
+            "the soak produced too few alerts"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "lookout run exited early"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     child.kill().unwrap(); // SIGKILL
@@ -75,7 +81,11 @@ fn a_store_killed_mid_run_reopens_with_its_alerts_and_its_bound() {
         .arg(&store)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = Store::open_read(&store).unwrap();
     let stored: Vec<(String, f64)> = s
         .records(&[Kind::Alert], f64::MIN, f64::MAX)
@@ -108,7 +118,11 @@ fn a_store_killed_mid_run_reopens_with_its_alerts_and_its_bound() {
         .current_dir(common::repo())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stats = Store::open_read(&store).unwrap().stats().unwrap();
     println!("after the restart: {stats:?}");
     assert!(stats.bytes <= MAX_BYTES, "{stats:?}");

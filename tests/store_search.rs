@@ -126,10 +126,7 @@ fn top3_hit_rate_on_the_labelled_query_set() {
         }
     }
     let rate = hits as f64 / asked.max(1) as f64;
-    println!(
-        "top-3 hit rate: {hits}/{asked} = {:.1} %",
-        100.0 * rate
-    );
+    println!("top-3 hit rate: {hits}/{asked} = {:.1} %", 100.0 * rate);
     assert!(asked >= 20, "only {asked} queries ran");
     assert!(rate >= 0.8, "top-3 hit rate {:.1} % < 80 %", 100.0 * rate);
 }

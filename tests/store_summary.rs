@@ -21,7 +21,11 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
         .current_dir(common::repo())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let recs: Vec<Value> = std::fs::read_to_string(&events)
         .unwrap()
         .lines()
@@ -55,7 +59,10 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
             .entry(a["rule"].as_str().unwrap().to_string())
             .or_default() += 1;
     }
-    assert!(tracks.get("person").is_some_and(|t| t.len() >= 5), "{tracks:?}");
+    assert!(
+        tracks.get("person").is_some_and(|t| t.len() >= 5),
+        "{tracks:?}"
+    );
 
     // What the summary says.
     let out = common::lookout()
@@ -63,7 +70,11 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
         .arg(&store)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sum: Value = serde_json::from_slice(&out.stdout).unwrap();
     println!("{}", sum["text"].as_str().unwrap());
     for (label, ids) in &tracks {
@@ -81,7 +92,11 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
         sum["text"]
     );
     for (rule, n) in &alerts {
-        assert_eq!(sum["alerts"][rule].as_u64(), Some(*n as u64), "alerts of {rule}");
+        assert_eq!(
+            sum["alerts"][rule].as_u64(),
+            Some(*n as u64),
+            "alerts of {rule}"
+        );
     }
     // One episode (the clip is 12 s), from the first sighting to the last.
     let lines = sum["lines"].as_array().unwrap();

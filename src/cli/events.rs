@@ -146,15 +146,11 @@ pub fn run(a: EventsArgs) -> anyhow::Result<ExitCode> {
         .records(&kinds, since, f64::INFINITY)?
         .into_iter()
         .filter(|r| a.camera.as_deref().is_none_or(|c| r.camera == c))
+        .filter(|r| a.label.as_deref().is_none_or(|l| r.labels().contains(&l)))
         .filter(|r| {
-            a.label
+            a.zone
                 .as_deref()
-                .is_none_or(|l| r.labels().contains(&l))
-        })
-        .filter(|r| {
-            a.zone.as_deref().is_none_or(|z| {
-                r.zone_names().contains(&z) || r.rule.as_deref() == Some(z)
-            })
+                .is_none_or(|z| r.zone_names().contains(&z) || r.rule.as_deref() == Some(z))
         })
         .collect();
     if let Some(n) = a.limit {
@@ -167,10 +163,11 @@ pub fn run(a: EventsArgs) -> anyhow::Result<ExitCode> {
             if let Some(m) = v.as_object_mut() {
                 m.remove("raw");
                 for k in ["crop", "snapshot"] {
-                    if let Some(p) = r.crop.as_ref().filter(|_| k == "crop").or(r
-                        .snapshot
+                    if let Some(p) = r
+                        .crop
                         .as_ref()
-                        .filter(|_| k == "snapshot"))
+                        .filter(|_| k == "crop")
+                        .or(r.snapshot.as_ref().filter(|_| k == "snapshot"))
                     {
                         m.insert(
                             format!("{k}_path"),

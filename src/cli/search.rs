@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use lookout::embed::{EmbeddingManifest, Embedder};
+use lookout::embed::{Embedder, EmbeddingManifest};
 use lookout::store::{search, Kind, SearchOptions};
 
 use super::events::{line, open, since, StoreArgs};

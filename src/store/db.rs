@@ -202,7 +202,10 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, redb::Error>,
     ) -> Result<T> {
-        let txn = self.rw()?.begin_write().map_err(|e| db_err(&self.file, e))?;
+        let txn = self
+            .rw()?
+            .begin_write()
+            .map_err(|e| db_err(&self.file, e))?;
         let out = f(&txn).map_err(|e| db_err(&self.file, e))?;
         txn.commit().map_err(|e| db_err(&self.file, e))?;
         Ok(out)

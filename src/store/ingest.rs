@@ -24,7 +24,7 @@ use super::db::{Put, Store};
 use super::record::{Kind, Record, ZoneVisit};
 use super::{Result, StoreError, MEDIA_DIR};
 use crate::config::StoreConfig;
-use crate::embed::{EmbeddingManifest, Embedder};
+use crate::embed::{Embedder, EmbeddingManifest};
 use crate::geometry::BBox;
 use crate::scene::{Alert, Event, EventType, SceneDescription};
 
@@ -453,7 +453,14 @@ impl Worker {
             .map(|(_, img, _)| img.clone());
         if let (true, true, Some(img)) = (self.crops, better, frame) {
             let media = self.store.dir().join(MEDIA_DIR);
-            match cut(&img, &e.after.bbox, &media, &e.camera, &self.nonce, e.track_id) {
+            match cut(
+                &img,
+                &e.after.bbox,
+                &media,
+                &e.camera,
+                &self.nonce,
+                e.track_id,
+            ) {
                 Ok(c) => {
                     let live = self.live.get_mut(&id).expect("inserted above");
                     live.rec.crop = Some(c.crop);
@@ -648,7 +655,9 @@ impl Worker {
                         Owner::Other => {}
                     }
                 }
-                self.live.retain(|_, l| !l.ended);
+                // An ended object leaves memory once its last state is written (an alert's quick
+                // commit leaves objects for the next regular one).
+                self.live.retain(|_, l| !(l.ended && !l.dirty));
             }
             Err(e) => {
                 // Kept objects are written again with their next change; the rest is lost,
@@ -738,14 +747,26 @@ fn cut(
     let crop = image::imageops::crop_imm(img, x1, y1, x2 - x1, y2 - y1).to_image();
     let crop_jpeg = jpeg(&crop, 85, camera)?;
     let snap = if w > SNAPSHOT_WIDTH {
-        let nh = (h as f32 * SNAPSHOT_WIDTH as f32 / w as f32).round().max(1.0) as u32;
+        let nh = (h as f32 * SNAPSHOT_WIDTH as f32 / w as f32)
+            .round()
+            .max(1.0) as u32;
         image::imageops::resize(img, SNAPSHOT_WIDTH, nh, image::imageops::Triangle)
     } else {
         img.clone()
     };
     let snap_jpeg = jpeg(&snap, 75, camera)?;
-    let crop = write_media(media, camera, &format!("{nonce}-{track}-crop.jpg"), &crop_jpeg)?;
-    let snapshot = write_media(media, camera, &format!("{nonce}-{track}-snap.jpg"), &snap_jpeg)?;
+    let crop = write_media(
+        media,
+        camera,
+        &format!("{nonce}-{track}-crop.jpg"),
+        &crop_jpeg,
+    )?;
+    let snapshot = write_media(
+        media,
+        camera,
+        &format!("{nonce}-{track}-snap.jpg"),
+        &snap_jpeg,
+    )?;
     Ok(Cut {
         crop,
         snapshot,
@@ -812,13 +833,22 @@ mod tests {
     fn direction_names_the_main_movement() {
         let f = (640, 480);
         let d = |a, b| direction(a, b, f).unwrap();
-        assert_eq!(d((100.0, 200.0, 50.0), (400.0, 210.0, 50.0)), "moving left to right");
-        assert_eq!(d((400.0, 200.0, 50.0), (100.0, 210.0, 50.0)), "moving right to left");
+        assert_eq!(
+            d((100.0, 200.0, 50.0), (400.0, 210.0, 50.0)),
+            "moving left to right"
+        );
+        assert_eq!(
+            d((400.0, 200.0, 50.0), (100.0, 210.0, 50.0)),
+            "moving right to left"
+        );
         assert_eq!(
             d((300.0, 100.0, 50.0), (310.0, 300.0, 90.0)),
             "moving towards the camera"
         );
-        assert_eq!(d((300.0, 200.0, 50.0), (302.0, 201.0, 50.0)), "staying in place");
+        assert_eq!(
+            d((300.0, 200.0, 50.0), (302.0, 201.0, 50.0)),
+            "staying in place"
+        );
         assert!(direction((0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (0, 0)).is_none());
     }
 

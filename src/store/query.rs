@@ -66,8 +66,12 @@ pub fn parse(query: &str, vocab: &[(String, String)], now: f64) -> ParsedQuery {
             .map(|(_, n)| n.as_str())
             .collect()
     };
-    let (labels, zones, rules, cameras) =
-        (names("label"), names("zone"), names("rule"), names("camera"));
+    let (labels, zones, rules, cameras) = (
+        names("label"),
+        names("zone"),
+        names("rule"),
+        names("camera"),
+    );
     let (rest, since, until, time) = time_words(query, now);
     let ws = words(&rest);
     let mut q = ParsedQuery {
@@ -220,7 +224,10 @@ fn time_words(q: &str, now: f64) -> (String, Option<f64>, Option<f64>, Option<St
 
 /// `text` without `phrase` (as whole words), or `None` when it is not there.
 fn cut_phrase(text: &str, phrase: &str) -> Option<String> {
-    let padded = format!(" {} ", text.split_whitespace().collect::<Vec<_>>().join(" "));
+    let padded = format!(
+        " {} ",
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
     let at = padded.find(&format!(" {phrase} "))?;
     let rest = format!("{}{}", &padded[..at], &padded[at + phrase.len() + 1..]);
     Some(rest.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -285,7 +292,11 @@ mod tests {
         assert_eq!(q.labels, ["person"]);
         assert_eq!(q.rules, ["lamp-post"]);
         assert_eq!(q.cameras, ["plaza"]);
-        let q = parse("a vehicle in the right lane, someone on a cell phone", &vocab(), 1e9);
+        let q = parse(
+            "a vehicle in the right lane, someone on a cell phone",
+            &vocab(),
+            1e9,
+        );
         assert_eq!(q.labels, ["cell phone", "car", "person"]);
         assert_eq!(q.zones, ["right-lane"]);
         assert_eq!(q.groups(), 2);
@@ -302,7 +313,10 @@ mod tests {
         assert_eq!(q.since, Some(now - 600.0));
         let q = parse("red car last night", &vocab(), now);
         let m = local_midnight(now);
-        assert_eq!((q.since, q.until), (Some(m - 21_600.0), Some((m + 21_600.0).min(now))));
+        assert_eq!(
+            (q.since, q.until),
+            (Some(m - 21_600.0), Some((m + 21_600.0).min(now)))
+        );
         assert_eq!(q.text, "red car");
         let q = parse("the last car", &vocab(), now);
         assert!(q.since.is_none(), "'last' without a unit is not a time");

@@ -162,10 +162,7 @@ impl Record {
 
     /// Labels: an object's one, an alert's several.
     pub fn labels(&self) -> Vec<&str> {
-        self.label
-            .split(", ")
-            .filter(|s| !s.is_empty())
-            .collect()
+        self.label.split(", ").filter(|s| !s.is_empty()).collect()
     }
 
     /// Whether search ranks this kind (raw events are reached through their object).

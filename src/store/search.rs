@@ -63,7 +63,11 @@ fn matches(q: &ParsedQuery, v: &IndexView<'_>) -> Vec<String> {
     if let Some(c) = q.colours.iter().find(|c| v.colour() == c.as_str()) {
         why.push(format!("colour {c}"));
     }
-    if let Some(l) = q.labels.iter().find(|l| v.labels().any(|x| x == l.as_str())) {
+    if let Some(l) = q
+        .labels
+        .iter()
+        .find(|l| v.labels().any(|x| x == l.as_str()))
+    {
         why.push(format!("label {l}"));
     }
     let zone = q

@@ -289,9 +289,9 @@ mod tests {
         assert_eq!(sum.counts["person"], 2);
         assert_eq!(sum.zones["path"]["person"], 2);
         assert!(
-            sum.lines[0]
-                .text
-                .ends_with("gate: 2 people; 2 people entered the path zone, one stayed 3 min 10 s."),
+            sum.lines[0].text.ends_with(
+                "gate: 2 people; 2 people entered the path zone, one stayed 3 min 10 s."
+            ),
             "{}",
             sum.lines[0].text
         );
