@@ -399,6 +399,25 @@ impl Store {
         Ok(g.and_then(|g| serde_json::from_slice(g.value()).ok()))
     }
 
+    /// Records by key, in one read transaction (missing ones are left out).
+    pub fn get_many(&self, keys: &[u64]) -> Result<Vec<Record>> {
+        let txn = self.begin_read()?;
+        let t = match txn.open_table(ITEMS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(db_err(&self.file, e)),
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(g) = t.get(k).map_err(|e| db_err(&self.file, e))? {
+                if let Ok(r) = serde_json::from_slice(g.value()) {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every record in key order until `f` returns false (records that do not decode are
     /// skipped with a warning).
     pub fn for_each_record(&self, mut f: impl FnMut(&Record) -> bool) -> Result<()> {

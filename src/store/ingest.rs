@@ -68,7 +68,7 @@ pub enum Incoming {
 }
 
 enum Msg {
-    In(Incoming),
+    In(Box<Incoming>),
     Sync(Sender<()>),
 }
 
@@ -153,9 +153,9 @@ impl Ingest {
         let Some(tx) = &self.tx else { return false };
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let res = if matches!(m, Incoming::Alert(_)) {
-            tx.send(Msg::In(m)).is_ok()
+            tx.send(Msg::In(Box::new(m))).is_ok()
         } else {
-            match tx.try_send(Msg::In(m)) {
+            match tx.try_send(Msg::In(Box::new(m))) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => false,
                 Err(TrySendError::Disconnected(_)) => false,
@@ -230,6 +230,9 @@ enum Owner {
     Other,
 }
 
+/// The newest frame of a camera: its id, the picture, and what keeps it counted as in flight.
+type HeldFrame = (u64, Arc<RgbImage>, Option<Box<dyn Send>>);
+
 struct Worker {
     store: Store,
     embedding_model: String,
@@ -238,7 +241,7 @@ struct Worker {
     /// Makes media file names unique per run.
     nonce: String,
     live: HashMap<(String, u64), Live>,
-    frames: HashMap<String, (u64, Arc<RgbImage>, Option<Box<dyn Send>>)>,
+    frames: HashMap<String, HeldFrame>,
     /// (alert id, record) of recent alerts, for their snapshots.
     alerts: VecDeque<(String, Record)>,
     /// The last scene record per camera, extended while the text repeats.
@@ -303,40 +306,43 @@ impl Worker {
 
     /// Handles one message; true when it should be committed at once (an alert).
     fn take(&mut self, m: Msg, waiting: &mut Vec<Sender<()>>) -> bool {
-        match m {
+        let m = match m {
             Msg::Sync(tx) => {
                 waiting.push(tx);
-                false
+                return false;
             }
-            Msg::In(Incoming::Frame {
+            Msg::In(m) => *m,
+        };
+        match m {
+            Incoming::Frame {
                 camera,
                 frame_id,
                 image,
                 hold,
-            }) => {
+            } => {
                 self.frames.insert(camera, (frame_id, image, hold));
                 false
             }
-            Msg::In(Incoming::Event(e)) => {
+            Incoming::Event(e) => {
                 self.event(e);
                 false
             }
-            Msg::In(Incoming::Alert(a)) => {
+            Incoming::Alert(a) => {
                 self.alert(a);
                 true
             }
-            Msg::In(Incoming::Scene {
+            Incoming::Scene {
                 camera,
                 description,
-            }) => {
+            } => {
                 self.scene(&camera, description);
                 false
             }
-            Msg::In(Incoming::Snapshot {
+            Incoming::Snapshot {
                 camera,
                 alert_id,
                 jpeg,
-            }) => {
+            } => {
                 self.snapshot(&camera, &alert_id, &jpeg);
                 false
             }
@@ -657,7 +663,7 @@ impl Worker {
                 }
                 // An ended object leaves memory once its last state is written (an alert's quick
                 // commit leaves objects for the next regular one).
-                self.live.retain(|_, l| !(l.ended && !l.dirty));
+                self.live.retain(|_, l| !l.ended || l.dirty);
             }
             Err(e) => {
                 // Kept objects are written again with their next change; the rest is lost,

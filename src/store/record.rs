@@ -279,7 +279,8 @@ pub struct IndexView<'a> {
     pub kind: Kind,
     pub ts: f64,
     pub end_ts: f64,
-    facets: &'a str,
+    /// camera, labels, colour, zones, rule.
+    facets: [&'a str; 5],
     pub scale: f32,
     pub values: &'a [i8],
 }
@@ -293,7 +294,11 @@ impl<'a> IndexView<'a> {
         let ts = f64::from_le_bytes(b[2..10].try_into().ok()?);
         let end_ts = f64::from_le_bytes(b[10..18].try_into().ok()?);
         let flen = u16::from_le_bytes([b[18], b[19]]) as usize;
-        let facets = std::str::from_utf8(b.get(20..20 + flen)?).ok()?;
+        let text = std::str::from_utf8(b.get(20..20 + flen)?).ok()?;
+        let mut facets = [""; 5];
+        for (slot, f) in facets.iter_mut().zip(text.split(SEP)) {
+            *slot = f;
+        }
         let at = 20 + flen;
         let dim = u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize;
         let (scale, values) = if dim == 0 {
@@ -316,7 +321,7 @@ impl<'a> IndexView<'a> {
     }
 
     fn facet(&self, i: usize) -> &'a str {
-        self.facets.split(SEP).nth(i).unwrap_or("")
+        self.facets[i]
     }
     pub fn camera(&self) -> &'a str {
         self.facet(0)

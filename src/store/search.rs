@@ -115,7 +115,11 @@ pub fn search(
         {
             return;
         }
-        let met = matches(&q, &v).len();
+        let met = if q.groups() == 0 {
+            0
+        } else {
+            matches(&q, &v).len()
+        };
         let sim = qv.as_ref().map_or(0.0, |qv| v.similarity(qv));
         cands.push((met, sim, v.end_ts, key));
     })?;
@@ -131,10 +135,16 @@ pub fn search(
         cands.truncate(keep);
     }
     cands.sort_by(by_rank);
+    let keys: Vec<u64> = cands.iter().map(|c| c.3).collect();
+    let by_key: std::collections::HashMap<u64, Record> = store
+        .get_many(&keys)?
+        .into_iter()
+        .map(|r| (r.key, r))
+        .collect();
     let mut ranked: Vec<(usize, f32, Record)> = Vec::with_capacity(cands.len());
     let mut seen = std::collections::HashSet::new();
     for (met, sim, _, key) in cands {
-        let Some(record) = store.get(key)? else {
+        let Some(record) = by_key.get(&key).cloned() else {
             continue;
         };
         if seen.insert((record.kind, record.camera.clone(), record.text.clone())) {
