@@ -539,9 +539,21 @@ impl Store {
         Ok(s)
     }
 
-    /// The bytes charged against `max_bytes`.
+    /// The bound on the bytes charged.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
+    }
+
+    /// The bytes charged now (records, index entries, JPEGs).
+    pub fn bytes(&self) -> Result<u64> {
+        let txn = self.begin_read()?;
+        let Ok(meta) = txn.open_table(META) else {
+            return Ok(0);
+        };
+        Ok(meta
+            .get(BYTES)
+            .map_err(|e| db_err(&self.file, e))?
+            .map_or(0, |g| g.value()))
     }
 }
 

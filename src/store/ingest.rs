@@ -291,7 +291,9 @@ impl Worker {
                     let _ = w.send(());
                 }
             }
-            if !open || last_retain.elapsed() >= RETAIN_EVERY {
+            // Over the size bound after a commit: retention now, not at the next regular pass.
+            let over = self.store.bytes().is_ok_and(|b| b > self.store.max_bytes());
+            if !open || over || last_retain.elapsed() >= RETAIN_EVERY {
                 if let Err(e) = self.store.retain(crate::util::unix_now()) {
                     log::warn!("store: retention: {e}");
                 }
