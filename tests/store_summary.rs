@@ -1,6 +1,7 @@
 //! `lookout summary` of the bundled clip agrees with the events the same run published: the
 //! number of people and cars, who entered the path zone, the alerts per rule, and the times of
-//! the first and last sighting.
+//! the first and last sighting. The same store through `lookout events` and `lookout search`:
+//! filters, crops that are real JPEG files, and reasons for each hit.
 
 mod common;
 
@@ -116,5 +117,62 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
     assert!(
         text.contains(&format!("{} people entered the path zone", in_path.len())),
         "{text}"
+    );
+
+    // `lookout events --label car`: the parked car, with a crop on disk.
+    let out = common::lookout()
+        .args(["events", "--label", "car", "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cars: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(cars.len(), tracks["car"].len(), "{cars:?}");
+    let crop = cars[0]["crop_path"].as_str().expect("a crop");
+    let jpeg = std::fs::read(crop).unwrap();
+    assert!(
+        lookout::imageio::decode_rgb(&jpeg).is_ok(),
+        "{crop} is a JPEG"
+    );
+    // `lookout search`: the top hit for people on the path is one, with its reasons.
+    let out = common::lookout()
+        .args([
+            "search",
+            "person on the path",
+            "--limit",
+            "3",
+            "--json",
+            "--store",
+        ])
+        .arg(&store)
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let res: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(res["parsed"]["labels"][0], "person", "{res}");
+    assert_eq!(res["parsed"]["zones"][0], "path", "{res}");
+    let top = &res["hits"][0];
+    assert_eq!(top["record"]["label"], "person", "{res}");
+    let why: Vec<&str> = top["why"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        why.contains(&"label person") && why.contains(&"zone path"),
+        "{why:?}"
     );
 }
