@@ -31,6 +31,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod scene;
 pub mod schema;
+pub mod store;
 pub mod track;
 pub mod util;
 pub mod vlm;

@@ -42,6 +42,12 @@ enum Cmd {
     Ask(cli::describe::AskArgs),
     /// List the installed models, or pull one (`lookout models pull smolvlm-256m`).
     Models(cli::models::ModelsArgs),
+    /// List what the event store holds: objects and alerts by time, camera, label, zone.
+    Events(cli::events::EventsArgs),
+    /// Search the event store in words: `lookout search "red car at the gate last night"`.
+    Search(cli::search::SearchArgs),
+    /// A short narrative of a time window from the event store, with timestamps.
+    Summary(cli::summary::SummaryArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,9 @@ fn main() -> ExitCode {
         Cmd::Describe(a) => cli::describe::describe(a),
         Cmd::Ask(a) => cli::describe::ask(a),
         Cmd::Models(a) => cli::models::run(a),
+        Cmd::Events(a) => cli::events::run(a),
+        Cmd::Search(a) => cli::search::run(a),
+        Cmd::Summary(a) => cli::summary::run(a),
     };
     match res {
         Ok(code) => code,

@@ -5,10 +5,13 @@ pub mod bench;
 pub mod check;
 pub mod describe;
 pub mod detect;
+pub mod events;
 pub mod ground;
 pub mod models;
 pub mod pull;
 pub mod run;
+pub mod search;
+pub mod summary;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// 127.0.0.1:8080 (or goes without when that port is taken).
     #[arg(long, value_name = "ADDR", value_parser = parse_http)]
     http: Option<HttpFlag>,
+    /// Keep events, alerts, scene text and crops in this event store folder (`lookout events`,
+    /// `search`, `summary`), overriding `[store] path` and turning the store on.
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 /// Where the embedded demo serves its web view.
@@ -111,6 +115,12 @@ fn config(a: &RunArgs) -> anyhow::Result<Config> {
     }
     if let Some((key, why)) = cfg.http.problems().into_iter().next() {
         anyhow::bail!("{key}: {why}");
+    }
+    if let Some(dir) = &a.store {
+        match &mut cfg.store {
+            Some(s) => s.path = dir.clone(),
+            None => cfg.store = Some(lookout::config::StoreConfig::at(dir)),
+        }
     }
     Ok(cfg)
 }

@@ -53,6 +53,9 @@ pub struct Config {
     /// The live web view and `/metrics` (off unless `listen` is set).
     #[serde(default)]
     pub http: HttpConfig,
+    /// The on-device event store (`lookout events`, `search`, `summary`); off without `[store]`.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
 }
 
 /// `[http]`: the live web view and Prometheus endpoint (`docs/web.md`).
@@ -160,6 +163,56 @@ impl HttpConfig {
             v.push(("http.recent", format!("{} must be 1..10000", self.recent)));
         }
         v
+    }
+}
+
+/// `[store]`: where events, alerts, scene text and object crops are kept, and for how long.
+/// Present means on: a board's disk (an SD card) is the user's to give, as Frigate's
+/// `record`/`snapshots` are off until configured.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Folder holding `store.redb` and `media/` (crops and snapshots).
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    /// Bound on what the store holds (records + JPEGs), in bytes; the oldest go first, alerts last.
+    #[serde(default = "default_store_bytes")]
+    pub max_bytes: u64,
+    /// Records older than this many days are deleted (0 = no age limit).
+    #[serde(default = "default_store_age")]
+    pub max_age_days: f64,
+    /// Sentence-embedding model for search (a name in the model folders or a path); `""` = none
+    /// (search falls back to words).
+    #[serde(default = "default_store_embedding")]
+    pub embedding_model: String,
+    /// Keep the best crop and a snapshot per tracked object.
+    #[serde(default = "yes")]
+    pub crops: bool,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("/var/lib/lookout/store")
+}
+fn default_store_bytes() -> u64 {
+    2 << 30
+}
+fn default_store_age() -> f64 {
+    30.0
+}
+fn default_store_embedding() -> String {
+    crate::embed::DEFAULT_EMBEDDING_MODEL.into()
+}
+
+impl StoreConfig {
+    /// The defaults with another folder (`lookout run --store DIR`).
+    pub fn at(path: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            path: path.into(),
+            max_bytes: default_store_bytes(),
+            max_age_days: default_store_age(),
+            embedding_model: default_store_embedding(),
+            crops: true,
+        }
     }
 }
 
@@ -729,6 +782,23 @@ impl Config {
         }
         for (k, why) in self.http.problems() {
             issues.push(k, why);
+        }
+        if let Some(st) = &self.store {
+            if st.max_bytes < 1 << 20 {
+                issues.push(
+                    "store.max_bytes",
+                    format!("{} must be at least 1048576 (1 MiB)", st.max_bytes),
+                );
+            }
+            if !st.max_age_days.is_finite() || st.max_age_days < 0.0 {
+                issues.push(
+                    "store.max_age_days",
+                    format!("{} must be ≥ 0", st.max_age_days),
+                );
+            }
+            if st.path.as_os_str().is_empty() {
+                issues.push("store.path", "must name a folder");
+            }
         }
         match self.mqtt_config() {
             Ok(Some(mc)) => {

@@ -39,8 +39,8 @@ pub use health::{CameraHealth, HealthStats};
 pub use mqtt::{Broker, LazyGrounder, MqttRuntime, PipelineCommands, DEFAULT_EMBEDDED_PORT};
 pub use runtime::{RunSettings, Runtime};
 pub use sinks::{
-    payload, readable_line, CollectSink, FrameDetections, JsonlSink, MqttSink, Output,
-    PipelineStats, ReadableSink, Sink, Snapshot, WebSink,
+    payload, readable_line, CollectSink, FrameDetections, FrameRef, JsonlSink, MqttSink, Output,
+    PipelineStats, ReadableSink, Sink, Snapshot, StoreSink, WebSink,
 };
 pub use stats::{board_temperature, StageTime, StageTimes, Stats};
 pub use vlm::SharedVlm;
@@ -477,7 +477,14 @@ fn scene_loop(
         let tracks: Vec<Track> = tracker.update(r.frame_id, r.ts, &dets).to_vec();
         let Evaluation { alerts, zones } = rules.evaluate(r.frame_id, r.ts, &tracks);
         let mut saw_new = false;
-        for ev in events.update(r.frame_id, r.ts, &tracks, &zones) {
+        let evs = events.update(r.frame_id, r.ts, &tracks, &zones);
+        // The store cuts object crops from the frame its events were raised on.
+        if cfg.store.is_some() && evs.iter().any(|e| e.kind != EventType::End) {
+            if let Some(f) = FrameRef::new(&camera, r.frame_id, r.image.clone()) {
+                send(Output::Frame(f), true);
+            }
+        }
+        for ev in evs {
             n_events += 1;
             saw_new |= ev.kind == EventType::New;
             send(Output::Event(ev), false);

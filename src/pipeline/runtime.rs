@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::mqtt::{Broker, MqttRuntime};
-use super::sinks::{MqttSink, Sink, WebSink};
+use super::sinks::{MqttSink, Sink, StoreSink, WebSink};
 use super::vlm::SharedVlm;
 use super::{Handle, RunOptions, Summary};
 use crate::capture::FrameSource;
@@ -45,6 +45,8 @@ pub struct Runtime {
     notify: Notify,
     /// The web view, when `[http] listen` is set.
     http: Option<HttpServer>,
+    /// The event store's thread, with `[store]`.
+    store: Option<crate::store::Ingest>,
 }
 
 impl Runtime {
@@ -84,7 +86,21 @@ impl Runtime {
         ));
         let vlm = load_vlm(&cfg.vlm, &mut *notify)?;
         let http = start_http(&cfg, &mut handle, &mut *notify)?;
+        let store = match &cfg.store {
+            Some(s) => {
+                let ingest = crate::store::Ingest::start(s)?;
+                notify(&format!(
+                    "store: {} (max {} MB, {} days)",
+                    s.path.display(),
+                    s.max_bytes >> 20,
+                    s.max_age_days
+                ));
+                Some(ingest)
+            }
+            None => None,
+        };
         Ok(Runtime {
+            store,
             opts: RunOptions {
                 max_frames,
                 drop_oldest: is_live(&uri),
@@ -117,6 +133,7 @@ impl Runtime {
             handle,
             mut notify,
             http,
+            store,
         } = self;
         // MQTT first: a record is in the store-and-forward spool before any log line reports it.
         let mut all: Vec<Box<dyn Sink>> = Vec::with_capacity(sinks.len() + 1);
@@ -129,6 +146,10 @@ impl Runtime {
                 web.set_mqtt_probe(Box::new(move || p.stats()));
             }
             all.push(Box::new(WebSink::new(web.clone())));
+        }
+        // The store next: an alert is committed there too before a log line reports it.
+        if let Some(ingest) = store {
+            all.push(Box::new(StoreSink::new(ingest, &cfg.camera.name)));
         }
         all.extend(sinks);
         let summary = super::run(&cfg, source, detectors, all, opts, handle);

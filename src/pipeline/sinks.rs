@@ -51,6 +51,56 @@ pub enum Output {
     /// Annotated JPEG of the frame an alert fired on. Not written to JSON Lines.
     #[serde(skip)]
     Snapshot(Snapshot),
+    /// A frame events were raised on, for the event store's crops (only with `[store]`). Not
+    /// written anywhere else.
+    #[serde(skip)]
+    Frame(FrameRef),
+}
+
+/// Frames on their way to the store at most; beyond this a frame is not passed on (its
+/// events keep their previous crop), so a slow disk cannot pile up pictures in memory.
+const FRAMES_IN_FLIGHT: usize = 4;
+static FRAMES_OUT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A frame shared with the store; counted while it (or a clone) lives.
+#[derive(Debug)]
+pub struct FrameRef {
+    pub camera: String,
+    pub frame_id: u64,
+    pub image: Arc<image::RgbImage>,
+}
+
+impl FrameRef {
+    /// `None` while [`FRAMES_IN_FLIGHT`] frames are already on their way.
+    pub fn new(camera: &str, frame_id: u64, image: Arc<image::RgbImage>) -> Option<FrameRef> {
+        use std::sync::atomic::Ordering;
+        if FRAMES_OUT.fetch_add(1, Ordering::AcqRel) >= FRAMES_IN_FLIGHT {
+            FRAMES_OUT.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(FrameRef {
+            camera: camera.to_string(),
+            frame_id,
+            image,
+        })
+    }
+}
+
+impl Clone for FrameRef {
+    fn clone(&self) -> Self {
+        FRAMES_OUT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        FrameRef {
+            camera: self.camera.clone(),
+            frame_id: self.frame_id,
+            image: self.image.clone(),
+        }
+    }
+}
+
+impl Drop for FrameRef {
+    fn drop(&mut self) {
+        FRAMES_OUT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +172,7 @@ impl<W: Write + Send> JsonlSink<W> {
 
 impl<W: Write + Send> Sink for JsonlSink<W> {
     fn send(&mut self, out: &Output) -> Result<()> {
-        if matches!(out, Output::Snapshot(_)) {
+        if matches!(out, Output::Snapshot(_) | Output::Frame(_)) {
             return Ok(());
         }
         let line =
@@ -204,7 +254,7 @@ pub fn readable_line(out: &Output) -> Option<String> {
                 _ => String::new(),
             }
         ),
-        Output::Detections(_) | Output::Snapshot(_) => return None,
+        Output::Detections(_) | Output::Snapshot(_) | Output::Frame(_) => return None,
     })
 }
 
@@ -287,6 +337,7 @@ impl Sink for MqttSink {
                     None => Ok(()),
                 }
             }
+            Output::Frame(_) => Ok(()),
         }
     }
 }
@@ -314,7 +365,64 @@ impl Sink for WebSink {
             Output::Stats(s) => self
                 .state
                 .stats(record()?, s.fps, s.queue_depth, s.temperature_c),
-            Output::Detections(_) | Output::Snapshot(_) => {}
+            Output::Detections(_) | Output::Snapshot(_) | Output::Frame(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Hands events, alerts, scene text, snapshots and frames to the event store's thread
+/// ([`crate::store::Ingest`]); an alert is committed before this returns (as the MQTT sink puts
+/// it in the spool), everything else is queued and may be dropped when the store is behind.
+pub struct StoreSink {
+    ingest: crate::store::Ingest,
+    camera: String,
+}
+
+impl StoreSink {
+    pub fn new(ingest: crate::store::Ingest, camera: &str) -> Self {
+        StoreSink {
+            ingest,
+            camera: camera.to_string(),
+        }
+    }
+}
+
+impl Sink for StoreSink {
+    fn send(&mut self, out: &Output) -> Result<()> {
+        use crate::store::Incoming;
+        let m = match out {
+            Output::Event(e) => Incoming::Event(e.clone()),
+            Output::Alert(a) => {
+                self.ingest.send(Incoming::Alert(a.clone()));
+                if !self.ingest.sync(Duration::from_secs(10)) {
+                    log::warn!("store: alert {} not yet committed after 10 s", a.id);
+                }
+                return Ok(());
+            }
+            Output::Scene(s) => Incoming::Scene {
+                camera: self.camera.clone(),
+                description: s.clone(),
+            },
+            Output::Snapshot(s) => Incoming::Snapshot {
+                camera: s.camera.clone(),
+                alert_id: s.alert_id.clone(),
+                jpeg: s.jpeg.clone(),
+            },
+            Output::Frame(f) => Incoming::Frame {
+                camera: f.camera.clone(),
+                frame_id: f.frame_id,
+                image: f.image.clone(),
+                hold: Some(Box::new(f.clone())),
+            },
+            Output::Detections(_) | Output::Stats(_) => return Ok(()),
+        };
+        self.ingest.send(m);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        if !self.ingest.sync(Duration::from_secs(10)) {
+            log::warn!("store: not everything committed after 10 s");
         }
         Ok(())
     }
