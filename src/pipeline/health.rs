@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::capture::{CaptureError, CaptureStats};
 use crate::scene::{Alert, AlertDetails, AlertKind};
 use crate::util::unix_now;
 
 /// The camera's health as the `stats` record carries it (`health`).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct HealthStats {
     /// The source delivered its last frame without an outage since.
     pub connected: bool,
@@ -141,6 +141,7 @@ impl<'a> HealthWatch<'a> {
         };
         Alert {
             id: format!("camera-{name}-{}-{}", self.last_frame_id, self.outages),
+            message_type: Default::default(),
             rule: "camera".into(),
             kind,
             severity,
@@ -155,6 +156,8 @@ impl<'a> HealthWatch<'a> {
                 ..AlertDetails::default()
             },
             verification: None,
+            // No frame to show: the camera is what is missing.
+            snapshot: None,
         }
     }
 }
