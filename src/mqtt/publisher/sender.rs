@@ -12,10 +12,10 @@ use crossbeam_channel::Receiver;
 use super::eventloop::NetEvent;
 use super::handle::PublisherHandle;
 use super::protocol::Client;
-use super::state::{Attempts, InFlight, Written, POISON_ATTEMPTS};
+use super::state::{Attempts, CommandSub, InFlight, Subscribe, Written, POISON_ATTEMPTS};
 use super::{Ctl, Stop};
 use crate::mqtt::spool::{Admission, Spool, SpoolMessage};
-use crate::mqtt::topics::{DeviceState, MessageClass, Qos};
+use crate::mqtt::topics::{now_ms, DeviceState, MessageClass, Qos};
 
 /// Spool-thread batch: one fsync for up to this many messages.
 const BATCH: usize = 512;
@@ -38,6 +38,7 @@ pub(super) struct SpoolSender {
     conn: Option<Conn>,
     deletes: Vec<u64>,
     attempts: Attempts,
+    sub: CommandSub,
     drain_until: Option<Instant>,
     stop: Arc<Stop>,
 }
@@ -58,6 +59,7 @@ impl SpoolSender {
             conn: None,
             deletes: Vec::new(),
             attempts: Attempts::default(),
+            sub: CommandSub::default(),
             drain_until: None,
             stop,
         };
@@ -105,6 +107,7 @@ impl SpoolSender {
             let taken_bytes: u64 = batch.iter().map(SpoolMessage::cost).sum();
             self.store(std::mem::take(&mut batch));
             self.flush_deletes();
+            self.retry_subscription();
             self.fill();
             self.update_stats();
             // Only now, with spool depth published, so `flush()` never sees an empty staging
@@ -159,7 +162,11 @@ impl SpoolSender {
 
     fn on_net(&mut self, ev: NetEvent) {
         match ev {
-            NetEvent::Connected { gen, client } => {
+            NetEvent::Connected {
+                gen,
+                client,
+                session_present,
+            } => {
                 let mut conn = Conn {
                     gen,
                     client,
@@ -174,9 +181,15 @@ impl SpoolSender {
                     conn.state.handed_untracked();
                 }
                 if self.commands {
-                    let filter = self.handle.topics().commands_filter();
-                    if !conn.client.try_subscribe_qos0(filter) {
-                        log::warn!("mqtt: cannot subscribe to commands");
+                    match self.sub.connected(gen, session_present, Instant::now()) {
+                        Subscribe::Now => subscribe(&conn.client, &self.handle),
+                        Subscribe::Held => {
+                            log::debug!("mqtt: the broker's session still holds cmd/#")
+                        }
+                        Subscribe::Paused(until) => log::warn!(
+                            "mqtt: connected without the command subscription (publish only) until {}s from now: subscribing brought a message over max_incoming_bytes (a retained command? clear it with an empty retained publish)",
+                            until.saturating_duration_since(Instant::now()).as_secs()
+                        ),
                     }
                 }
                 self.conn = Some(conn);
@@ -186,10 +199,10 @@ impl SpoolSender {
                     }
                     st.connects += 1;
                     st.connected = true;
-                    st.last_error = None;
                 });
                 log::info!("mqtt: connected");
             }
+            NetEvent::SubAcked { gen } => self.sub.acked(gen),
             NetEvent::Published { gen, pkid } => {
                 let Some(conn) = self.conn.as_mut().filter(|c| c.gen == gen) else {
                     return;
@@ -219,17 +232,48 @@ impl SpoolSender {
                 }
             }
             NetEvent::DisconnectSent { .. } => {}
-            NetEvent::Disconnected { gen, error } => {
-                if let Some(conn) = self.conn.take_if(|c| c.gen == gen) {
-                    if let Some(head) = conn.state.head() {
-                        self.charge(head);
-                    }
+            NetEvent::Disconnected {
+                gen,
+                error,
+                oversized,
+            } => {
+                let conn = self.conn.take_if(|c| c.gen == gen);
+                let established = conn.is_some();
+                // An over-sized incoming packet is no fault of the message in flight.
+                if let Some(head) = conn.and_then(|c| c.state.head()).filter(|_| !oversized) {
+                    self.charge(head);
+                }
+                if let Some(pause) = self.sub.disconnected(gen, oversized, Instant::now()) {
+                    log::warn!(
+                        "mqtt: subscribing to {} brought a message over max_incoming_bytes (most likely a retained command); no new subscription for {}s, publishing continues (clear it with an empty retained publish on that topic)",
+                        self.handle.topics().commands_filter(),
+                        pause.as_secs()
+                    );
                 }
                 self.handle.with_stats(|st| {
                     st.connected = false;
                     st.last_error = Some(error);
+                    st.last_error_ms = Some(now_ms());
+                    if oversized {
+                        st.incoming_oversized += 1;
+                    }
+                    if !established {
+                        st.connect_failures += 1;
+                    }
                 });
             }
+        }
+    }
+
+    /// Subscribes to the commands on the live connection once a pause (see [`CommandSub`]) is
+    /// over.
+    fn retry_subscription(&mut self) {
+        let Some(conn) = self.conn.as_ref().filter(|_| self.commands) else {
+            return;
+        };
+        if self.sub.retry_due(conn.gen, Instant::now()) {
+            log::info!("mqtt: trying the command subscription again");
+            subscribe(&conn.client, &self.handle);
         }
     }
 
@@ -383,6 +427,9 @@ impl SpoolSender {
     }
 
     fn update_stats(&mut self) {
+        let paused = self.sub.paused_until().map(|t| {
+            now_ms() + t.saturating_duration_since(Instant::now()).as_millis() as u64
+        });
         let (depth, bytes) = (self.spool.len(), self.spool.bytes());
         let by_class = self.spool.depth_by_class();
         let dropped = self.spool.dropped_by_class();
@@ -391,8 +438,15 @@ impl SpoolSender {
             st.spool_bytes = bytes;
             st.depth_by_class = by_class;
             st.dropped = dropped;
+            st.commands_paused_until_ms = paused;
         });
         // Keys below the spool's head were delivered or evicted.
         self.attempts.forget_below(self.spool.first_key());
+    }
+}
+
+fn subscribe(client: &Client, handle: &PublisherHandle) {
+    if !client.try_subscribe_qos0(handle.topics().commands_filter()) {
+        log::warn!("mqtt: cannot subscribe to commands (request queue full)");
     }
 }
