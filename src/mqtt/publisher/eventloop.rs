@@ -117,14 +117,6 @@ impl NetLoop {
                 oversized: error.oversized,
             });
             let reason = &error.reason;
-            if error.oversized {
-                log::warn!(
-                    "mqtt: {} sent a message larger than max_incoming_bytes = {} under {}; rumqttc dropped the connection ({reason})",
-                    self.url,
-                    self.cfg.max_incoming_bytes,
-                    self.handle.topics().commands_filter(),
-                );
-            }
             if connected {
                 backoff = min;
                 failing = None;

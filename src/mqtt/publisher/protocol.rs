@@ -311,6 +311,12 @@ fn describe_connection_error(e: &ConnectionError, cfg: &MqttConfig, url: &Broker
         ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             format!("cannot reach {url}: connection refused (is the broker running?)")
         }
+        ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) => format!(
+            "{url} sent a packet of {n} bytes, over max_incoming_bytes = {} (a retained command?)",
+            cfg.max_incoming_bytes
+        ),
         _ => describe_error_text(&e.to_string(), cfg, url),
     }
 }
@@ -335,6 +341,11 @@ fn describe_error_text(raw: &str, cfg: &MqttConfig, url: &BrokerUrl) -> String {
     } else if raw.starts_with("Connection refused") {
         format!(
             "broker {url} refused the connection ({raw}): check username/password and client id"
+        )
+    } else if raw.contains("has been exceeded by packet") {
+        format!(
+            "{url} sent a packet over max_incoming_bytes = {} ({raw})",
+            cfg.max_incoming_bytes
         )
     } else if raw.contains("Timeout") || raw.contains("timeout") || raw.contains("timed out") {
         format!("no answer from {url} ({raw})")

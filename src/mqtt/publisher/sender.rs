@@ -427,9 +427,10 @@ impl SpoolSender {
     }
 
     fn update_stats(&mut self) {
-        let paused = self.sub.paused_until().map(|t| {
-            now_ms() + t.saturating_duration_since(Instant::now()).as_millis() as u64
-        });
+        let paused = self
+            .sub
+            .paused_until()
+            .map(|t| now_ms() + t.saturating_duration_since(Instant::now()).as_millis() as u64);
         let (depth, bytes) = (self.spool.len(), self.spool.bytes());
         let by_class = self.spool.depth_by_class();
         let dropped = self.spool.dropped_by_class();

@@ -241,6 +241,9 @@ impl CommandSub {
             self.strikes = 0;
             return None;
         }
+        // The broker sends retained messages only after it has taken the SUBSCRIBE, so the
+        // session holds it even if the SUBACK, read with the over-sized packet, was never seen.
+        self.in_session = true;
         self.strikes += 1;
         let pause = SUBSCRIBE_PAUSE_MIN
             .saturating_mul(1 << (self.strikes - 1).min(16))
@@ -304,8 +307,8 @@ mod tests {
         let t0 = Instant::now();
         let mut c = CommandSub::default();
         assert_eq!(c.connected(1, false, t0), Subscribe::Now);
-        c.acked(1);
-        // A retained over-sized command follows the SUBACK and costs the connection.
+        // A retained over-sized command follows the SUBACK and costs the connection (the SUBACK
+        // may be lost with it).
         assert_eq!(c.disconnected(1, true, t0), Some(SUBSCRIBE_PAUSE_MIN));
         // The durable session keeps the subscription: no re-subscribe, no re-sent retained.
         assert_eq!(c.connected(2, true, t0), Subscribe::Held);
