@@ -22,6 +22,9 @@ const BATCH: usize = 512;
 /// Bytes handed to the connection and not yet acknowledged, at most (one message may exceed
 /// it): rumqttc keeps a copy of every unacknowledged QoS 1 message.
 const INFLIGHT_BYTES: u64 = 8 << 20;
+/// A spool that held this many bytes is compacted once it has drained: the file keeps its
+/// largest size otherwise (redb reuses free pages but does not give them back).
+const COMPACT_AFTER_BYTES: u64 = 4 << 20;
 
 /// The live connection as the spool thread sees it.
 struct Conn {
@@ -39,6 +42,8 @@ pub(super) struct SpoolSender {
     deletes: Vec<u64>,
     attempts: Attempts,
     sub: CommandSub,
+    /// The most the spool has held since it was last empty and compacted.
+    peak_bytes: u64,
     drain_until: Option<Instant>,
     stop: Arc<Stop>,
 }
@@ -60,6 +65,7 @@ impl SpoolSender {
             deletes: Vec::new(),
             attempts: Attempts::default(),
             sub: CommandSub::default(),
+            peak_bytes: 0,
             drain_until: None,
             stop,
         };
@@ -110,6 +116,7 @@ impl SpoolSender {
             self.retry_subscription();
             self.fill();
             self.update_stats();
+            self.compact_when_drained();
             // Only now, with spool depth published, so `flush()` never sees an empty staging
             // queue and a stale empty spool at the same time.
             self.handle.unstage(taken, taken_bytes);
@@ -262,6 +269,21 @@ impl SpoolSender {
                     }
                 });
             }
+        }
+    }
+
+    fn compact_when_drained(&mut self) {
+        self.peak_bytes = self.peak_bytes.max(self.spool.bytes());
+        if self.peak_bytes < COMPACT_AFTER_BYTES || !self.spool.is_empty() {
+            return;
+        }
+        self.peak_bytes = 0;
+        match self.spool.compact() {
+            Ok((before, after)) => log::info!(
+                "mqtt: spool drained, {} compacted from {before} to {after} bytes",
+                self.spool.path().display()
+            ),
+            Err(e) => log::warn!("mqtt: {e} (compacting the drained spool)"),
         }
     }
 
