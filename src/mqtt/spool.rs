@@ -593,7 +593,12 @@ mod tests {
             .map(|_| msg(MessageClass::Event, "e", 4096))
             .collect();
         s.push_batch(batch).unwrap();
-        let keys: Vec<u64> = s.peek(0, 5000).unwrap().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<u64> = s
+            .peek(0, 5000)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         s.remove(&keys, false).unwrap();
         assert!(s.is_empty());
         let (before, after) = s.compact().unwrap();
