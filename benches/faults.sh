@@ -6,8 +6,9 @@
 #   the broker stopped for 10 s (SIGTERM: it keeps sessions and retained messages),
 #   hostile commands (broken JSON, unknown commands, wrong types, 100 KiB payloads),
 #   a burst of 200 pings,
-#   a retained `cmd/rules/disable` (must never run; cleared two faults later),
-#   a retained 1 MiB command on `cmd/ping` (over max_incoming_bytes; cleared two faults later).
+#   a retained `cmd/rules/disable` (may run once, live, when published; never again on a
+#     re-delivery; cleared four faults later, so a kill -9 restart re-subscribes meanwhile),
+#   a retained 1 MiB command on `cmd/ping` (over max_incoming_bytes; cleared four faults later).
 # At the end it prints alerts produced (--events-out) / delivered (subscriber) / duplicated /
 # missing, reconnects, and the replies to the commands, and writes benches/FAULTS.md.
 #
@@ -88,8 +89,8 @@ while [ "$(date +%s)" -lt "$END" ]; do
          mosquitto_pub -p "$PORT" -q 1 -t "$T/cmd/ping" -l 2>>"$W/pub.log" || true
        BURSTS=$((BURSTS + 1)) ;;
     5) pub -t "$T/cmd/rules/disable" -r -m "{\"request_id\":\"ret-$N\",\"name\":\"path\"}"
-       RETAINED=$((RETAINED + 1)); CLEAR_RET=$((N + 2)) ;;
-    0) pub -t "$T/cmd/ping" -r -f "$W/big.txt"; OVERSIZED=$((OVERSIZED + 1)); CLEAR_BIG=$((N + 2)) ;;
+       RETAINED=$((RETAINED + 1)); CLEAR_RET=$((N + 4)) ;;
+    0) pub -t "$T/cmd/ping" -r -f "$W/big.txt"; OVERSIZED=$((OVERSIZED + 1)); CLEAR_BIG=$((N + 4)) ;;
   esac
 done
 pub -t "$T/cmd/rules/disable" -r -n; pub -t "$T/cmd/ping" -r -n
@@ -151,8 +152,8 @@ mosquitto with persistence, a persistent QoS 1 subscriber on `alerts` and `reply
 | broker stopped for 10 s | {stops} |
 | hostile commands (broken JSON, wrong types, unknown command, 100 KiB) | {hostile} |
 | bursts of 200 `cmd/ping` | {bursts} |
-| retained `cmd/rules/disable` (cleared two faults later) | {retained} |
-| retained 1 MiB `cmd/ping`, over max_incoming_bytes (cleared two faults later) | {oversized} |
+| retained `cmd/rules/disable` (cleared four faults later) | {retained} |
+| retained 1 MiB `cmd/ping`, over max_incoming_bytes (cleared four faults later) | {oversized} |
 
 | figure | value |
 |---|---|

@@ -149,7 +149,7 @@ impl Publisher {
         let url = cfg.validate()?;
         let topics = Topics::new(&cfg.device)?;
         let tls = cfg.tls_for(&url)?;
-        let spool = Spool::open(&cfg.spool_path, cfg.spool)?;
+        let spool = Spool::open_or_recover(&cfg.spool_path, cfg.spool)?;
 
         let (staging_tx, staging_rx) = bounded(handle::STAGING_CAP);
         let (incoming_tx, incoming_rx) = bounded(INCOMING_CAP);
