@@ -281,3 +281,33 @@ pub fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<()> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_stubs_keep_only_enough_to_reply_and_held_bytes_are_released() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let msg = IncomingMessage {
+            topic: "lookout/d/cmd/ping".into(),
+            payload: vec![b'x'; 100_000],
+            response_topic: Some("é".repeat(BUSY_STUB_BYTES)),
+            correlation: Some(vec![1; 5000]),
+            retain: false,
+            busy: false,
+            held: Held::new(&total, 100_000),
+        };
+        assert_eq!(total.load(Ordering::SeqCst), 100_000);
+        let copy = msg.clone();
+        let stub = busy_stub(msg);
+        assert_eq!(total.load(Ordering::SeqCst), 0, "the whole message is gone");
+        drop(copy);
+        assert_eq!(total.load(Ordering::SeqCst), 0, "a copy was never counted");
+        assert!(stub.busy);
+        assert_eq!(stub.payload.len(), BUSY_STUB_BYTES);
+        assert_eq!(stub.topic, "lookout/d/cmd/ping");
+        assert_eq!(stub.response_topic, None, "too long to keep whole");
+        assert_eq!(stub.correlation.map(|c| c.len()), Some(BUSY_STUB_BYTES));
+    }
+}
