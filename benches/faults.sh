@@ -7,8 +7,9 @@
 #   hostile commands (broken JSON, unknown commands, wrong types, 100 KiB payloads),
 #   a burst of 200 pings,
 #   a retained `cmd/rules/disable` (may run once, live, when published; never again on a
-#     re-delivery; cleared four faults later, so a kill -9 restart re-subscribes meanwhile),
-#   a retained 1 MiB command on `cmd/ping` (over max_incoming_bytes; cleared four faults later).
+#     re-delivery; cleared two faults later, after a kill -9 whose restart re-subscribes),
+#   a retained 1 MiB command on `cmd/ping` (over max_incoming_bytes; cleared three faults later,
+#     also after a kill -9).
 # At the end it prints alerts produced (--events-out) / delivered (subscriber) / duplicated /
 # missing, reconnects, and the replies to the commands, and writes benches/FAULTS.md.
 #
@@ -78,19 +79,21 @@ while [ "$(date +%s)" -lt "$END" ]; do
     pub -t "$T/cmd/rules/enable" -m "{\"request_id\":\"enable-$N\",\"name\":\"path\"}"
   fi
   [ "$CLEAR_BIG" = "$N" ] && pub -t "$T/cmd/ping" -r -n
-  case $(( N % 6 )) in
-    1) kill -9 "$LK" 2>/dev/null || true; wait "$LK" 2>/dev/null || true; KILLS=$((KILLS + 1)); lookout_up ;;
-    2) broker_down; sleep 10; broker_up; STOPS=$((STOPS + 1)) ;;
-    3) for p in '{' '[1,2]' '{"request_id":7}' '{"instruction":5}' '{"request_id":"h-'$N'","camra":"x"}'; do
+  # A 12-fault cycle: each retained command is present across a kill -9, so the restarted
+  # lookout (a new process) subscribes again and the broker re-sends it.
+  case $(( N % 12 )) in
+    2|8|0) kill -9 "$LK" 2>/dev/null || true; wait "$LK" 2>/dev/null || true; KILLS=$((KILLS + 1)); lookout_up ;;
+    3|9) broker_down; sleep 10; broker_up; STOPS=$((STOPS + 1)) ;;
+    4|7|10) for p in '{' '[1,2]' '{"request_id":7}' '{"instruction":5}' '{"request_id":"h-'$N'","camra":"x"}'; do
          pub -t "$T/cmd/ground" -m "$p"; HOSTILE=$((HOSTILE + 1))
        done
        pub -t "$T/cmd/explode" -m '{}'; pub -t "$T/cmd/ground" -f "$W/100k.txt"; HOSTILE=$((HOSTILE + 2)) ;;
-    4) for i in $(seq 200); do echo "{\"request_id\":\"burst-$N-$i\"}"; done |
+    5|11) for i in $(seq 200); do echo "{\"request_id\":\"burst-$N-$i\"}"; done |
          mosquitto_pub -p "$PORT" -q 1 -t "$T/cmd/ping" -l 2>>"$W/pub.log" || true
        BURSTS=$((BURSTS + 1)) ;;
-    5) pub -t "$T/cmd/rules/disable" -r -m "{\"request_id\":\"ret-$N\",\"name\":\"path\"}"
-       RETAINED=$((RETAINED + 1)); CLEAR_RET=$((N + 4)) ;;
-    0) pub -t "$T/cmd/ping" -r -f "$W/big.txt"; OVERSIZED=$((OVERSIZED + 1)); CLEAR_BIG=$((N + 4)) ;;
+    1) pub -t "$T/cmd/rules/disable" -r -m "{\"request_id\":\"ret-$N\",\"name\":\"path\"}"
+       RETAINED=$((RETAINED + 1)); CLEAR_RET=$((N + 2)) ;;
+    6) pub -t "$T/cmd/ping" -r -f "$W/big.txt"; OVERSIZED=$((OVERSIZED + 1)); CLEAR_BIG=$((N + 3)) ;;
   esac
 done
 pub -t "$T/cmd/rules/disable" -r -n; pub -t "$T/cmd/ping" -r -n
@@ -152,8 +155,8 @@ mosquitto with persistence, a persistent QoS 1 subscriber on `alerts` and `reply
 | broker stopped for 10 s | {stops} |
 | hostile commands (broken JSON, wrong types, unknown command, 100 KiB) | {hostile} |
 | bursts of 200 `cmd/ping` | {bursts} |
-| retained `cmd/rules/disable` (cleared four faults later) | {retained} |
-| retained 1 MiB `cmd/ping`, over max_incoming_bytes (cleared four faults later) | {oversized} |
+| retained `cmd/rules/disable` (cleared two faults later, after a `kill -9`) | {retained} |
+| retained 1 MiB `cmd/ping`, over max_incoming_bytes (cleared three faults later, after a `kill -9`) | {oversized} |
 
 | figure | value |
 |---|---|

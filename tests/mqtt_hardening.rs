@@ -15,7 +15,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use lookout::mqtt::commands::{ChannelHandler, Command, CommandServer};
-use lookout::mqtt::{AlertBody, Publisher, Unsupported};
+use lookout::mqtt::{AlertBody, Protocol, Publisher, Unsupported};
 use mosquitto::{config, wait_until, Mosquitto, Sub, WAIT};
 use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::Value;
@@ -180,15 +180,33 @@ fn a_retained_oversized_command_does_not_stop_delivery() {
 #[test]
 fn retained_commands_never_run_and_state_changes_run_once_per_request_id() {
     require_mosquitto!();
+    retained_and_repeated_commands(Protocol::V311, "ret");
+}
+
+#[test]
+fn retained_commands_never_run_over_mqtt5() {
+    require_mosquitto!();
+    retained_and_repeated_commands(Protocol::V5, "ret5");
+}
+
+fn retained_and_repeated_commands(protocol: Protocol, dev: &str) {
     let mut broker = Mosquitto::start();
     publish_retained(
         broker.port,
-        "lookout/ret/cmd/rules/disable",
+        &format!("lookout/{dev}/cmd/rules/disable"),
         br#"{"request_id":"stale-1","name":"path"}"#.to_vec(),
     );
-    let sub = Sub::new(broker.port, "sub-ret", &["lookout/ret/reply/#"], false);
+    let sub = Sub::new(
+        broker.port,
+        &format!("sub-{dev}"),
+        &[&format!("lookout/{dev}/reply/#")],
+        false,
+    );
     let dir = tempfile::tempdir().unwrap();
-    let p = Publisher::start(&config(&broker.url(), "ret", &dir.path().join("s.redb"))).unwrap();
+    let mut cfg = config(&broker.url(), dev, &dir.path().join("s.redb"));
+    cfg.protocol = protocol;
+    cfg.keep_alive_s = 5;
+    let p = Publisher::start(&cfg).unwrap();
     let (handler, pending) = ChannelHandler::new(8);
     let (ran_tx, ran) = crossbeam_channel::unbounded();
     let pipeline = std::thread::spawn(move || {
@@ -206,7 +224,7 @@ fn retained_commands_never_run_and_state_changes_run_once_per_request_id() {
         restart(&mut broker, &p);
         let id = format!("sync-{round}");
         sub.publish(
-            "lookout/ret/cmd/ping",
+            &format!("lookout/{dev}/cmd/ping"),
             format!("{{\"request_id\":\"{id}\"}}"),
         );
         replies_until(&sub, &id, &mut replies);
@@ -214,12 +232,12 @@ fn retained_commands_never_run_and_state_changes_run_once_per_request_id() {
     // The operator's own command, then a retry of it with the same request id.
     for _ in 0..2 {
         sub.publish(
-            "lookout/ret/cmd/rules/enable",
+            &format!("lookout/{dev}/cmd/rules/enable"),
             br#"{"request_id":"op-1","name":"path"}"#.to_vec(),
         );
     }
     sub.publish(
-        "lookout/ret/cmd/ping",
+        &format!("lookout/{dev}/cmd/ping"),
         br#"{"request_id":"final"}"#.to_vec(),
     );
     replies_until(&sub, "final", &mut replies);
