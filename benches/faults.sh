@@ -49,7 +49,14 @@ lookout_up() {
   LK=$!
 }
 pub() { mosquitto_pub -p "$PORT" -q 1 "$@" 2>>"$W/pub.log" || echo "publish failed: $*" >>"$W/pub.log"; }
-trap 'kill $LK $SUBL 2>/dev/null; kill -9 $MQ 2>/dev/null; true' EXIT
+# Each kill on its own `|| true`: under `set -e` a failing command would end the handler early.
+cleanup() {
+  [ -n "$SUBL" ] && { pkill -P "$SUBL" 2>/dev/null || true; kill "$SUBL" 2>/dev/null || true; }
+  [ -n "$LK" ] && { kill "$LK" 2>/dev/null || true; }
+  [ -n "$MQ" ] && { kill -9 "$MQ" 2>/dev/null || true; }
+  return 0
+}
+trap cleanup EXIT
 
 broker_up
 sed -e "s/device = \"lookout-demo\"/device = \"$DEV\"/" -e 's|file:samples/vtest?fps=10|file:samples/vtest?fps=10\&loop=true|' \
@@ -100,8 +107,10 @@ pub -t "$T/cmd/rules/disable" -r -n; pub -t "$T/cmd/ping" -r -n
 kill -INT "$LK"; wait "$LK" || true
 # What is still in the spool goes out on one more start, given 20 s to drain.
 lookout_up; sleep 20; kill -INT "$LK"; wait "$LK" || true
-sleep 3; kill "$SUBL" 2>/dev/null || true; wait "$SUBL" 2>/dev/null || true
-pkill -P "$SUBL" 2>/dev/null || true
+# The subscriber's mosquitto_sub first (by parent id), then its loop, which sleeps 0.5 s between.
+sleep 3; pkill -P "$SUBL" 2>/dev/null || true; kill "$SUBL" 2>/dev/null || true
+wait "$SUBL" 2>/dev/null || true; SUBL=""
+
 python3 - "$W" "$MIN" "$PERIOD" "$BIN" "$RUNS" "$KILLS" "$STOPS" "$HOSTILE" "$BURSTS" "$RETAINED" "$OVERSIZED" <<'PY'
 import json, sys, datetime, platform, os, re, collections
 w, minutes, period, binary, runs, kills, stops, hostile, bursts, retained, oversized = sys.argv[1:]
