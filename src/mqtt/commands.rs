@@ -5,7 +5,15 @@
 //! at most [`MAX_COMMAND_BYTES`], a JSON object, known fields only, each checked. Anything wrong
 //! is answered with `{"ok":false,"error":"…"}` naming the problem; nothing a peer sends can panic
 //! the process or grow memory.
+//!
+//! Three more rules keep a command from acting twice or late: a retained command (one the broker
+//! stored and hands out on subscribing) is never executed, only answered with an error, once per
+//! distinct message; a state-changing command whose `request_id` was seen recently is answered
+//! "duplicate" instead of applied again; and a command that found the queue full is answered
+//! "busy" (see `publisher::INCOMING_CAP`).
 
+use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +34,10 @@ pub const MAX_COMMAND_BYTES: usize = 64 << 10;
 const MAX_TEXT: usize = 4096;
 /// How far into an unparseable payload to look for its `request_id`.
 const SALVAGE_BYTES: usize = 1024;
+/// Request ids of state-changing commands remembered for de-duplication, at most.
+pub const RECENT_REQUEST_IDS: usize = 1024;
+/// Retained command messages remembered (as hashes) so each is answered once, at most.
+const RECENT_RETAINED: usize = 256;
 
 /// The commands the device understands; the topic's last level(s) name the command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -72,6 +84,56 @@ impl Command {
             Command::Ping => "ping",
         }
     }
+
+    /// Commands that change the device's state: applied at most once per `request_id`.
+    /// (A new state-changing command belongs here too.)
+    pub fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Command::RulesEnable { .. } | Command::RulesDisable { .. }
+        )
+    }
+}
+
+/// The last `cap` distinct keys seen; the oldest is forgotten first. Bounded whatever peers send.
+#[derive(Debug)]
+pub struct Recent<K> {
+    set: HashSet<K>,
+    order: VecDeque<K>,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone> Recent<K> {
+    pub fn new(cap: usize) -> Recent<K> {
+        Recent {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Remembers `k`; `false` when it was already remembered.
+    pub fn insert(&mut self, k: K) -> bool {
+        if self.set.contains(&k) {
+            return false;
+        }
+        if self.order.len() == self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.set.insert(k.clone());
+        self.order.push_back(k);
+        true
+    }
+}
+
+/// One retained message, as its topic and payload hash.
+fn fingerprint(msg: &IncomingMessage) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    msg.topic.hash(&mut h);
+    msg.payload.hash(&mut h);
+    h.finish()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -538,6 +600,12 @@ pub struct CommandStats {
     pub received: AtomicU64,
     pub rejected: AtomicU64,
     pub handled: AtomicU64,
+    /// Retained command messages refused (each distinct one answered once).
+    pub retained: AtomicU64,
+    /// Answered "busy": the command queue was full.
+    pub busy: AtomicU64,
+    /// State-changing commands answered "duplicate" (their `request_id` was seen recently).
+    pub duplicates: AtomicU64,
 }
 
 /// Reads the publisher's command messages on its own thread, answers `ping`, rejects bad
@@ -571,6 +639,8 @@ impl CommandServer {
             .spawn(move || {
                 let ids = IdGen::new();
                 let topics = publisher.topics().clone();
+                let mut retained_seen = Recent::new(RECENT_RETAINED);
+                let mut request_ids = Recent::new(RECENT_REQUEST_IDS);
                 for msg in incoming.iter() {
                     st.received.fetch_add(1, Ordering::Relaxed);
                     let response = match &msg.response_topic {
@@ -594,6 +664,48 @@ impl CommandServer {
                             }),
                             Ok(_) => Ok(req),
                         });
+                    // Neither a retained nor a "busy" command runs; both need only the request id
+                    // (and command name) the parse finds, from the whole payload or its start.
+                    if msg.retain || msg.busy {
+                        let (id, cmd) = match parsed {
+                            Ok(req) => (req.request_id, Some(req.command.name().to_string())),
+                            Err(e) => (e.request_id, e.command),
+                        };
+                        if msg.busy {
+                            st.busy.fetch_add(1, Ordering::Relaxed);
+                            responder(id, cmd).err(format!(
+                                "busy: more commands arrived than the device queues ({} waiting, {} KiB); not run, try again",
+                                crate::mqtt::publisher::INCOMING_CAP,
+                                crate::mqtt::publisher::INCOMING_MAX_BYTES >> 10
+                            ));
+                        } else if retained_seen.insert(fingerprint(&msg)) {
+                            st.retained.fetch_add(1, Ordering::Relaxed);
+                            log::warn!(
+                                "mqtt: refused a retained command on {} (commands must be published without retain; clear it with an empty retained publish on that topic)",
+                                msg.topic
+                            );
+                            responder(id, cmd).err(format!(
+                                "retained command refused, not run: publish commands without the retain flag (clear this one with an empty retained message on {})",
+                                msg.topic
+                            ));
+                        }
+                        continue;
+                    }
+                    let parsed = parsed.and_then(|req| {
+                        if req.command.changes_state() && !request_ids.insert(req.request_id.clone())
+                        {
+                            st.duplicates.fetch_add(1, Ordering::Relaxed);
+                            return Err(CommandError {
+                                error: format!(
+                                    "duplicate request_id {:?}: this command was already handled, not run again",
+                                    req.request_id
+                                ),
+                                request_id: req.request_id,
+                                command: Some(req.command.name().to_string()),
+                            });
+                        }
+                        Ok(req)
+                    });
                     match parsed {
                         Err(e) => {
                             st.rejected.fetch_add(1, Ordering::Relaxed);
@@ -802,6 +914,20 @@ mod tests {
         assert!(check_response_topic(&t, "lookout/dev/alerts").is_err());
         assert!(check_response_topic(&t, "a/+/b").is_err());
         assert!(check_response_topic(&t, "").is_err());
+    }
+
+    #[test]
+    fn recent_sets_are_bounded_and_forget_the_oldest() {
+        let mut r = Recent::new(2);
+        assert!(r.insert("a"));
+        assert!(!r.insert("a"));
+        assert!(r.insert("b"));
+        assert!(r.insert("c"));
+        assert_eq!(r.order.len(), 2);
+        assert!(r.insert("a"), "the oldest was forgotten");
+        assert!(!r.insert("c"));
+        assert!(Command::RulesDisable { name: "x".into() }.changes_state());
+        assert!(!Command::Ping.changes_state());
     }
 
     #[test]

@@ -27,7 +27,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
 use super::error::{MqttError, Result};
@@ -275,6 +278,80 @@ impl Spool {
         Ok(spool)
     }
 
+    /// [`Spool::open`], and when the file is damaged past what that handles (redb cannot open
+    /// it, or its tables are not what they should be): moves it aside to
+    /// `<file>.damaged-<ms>` (kept for inspection), starts a fresh spool at `path` and copies
+    /// into it every record that can still be read from the damaged file — so a broken file
+    /// neither blocks start-up nor loses the alerts that are still readable. A spool held by
+    /// another process is not damaged: that stays an error.
+    pub fn open_or_recover(path: impl AsRef<Path>, limits: SpoolLimits) -> Result<Spool> {
+        let path = path.as_ref();
+        let first = match Spool::open(path, limits) {
+            Ok(s) => return Ok(s),
+            Err(e) => e,
+        };
+        // Damaged: redb says so, or it opens the file but our tables are not what they should
+        // be. Anything else (held by another process, I/O, an old format) is not for us to fix.
+        match Database::create(path) {
+            Ok(db) => drop(db),
+            Err(DatabaseError::Storage(StorageError::Corrupted(_))) => {}
+            // What redb says of a file that is not a redb database (a wrong magic number).
+            Err(DatabaseError::Storage(StorageError::Io(e)))
+                if e.kind() == std::io::ErrorKind::InvalidData => {}
+            Err(_) => return Err(first),
+        }
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".damaged-{}", super::topics::now_ms()));
+        let aside = PathBuf::from(aside);
+        std::fs::rename(path, &aside).map_err(|e| MqttError::Spool {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{first}; moving it aside to {} failed: {e}",
+                aside.display()
+            ),
+        })?;
+        let mut spool = Spool::open(path, limits)?;
+        let (read, kept) = spool.salvage(&aside);
+        log::error!(
+            "{first}: moved the damaged spool aside to {} and started a fresh one; {read} records could be read from it, {kept} kept",
+            aside.display()
+        );
+        Ok(spool)
+    }
+
+    /// Copies the readable records of the spool file `from` into this one, in key order;
+    /// returns how many were read and how many the bounds admitted.
+    fn salvage(&mut self, from: &Path) -> (usize, usize) {
+        let mut msgs = Vec::new();
+        let mut read = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+            let db = Database::open(from)?;
+            let txn = db.begin_read()?;
+            let table = txn.open_table(MESSAGES)?;
+            for row in table.iter()? {
+                let Ok((_, v)) = row else { break };
+                if let Ok(m) = SpoolMessage::decode(v.value()) {
+                    msgs.push(m);
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = read() {
+            log::warn!("{}: reading the damaged spool: {e}", from.display());
+        }
+        let n = msgs.len();
+        let kept = match self.push_batch(msgs) {
+            Ok(adm) => adm
+                .iter()
+                .filter(|a| !matches!(a, Admission::Refused(_)))
+                .count(),
+            Err(e) => {
+                log::error!("{e}");
+                0
+            }
+        };
+        (n, kept)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -513,6 +590,24 @@ impl Spool {
         Ok(removed.len())
     }
 
+    /// Gives the free pages back to the file system (a spool that grew during an outage stays
+    /// that size otherwise). Makes earlier commits durable first; returns the file's size in
+    /// bytes before and after.
+    pub fn compact(&mut self) -> Result<(u64, u64)> {
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let before = size(&self.path);
+        self.sync()?;
+        // Each pass moves what is left towards the start; a few are enough.
+        for _ in 0..4 {
+            match self.db.compact() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(db_err(&self.path, &e)),
+            }
+        }
+        Ok((before, size(&self.path)))
+    }
+
     /// Makes every earlier non-durable commit durable.
     pub fn sync(&mut self) -> Result<()> {
         let err = |e: &dyn std::fmt::Display| db_err(&self.path, e);
@@ -565,6 +660,77 @@ mod tests {
             alert_max_messages,
             ..SpoolLimits::default()
         }
+    }
+
+    #[test]
+    fn a_damaged_spool_is_moved_aside_and_what_is_readable_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not a redb file at all: moved aside, a fresh spool starts.
+        let junk = dir.path().join("junk.redb");
+        std::fs::write(&junk, vec![0xA5; 64 << 10]).unwrap();
+        assert!(Spool::open(&junk, SpoolLimits::default()).is_err());
+        let s = Spool::open_or_recover(&junk, SpoolLimits::default()).unwrap();
+        assert!(s.is_empty());
+        drop(s);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(
+            std::fs::read(aside[0].path()).unwrap(),
+            vec![0xA5; 64 << 10]
+        );
+
+        // Readable messages, but a table of the wrong type: the messages are kept.
+        let p = dir.path().join("meta.redb");
+        {
+            let mut s = Spool::open(&p, SpoolLimits::default()).unwrap();
+            s.push(msg(MessageClass::Alert, "a/1", 10)).unwrap();
+            s.push(msg(MessageClass::Alert, "a/2", 10)).unwrap();
+        }
+        {
+            let db = Database::create(&p).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(META).unwrap();
+            let bad: TableDefinition<&str, &str> = TableDefinition::new("meta");
+            txn.open_table(bad).unwrap().insert("x", "y").unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(Spool::open(&p, SpoolLimits::default()).is_err());
+        let s = Spool::open_or_recover(&p, SpoolLimits::default()).unwrap();
+        let topics: Vec<_> = s
+            .peek(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, m)| m.topic)
+            .collect();
+        assert_eq!(topics, ["a/1", "a/2"]);
+    }
+
+    #[test]
+    fn a_drained_spool_shrinks_when_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path().join("c.redb"), SpoolLimits::default()).unwrap();
+        let batch: Vec<_> = (0..2000)
+            .map(|_| msg(MessageClass::Event, "e", 4096))
+            .collect();
+        s.push_batch(batch).unwrap();
+        let keys: Vec<u64> = s
+            .peek(0, 5000)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        s.remove(&keys, false).unwrap();
+        assert!(s.is_empty());
+        let (before, after) = s.compact().unwrap();
+        assert!(before > 8 << 20, "{before}");
+        assert!(after < before / 4, "{before} -> {after}");
+        drop(s);
+        let s = Spool::open(dir.path().join("c.redb"), SpoolLimits::default()).unwrap();
+        assert!(s.is_empty());
     }
 
     #[test]

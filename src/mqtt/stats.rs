@@ -28,10 +28,29 @@ pub struct PublisherStats {
     /// Successful connections after the first.
     pub reconnects: u64,
     pub connects: u64,
-    /// Command messages discarded because the command queue was full.
+    /// Command messages discarded without a reply because the command queue held
+    /// `INCOMING_CAP` (1024) messages.
     pub incoming_dropped: u64,
+    /// The most recent reason a connection failed or ended; kept after reconnecting (with
+    /// `last_error_ms`), so a device that is up again still shows what went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When `last_error` happened (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_ms: Option<u64>,
+    /// Connection attempts that failed before the broker accepted them (TLS, refused…).
+    #[serde(default)]
+    pub connect_failures: u64,
+    /// Command messages answered "busy" because the queued commands held `INCOMING_MAX_BYTES`.
+    #[serde(default)]
+    pub incoming_busy: u64,
+    /// Connections lost because the broker sent a packet over `max_incoming_bytes`.
+    #[serde(default)]
+    pub incoming_oversized: u64,
+    /// Present while the command subscription is paused (publish-only) because subscribing
+    /// brought an over-sized retained message: when it is tried again (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands_paused_until_ms: Option<u64>,
 }
 
 /// `lookout/<device>/stats`: the publisher's counters next to the pipeline's.

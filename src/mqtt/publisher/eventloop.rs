@@ -6,7 +6,7 @@
 //! Each connection gets a fresh rumqttc event loop: nothing stale survives a disconnect, and a
 //! generation number on every event lets the spool sender ignore what an old connection said.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::config::{BrokerUrl, MqttConfig};
 use super::handle::PublisherHandle;
-use super::protocol::{Client, Link, Session, Will, Wire};
-use super::{IncomingMessage, Stop};
+use super::protocol::{Client, Link, LinkError, Session, Will, Wire};
+use super::{Held, IncomingMessage, Stop, BUSY_STUB_BYTES, INCOMING_MAX_BYTES};
 use crate::mqtt::error::{MqttError, Result};
 use crate::mqtt::topics::{now_ms, DeviceState};
 
@@ -24,6 +24,8 @@ pub(super) enum NetEvent {
     Connected {
         gen: u64,
         client: Client,
+        /// The broker kept the durable session, subscriptions included.
+        session_present: bool,
     },
     Published {
         gen: u64,
@@ -38,9 +40,14 @@ pub(super) enum NetEvent {
     DisconnectSent {
         gen: u64,
     },
+    SubAcked {
+        gen: u64,
+    },
     Disconnected {
         gen: u64,
         error: String,
+        /// It ended because the broker sent a packet over `max_incoming_bytes`.
+        oversized: bool,
     },
 }
 
@@ -51,6 +58,8 @@ pub(super) struct NetLoop {
     pub handle: PublisherHandle,
     pub events: Sender<NetEvent>,
     pub incoming: Sender<IncomingMessage>,
+    /// Payload bytes of the whole commands in `incoming` (see [`INCOMING_MAX_BYTES`]).
+    pub incoming_bytes: Arc<AtomicUsize>,
     pub stop: Arc<Stop>,
     /// Connection generation; kept across restarts of the loop so stale events stay stale.
     pub gen: AtomicU64,
@@ -83,6 +92,7 @@ impl NetLoop {
             self.send(NetEvent::Disconnected {
                 gen: self.gen.load(Ordering::SeqCst),
                 error,
+                oversized: false,
             });
             std::thread::sleep(Duration::from_millis(self.cfg.reconnect_max_ms));
         }
@@ -92,6 +102,10 @@ impl NetLoop {
         let min = Duration::from_millis(self.cfg.reconnect_min_ms);
         let max = Duration::from_millis(self.cfg.reconnect_max_ms);
         let mut backoff = min;
+        // Why the last attempt failed to connect: a failure is logged at WARN the first time and
+        // whenever its reason changes, at DEBUG while it repeats, so a wrong CA or a stopped
+        // broker is visible at the default level without a line every few seconds.
+        let mut failing: Option<String> = None;
         while !self.stop.is_set() {
             let gen = self.gen.fetch_add(1, Ordering::SeqCst) + 1;
             let Some((error, connected)) = self.session(gen).await else {
@@ -99,13 +113,22 @@ impl NetLoop {
             };
             self.send(NetEvent::Disconnected {
                 gen,
-                error: error.clone(),
+                error: error.reason.clone(),
+                oversized: error.oversized,
             });
+            let reason = &error.reason;
             if connected {
                 backoff = min;
-                log::warn!("mqtt: disconnected from {}: {error}", self.url);
+                failing = None;
+                log::warn!("mqtt: disconnected from {}: {reason}", self.url);
+            } else if failing.as_deref() != Some(reason.as_str()) {
+                log::warn!(
+                    "mqtt: cannot connect to {}: {reason} (retrying; said again only if the reason changes)",
+                    self.url
+                );
+                failing = Some(reason.clone());
             } else {
-                log::debug!("mqtt: cannot connect to {}: {error}", self.url);
+                log::debug!("mqtt: cannot connect to {}: {reason}", self.url);
             }
             // Jitter spreads a fleet's reconnects after a broker restart.
             let jitter = Duration::from_millis(now_ms() % (backoff.as_millis() as u64 / 4 + 1));
@@ -119,7 +142,7 @@ impl NetLoop {
 
     /// One connection, from connecting to losing it. `None` when stopped; otherwise why it
     /// ended and whether it had been established.
-    async fn session(&self, gen: u64) -> Option<(String, bool)> {
+    async fn session(&self, gen: u64) -> Option<(LinkError, bool)> {
         let will = Will {
             topic: self.handle.topics().status(),
             payload: self
@@ -148,17 +171,19 @@ impl NetLoop {
                 ev = link.poll(&self.cfg, &self.url) => ev,
             };
             match ev {
-                Ok(Wire::ConnAck) => {
+                Ok(Wire::ConnAck { session_present }) => {
                     connected = true;
                     self.send(NetEvent::Connected {
                         gen,
                         client: client.clone(),
+                        session_present,
                     });
                 }
                 Ok(Wire::PublishWritten(pkid)) => self.send(NetEvent::Published { gen, pkid }),
                 Ok(Wire::PubAck { pkid, refused }) => {
                     self.send(NetEvent::Acked { gen, pkid, refused })
                 }
+                Ok(Wire::SubAck) => self.send(NetEvent::SubAcked { gen }),
                 Ok(Wire::Message(m)) => self.incoming(m),
                 Ok(Wire::DisconnectWritten) => self.send(NetEvent::DisconnectSent { gen }),
                 Ok(Wire::Other) => {}
@@ -167,7 +192,17 @@ impl NetLoop {
         }
     }
 
-    fn incoming(&self, msg: IncomingMessage) {
+    /// Queues a command message for the command server without waiting. Whole while the
+    /// queued payloads stay under [`INCOMING_MAX_BYTES`], as a "busy" stub past it, dropped
+    /// (and counted) when the queue holds [`super::INCOMING_CAP`] messages.
+    fn incoming(&self, mut msg: IncomingMessage) {
+        let n = msg.payload.len();
+        if self.incoming_bytes.load(Ordering::SeqCst) + n > INCOMING_MAX_BYTES {
+            msg = busy_stub(msg);
+            self.handle.with_stats(|st| st.incoming_busy += 1);
+        } else {
+            msg.held = Held::new(&self.incoming_bytes, n);
+        }
         if let Err(TrySendError::Full(_)) = self.incoming.try_send(msg) {
             self.handle.with_stats(|st| st.incoming_dropped += 1);
         }
@@ -176,6 +211,31 @@ impl NetLoop {
     fn send(&self, ev: NetEvent) {
         // The spool thread outlives this one except at shutdown, when nothing is listening.
         let _ = self.events.send(ev);
+    }
+}
+
+/// What a command that does not fit the queue keeps: enough to answer it "busy".
+fn busy_stub(msg: IncomingMessage) -> IncomingMessage {
+    let cut = |mut b: Vec<u8>| {
+        b.truncate(BUSY_STUB_BYTES);
+        b
+    };
+    let cut_str = |s: String| {
+        let mut end = s.len().min(BUSY_STUB_BYTES);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_string()
+    };
+    IncomingMessage {
+        topic: cut_str(msg.topic),
+        payload: cut(msg.payload),
+        // A response topic that does not fit would be a wrong address: reply on reply/<id>.
+        response_topic: msg.response_topic.filter(|t| t.len() <= BUSY_STUB_BYTES),
+        correlation: msg.correlation.map(cut),
+        retain: msg.retain,
+        busy: true,
+        held: Held::default(),
     }
 }
 
@@ -203,9 +263,9 @@ pub fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<()> {
         let res = tokio::time::timeout(timeout, async {
             loop {
                 match link.poll(cfg, &url).await {
-                    Ok(Wire::ConnAck) => return Ok(()),
+                    Ok(Wire::ConnAck { .. }) => return Ok(()),
                     Ok(_) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.reason),
                 }
             }
         })
@@ -220,4 +280,34 @@ pub fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<()> {
             reason,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_stubs_keep_only_enough_to_reply_and_held_bytes_are_released() {
+        let total = Arc::new(AtomicUsize::new(0));
+        let msg = IncomingMessage {
+            topic: "lookout/d/cmd/ping".into(),
+            payload: vec![b'x'; 100_000],
+            response_topic: Some("é".repeat(BUSY_STUB_BYTES)),
+            correlation: Some(vec![1; 5000]),
+            retain: false,
+            busy: false,
+            held: Held::new(&total, 100_000),
+        };
+        assert_eq!(total.load(Ordering::SeqCst), 100_000);
+        let copy = msg.clone();
+        let stub = busy_stub(msg);
+        assert_eq!(total.load(Ordering::SeqCst), 0, "the whole message is gone");
+        drop(copy);
+        assert_eq!(total.load(Ordering::SeqCst), 0, "a copy was never counted");
+        assert!(stub.busy);
+        assert_eq!(stub.payload.len(), BUSY_STUB_BYTES);
+        assert_eq!(stub.topic, "lookout/d/cmd/ping");
+        assert_eq!(stub.response_topic, None, "too long to keep whole");
+        assert_eq!(stub.correlation.map(|c| c.len()), Some(BUSY_STUB_BYTES));
+    }
 }

@@ -22,7 +22,7 @@ mod protocol;
 mod sender;
 mod state;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,10 +51,59 @@ pub struct IncomingMessage {
     /// MQTT v5 request/response: where the requester wants the answer, and what to echo.
     pub response_topic: Option<String>,
     pub correlation: Option<Vec<u8>>,
+    /// Sent by the broker because the message was retained (a subscription was made), not
+    /// because someone published it just now. A retained command is never executed.
+    pub retain: bool,
+    /// The command queue was full: only the start of the payload was kept (enough to find the
+    /// `request_id`), and the command is to be answered "busy", not executed.
+    pub busy: bool,
+    /// Keeps the payload counted against [`INCOMING_MAX_BYTES`] until the message is dropped.
+    pub(super) held: Held,
 }
 
-/// Command messages waiting for the command server, at most; more are dropped and counted.
-const INCOMING_CAP: usize = 32;
+/// A queued command's payload bytes, counted in the shared total until it is dropped, so the
+/// bound holds whoever reads the queue and however they finish with a message.
+#[derive(Debug, Default)]
+pub(super) struct Held(Option<(Arc<AtomicUsize>, usize)>);
+
+impl Held {
+    fn new(total: &Arc<AtomicUsize>, n: usize) -> Held {
+        total.fetch_add(n, Ordering::SeqCst);
+        Held(Some((total.clone(), n)))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some((total, n)) = &self.0 {
+            total.fetch_sub(*n, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A copy is not in the queue, so it is not counted.
+impl Clone for Held {
+    fn clone(&self) -> Held {
+        Held(None)
+    }
+}
+
+/// Bookkeeping only: two messages with the same content are equal.
+impl PartialEq for Held {
+    fn eq(&self, _: &Held) -> bool {
+        true
+    }
+}
+impl Eq for Held {}
+
+/// Command messages waiting for the command server, at most; more are dropped and counted
+/// (`stats.mqtt.incoming_dropped`), without a reply.
+pub const INCOMING_CAP: usize = 1024;
+/// Payload bytes of the waiting commands kept whole, at most. Past it a command is queued as a
+/// "busy" stub of [`BUSY_STUB_BYTES`], so a burst of large commands cannot grow memory.
+pub const INCOMING_MAX_BYTES: usize = 4 << 20;
+/// What a "busy" stub keeps of a payload, topic and response topic: enough to reply.
+pub const BUSY_STUB_BYTES: usize = 1024;
 
 /// Owns the connection's threads. Derefs to [`PublisherHandle`]; dropping it is a
 /// [`Publisher::shutdown`] without waiting for the spool to drain.
@@ -104,7 +153,7 @@ impl Publisher {
         let topics = cfg.topics()?;
         let tls = cfg.tls_for(&url)?;
         let presence = Presence::start(cfg, url.clone(), tls.clone(), topics.availability())?;
-        let spool = Spool::open(&cfg.spool_path, cfg.spool)?;
+        let spool = Spool::open_or_recover(&cfg.spool_path, cfg.spool)?;
 
         let (staging_tx, staging_rx) = bounded(handle::STAGING_CAP);
         let (incoming_tx, incoming_rx) = bounded(INCOMING_CAP);
@@ -120,6 +169,7 @@ impl Publisher {
             handle: handle.clone(),
             events: net_tx,
             incoming: incoming_tx,
+            incoming_bytes: Arc::new(AtomicUsize::new(0)),
             stop: stop.clone(),
             gen: AtomicU64::new(0),
         };

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::{
-    LastWill as Will5, Packet as Packet5, PubAckReason, PublishProperties,
+    Filter as Filter5, LastWill as Will5, Packet as Packet5, PubAckReason, PublishProperties,
+    RetainForwardRule,
 };
 use rumqttc::v5::mqttbytes::QoS as Qos5;
 use rumqttc::{ConnectionError, Event, LastWill, Outgoing, Packet, TlsConfiguration, Transport};
 
 use super::config::{BrokerUrl, MqttConfig, Protocol};
-use super::IncomingMessage;
+use super::{Held, IncomingMessage};
 use crate::mqtt::topics::Qos;
 
 /// The connection's request handle, for either protocol version.
@@ -59,11 +60,17 @@ impl Client {
     }
 
     /// QoS 0: a command missed while offline is better lost than run late, and the broker then
-    /// never holds an over-sized command for re-delivery.
+    /// never holds an over-sized command for re-delivery. MQTT 5 also asks for retained
+    /// messages only when the subscription is new, so a retained command is not sent again on
+    /// every reconnect (3.1.1 has no such option: the spool sender re-subscribes sparingly).
     pub fn try_subscribe_qos0(&self, filter: String) -> bool {
         match self {
             Client::V311(c) => c.try_subscribe(filter, rumqttc::QoS::AtMostOnce).is_ok(),
-            Client::V5(c) => c.try_subscribe(filter, Qos5::AtMostOnce).is_ok(),
+            Client::V5(c) => {
+                let mut f = Filter5::new(filter, Qos5::AtMostOnce);
+                f.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
+                c.try_subscribe_many(vec![f]).is_ok()
+            }
         }
     }
 
@@ -77,12 +84,15 @@ impl Client {
 
 /// What the event loop reacts to, whichever protocol version produced it.
 pub(super) enum Wire {
-    /// The broker accepted the connection.
-    ConnAck,
+    /// The broker accepted the connection; `session_present`: it still had the durable session
+    /// (and with it the command subscription) from an earlier connection.
+    ConnAck { session_present: bool },
     /// A publish was written to the socket as packet `pkid` (0 for QoS 0).
     PublishWritten(u16),
     /// The broker acknowledged packet `pkid`; MQTT 5 may say why it did not accept it.
     PubAck { pkid: u16, refused: Option<String> },
+    /// The broker acknowledged a SUBSCRIBE.
+    SubAck,
     /// A message on a subscribed topic.
     Message(IncomingMessage),
     /// The DISCONNECT was written.
@@ -197,10 +207,12 @@ impl Link {
     }
 
     /// The next event; an error ends the connection and says, in one line, what to check.
-    pub async fn poll(&mut self, cfg: &MqttConfig, url: &BrokerUrl) -> Result<Wire, String> {
+    pub async fn poll(&mut self, cfg: &MqttConfig, url: &BrokerUrl) -> Result<Wire, LinkError> {
         match self {
             Link::V311(el) => match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(Wire::ConnAck),
+                Ok(Event::Incoming(Packet::ConnAck(a))) => Ok(Wire::ConnAck {
+                    session_present: a.session_present,
+                }),
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ok(Wire::PublishWritten(pkid)),
                 Ok(Event::Incoming(Packet::PubAck(ack))) => Ok(Wire::PubAck {
                     pkid: ack.pkid,
@@ -211,15 +223,29 @@ impl Link {
                     payload: p.payload.to_vec(),
                     response_topic: None,
                     correlation: None,
+                    retain: p.retain,
+                    busy: false,
+                    held: Held::default(),
                 })),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Wire::DisconnectWritten),
+                Ok(Event::Incoming(Packet::SubAck(_))) => Ok(Wire::SubAck),
                 Ok(_) => Ok(Wire::Other),
-                Err(e) => Err(describe_connection_error(&e, cfg, url)),
+                Err(e) => Err(LinkError {
+                    oversized: matches!(
+                        e,
+                        ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_)
+                        ))
+                    ),
+                    reason: describe_connection_error(&e, cfg, url),
+                }),
             },
             Link::V5(el) => {
                 use rumqttc::v5::Event as Event5;
                 match el.poll().await {
-                    Ok(Event5::Incoming(Packet5::ConnAck(_))) => Ok(Wire::ConnAck),
+                    Ok(Event5::Incoming(Packet5::ConnAck(a))) => Ok(Wire::ConnAck {
+                        session_present: a.session_present,
+                    }),
                     Ok(Event5::Outgoing(Outgoing::Publish(pkid))) => Ok(Wire::PublishWritten(pkid)),
                     Ok(Event5::Incoming(Packet5::PubAck(ack))) => {
                         let refused = match ack.reason {
@@ -244,15 +270,36 @@ impl Link {
                             payload: p.payload.to_vec(),
                             response_topic: props.response_topic,
                             correlation: props.correlation_data.map(|c| c.to_vec()),
+                            retain: p.retain,
+                            busy: false,
+                            held: Held::default(),
                         }))
                     }
                     Ok(Event5::Outgoing(Outgoing::Disconnect)) => Ok(Wire::DisconnectWritten),
+                    Ok(Event5::Incoming(Packet5::SubAck(_))) => Ok(Wire::SubAck),
                     Ok(_) => Ok(Wire::Other),
-                    Err(e) => Err(describe_error_text(&e.to_string(), cfg, url)),
+                    Err(e) => {
+                        let raw = e.to_string();
+                        Err(LinkError {
+                            // v5's error is a separate type; its text names the limit.
+                            oversized: raw.contains("has been exceeded by packet"),
+                            reason: describe_error_text(&raw, cfg, url),
+                        })
+                    }
                 }
             }
         }
     }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LinkError {
+    /// One line that says what to check.
+    pub reason: String,
+    /// The broker sent a packet larger than `max_incoming_bytes` (rumqttc then drops the
+    /// connection without reading it, so its topic is unknown).
+    pub oversized: bool,
 }
 
 /// Turns rumqttc's error into one line that says what to check.
@@ -264,6 +311,12 @@ fn describe_connection_error(e: &ConnectionError, cfg: &MqttConfig, url: &Broker
         ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             format!("cannot reach {url}: connection refused (is the broker running?)")
         }
+        ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(n),
+        )) => format!(
+            "{url} sent a packet of {n} bytes, over max_incoming_bytes = {} (a retained command?)",
+            cfg.max_incoming_bytes
+        ),
         _ => describe_error_text(&e.to_string(), cfg, url),
     }
 }
@@ -288,6 +341,11 @@ fn describe_error_text(raw: &str, cfg: &MqttConfig, url: &BrokerUrl) -> String {
     } else if raw.starts_with("Connection refused") {
         format!(
             "broker {url} refused the connection ({raw}): check username/password and client id"
+        )
+    } else if raw.contains("has been exceeded by packet") {
+        format!(
+            "{url} sent a packet over max_incoming_bytes = {} ({raw})",
+            cfg.max_incoming_bytes
         )
     } else if raw.contains("Timeout") || raw.contains("timeout") || raw.contains("timed out") {
         format!("no answer from {url} ({raw})")

@@ -12,16 +12,19 @@ use crossbeam_channel::Receiver;
 use super::eventloop::NetEvent;
 use super::handle::PublisherHandle;
 use super::protocol::Client;
-use super::state::{Attempts, InFlight, Written, POISON_ATTEMPTS};
+use super::state::{Attempts, CommandSub, InFlight, Subscribe, Written, POISON_ATTEMPTS};
 use super::{Ctl, Stop};
 use crate::mqtt::spool::{Admission, Spool, SpoolMessage};
-use crate::mqtt::topics::{DeviceState, MessageClass, Qos};
+use crate::mqtt::topics::{now_ms, DeviceState, MessageClass, Qos};
 
 /// Spool-thread batch: one fsync for up to this many messages.
 const BATCH: usize = 512;
 /// Bytes handed to the connection and not yet acknowledged, at most (one message may exceed
 /// it): rumqttc keeps a copy of every unacknowledged QoS 1 message.
 const INFLIGHT_BYTES: u64 = 8 << 20;
+/// A spool that held this many bytes is compacted once it has drained: the file keeps its
+/// largest size otherwise (redb reuses free pages but does not give them back).
+const COMPACT_AFTER_BYTES: u64 = 4 << 20;
 
 /// The live connection as the spool thread sees it.
 struct Conn {
@@ -38,6 +41,9 @@ pub(super) struct SpoolSender {
     conn: Option<Conn>,
     deletes: Vec<u64>,
     attempts: Attempts,
+    sub: CommandSub,
+    /// The most the spool has held since it was last empty and compacted.
+    peak_bytes: u64,
     drain_until: Option<Instant>,
     stop: Arc<Stop>,
 }
@@ -58,6 +64,8 @@ impl SpoolSender {
             conn: None,
             deletes: Vec::new(),
             attempts: Attempts::default(),
+            sub: CommandSub::default(),
+            peak_bytes: 0,
             drain_until: None,
             stop,
         };
@@ -105,8 +113,10 @@ impl SpoolSender {
             let taken_bytes: u64 = batch.iter().map(SpoolMessage::cost).sum();
             self.store(std::mem::take(&mut batch));
             self.flush_deletes();
+            self.retry_subscription();
             self.fill();
             self.update_stats();
+            self.compact_when_drained();
             // Only now, with spool depth published, so `flush()` never sees an empty staging
             // queue and a stale empty spool at the same time.
             self.handle.unstage(taken, taken_bytes);
@@ -159,7 +169,11 @@ impl SpoolSender {
 
     fn on_net(&mut self, ev: NetEvent) {
         match ev {
-            NetEvent::Connected { gen, client } => {
+            NetEvent::Connected {
+                gen,
+                client,
+                session_present,
+            } => {
                 let mut conn = Conn {
                     gen,
                     client,
@@ -174,12 +188,15 @@ impl SpoolSender {
                     conn.state.handed_untracked();
                 }
                 if self.commands {
-                    let t = self.handle.topics();
-                    // Rule switches (`rules/<rule>/set`, Home Assistant) are commands too.
-                    for filter in [t.commands_filter(), t.rule_set_filter()] {
-                        if !conn.client.try_subscribe_qos0(filter) {
-                            log::warn!("mqtt: cannot subscribe to commands");
+                    match self.sub.connected(gen, session_present, Instant::now()) {
+                        Subscribe::Now => subscribe(&conn.client, &self.handle),
+                        Subscribe::Held => {
+                            log::debug!("mqtt: the broker's session still holds cmd/# and rules/+/set")
                         }
+                        Subscribe::Paused(until) => log::warn!(
+                            "mqtt: connected without the command subscription (publish only) until {}s from now: subscribing brought a message over max_incoming_bytes (a retained command? clear it with an empty retained publish)",
+                            until.saturating_duration_since(Instant::now()).as_secs()
+                        ),
                     }
                 }
                 self.conn = Some(conn);
@@ -189,10 +206,10 @@ impl SpoolSender {
                     }
                     st.connects += 1;
                     st.connected = true;
-                    st.last_error = None;
                 });
                 log::info!("mqtt: connected");
             }
+            NetEvent::SubAcked { gen } => self.sub.acked(gen),
             NetEvent::Published { gen, pkid } => {
                 let Some(conn) = self.conn.as_mut().filter(|c| c.gen == gen) else {
                     return;
@@ -222,17 +239,63 @@ impl SpoolSender {
                 }
             }
             NetEvent::DisconnectSent { .. } => {}
-            NetEvent::Disconnected { gen, error } => {
-                if let Some(conn) = self.conn.take_if(|c| c.gen == gen) {
-                    if let Some(head) = conn.state.head() {
-                        self.charge(head);
-                    }
+            NetEvent::Disconnected {
+                gen,
+                error,
+                oversized,
+            } => {
+                let conn = self.conn.take_if(|c| c.gen == gen);
+                let established = conn.is_some();
+                // An over-sized incoming packet is no fault of the message in flight.
+                if let Some(head) = conn.and_then(|c| c.state.head()).filter(|_| !oversized) {
+                    self.charge(head);
+                }
+                if let Some(pause) = self.sub.disconnected(gen, oversized, Instant::now()) {
+                    log::warn!(
+                        "mqtt: subscribing to {} brought a message over max_incoming_bytes (most likely a retained command); no new subscription for {}s, publishing continues (clear it with an empty retained publish on that topic)",
+                        self.handle.topics().commands_filter(),
+                        pause.as_secs()
+                    );
                 }
                 self.handle.with_stats(|st| {
                     st.connected = false;
                     st.last_error = Some(error);
+                    st.last_error_ms = Some(now_ms());
+                    if oversized {
+                        st.incoming_oversized += 1;
+                    }
+                    if !established {
+                        st.connect_failures += 1;
+                    }
                 });
             }
+        }
+    }
+
+    fn compact_when_drained(&mut self) {
+        self.peak_bytes = self.peak_bytes.max(self.spool.bytes());
+        if self.peak_bytes < COMPACT_AFTER_BYTES || !self.spool.is_empty() {
+            return;
+        }
+        self.peak_bytes = 0;
+        match self.spool.compact() {
+            Ok((before, after)) => log::info!(
+                "mqtt: spool drained, {} compacted from {before} to {after} bytes",
+                self.spool.path().display()
+            ),
+            Err(e) => log::warn!("mqtt: {e} (compacting the drained spool)"),
+        }
+    }
+
+    /// Subscribes to the commands on the live connection once a pause (see [`CommandSub`]) is
+    /// over.
+    fn retry_subscription(&mut self) {
+        let Some(conn) = self.conn.as_ref().filter(|_| self.commands) else {
+            return;
+        };
+        if self.sub.retry_due(conn.gen, Instant::now()) {
+            log::info!("mqtt: trying the command subscription again");
+            subscribe(&conn.client, &self.handle);
         }
     }
 
@@ -386,6 +449,10 @@ impl SpoolSender {
     }
 
     fn update_stats(&mut self) {
+        let paused = self
+            .sub
+            .paused_until()
+            .map(|t| now_ms() + t.saturating_duration_since(Instant::now()).as_millis() as u64);
         let (depth, bytes) = (self.spool.len(), self.spool.bytes());
         let by_class = self.spool.depth_by_class();
         let dropped = self.spool.dropped_by_class();
@@ -394,8 +461,19 @@ impl SpoolSender {
             st.spool_bytes = bytes;
             st.depth_by_class = by_class;
             st.dropped = dropped;
+            st.commands_paused_until_ms = paused;
         });
         // Keys below the spool's head were delivered or evicted.
         self.attempts.forget_below(self.spool.first_key());
+    }
+}
+
+fn subscribe(client: &Client, handle: &PublisherHandle) {
+    let t = handle.topics();
+    // Rule switches (`rules/<rule>/set`, Home Assistant) are commands too.
+    for filter in [t.commands_filter(), t.rule_set_filter()] {
+        if !client.try_subscribe_qos0(filter) {
+            log::warn!("mqtt: cannot subscribe to commands (request queue full)");
+        }
     }
 }

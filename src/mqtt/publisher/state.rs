@@ -7,6 +7,7 @@
 //! when it is written. Kept free of I/O so the pairing rules are unit-tested on their own.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// A non-alert message at the head of the queue that was in flight for this many consecutive
 /// dropped connections is taken to be what makes the broker drop us (too large, refused) and
@@ -156,6 +157,107 @@ impl Attempts {
     }
 }
 
+/// The first pause of the command subscription after it cost a connection; it doubles with
+/// each repeat up to [`SUBSCRIBE_PAUSE_MAX`].
+pub(super) const SUBSCRIBE_PAUSE_MIN: Duration = Duration::from_secs(30);
+pub(super) const SUBSCRIBE_PAUSE_MAX: Duration = Duration::from_secs(3600);
+
+/// What to do about the command subscription on a new connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Subscribe {
+    /// Send SUBSCRIBE now.
+    Now,
+    /// The broker's durable session already holds the subscription: subscribing again would
+    /// only make a 3.1.1 broker re-send every retained command.
+    Held,
+    /// Paused until then: the last subscriptions cost the connection (see [`CommandSub`]).
+    Paused(Instant),
+}
+
+/// When to subscribe to `cmd/#`. A 3.1.1 broker sends the retained messages under a filter on
+/// every SUBSCRIBE; one larger than `max_incoming_bytes` makes rumqttc drop the connection
+/// before it is read, so subscribing on every connection would loop forever and nothing would
+/// be delivered. So: subscribe only when the broker's session lacks the subscription, and after
+/// a connection that subscribed was lost to an over-sized message, pause subscribing (publish
+/// only) with a doubling back-off before trying again.
+#[derive(Debug, Default)]
+pub(super) struct CommandSub {
+    /// The broker acknowledged our SUBSCRIBE in the durable session it still holds.
+    in_session: bool,
+    /// The connection that last sent SUBSCRIBE.
+    subscribed_on: Option<u64>,
+    /// Subscribing connections lost to an over-sized message, in a row.
+    strikes: u32,
+    retry_at: Option<Instant>,
+}
+
+impl CommandSub {
+    /// Connection `gen` is up.
+    pub fn connected(&mut self, gen: u64, session_present: bool, now: Instant) -> Subscribe {
+        if !session_present {
+            self.in_session = false;
+        }
+        if self.in_session {
+            return Subscribe::Held;
+        }
+        match self.retry_at {
+            Some(t) if now < t => Subscribe::Paused(t),
+            _ => {
+                self.sent(gen);
+                Subscribe::Now
+            }
+        }
+    }
+
+    /// While connected without the subscription: `true` when the pause is over and SUBSCRIBE
+    /// is to be sent on connection `gen` now.
+    pub fn retry_due(&mut self, gen: u64, now: Instant) -> bool {
+        if self.in_session || self.retry_at.is_none_or(|t| now < t) {
+            return false;
+        }
+        self.sent(gen);
+        true
+    }
+
+    fn sent(&mut self, gen: u64) {
+        self.subscribed_on = Some(gen);
+        self.retry_at = None;
+    }
+
+    /// The broker acknowledged a SUBSCRIBE on connection `gen`.
+    pub fn acked(&mut self, gen: u64) {
+        if self.subscribed_on == Some(gen) {
+            self.in_session = true;
+        }
+    }
+
+    /// Connection `gen` ended; the pause it starts, when it subscribed and was then lost to an
+    /// over-sized message (most likely a retained one the subscription brought).
+    pub fn disconnected(&mut self, gen: u64, oversized: bool, now: Instant) -> Option<Duration> {
+        if self.subscribed_on != Some(gen) {
+            return None;
+        }
+        if !oversized {
+            self.strikes = 0;
+            return None;
+        }
+        // The broker sends retained messages only after it has taken the SUBSCRIBE, so the
+        // session holds it even if the SUBACK, read with the over-sized packet, was never seen.
+        self.in_session = true;
+        self.strikes += 1;
+        let pause = SUBSCRIBE_PAUSE_MIN
+            .saturating_mul(1 << (self.strikes - 1).min(16))
+            .min(SUBSCRIBE_PAUSE_MAX);
+        self.retry_at = Some(now + pause);
+        Some(pause)
+    }
+
+    /// When subscribing is next tried, while the subscription is missing and paused.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.retry_at.filter(|_| !self.in_session)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +300,43 @@ mod tests {
         let mut f = InFlight::default();
         f.skip(4);
         assert_eq!((f.cursor(), f.used(), f.head()), (5, 0, None));
+    }
+
+    #[test]
+    fn command_subscription_pauses_after_oversized_losses() {
+        let t0 = Instant::now();
+        let mut c = CommandSub::default();
+        assert_eq!(c.connected(1, false, t0), Subscribe::Now);
+        // A retained over-sized command follows the SUBACK and costs the connection (the SUBACK
+        // may be lost with it).
+        assert_eq!(c.disconnected(1, true, t0), Some(SUBSCRIBE_PAUSE_MIN));
+        // The durable session keeps the subscription: no re-subscribe, no re-sent retained.
+        assert_eq!(c.connected(2, true, t0), Subscribe::Held);
+        assert_eq!(c.paused_until(), None);
+        assert_eq!(c.disconnected(2, false, t0), None);
+        // The broker lost the session: publish only until the pause is over.
+        assert_eq!(
+            c.connected(3, false, t0),
+            Subscribe::Paused(t0 + SUBSCRIBE_PAUSE_MIN)
+        );
+        assert!(c.paused_until().is_some());
+        assert!(!c.retry_due(3, t0));
+        let later = t0 + SUBSCRIBE_PAUSE_MIN;
+        assert!(c.retry_due(3, later));
+        assert!(!c.retry_due(3, later), "sent once");
+        // It fails again: the pause doubles.
+        assert_eq!(
+            c.disconnected(3, true, later),
+            Some(SUBSCRIBE_PAUSE_MIN * 2)
+        );
+        // A SUBSCRIBE never acknowledged does not count as held.
+        let mut d = CommandSub::default();
+        assert_eq!(d.connected(1, false, t0), Subscribe::Now);
+        assert_eq!(d.disconnected(1, false, t0), None);
+        assert_eq!(d.connected(2, true, t0), Subscribe::Now);
+        // Losses on connections that did not subscribe start no pause.
+        d.acked(2);
+        assert_eq!(d.disconnected(5, true, t0), None);
     }
 
     #[test]
