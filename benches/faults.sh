@@ -117,7 +117,7 @@ w, minutes, period, binary, runs, kills, stops, hostile, bursts, retained, overs
 produced = set()
 for l in open(f"{w}/events.jsonl"):
     if '"record":"alert"' in l:
-        v = json.loads(l); produced.add(f'{v["id"]}@{v["ts"]}')
+        v = json.loads(l); produced.add(f'{v["alert_id"]}@{v["frame_ts"]}')
 delivered = collections.Counter()
 replies = collections.defaultdict(list)
 for l in open(f"{w}/received.txt", errors="replace"):

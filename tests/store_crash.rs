@@ -21,8 +21,8 @@ fn alerts_in(log: &std::path::Path) -> Vec<(String, f64)> {
         .filter(|v| v["record"] == "alert")
         .map(|v| {
             (
-                v["id"].as_str().unwrap().to_string(),
-                v["ts"].as_f64().unwrap(),
+                v["alert_id"].as_str().unwrap().to_string(),
+                v["frame_ts"].as_f64().unwrap(),
             )
         })
         .collect()

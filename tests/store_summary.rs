@@ -43,7 +43,7 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
             .entry(e["label"].as_str().unwrap().to_string())
             .or_default()
             .insert(id);
-        if e["after"]["zones"]
+        if e["after"]["current_zones"]
             .as_array()
             .unwrap()
             .iter()
@@ -51,8 +51,8 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
         {
             in_path.insert(id);
         }
-        first = first.min(e["first_seen"].as_f64().unwrap());
-        last = last.max(e["after"]["ts"].as_f64().unwrap());
+        first = first.min(e["after"]["start_time"].as_f64().unwrap());
+        last = last.max(e["after"]["frame_time"].as_f64().unwrap());
     }
     let mut alerts: BTreeMap<String, usize> = BTreeMap::new();
     for a in recs.iter().filter(|r| r["record"] == "alert") {
