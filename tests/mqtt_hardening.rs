@@ -15,7 +15,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use lookout::mqtt::commands::{ChannelHandler, Command, CommandServer};
-use lookout::mqtt::{AlertBody, Protocol, Publisher, Unsupported};
+use lookout::mqtt::{Protocol, Publisher, Unsupported};
 use mosquitto::{config, wait_until, Mosquitto, Sub, WAIT};
 use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::Value;
@@ -47,11 +47,10 @@ fn stat(p: &Publisher, key: &str) -> Value {
 fn alerts(p: &Publisher, tag: &str, n: usize) -> HashSet<String> {
     (0..n)
         .map(|i| {
-            p.alert(AlertBody {
-                alert: tag.into(),
-                message: format!("{tag}-{i}"),
-                ..Default::default()
-            })
+            p.alert(serde_json::json!({
+                "alert_id": tag,
+                "message": format!("{tag}-{i}"),
+            }))
             .unwrap()
         })
         .collect()

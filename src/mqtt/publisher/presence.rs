@@ -116,7 +116,7 @@ async fn run(
                     }
                 }
                 ev = link.poll(cfg, url) => match ev {
-                    Ok(Wire::ConnAck) => {
+                    Ok(Wire::ConnAck { .. }) => {
                         connected = true;
                         backoff = min;
                         if !client.try_publish(topic.to_string(), Qos::AtLeastOnce, true, ONLINE.to_vec(), None) {
@@ -125,7 +125,7 @@ async fn run(
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        log::debug!("mqtt: presence connection: {e}");
+                        log::debug!("mqtt: presence connection: {}", e.reason);
                         break;
                     }
                 },
