@@ -109,14 +109,19 @@ pub fn configs(topics: &Topics, discovery_prefix: &str, inv: &Inventory) -> Vec<
         .collect();
     if !rules.is_empty() {
         // One event entity for every alert; its event type is the rule that fired, so an
-        // automation can pick one rule without a template.
+        // automation can pick one rule without a template. `camera` is the rule of the
+        // camera-down/recovered alerts (pipeline health), which fire without a configured rule.
+        let mut event_types: Vec<&str> = rules.iter().map(|(r, _, _)| r.as_str()).collect();
+        if !event_types.contains(&"camera") {
+            event_types.push("camera");
+        }
         b.add(
             "event",
             "alerts",
             json!({
                 "name": "Alert",
                 "state_topic": topics.alerts(),
-                "event_types": rules.iter().map(|(r, _, _)| r.as_str()).collect::<Vec<_>>(),
+                "event_types": event_types,
                 "value_template": concat!(
                     "{{ {'event_type': value_json.rule, 'kind': value_json.get('kind'), ",
                     "'message': value_json.get('message'), 'severity': value_json.get('severity'), ",
@@ -446,7 +451,7 @@ mod tests {
         assert_eq!(sw["command_topic"], "lookout/porch/rules/lamp post/set");
         assert_eq!(sw["state_topic"], "lookout/porch/rules/lamp post/state");
         let ev = by_topic(&cs, "homeassistant/event/lookout_porch/alerts/config");
-        assert_eq!(ev["event_types"], json!(["path", "lamp post"]));
+        assert_eq!(ev["event_types"], json!(["path", "lamp post", "camera"]));
         let img = by_topic(
             &cs,
             "homeassistant/image/lookout_porch/snapshot_plaza/config",
