@@ -377,6 +377,9 @@ fn stream(w: &mut TcpStream, ctx: &Ctx) -> std::io::Result<()> {
             continue;
         };
         seen = seq;
+        // Counted before the write, so a viewer that has read a part always finds it counted
+        // (a part cut off by a viewer leaving is counted too).
+        st.metrics().stream_frame();
         write!(
             w,
             "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
@@ -385,7 +388,6 @@ fn stream(w: &mut TcpStream, ctx: &Ctx) -> std::io::Result<()> {
         w.write_all(&jpeg)?;
         w.write_all(b"\r\n")?;
         w.flush()?;
-        st.metrics().stream_frame();
         last_sent = Some(Instant::now());
     }
     write!(w, "--{BOUNDARY}--\r\n")?;
