@@ -234,26 +234,7 @@ impl VideoOptions {
             a.extend(["-stream_loop".into(), "-1".into()]);
         }
         a.extend(["-i".into(), self.input.clone(), "-an".into()]);
-        let mut filters = Vec::new();
-        if let Some(f) = self.fps {
-            filters.push(format!("fps={f}"));
-        }
-        match (self.width, self.height) {
-            (None, None) => {}
-            (w, h) => filters.push(format!(
-                "scale={}:{}",
-                w.map_or("-2".to_string(), |w| w.to_string()),
-                h.map_or("-2".to_string(), |h| h.to_string())
-            )),
-        }
-        if !filters.is_empty() {
-            a.extend(["-vf".into(), filters.join(",")]);
-        }
-        // Without -fps_mode passthrough ffmpeg duplicates frames to fill timestamp gaps.
-        if self.fps.is_none() {
-            a.extend(["-fps_mode".into(), "passthrough".into()]);
-        }
-        a.extend(["-pix_fmt", "rgb24", "-f", "image2pipe", "-c:v", "ppm", "-"].map(String::from));
+        ppm_output(&mut a, self.fps, self.width, self.height);
         PipeSpec {
             command: PipeCommand::Argv(a),
             format: StreamFormat::Ppm,
@@ -262,6 +243,36 @@ impl VideoOptions {
             media_fps: self.fps.filter(|_| !self.input.contains("://")),
         }
     }
+}
+
+/// The output half of an ffmpeg command line that decodes to lookout: optional rate and size
+/// filters, then RGB PPM frames on stdout (shared by `video:` and `rtsp://`).
+pub(super) fn ppm_output(
+    a: &mut Vec<String>,
+    fps: Option<f64>,
+    width: Option<u32>,
+    height: Option<u32>,
+) {
+    let mut filters = Vec::new();
+    if let Some(f) = fps {
+        filters.push(format!("fps={f}"));
+    }
+    match (width, height) {
+        (None, None) => {}
+        (w, h) => filters.push(format!(
+            "scale={}:{}",
+            w.map_or("-2".to_string(), |w| w.to_string()),
+            h.map_or("-2".to_string(), |h| h.to_string())
+        )),
+    }
+    if !filters.is_empty() {
+        a.extend(["-vf".into(), filters.join(",")]);
+    }
+    // Without -fps_mode passthrough ffmpeg duplicates frames to fill timestamp gaps.
+    if fps.is_none() {
+        a.extend(["-fps_mode".into(), "passthrough".into()]);
+    }
+    a.extend(["-pix_fmt", "rgb24", "-f", "image2pipe", "-c:v", "ppm", "-"].map(String::from));
 }
 
 /// Last bytes a child wrote to stderr, for error messages.

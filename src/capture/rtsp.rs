@@ -241,24 +241,7 @@ impl RtspOptions {
             a.extend(["-c:v".into(), d.to_string()]);
         }
         a.extend(["-i".into(), self.url.clone(), "-an".into()]);
-        let mut filters = Vec::new();
-        if let Some(f) = self.fps {
-            filters.push(format!("fps={f}"));
-        }
-        if self.width.is_some() || self.height.is_some() {
-            filters.push(format!(
-                "scale={}:{}",
-                self.width.map_or("-2".to_string(), |w| w.to_string()),
-                self.height.map_or("-2".to_string(), |h| h.to_string())
-            ));
-        }
-        if !filters.is_empty() {
-            a.extend(["-vf".into(), filters.join(",")]);
-        }
-        if self.fps.is_none() {
-            a.extend(["-fps_mode".into(), "passthrough".into()]);
-        }
-        a.extend(["-pix_fmt", "rgb24", "-f", "image2pipe", "-c:v", "ppm", "-"].map(String::from));
+        super::pipe::ppm_output(&mut a, self.fps, self.width, self.height);
         PipeSpec {
             command: PipeCommand::Argv(a),
             format: StreamFormat::Ppm,
