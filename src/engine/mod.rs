@@ -423,6 +423,17 @@ pub fn plain_tract() -> bool {
     std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")
 }
 
+/// [`fold_const_chains`] on an optimised graph loaded outside [`optimize`] (multi-input sessions,
+/// text encoders), unless [`PLAIN_TRACT_ENV`] asks for tract's own plan: the constant work tract
+/// leaves to run on every call for weights over 4 MiB (a VLM's `lm_head`).
+pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
+    if !plain_tract() {
+        fold_const_chains(model)
+            .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
+    }
+    Ok(())
+}
+
 /// lookout's graph passes, in the order they run (the registry of [`pass::GraphPass`]es: the op
 /// files implement the contract, only this list names them). After optimisation the passes swap
 /// ops one for one, so their order there does not matter.

@@ -217,11 +217,7 @@ impl Session {
             .into_decluttered()
             .and_then(|m| m.into_optimized())
             .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
-        // Weight sums and packing tract leaves per run for weights over 4 MiB (a VLM's lm_head).
-        if !super::plain_tract() {
-            super::fold_const_chains(&mut typed)
-                .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
-        }
+        super::fold_for_run(&mut typed, path)?;
         let executor = if opts.threads > 1 {
             tract_linalg::multithread::Executor::multithread(opts.threads)
         } else {

@@ -81,11 +81,7 @@ impl TextEngine {
         let mut typed = model
             .into_optimized()
             .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
-        // The int8 embedding table's sums and packing would otherwise run on every call.
-        if !super::plain_tract() {
-            super::fold_const_chains(&mut typed)
-                .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
-        }
+        super::fold_for_run(&mut typed, path)?;
         let plan = typed
             .into_runnable()
             .map_err(|e| Error::model(path, format!("cannot plan: {}", chain(&e))))?;
