@@ -282,24 +282,31 @@ fn a_command_that_never_writes_is_stopped_and_restarted() {
     assert!(src.next_frame().unwrap().is_none());
 }
 
-#[test]
-fn lookout_run_fails_when_the_camera_never_answers() {
-    // Nothing listens on the port: every attempt is refused, and after give_up_after_s the run
-    // fails so that systemd sees it.
+/// A config (`head` first) whose camera is an MJPEG URL on a free port nobody listens on, with a
+/// short give-up time and back-off, in `dir`.
+fn unanswered_camera(dir: &std::path::Path, head: &str) -> std::path::PathBuf {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("cam.toml");
+    let cfg = dir.join("cam.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[camera]\nsource = \"mjpeg+http://127.0.0.1:{port}/\"\ngive_up_after_s = 1.5\nbackoff_initial_s = 0.1\nbackoff_max_s = 0.3\n"
+            "{head}[camera]\nname = \"porch\"\nsource = \"mjpeg+http://127.0.0.1:{port}/\"\ngive_up_after_s = 1.5\nbackoff_initial_s = 0.1\nbackoff_max_s = 0.3\n"
         ),
     )
     .unwrap();
+    cfg
+}
+
+#[test]
+fn lookout_run_fails_when_the_camera_never_answers() {
+    // Nothing listens on the port: every attempt is refused, and after give_up_after_s the run
+    // fails so that systemd sees it.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = unanswered_camera(dir.path(), "");
     let out = common::lookout()
         .args(["run", "--broker", "none", "--json", "--config"])
         .arg(&cfg)
@@ -330,20 +337,8 @@ fn the_camera_down_alert_goes_out_over_mqtt() {
             .expect("mosquitto_sub")
     };
     assert!(sub(&["-E"]).status.success());
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("cam.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "device = \"heal\"\n[camera]\nname = \"porch\"\nsource = \"mjpeg+http://127.0.0.1:{port}/\"\ngive_up_after_s = 1.5\nbackoff_initial_s = 0.1\nbackoff_max_s = 0.3\n"
-        ),
-    )
-    .unwrap();
+    let cfg = unanswered_camera(dir.path(), "device = \"heal\"\n");
     let out = common::lookout()
         .args(["run", "--json", "--broker", &broker.url(), "--config"])
         .arg(&cfg)

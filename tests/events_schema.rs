@@ -40,27 +40,18 @@ fn demo_config(dir: &Path, device: &str) -> std::path::PathBuf {
 /// `lookout run` on the first 60 frames; returns the `--events-out` records.
 fn run(cfg: &Path, broker: &str, dir: &Path, name: &str) -> Vec<Value> {
     let events = dir.join(format!("{name}.jsonl"));
-    let out = common::lookout()
-        .args(["run", "--config"])
-        .arg(cfg)
-        .args(["--broker", broker, "--max-frames", "60"])
-        .arg("--spool")
-        .arg(dir.join(format!("{name}.redb")))
-        .arg("--events-out")
-        .arg(&events)
-        .current_dir(common::repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeed(
+        common::lookout()
+            .args(["run", "--config"])
+            .arg(cfg)
+            .args(["--broker", broker, "--max-frames", "60"])
+            .arg("--spool")
+            .arg(dir.join(format!("{name}.redb")))
+            .arg("--events-out")
+            .arg(&events)
+            .current_dir(common::repo()),
     );
-    std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::jsonl(&events)
 }
 
 /// Deserialise `payload` as `T` and serialise it again: the same JSON, field for field and in

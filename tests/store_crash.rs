@@ -76,15 +76,10 @@ fn a_store_killed_mid_run_reopens_with_its_alerts_and_its_bound() {
     let reported = alerts_in(&log);
 
     // Reading opens the killed writer's file (repairing it if redb asks to).
-    let out = common::lookout()
-        .args(["events", "--kind", "alert", "--json", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeed(
+        common::lookout()
+            .args(["events", "--kind", "alert", "--json", "--store"])
+            .arg(&store),
     );
     let s = Store::open_read(&store).unwrap();
     let stored: Vec<(String, f64)> = s
@@ -112,16 +107,11 @@ fn a_store_killed_mid_run_reopens_with_its_alerts_and_its_bound() {
     drop(s);
 
     // A writer opens it again, runs and applies the bound.
-    let out = common::lookout()
-        .args(["run", "--broker", "none", "--max-frames", "20", "--config"])
-        .arg(&cfg)
-        .current_dir(common::repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeed(
+        common::lookout()
+            .args(["run", "--broker", "none", "--max-frames", "20", "--config"])
+            .arg(&cfg)
+            .current_dir(common::repo()),
     );
     let stats = Store::open_read(&store).unwrap().stats().unwrap();
     println!("after the restart: {stats:?}");

@@ -12,18 +12,13 @@ use lookout::embed::Embedder;
 use lookout::store::{search, Kind, Record, SearchOptions, Store};
 
 fn run_into(store: &Path, args: &[&str]) {
-    let out = common::lookout()
-        .arg("run")
-        .args(args)
-        .args(["--broker", "none", "--summary-json", "--store"])
-        .arg(store)
-        .current_dir(common::repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeed(
+        common::lookout()
+            .arg("run")
+            .args(args)
+            .args(["--broker", "none", "--summary-json", "--store"])
+            .arg(store)
+            .current_dir(common::repo()),
     );
 }
 

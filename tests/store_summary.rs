@@ -14,24 +14,15 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
     let events = tmp.path().join("events.jsonl");
-    let out = common::lookout()
-        .args(["run", "--broker", "none", "--summary-json", "--store"])
-        .arg(&store)
-        .arg("--events-out")
-        .arg(&events)
-        .current_dir(common::repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeed(
+        common::lookout()
+            .args(["run", "--broker", "none", "--summary-json", "--store"])
+            .arg(&store)
+            .arg("--events-out")
+            .arg(&events)
+            .current_dir(common::repo()),
     );
-    let recs: Vec<Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs: Vec<Value> = common::jsonl(&events);
 
     // What the events say.
     let mut tracks: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
@@ -66,15 +57,10 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
     );
 
     // What the summary says.
-    let out = common::lookout()
-        .args(["summary", "--since", "1h", "--json", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeed(
+        common::lookout()
+            .args(["summary", "--since", "1h", "--json", "--store"])
+            .arg(&store),
     );
     let sum: Value = serde_json::from_slice(&out.stdout).unwrap();
     println!("{}", sum["text"].as_str().unwrap());
@@ -120,15 +106,10 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
     );
 
     // `lookout events --label car`: the parked car, with a crop on disk.
-    let out = common::lookout()
-        .args(["events", "--label", "car", "--json", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeed(
+        common::lookout()
+            .args(["events", "--label", "car", "--json", "--store"])
+            .arg(&store),
     );
     let cars: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -142,23 +123,18 @@ fn the_summary_of_the_bundled_clip_matches_its_events() {
         "{crop} is a JPEG"
     );
     // `lookout search`: the top hit for people on the path is one, with its reasons.
-    let out = common::lookout()
-        .args([
-            "search",
-            "person on the path",
-            "--limit",
-            "3",
-            "--json",
-            "--store",
-        ])
-        .arg(&store)
-        .current_dir(common::repo())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeed(
+        common::lookout()
+            .args([
+                "search",
+                "person on the path",
+                "--limit",
+                "3",
+                "--json",
+                "--store",
+            ])
+            .arg(&store)
+            .current_dir(common::repo()),
     );
     let res: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(res["parsed"]["labels"][0], "person", "{res}");
