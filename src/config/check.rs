@@ -123,10 +123,11 @@ pub(crate) fn typed(merged: &toml::Table, issues: &mut Issues) -> Option<Config>
             "http" => drop(section::<super::HttpConfig>(k, v, issues)),
             "hardware" => drop(section::<toml::Table>(k, v, issues)),
             "store" => drop(section::<super::StoreConfig>(k, v, issues)),
+            "cameras" => drop(section::<Vec<super::CameraEntry>>(k, v, issues)),
             other => issues.push(
                 other,
                 "unknown key (known: board, device, camera, detector, pipeline, tracker, events, \
-                 describe, rules, output, mqtt, hardware, vlm, http, store)",
+                 describe, rules, output, mqtt, hardware, vlm, http, store, cameras)",
             ),
         }
     }
@@ -173,6 +174,50 @@ pub fn deep(merged: &toml::Table, issues: &mut Issues) {
         .unwrap_or(super::DEFAULT_SOURCE);
     if let Err(e) = crate::capture::check_uri(source) {
         issues.push("camera.source", e);
+    }
+    deep_cameras(merged, issues);
+}
+
+/// `[[cameras]]` as `lookout run` would open them: each camera's source URI (its own or
+/// `[camera]`'s) and each camera's rules (the top-level ones and its own) compiled together.
+fn deep_cameras(merged: &toml::Table, issues: &mut Issues) {
+    let Some(cameras) = merged.get("cameras").and_then(|c| c.as_array()) else {
+        return;
+    };
+    let mut ignore = Issues::default();
+    let top: Vec<crate::scene::RuleConfig> = merged
+        .get("rules")
+        .and_then(|r| section("rules", r, &mut ignore))
+        .unwrap_or_default();
+    let base_source = merged
+        .get("camera")
+        .and_then(|c| c.get("source"))
+        .and_then(|v| v.as_str());
+    for (i, cam) in cameras.iter().enumerate() {
+        let key = format!("cameras[{i}]");
+        let source = cam.get("source").and_then(|v| v.as_str());
+        match source.or(base_source) {
+            Some(s) => {
+                if let Err(e) = crate::capture::check_uri(s) {
+                    issues.push(format!("{key}.source"), e);
+                }
+            }
+            None => issues.push(
+                format!("{key}.source"),
+                "no source (set it here or in [camera])",
+            ),
+        }
+        let own: Vec<crate::scene::RuleConfig> = cam
+            .get("rules")
+            .and_then(|r| section("rules", r, &mut ignore))
+            .unwrap_or_default();
+        if own.is_empty() {
+            continue;
+        }
+        let all = top.iter().cloned().chain(own).collect();
+        if let Err(e) = crate::scene::RuleEngine::new(all, 1, 1) {
+            issues.push(format!("{key}.rules"), e);
+        }
     }
 }
 
@@ -250,6 +295,25 @@ mod tests {
         assert!(issues("[camera]\nsource = \"rtsps://cam:322/s?fps=5\"\n").is_empty());
         let i = issues("[camera]\nhwdecode = \"vaapi\"\n");
         assert_eq!(keys(&i), ["camera.hwdecode"], "{i}");
+    }
+
+    #[test]
+    fn deep_checks_name_each_camera() {
+        let i = issues(
+            r#"
+[[cameras]]
+name = "front"
+source = "file:samples/vtest?fps=10"
+[[cameras.rules]]
+name = "door"
+kind = "zone"
+polygon = [[0.1, 0.1], [0.2, 0.2]]
+[[cameras]]
+name = "rear"
+source = "nope://x"
+"#,
+        );
+        assert_eq!(keys(&i), ["cameras[0].rules", "cameras[1].source"], "{i}");
     }
 
     #[test]

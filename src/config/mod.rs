@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::scene::{DescribeConfig, EventConfig, RuleConfig};
 use crate::track::TrackerConfig;
 
+mod cameras;
 mod check;
+pub use cameras::{CameraEntry, MAX_CAMERAS};
 pub use check::{check, Checked, Issue, Issues};
 
 /// Where `source` comes from when the config names none: the bundled clip.
@@ -56,6 +58,9 @@ pub struct Config {
     /// The on-device event store (`lookout events`, `search`, `summary`); off without `[store]`.
     #[serde(default)]
     pub store: Option<StoreConfig>,
+    /// Several cameras in one process (`[[cameras]]`, docs/cameras.md); empty: `[camera]` alone.
+    #[serde(default)]
+    pub cameras: Vec<CameraEntry>,
 }
 
 /// `[http]`: the live web view and Prometheus endpoint (`docs/web.md`).
@@ -376,6 +381,10 @@ pub struct CameraConfig {
     /// shorter one keeps them, so a brief reconnect does not change ids.
     #[serde(default = "default_track_gap")]
     pub track_gap_s: f64,
+    /// Most frames per second this camera sends to the shared detector pool (none: its fair
+    /// share of whatever the pool can do).
+    #[serde(default)]
+    pub detect_fps: Option<f64>,
 }
 
 fn default_camera_name() -> String {
@@ -409,6 +418,7 @@ impl Default for CameraConfig {
             backoff_max_s: default_backoff_max(),
             give_up_after_s: default_give_up(),
             track_gap_s: default_track_gap(),
+            detect_fps: None,
         }
     }
 }
@@ -430,27 +440,41 @@ impl CameraConfig {
         }
     }
 
-    /// Value checks of the camera keys, each failure naming its key.
-    fn validate(&self, issues: &mut Issues) {
+    /// Value checks of the camera keys under `section` (`camera`, `cameras[1]`), each failure
+    /// naming its key.
+    fn validate_as(&self, section: &str, issues: &mut Issues) {
         for (k, v, min) in [
-            ("camera.stall_timeout_s", self.stall_timeout_s, 0.0),
-            ("camera.backoff_initial_s", self.backoff_initial_s, 0.001),
-            ("camera.backoff_max_s", self.backoff_max_s, 0.001),
-            ("camera.give_up_after_s", self.give_up_after_s, 0.0),
-            ("camera.track_gap_s", self.track_gap_s, 0.001),
+            ("stall_timeout_s", self.stall_timeout_s, 0.0),
+            ("backoff_initial_s", self.backoff_initial_s, 0.001),
+            ("backoff_max_s", self.backoff_max_s, 0.001),
+            ("give_up_after_s", self.give_up_after_s, 0.0),
+            ("track_gap_s", self.track_gap_s, 0.001),
         ] {
             if !v.is_finite() || v < min || v > 86_400.0 {
-                issues.push(k, format!("{v} must be {min}..86400 seconds"));
+                issues.push(
+                    format!("{section}.{k}"),
+                    format!("{v} must be {min}..86400 seconds"),
+                );
             }
         }
         if self.backoff_max_s < self.backoff_initial_s {
             issues.push(
-                "camera.backoff_max_s",
+                format!("{section}.backoff_max_s"),
                 format!(
-                    "{} is below camera.backoff_initial_s ({})",
+                    "{} is below {section}.backoff_initial_s ({})",
                     self.backoff_max_s, self.backoff_initial_s
                 ),
             );
+        }
+        if let Some(f) = self.detect_fps {
+            if !f.is_finite() || f <= 0.0 || f > 1000.0 {
+                issues.push(format!("{section}.detect_fps"), format!("{f} must be in (0, 1000]"));
+            }
+        }
+        if let Err(why) = cameras::topic_safe(&self.name) {
+            if section == "camera" {
+                issues.push("camera.name", format!("'{}' {why}", self.name));
+            }
         }
     }
 }
@@ -706,7 +730,8 @@ impl Config {
 
     /// Value checks beyond the types, every failing key recorded.
     fn validate(&self, issues: &mut Issues) {
-        self.camera.validate(issues);
+        self.camera.validate_as("camera", issues);
+        cameras::validate(self, issues);
         let d = &self.detector;
         if d.workers == 0 || d.workers > 16 {
             issues.push("detector.workers", format!("{} must be 1..16", d.workers));

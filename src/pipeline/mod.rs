@@ -28,8 +28,10 @@ use crate::scene::{
 use crate::track::{Track, Tracker};
 use crate::util::unix_now;
 
+pub mod cameras;
 pub mod health;
 pub mod mqtt;
+pub mod pool;
 pub mod runtime;
 pub mod sinks;
 pub mod stats;
@@ -94,6 +96,10 @@ pub struct Summary {
     pub alerts: u64,
     pub descriptions: u64,
     pub wall_s: f64,
+    /// Detector models loaded for the whole run (the shared pool's, however many cameras).
+    pub models_loaded: usize,
+    /// Each camera's part (filled by [`cameras::run`]).
+    pub cameras: Vec<cameras::CameraSummary>,
 }
 
 /// One frame's detections on their way to the scene thread.
@@ -520,10 +526,9 @@ fn scene_loop(
         {
             last_describe = r.ts;
             if let Some(d) = describer.as_mut() {
-                send(
-                    Output::Scene(d.describe(r.frame_id, r.ts, &tracks, &zones)),
-                    false,
-                );
+                let mut scene = d.describe(r.frame_id, r.ts, &tracks, &zones);
+                scene.camera = camera.clone();
+                send(Output::Scene(scene), false);
             }
         }
         if let (Some(v), Some(d)) = (vlm.as_ref(), describer.as_ref()) {
@@ -537,9 +542,11 @@ fn scene_loop(
             if let Some(t) = trigger.filter(|_| r.ts - last_vlm >= c.interval_s && v.pending() == 0)
             {
                 last_vlm = r.ts;
+                let mut scene = d.peek(r.frame_id, r.ts, &tracks, &zones);
+                scene.camera = camera.clone();
                 v.describe(
                     frame(),
-                    d.peek(r.frame_id, r.ts, &tracks, &zones),
+                    scene,
                     None,
                     t,
                     None,

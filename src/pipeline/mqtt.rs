@@ -62,9 +62,12 @@ impl MqttRuntime {
         broker: &Broker,
         spool: Option<&Path>,
         cfg: &Config,
-        handle: &Handle,
+        cameras: &[(String, Handle)],
         notify: &mut dyn FnMut(&str),
     ) -> Result<Option<MqttRuntime>> {
+        let Some((camera, handle)) = cameras.first() else {
+            return Err(Error::Other("mqtt: no camera".into()));
+        };
         if *broker == Broker::Off || (*broker == Broker::Config && cfg.mqtt.is_none()) {
             return Ok(None);
         }
@@ -96,14 +99,20 @@ impl MqttRuntime {
         };
         announce(&mc, &publisher.handle(), &inventory)?;
         publish_rule_states(&publisher.handle(), cfg);
-        let occupancy = Occupancy::start(publisher.handle(), handle.clone(), &inventory)?;
+        let handles = cameras.iter().map(|(_, h)| h.clone()).collect();
+        let occupancy = Occupancy::start(publisher.handle(), handles, &inventory)?;
         let commands = if mc.commands {
             let handler = PipelineCommands {
                 handle: handle.clone(),
                 publisher: publisher.handle(),
-                camera: cfg.camera.name.clone(),
-                rule_names: cfg.rules.iter().map(|r| r.name.clone()).collect(),
+                camera: camera.clone(),
+                rule_names: cfg
+                    .per_camera()
+                    .iter()
+                    .flat_map(|c| c.rules.iter().map(|r| r.name.clone()))
+                    .collect(),
                 grounder: LazyGrounder::for_model(&cfg.detector.model),
+                more: cameras[1..].to_vec(),
             };
             Some(CommandServer::start(&publisher, handler)?)
         } else {
@@ -192,6 +201,40 @@ pub struct PipelineCommands {
     pub rule_names: BTreeSet<String>,
     /// For `cmd/ground`; loads its models at the first instruction.
     pub grounder: LazyGrounder,
+    /// The cameras after the first (`camera`, `handle`), with `[[cameras]]`; a command naming
+    /// one of them is answered from its latest frame.
+    pub more: Vec<(String, Handle)>,
+}
+
+impl PipelineCommands {
+    /// The camera a command names (the first without a name), or an error naming the camera
+    /// asked for and the ones there are.
+    fn camera(&self, asked: Option<&String>) -> std::result::Result<(&str, &Handle), String> {
+        let Some(want) = asked else {
+            return Ok((&self.camera, &self.handle));
+        };
+        if want == &self.camera {
+            return Ok((&self.camera, &self.handle));
+        }
+        if let Some((n, h)) = self.more.iter().find(|(n, _)| n == want) {
+            return Ok((n, h));
+        }
+        let mut names = vec![format!("'{}'", self.camera)];
+        names.extend(self.more.iter().map(|(n, _)| format!("'{n}'")));
+        Err(if self.more.is_empty() {
+            format!("unknown camera '{want}' (this device has {})", names[0])
+        } else {
+            format!(
+                "unknown camera '{want}' (this device has {})",
+                names.join(", ")
+            )
+        })
+    }
+
+    /// Every camera's handle, the first first.
+    fn handles(&self) -> impl Iterator<Item = &Handle> {
+        std::iter::once(&self.handle).chain(self.more.iter().map(|(_, h)| h))
+    }
 }
 
 /// A [`Grounder`] for the pipeline's detector, made when the first `cmd/ground` arrives so a
@@ -255,23 +298,20 @@ fn ground_reply(
 
 impl CommandHandler for PipelineCommands {
     fn handle(&mut self, request: CommandRequest, responder: Responder) {
-        if let Some(c) = match &request.command {
+        let asked = match &request.command {
             Command::Snapshot { camera }
             | Command::Describe { camera, .. }
             | Command::Ground { camera, .. } => camera.as_ref(),
             _ => None,
-        } {
-            if c != &self.camera {
-                return responder.err(format!(
-                    "unknown camera '{c}' (this device has '{}')",
-                    self.camera
-                ));
-            }
-        }
+        };
+        let (camera, handle) = match self.camera(asked) {
+            Ok((c, h)) => (c.to_string(), h.clone()),
+            Err(e) => return responder.err(e),
+        };
         let enable = matches!(request.command, Command::RulesEnable { .. });
         match request.command {
             Command::Snapshot { .. } => {
-                let Some(latest) = self.handle.latest.lock().ok().and_then(|l| l.clone()) else {
+                let Some(latest) = handle.latest.lock().ok().and_then(|l| l.clone()) else {
                     return responder.err("no frame processed yet");
                 };
                 let jpeg = match crate::annotate::annotated_jpeg(&latest.image, &latest.tracks, 85)
@@ -280,22 +320,24 @@ impl CommandHandler for PipelineCommands {
                     Err(e) => return responder.err(e),
                 };
                 let bytes = jpeg.len();
-                match self.publisher.snapshot(&self.camera, jpeg) {
+                match self.publisher.snapshot(&camera, jpeg) {
                     Ok(()) => responder.ok(serde_json::json!({
-                        "topic": self.publisher.topics().snapshot(&self.camera).unwrap_or_default(),
+                        "topic": self.publisher.topics().snapshot(&camera).unwrap_or_default(),
                         "frame_id": latest.frame_id, "bytes": bytes, "tracks": latest.tracks.len(),
                     })),
                     Err(e) => responder.err(e.to_string()),
                 }
             }
             Command::Describe { prompt, .. } => {
-                let Some(latest) = self.handle.latest.lock().ok().and_then(|l| l.clone()) else {
+                let Some(latest) = handle.latest.lock().ok().and_then(|l| l.clone()) else {
                     return responder.err("no frame processed yet");
                 };
                 let (w, h) = latest.image.dimensions();
                 let mut d = crate::scene::Describer::new(Default::default(), w, h);
-                let desc = d.describe(latest.frame_id, latest.ts, &latest.tracks, &latest.zones);
-                if let Some(vlm) = self.handle.vlm.lock().ok().and_then(|v| v.clone()) {
+                let mut desc =
+                    d.describe(latest.frame_id, latest.ts, &latest.tracks, &latest.zones);
+                desc.camera = camera.clone();
+                if let Some(vlm) = handle.vlm.lock().ok().and_then(|v| v.clone()) {
                     // The VLM answers later, from its own thread; the reply goes out then.
                     let frame = VlmFrame {
                         frame_id: latest.frame_id,
@@ -326,21 +368,28 @@ impl CommandHandler for PipelineCommands {
                     ));
                 }
                 let on = enable;
-                match self.handle.rule_switches.lock() {
-                    Ok(mut s) => {
-                        s.push((name.clone(), on));
-                        publish_rule_state(&self.publisher, &name, on);
-                        responder.ok(serde_json::json!({ "rule": name, "enabled": on }))
+                // A rule name is switched on every camera that has it (top-level rules are
+                // every camera's).
+                for h in self.handles() {
+                    match h.rule_switches.lock() {
+                        Ok(mut s) => s.push((name.clone(), on)),
+                        Err(_) => return responder.err("pipeline is stopping"),
                     }
-                    Err(_) => responder.err("pipeline is stopping"),
                 }
+                publish_rule_state(&self.publisher, &name, on);
+                responder.ok(serde_json::json!({ "rule": name, "enabled": on }))
             }
             Command::Ground { instruction, .. } => {
-                let Some(latest) = self.handle.latest.lock().ok().and_then(|l| l.clone()) else {
-                    return responder.err("no frame processed yet");
+                let Some(latest) = handle.latest.lock().ok().and_then(|l| l.clone()) else {
+                    return responder.err(format!("no frame processed yet on camera '{camera}'"));
                 };
                 match ground_reply(&mut self.grounder, &latest, &instruction) {
-                    Ok(v) => responder.ok(v),
+                    Ok(mut v) => {
+                        if let Value::Object(m) = &mut v {
+                            m.insert("camera".into(), camera.into());
+                        }
+                        responder.ok(v)
+                    }
                     Err(e) => responder.err(e),
                 }
             }
@@ -359,7 +408,7 @@ pub fn inventory(cfg: &Config) -> Inventory {
         labels = named.into_iter().cloned().collect();
     }
     Inventory {
-        cameras: vec![cfg.camera.name.clone()],
+        cameras: cfg.camera_names(),
         zones: zone_names(cfg),
         labels,
         rules: cfg.rules.iter().map(|r| r.name.clone()).collect(),
@@ -370,12 +419,17 @@ pub fn inventory(cfg: &Config) -> Inventory {
     }
 }
 
+/// Every camera's zones, each name once.
 fn zone_names(cfg: &Config) -> Vec<String> {
-    cfg.rules
-        .iter()
-        .filter(|r| r.kind == RuleKind::Zone)
-        .map(|r| r.name.clone())
-        .collect()
+    let mut names = Vec::new();
+    for c in cfg.per_camera() {
+        for r in c.rules.iter().filter(|r| r.kind == RuleKind::Zone) {
+            if !names.contains(&r.name) {
+                names.push(r.name.clone());
+            }
+        }
+    }
+    names
 }
 
 /// Publishes the Home Assistant discovery configs (or, with `discovery = false`, removes what an
@@ -436,7 +490,7 @@ struct Occupancy {
 }
 
 impl Occupancy {
-    fn start(p: PublisherHandle, handle: Handle, inv: &Inventory) -> Result<Occupancy> {
+    fn start(p: PublisherHandle, handles: Vec<Handle>, inv: &Inventory) -> Result<Occupancy> {
         let stop = Arc::new(AtomicBool::new(false));
         let (zones, labels) = (inv.zones.clone(), inv.labels.clone());
         let s = stop.clone();
@@ -444,17 +498,25 @@ impl Occupancy {
             .name("mqtt-occupancy".into())
             .spawn(move || {
                 let mut sent: BTreeMap<String, usize> = BTreeMap::new();
-                let mut seen_frame = None;
+                let mut seen_frames = Vec::new();
                 loop {
                     let last_round = s.load(Ordering::Relaxed);
-                    let latest = handle.latest.lock().ok().and_then(|l| l.clone());
-                    let frame = latest.as_ref().map(|l| l.frame_id);
-                    if frame != seen_frame || sent.is_empty() {
-                        seen_frame = frame;
-                        let counts = match &latest {
-                            Some(l) => object_counts(&l.tracks, &l.zones, &zones, &labels),
-                            None => object_counts(&[], &Default::default(), &zones, &labels),
-                        };
+                    let latest: Vec<Option<Latest>> = handles
+                        .iter()
+                        .map(|h| h.latest.lock().ok().and_then(|l| l.clone()))
+                        .collect();
+                    let frames: Vec<Option<u64>> =
+                        latest.iter().map(|l| l.as_ref().map(|l| l.frame_id)).collect();
+                    if frames != seen_frames || sent.is_empty() {
+                        seen_frames = frames;
+                        // Counts are of the device: every camera's objects together.
+                        let mut counts = object_counts(&[], &Default::default(), &zones, &labels);
+                        for l in latest.iter().flatten() {
+                            let more = object_counts(&l.tracks, &l.zones, &zones, &labels);
+                            for (c, m) in counts.iter_mut().zip(more) {
+                                c.1 += m.1;
+                            }
+                        }
                         publish_counts(&p, counts, &mut sent);
                     }
                     if last_round {

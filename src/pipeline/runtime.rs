@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::cameras::Camera;
 use super::mqtt::{Broker, MqttRuntime};
+use super::pool::DetectorPool;
 use super::sinks::{MqttSink, Sink, StoreSink, WebSink};
 use super::vlm::SharedVlm;
 use super::{Handle, RunOptions, Summary};
@@ -34,11 +36,14 @@ pub struct RunSettings {
 /// stderr, an embedding program may log them or drop them.
 pub type Notify = Box<dyn FnMut(&str) + Send>;
 
-/// A started run: source open, detectors and VLM loaded, MQTT connected; [`Runtime::run`] runs it.
+/// A started run: sources open, detectors and VLM loaded, MQTT connected; [`Runtime::run`] runs
+/// it.
 pub struct Runtime {
     cfg: Config,
-    source: Box<dyn FrameSource>,
-    detectors: Vec<Box<dyn Detector>>,
+    /// Every camera (`[[cameras]]`, or the one `[camera]`), the first with the caller's handle.
+    cameras: Vec<Camera>,
+    /// The detectors, loaded once for all cameras.
+    pool: DetectorPool,
     opts: RunOptions,
     mqtt: Option<MqttRuntime>,
     handle: Handle,
@@ -50,9 +55,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Opens the source, loads `detector.workers` detectors, starts MQTT and loads the VLM, in
-    /// that order, so a bad source or model fails before anything is published. `handle` is
-    /// how the caller stops the run (its `stop` flag) and sees its latest frame.
+    /// Opens every camera's source, loads `detector.workers` detectors into the shared pool
+    /// (once, however many cameras), starts MQTT and loads the VLM, in that order, so a bad
+    /// source or model fails before anything is published. `handle` is how the caller stops the
+    /// run (its `stop` flag) and sees the first camera's latest frame.
     pub fn start(settings: RunSettings, mut handle: Handle, mut notify: Notify) -> Result<Runtime> {
         let RunSettings {
             config: cfg,
@@ -61,7 +67,7 @@ impl Runtime {
             spool,
         } = settings;
         let uri = cfg.source();
-        let source = open_source(&cfg)?;
+        let cameras = super::cameras::open(&cfg, &handle, open_source, is_live)?;
         let manifest = crate::models::find(&cfg.detector.model)?;
         let opts = DetectorOptions {
             threads: cfg.detector.threads,
@@ -72,11 +78,23 @@ impl Runtime {
         for _ in 0..cfg.detector.workers {
             detectors.push(Box::new(ModelDetector::load(manifest.clone(), &opts)?));
         }
-        let mqtt = MqttRuntime::start(&broker, spool.as_deref(), &cfg, &handle, &mut *notify)?;
+        let pool = DetectorPool::new(detectors, &super::cameras::pool_cameras(&cameras))?;
+        // Tests and the bench count this line: one per process, however many cameras.
+        log::info!(
+            "detector pool: {} loaded {}× for {} camera(s)",
+            manifest.model.name,
+            pool.models(),
+            cameras.len()
+        );
+        let named: Vec<(String, Handle)> = cameras
+            .iter()
+            .map(|c| (c.cfg.camera.name.clone(), c.handle.clone()))
+            .collect();
+        let mqtt = MqttRuntime::start(&broker, spool.as_deref(), &cfg, &named, &mut *notify)?;
         notify(&format!(
             "lookout run: {} on {} ({} worker(s) × {} thread(s)){}",
             manifest.model.name,
-            crate::capture::redact(&uri),
+            cameras_line(&cameras, &uri),
             cfg.detector.workers,
             cfg.detector.threads,
             cfg.board
@@ -107,8 +125,8 @@ impl Runtime {
                 vlm,
             },
             cfg,
-            source,
-            detectors,
+            cameras,
+            pool,
             mqtt,
             handle,
             notify,
@@ -126,8 +144,8 @@ impl Runtime {
     pub fn run(self, sinks: Vec<Box<dyn Sink>>) -> Result<Summary> {
         let Runtime {
             cfg,
-            source,
-            detectors,
+            mut cameras,
+            pool,
             opts,
             mqtt,
             handle,
@@ -152,7 +170,13 @@ impl Runtime {
             all.push(Box::new(StoreSink::new(ingest, &cfg.camera.name)));
         }
         all.extend(sinks);
-        let summary = super::run(&cfg, source, detectors, all, opts, handle);
+        // The web view was started after the cameras were opened: the first camera feeds it.
+        if let Some(first) = cameras.first_mut() {
+            first.handle.web = handle.web.clone();
+        }
+        let clients = cfg.detector.workers;
+        let summary = super::cameras::run(cameras, &pool, clients, all, opts);
+        drop(pool);
         if let Some(h) = http {
             h.stop();
         }
@@ -161,6 +185,22 @@ impl Runtime {
             m.stop(&mut *notify);
         }
         Ok(summary)
+    }
+}
+
+/// `plaza on file:…`, or `front, rear` for several cameras.
+fn cameras_line(cameras: &[Camera], uri: &str) -> String {
+    match cameras {
+        [one] => crate::capture::redact(&one.cfg.source()),
+        [] => crate::capture::redact(uri),
+        many => format!(
+            "{} cameras ({})",
+            many.len(),
+            many.iter()
+                .map(|c| c.cfg.camera.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 

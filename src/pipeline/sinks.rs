@@ -401,7 +401,12 @@ impl Sink for StoreSink {
                 return Ok(());
             }
             Output::Scene(s) => Incoming::Scene {
-                camera: self.camera.clone(),
+                // Several cameras: the description names its own.
+                camera: if s.camera.is_empty() {
+                    self.camera.clone()
+                } else {
+                    s.camera.clone()
+                },
                 description: s.clone(),
             },
             Output::Snapshot(s) => Incoming::Snapshot {

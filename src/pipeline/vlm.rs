@@ -294,6 +294,7 @@ fn is_sentinel(job: &Job) -> bool {
 
 fn empty_scene() -> SceneDescription {
     SceneDescription {
+        camera: String::new(),
         ts: 0.0,
         frame_id: u64::MAX,
         text: String::new(),

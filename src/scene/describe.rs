@@ -104,6 +104,9 @@ pub struct Change {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SceneDescription {
+    /// The camera described (set by the frame loop; empty from a bare [`Describer`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub camera: String,
     /// The described frame's time, Unix seconds (`frame_ts`, beside the MQTT envelope's `ts`).
     #[serde(rename = "frame_ts")]
     pub ts: f64,
@@ -198,6 +201,7 @@ impl Describer {
         let text = render(&counts, &objects, &changes);
         self.prev = Some(objects.clone());
         SceneDescription {
+            camera: String::new(),
             ts,
             frame_id,
             text,
