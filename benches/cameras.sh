@@ -3,7 +3,9 @@
 # for SECS seconds (default 60), stopped with SIGINT. Reports per camera the processed fps, the mean
 # latency (capture done → analysis done, from its stats records) and the pool's wait; the smallest
 # camera's share of the fair rate (total fps / cameras); peak RSS of 4 cameras vs 1 (models are
-# loaded once: the difference is the cameras' own buffers and threads). Writes the figures to
+# loaded once: the difference is the cameras' own buffers and threads); and the four again with
+# cam0 capped by `detect_fps = 0.5` (its share among the uncapped three is against their own fair
+# rate). Writes the figures to
 # stdout as a Markdown table; benches/CAMERAS.md keeps a run.
 #
 #   cargo build && bash benches/cameras.sh 60          # LOOKOUT_BIN=… to pick another binary
@@ -56,8 +58,11 @@ run_for() {
 
 write_config "$W/four.toml" "$VTEST" "$CLIP1" "$CLIP2" "$VTEST"
 write_config "$W/one.toml" "$VTEST"
+# The same four with cam0 capped at 0.5 detections a second: the rest goes to the others.
+sed '0,/^source = .*/s//&\ndetect_fps = 0.5/' "$W/four.toml" > "$W/capped.toml"
 run_for four "$W/four.toml"
 run_for one "$W/one.toml"
+run_for capped "$W/capped.toml"
 
 python3 - "$W" "$SECS" <<'PY'
 import json, sys, statistics
@@ -83,7 +88,8 @@ def rows(summary, stats):
         out.append((c["camera"], c["frames_processed"], fps, statistics.mean(lat),
                     c["pool"]["mean_wait_ms"], c["pool"]["mean_detect_ms"]))
     return out
-r4, r1 = rows(four, stats4), rows(one, stats1)
+capped, statsc, rssc, _ = load("capped")
+r4, r1, rc = rows(four, stats4), rows(one, stats1), rows(capped, statsc)
 total = sum(r[2] for r in r4)
 fair = total / len(r4)
 print(f"4 cameras, {secs} s: {four['frames_processed']} frames, {total:.2f} fps in all, "
@@ -96,6 +102,10 @@ for r in r4:
     print(f"| 4 cameras | {r[0]} | {r[1]} | {r[2]:.2f} | {r[2] / fair:.2f} | {r[3]:.0f} | {r[4]:.0f} | {r[5]:.0f} |")
 for r in r1:
     print(f"| 1 camera | {r[0]} | {r[1]} | {r[2]:.2f} | — | {r[3]:.0f} | {r[4]:.0f} | {r[5]:.0f} |")
+fair_c = sum(r[2] for r in rc[1:]) / (len(rc) - 1)
+for r in rc:
+    share = "capped" if r[0] == "cam0" else f"{r[2] / fair_c:.2f}"
+    print(f"| 4 cameras, cam0 detect_fps = 0.5 | {r[0]} | {r[1]} | {r[2]:.2f} | {share} | {r[3]:.0f} | {r[4]:.0f} | {r[5]:.0f} |")
 print()
 print(f"min camera share of the fair rate: {min(r[2] for r in r4) / fair:.2f}")
 print(f"peak RSS: 4 cameras {rss4:.0f} MiB, 1 camera {rss1:.0f} MiB "

@@ -98,14 +98,21 @@ fn every_camera_names_its_records_and_the_model_is_loaded_once() {
         .filter(|l| l.contains("detector pool:"))
         .collect();
     assert_eq!(loads.len(), 1, "{}", r.stderr);
-    assert!(loads[0].contains("loaded 1× for 2 camera(s)"), "{}", loads[0]);
+    assert!(
+        loads[0].contains("loaded 1× for 2 camera(s)"),
+        "{}",
+        loads[0]
+    );
     assert_eq!(r.summary["models_loaded"], 1, "{}", r.summary);
     let cams = r.summary["cameras"].as_array().unwrap();
     let names: Vec<&str> = cams.iter().map(|c| c["camera"].as_str().unwrap()).collect();
     assert_eq!(names, ["a", "b"]);
     for c in cams {
         assert_eq!(c["frames_processed"], 20, "{c}");
-        assert_eq!(c["pool"]["frames"], 20, "every frame went through the pool: {c}");
+        assert_eq!(
+            c["pool"]["frames"], 20,
+            "every frame went through the pool: {c}"
+        );
     }
 
     // Each camera's events, scene descriptions and stats carry its name, and nothing else's.
@@ -207,7 +214,14 @@ fn ground_names_a_camera() {
     )
     .unwrap();
     let mut sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-v", "-t"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-v",
+            "-t",
+        ])
         .arg("lookout/groundcams/reply/#")
         .stdout(Stdio::piped())
         .spawn()
@@ -329,7 +343,8 @@ fn check_names_the_bad_key_with_its_camera() {
         "cameras[2].stall_timeout_s",
     ] {
         assert!(
-            err.lines().any(|l| l.starts_with("error:") && l.contains(key)),
+            err.lines()
+                .any(|l| l.starts_with("error:") && l.contains(key)),
             "no error naming {key}:\n{err}"
         );
     }

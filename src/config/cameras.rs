@@ -140,7 +140,10 @@ pub(super) fn topic_safe(name: &str) -> std::result::Result<(), &'static str> {
     if name.len() > 64 {
         return Err("is longer than 64 bytes");
     }
-    if name.chars().any(|c| matches!(c, '/' | '+' | '#') || c.is_control()) {
+    if name
+        .chars()
+        .any(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
         return Err("must not contain '/', '+', '#' or control characters (it is a topic level)");
     }
     Ok(())
@@ -199,7 +202,10 @@ stall_timeout_s = 9
     fn bad_camera_keys_are_named_with_their_camera() {
         let e = |t: &str| Config::parse(t).unwrap_err().to_string();
         let msg = e("[[cameras]]\nname = \"a\"\n[[cameras]]\nname = \"b\"\nsoruce = \"x\"\n");
-        assert!(msg.contains("cameras[1]") && msg.contains("soruce"), "{msg}");
+        assert!(
+            msg.contains("cameras[1]") && msg.contains("soruce"),
+            "{msg}"
+        );
         let msg = e("[[cameras]]\nname = \"a\"\n[[cameras]]\nname = \"a\"\n");
         assert!(msg.contains("cameras[1].name"), "{msg}");
         let msg = e("[[cameras]]\nname = \"a/b\"\n");

@@ -468,7 +468,10 @@ impl CameraConfig {
         }
         if let Some(f) = self.detect_fps {
             if !f.is_finite() || f <= 0.0 || f > 1000.0 {
-                issues.push(format!("{section}.detect_fps"), format!("{f} must be in (0, 1000]"));
+                issues.push(
+                    format!("{section}.detect_fps"),
+                    format!("{f} must be in (0, 1000]"),
+                );
             }
         }
         if let Err(why) = cameras::topic_safe(&self.name) {

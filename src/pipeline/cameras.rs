@@ -174,9 +174,11 @@ pub fn run(
             }
             Err(e) => {
                 log::error!("camera {name}: {e}");
-                total
-                    .cameras
-                    .push(camera_summary(&name, &Summary::default(), Some(e.to_string())));
+                total.cameras.push(camera_summary(
+                    &name,
+                    &Summary::default(),
+                    Some(e.to_string()),
+                ));
                 failed.push(format!("camera {name}: {e}"));
             }
         }

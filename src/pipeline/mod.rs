@@ -544,13 +544,7 @@ fn scene_loop(
                 last_vlm = r.ts;
                 let mut scene = d.peek(r.frame_id, r.ts, &tracks, &zones);
                 scene.camera = camera.clone();
-                v.describe(
-                    frame(),
-                    scene,
-                    None,
-                    t,
-                    None,
-                );
+                v.describe(frame(), scene, None, t, None);
             }
         }
         let analyse = analyse_start.elapsed();

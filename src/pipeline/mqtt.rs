@@ -505,8 +505,10 @@ impl Occupancy {
                         .iter()
                         .map(|h| h.latest.lock().ok().and_then(|l| l.clone()))
                         .collect();
-                    let frames: Vec<Option<u64>> =
-                        latest.iter().map(|l| l.as_ref().map(|l| l.frame_id)).collect();
+                    let frames: Vec<Option<u64>> = latest
+                        .iter()
+                        .map(|l| l.as_ref().map(|l| l.frame_id))
+                        .collect();
                     if frames != seen_frames || sent.is_empty() {
                         seen_frames = frames;
                         // Counts are of the device: every camera's objects together.

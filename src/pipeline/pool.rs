@@ -127,7 +127,9 @@ impl DetectorPool {
             .first()
             .ok_or_else(|| Error::Other("detector pool needs at least one detector".into()))?;
         if cameras.is_empty() {
-            return Err(Error::Other("detector pool needs at least one camera".into()));
+            return Err(Error::Other(
+                "detector pool needs at least one camera".into(),
+            ));
         }
         let (name, labels) = (first.name().to_string(), first.labels().to_vec());
         let now = Instant::now();
@@ -198,7 +200,13 @@ impl DetectorPool {
         st.lanes
             .iter()
             .map(|l| {
-                let per = |x: f64| if l.frames > 0 { x / l.frames as f64 } else { 0.0 };
+                let per = |x: f64| {
+                    if l.frames > 0 {
+                        x / l.frames as f64
+                    } else {
+                        0.0
+                    }
+                };
                 LaneStats {
                     camera: l.name.clone(),
                     frames: l.frames,
@@ -294,10 +302,9 @@ impl Detector for PoolClient {
             if st.closed {
                 return Err(Error::Other("detector pool stopped".into()));
             }
-            let lane = st
-                .lanes
-                .get_mut(self.lane)
-                .ok_or_else(|| Error::Other(format!("detector pool has no camera {}", self.lane)))?;
+            let lane = st.lanes.get_mut(self.lane).ok_or_else(|| {
+                Error::Other(format!("detector pool has no camera {}", self.lane))
+            })?;
             lane.jobs.push_back(Job {
                 image: img.clone(),
                 queued: Instant::now(),

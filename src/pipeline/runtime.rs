@@ -239,7 +239,8 @@ fn start_http(
     let state = WebState::new(
         WebOptions {
             device: cfg.device.clone(),
-            camera: cfg.camera.name.clone(),
+            // With `[[cameras]]`, the first camera feeds the view.
+            camera: cfg.camera_names().swap_remove(0),
             recent: h.recent,
             jpeg_quality: h.jpeg_quality,
         },
