@@ -169,6 +169,36 @@ heal = false
     assert!(last_of("a") > last_of("dies") || last_of("b") > last_of("dies"));
 }
 
+#[test]
+fn a_camera_that_never_answers_goes_down_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Nobody listens on the port: every attempt is refused, and the camera gives up.
+    let gone = format!(
+        "[[cameras]]\nname = \"gone\"\nsource = \"mjpeg+http://127.0.0.1:{port}/\"\n\
+         give_up_after_s = 1.5\nbackoff_initial_s = 0.1\nbackoff_max_s = 0.3\n"
+    );
+    let r = run(&config(tmp.path(), &gone), 20);
+    let cams = r.summary["cameras"].as_array().unwrap();
+    let by = |n: &str| cams.iter().find(|c| c["camera"] == n).unwrap();
+    assert_eq!(by("gone")["frames_captured"], 0, "{}", r.summary);
+    for n in ["a", "b"] {
+        assert_eq!(by(n)["frames_processed"], 20, "{n}: {}", r.summary);
+    }
+    let down: Vec<&Value> = r
+        .records
+        .iter()
+        .filter(|x| x["record"] == "alert" && x["kind"] == "camera_down")
+        .collect();
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert_eq!(down[0]["camera"], "gone");
+    assert!(down[0]["message"].as_str().unwrap().contains("'gone'"));
+}
+
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -282,6 +312,23 @@ fn ground_names_a_camera() {
     };
     assert_eq!(blue["result"]["camera"], "table", "{blue}");
     assert_eq!(blue["result"]["target"]["label"], "sports ball", "{blue}");
+
+    // A snapshot of the camera asked for goes to its own topic.
+    let f = tmp.path().join("snap");
+    std::fs::write(&f, r#"{"request_id":"snap","camera":"table"}"#).unwrap();
+    let st = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1"])
+        .args(["-t", "lookout/groundcams/cmd/snapshot", "-f"])
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let v = reply(&replies, "snap", 10).expect("a snapshot reply");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        v["result"]["topic"], "lookout/groundcams/snapshot/table",
+        "{v}"
+    );
 
     // No camera named: the first camera's frame.
     let v = ask(
