@@ -97,6 +97,13 @@ impl Config {
 /// a topic level, each camera's merged keys valid, its rule names not clashing with the top-level
 /// rules.
 pub(super) fn validate(cfg: &Config, issues: &mut Issues) {
+    if cfg.cameras.is_empty() {
+        // The single camera's name is a topic level too; with `[[cameras]]` it is not used.
+        if let Err(why) = topic_safe(&cfg.camera.name) {
+            issues.push("camera.name", format!("'{}' {why}", cfg.camera.name));
+        }
+        return;
+    }
     if cfg.cameras.len() > MAX_CAMERAS {
         issues.push(
             "cameras",
@@ -210,6 +217,8 @@ stall_timeout_s = 9
         assert!(msg.contains("cameras[1].name"), "{msg}");
         let msg = e("[[cameras]]\nname = \"a/b\"\n");
         assert!(msg.contains("cameras[0].name"), "{msg}");
+        let msg = e("[camera]\nname = \"front/door\"\n");
+        assert!(msg.contains("camera.name"), "{msg}");
         let msg = e("[[cameras]]\nname = \"a\"\n[[cameras]]\nname = \"b\"\ntrack_gap_s = -1\n");
         assert!(msg.contains("cameras[1].track_gap_s"), "{msg}");
         let msg = e("[[cameras]]\nname = \"a\"\ndetect_fps = 0\n");

@@ -474,11 +474,6 @@ impl CameraConfig {
                 );
             }
         }
-        if let Err(why) = cameras::topic_safe(&self.name) {
-            if section == "camera" {
-                issues.push("camera.name", format!("'{}' {why}", self.name));
-            }
-        }
     }
 }
 
