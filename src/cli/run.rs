@@ -140,8 +140,9 @@ fn broker(a: &RunArgs) -> Broker {
     }
 }
 
-/// The terminal and file outputs; MQTT is added by the library, ahead of them.
-fn sinks(a: &RunArgs) -> anyhow::Result<Vec<Box<dyn Sink>>> {
+/// The terminal and file outputs; MQTT is added by the library, ahead of them. With several
+/// cameras the readable lines name theirs.
+fn sinks(a: &RunArgs, several_cameras: bool) -> anyhow::Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     let events_to_stdout = a.events_out.as_deref() == Some(Path::new("-"));
     match &a.events_out {
@@ -165,7 +166,9 @@ fn sinks(a: &RunArgs) -> anyhow::Result<Vec<Box<dyn Sink>>> {
             sinks.push(Box::new(JsonlSink::new(std::io::stdout(), true)));
         }
     } else if !a.summary_json {
-        sinks.push(Box::new(ReadableSink::new(std::io::stdout())));
+        sinks.push(Box::new(
+            ReadableSink::new(std::io::stdout()).with_camera_names(several_cameras),
+        ));
     }
     Ok(sinks)
 }
@@ -177,7 +180,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         broker: broker(&a),
         spool: a.spool.clone(),
     };
-    let sinks = sinks(&a)?;
+    let sinks = sinks(&a, settings.config.cameras.len() > 1)?;
     let handle = Handle::default();
     // Ctrl-C before the first frame is not a source failure.
     let stop = handle.stop.clone();

@@ -196,11 +196,34 @@ impl<W: Write + Send> Sink for JsonlSink<W> {
 /// (detections and snapshots are left out; they are for machines).
 pub struct ReadableSink<W: Write + Send> {
     w: W,
+    /// Start each line with `[<camera>] ` (several cameras in one run).
+    camera_names: bool,
 }
 
 impl<W: Write + Send> ReadableSink<W> {
     pub fn new(w: W) -> Self {
-        ReadableSink { w }
+        ReadableSink {
+            w,
+            camera_names: false,
+        }
+    }
+
+    /// Lines start with the camera they are about, for runs with several cameras.
+    pub fn with_camera_names(mut self, on: bool) -> Self {
+        self.camera_names = on;
+        self
+    }
+}
+
+/// The camera a record is about, when it names one.
+fn camera_of(out: &Output) -> Option<&str> {
+    match out {
+        Output::Event(e) => Some(&e.camera),
+        Output::Alert(a) => Some(&a.camera),
+        Output::Scene(d) => Some(&d.camera),
+        Output::Stats(s) => Some(&s.camera),
+        Output::Detections(d) => Some(&d.camera),
+        Output::Snapshot(_) | Output::Frame(_) => None,
     }
 }
 
@@ -260,12 +283,14 @@ pub fn readable_line(out: &Output) -> Option<String> {
 
 impl<W: Write + Send> Sink for ReadableSink<W> {
     fn send(&mut self, out: &Output) -> Result<()> {
-        match readable_line(out) {
-            Some(line) => {
-                writeln!(self.w, "{line}").map_err(|e| Error::Other(format!("write: {e}")))
-            }
-            None => Ok(()),
-        }
+        let Some(line) = readable_line(out) else {
+            return Ok(());
+        };
+        let r = match camera_of(out).filter(|_| self.camera_names) {
+            Some(c) => writeln!(self.w, "[{c}] {line}"),
+            None => writeln!(self.w, "{line}"),
+        };
+        r.map_err(|e| Error::Other(format!("write: {e}")))
     }
     fn flush(&mut self) -> Result<()> {
         self.w
@@ -490,5 +515,23 @@ mod tests {
         assert!(readable_line(&stats)
             .unwrap()
             .starts_with("stats: 7 frames"));
+    }
+
+    #[test]
+    fn readable_lines_name_the_camera_when_asked() {
+        let stats = Output::Stats(Stats {
+            camera: "rear".into(),
+            ..Default::default()
+        });
+        let mut buf = Vec::new();
+        ReadableSink::new(&mut buf)
+            .with_camera_names(true)
+            .send(&stats)
+            .unwrap();
+        ReadableSink::new(&mut buf).send(&stats).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("[rear] stats: "), "{text}");
+        assert!(lines[1].starts_with("stats: "), "{text}");
     }
 }
