@@ -4,6 +4,8 @@
 //! grounds on the camera it names (real mosquitto), and `lookout check` names a bad camera key.
 
 mod common;
+#[path = "support/mjpeg_camera.rs"]
+mod mjpeg_camera;
 #[path = "support/mosquitto.rs"]
 mod mosquitto;
 
@@ -197,6 +199,72 @@ fn a_camera_that_never_answers_goes_down_alone() {
     assert_eq!(down.len(), 1, "{down:?}");
     assert_eq!(down[0]["camera"], "gone");
     assert!(down[0]["message"].as_str().unwrap().contains("'gone'"));
+}
+
+/// A live MJPEG camera on loopback sending the bundled clip's frames, 50 ms apart, until the
+/// client goes away.
+fn live_camera() -> mjpeg_camera::Camera {
+    use std::io::Write;
+    let frames: Vec<Vec<u8>> = (1..=20)
+        .map(|i| {
+            std::fs::read(common::repo().join(format!("samples/vtest/frame_{i:04}.jpg"))).unwrap()
+        })
+        .collect();
+    mjpeg_camera::Camera::start(vec![Box::new(move |s| {
+        if s.write_all(mjpeg_camera::OK_HEAD.as_bytes()).is_err() {
+            return;
+        }
+        for jpeg in frames.iter().cycle() {
+            let head = format!(
+                "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                jpeg.len()
+            );
+            let sent = s
+                .write_all(head.as_bytes())
+                .and_then(|_| s.write_all(jpeg))
+                .and_then(|_| s.write_all(b"\r\n"));
+            if sent.is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })])
+}
+
+/// Two live cameras sending faster than their `detect_fps`: each drops its own oldest frames
+/// (its queue never grows) and each still gets frames detected.
+#[test]
+fn live_cameras_drop_their_own_oldest_frames_and_none_is_starved() {
+    let (one, two) = (live_camera(), live_camera());
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("live.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[[cameras]]\nname = \"east\"\nsource = \"{}\"\ndetect_fps = 2\n\
+             [[cameras]]\nname = \"west\"\nsource = \"{}\"\ndetect_fps = 2\n",
+            one.uri("/"),
+            two.uri("/")
+        ),
+    )
+    .unwrap();
+    let r = run(&p, 20);
+    let cams = r.summary["cameras"].as_array().unwrap();
+    assert_eq!(cams.len(), 2);
+    let mut dropped = 0;
+    for c in cams {
+        assert_eq!(c["frames_captured"], 20, "{c}");
+        let (done, gone) = (
+            c["frames_processed"].as_u64().unwrap(),
+            c["frames_dropped"].as_u64().unwrap(),
+        );
+        assert!(done >= 1, "a camera was starved: {c}");
+        assert_eq!(done + gone, 20, "every frame detected or dropped: {c}");
+        dropped += gone;
+    }
+    // 20 frames a second per camera, detected at most 2 a second each (`detect_fps`, whatever
+    // the machine's speed): most frames were dropped, none piled up.
+    assert!(dropped > 0, "{}", r.summary);
 }
 
 struct Kill(Child);
