@@ -1,6 +1,10 @@
-//! The grounding test set (tests/fixtures/ground/cases.toml): real photos, the real detector
-//! (nanodet-g) and embedding model, hand-checked answers. Reports accuracy overall and per tag
-//! and asserts a floor of 90 %.
+//! The grounding test sets: real photos, the real detector (nanodet-g) and embedding model,
+//! hand-checked answers. Two sets, reported on their own:
+//! - tests/fixtures/ground/cases.toml: the cases the grounding was tuned on;
+//! - tests/fixtures/ground/untuned.toml: free phrasings written before the issue-18 tuning, on
+//!   photos the grounding had never been run on (README.md there has the before/after figures).
+//!
+//! Each set prints its accuracy overall and per tag and its failures.
 #[path = "support/skip.rs"]
 mod skip_switch;
 
@@ -13,9 +17,10 @@ use lookout::ground::{Grounder, Object, Status, DETECTOR_CONF};
 use lookout::{imageio, models};
 use serde::Deserialize;
 
-/// Share of cases that must come out right.
+/// Share of the tuned cases that must come out right.
 const ACCURACY_FLOOR: f64 = 0.90;
 const MIN_CASES: usize = 40;
+const MIN_UNTUNED_CASES: usize = 25;
 
 #[derive(Deserialize)]
 struct Cases {
@@ -45,19 +50,17 @@ fn resolve(image: &str) -> PathBuf {
     }
 }
 
-fn load_cases() -> Vec<Case> {
-    let p = root().join("tests/fixtures/ground/cases.toml");
-    let text = std::fs::read_to_string(&p).expect("cases.toml");
+fn load_cases(file: &str) -> Vec<Case> {
+    let p = root().join("tests/fixtures/ground").join(file);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     toml::from_str::<Cases>(&text)
-        .expect("cases.toml parses")
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         .case
 }
 
-#[test]
-fn the_test_set_is_well_formed() {
-    let cases = load_cases();
-    assert!(cases.len() >= MIN_CASES, "{} cases", cases.len());
-    for c in &cases {
+fn check_well_formed(cases: &[Case], min: usize, tags: &[&str]) {
+    assert!(cases.len() >= min, "{} cases", cases.len());
+    for c in cases {
         match c.status {
             Status::Found => assert!(c.bbox.is_some(), "{}: found needs box", c.instruction),
             Status::Ambiguous => assert!(
@@ -67,15 +70,13 @@ fn the_test_set_is_well_formed() {
             ),
             Status::NotFound => {}
         }
+        assert!(
+            resolve(&c.image).is_file() || c.image.starts_with("shared:"),
+            "{}: committed image missing",
+            c.image
+        );
     }
-    for tag in [
-        "colour",
-        "relation",
-        "synonym",
-        "ordinal",
-        "not_found",
-        "ambiguous",
-    ] {
+    for tag in tags {
         assert!(
             cases.iter().any(|c| c.tags.iter().any(|t| t == tag)),
             "no case tagged {tag}"
@@ -84,8 +85,50 @@ fn the_test_set_is_well_formed() {
 }
 
 #[test]
-fn grounding_accuracy_on_real_images() {
-    let cases = load_cases();
+fn the_test_sets_are_well_formed() {
+    check_well_formed(
+        &load_cases("cases.toml"),
+        MIN_CASES,
+        &[
+            "colour",
+            "relation",
+            "synonym",
+            "ordinal",
+            "not_found",
+            "ambiguous",
+        ],
+    );
+    check_well_formed(
+        &load_cases("untuned.toml"),
+        MIN_UNTUNED_CASES,
+        &[
+            "vocabulary",
+            "distance",
+            "near_miss",
+            "ordinal",
+            "ambiguous",
+            "not_found",
+            "vehicle",
+            "container",
+        ],
+    );
+}
+
+/// What one run over a set gave.
+struct Outcome {
+    run: usize,
+    right: usize,
+    /// Instructions that came out wrong.
+    failed: Vec<String>,
+}
+
+impl Outcome {
+    fn accuracy(&self) -> f64 {
+        self.right as f64 / self.run.max(1) as f64
+    }
+}
+
+fn evaluate(name: &str, cases: &[Case]) -> Outcome {
     let manifest = models::find(models::DEFAULT_MODEL).expect("default detector");
     let mut det = ModelDetector::load(
         manifest,
@@ -101,7 +144,8 @@ fn grounding_accuracy_on_real_images() {
     let (mut run, mut right, mut skipped) = (0usize, 0usize, 0usize);
     let mut per_tag: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
-    for c in &cases {
+    let mut failed = Vec::new();
+    for c in cases {
         let path = resolve(&c.image);
         if !path.is_file() {
             skipped += 1;
@@ -148,6 +192,7 @@ fn grounding_accuracy_on_real_images() {
             e.1 += 1;
         }
         if !ok {
+            failed.push(c.instruction.clone());
             failures.push(format!(
                 "  {} {:?}: expected {:?}, got {}",
                 c.image,
@@ -157,22 +202,35 @@ fn grounding_accuracy_on_real_images() {
             ));
         }
     }
-    let acc = right as f64 / run.max(1) as f64;
+    let out = Outcome { run, right, failed };
     eprintln!(
-        "grounding: {right}/{run} right ({:.1} %), {skipped} skipped; floor {:.0} %",
-        100.0 * acc,
-        100.0 * ACCURACY_FLOOR
+        "grounding [{name}]: {right}/{run} right ({:.1} %), {skipped} skipped",
+        100.0 * out.accuracy()
     );
     for (t, (ok, n)) in &per_tag {
-        eprintln!("  {t:<10} {ok}/{n}");
+        eprintln!("  {t:<11} {ok}/{n}");
     }
     for f in &failures {
         eprintln!("{f}");
     }
-    assert!(run > 0, "no case could run");
+    assert!(run > 0, "[{name}] no case could run");
+    out
+}
+
+#[test]
+fn grounding_accuracy_on_the_tuned_cases() {
+    let out = evaluate("tuned", &load_cases("cases.toml"));
     assert!(
-        acc >= ACCURACY_FLOOR,
-        "accuracy {:.1} % below the floor",
-        100.0 * acc
+        out.accuracy() >= ACCURACY_FLOOR,
+        "accuracy {:.1} % below the floor {:.0} %",
+        100.0 * out.accuracy(),
+        100.0 * ACCURACY_FLOOR
     );
+}
+
+#[test]
+fn grounding_accuracy_on_the_untuned_cases() {
+    // measured and printed; the bar comes with the tuning (README.md)
+    let out = evaluate("untuned", &load_cases("untuned.toml"));
+    eprintln!("untuned failures: {:?}", out.failed);
 }
