@@ -5,8 +5,10 @@
 //!
 //! Kept as tables, not rules in code, so a new word is one line.
 
-/// Score of a label reached through [`KINDS`] (the first label; each further one 0.02 less).
+/// Score of the first label reached through [`KINDS`].
 pub const KIND_SCORE: f32 = 0.9;
+/// Each further label of a kind scores this share of the first ("van": a truck before a car).
+pub const KIND_ALTERNATIVE: f32 = 0.8;
 /// A near-miss label scores this share of the label it stands in for.
 pub const NEAR_MISS_FACTOR: f32 = 0.7;
 
@@ -174,10 +176,7 @@ pub fn kind_of(word: &str) -> Option<&'static Kind> {
 
 /// The material entry for a word (`Some(None)`: a material without a colour).
 pub fn material_of(word: &str) -> Option<Option<&'static str>> {
-    MATERIALS
-        .iter()
-        .find(|(w, _)| *w == word)
-        .map(|(_, c)| *c)
+    MATERIALS.iter().find(|(w, _)| *w == word).map(|(_, c)| *c)
 }
 
 /// The labels `label` is confused with (not itself).

@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use super::kinds::{self, KIND_SCORE, NEAR_MISS_FACTOR};
+use super::kinds::{self, KIND_ALTERNATIVE, KIND_SCORE, NEAR_MISS_FACTOR};
 use crate::embed::{cosine, Embedder};
 use crate::error::Result;
 
@@ -240,7 +240,8 @@ impl LabelMatcher {
                 if self.labels.iter().any(|l| l == t) {
                     out.labels.push(LabelMatch {
                         label: t.to_string(),
-                        score: KIND_SCORE - 0.02 * i as f32,
+                        // the first label is what such a thing usually is ("van": truck)
+                        score: KIND_SCORE * if i == 0 { 1.0 } else { KIND_ALTERNATIVE },
                         how: MatchKind::Kind,
                     });
                 }

@@ -56,6 +56,10 @@ const PART_OVERLAP: f32 = 0.9;
 const SAME_OBJECT_IOU: f32 = 0.8;
 /// Weight of an object's second label ("truck" as well as "car") in its score.
 const SECOND_VIEW_WEIGHT: f32 = 0.5;
+/// How much black counts for a "dark" colour ("dark brown").
+const DARK_BLACK_SHARE: f32 = 0.8;
+/// Weight of an instruction word that the object's text says ("the Gordon's bottle").
+const TEXT_BONUS: f32 = 0.5;
 /// Label score when the noun names no label but the text says which ("the box that says FRAGILE").
 const TEXT_ONLY_LABEL_SCORE: f32 = 0.6;
 
@@ -350,11 +354,23 @@ impl Grounder {
                         >= PART_OVERLAP * o.bbox.area().min(p.bbox.area());
                 // one object given two labels the instruction both means (a sweet seen as
                 // "sports ball" and "frisbee")
-                let same_box =
-                    o.bbox.iou(&p.bbox) >= SAME_OBJECT_IOU && label_score(&target_matches, &p.label) > 0.0;
+                let same_box = o.bbox.iou(&p.bbox) >= SAME_OBJECT_IOU
+                    && label_score(&target_matches, &p.label) > 0.0;
                 j != i && better && (same_label_part || same_box)
             })
         };
+        // "the dark brown horse": the colour word after "dark"
+        let dark_shade = parsed.target.colour.as_ref().is_some_and(|c| {
+            parse::words(instruction)
+                .windows(2)
+                .any(|p| p[0] == "dark" && p[1] == *c)
+        });
+        // words that may be text on the object rather than its name or colour
+        let loose_words: Vec<String> = parse::words(instruction)
+            .into_iter()
+            .filter(|w| w.chars().count() >= 3 && !parse::is_filler(w))
+            .filter(|w| self.vocab.normalise(w).is_none() && !parse::COLOURS.contains(&w.as_str()))
+            .collect();
         let mut scored: Vec<Scored> = Vec::new();
         let mut wrong_colour: Vec<(usize, &'static str)> = Vec::new();
         let mut wrong_text = 0usize;
@@ -386,10 +402,26 @@ impl Grounder {
             if let Some(c) = &soft_colour {
                 s *= 0.6 + 0.4 * colour::histogram(img, &o.bbox).score(c);
             }
+            // "the Gordon's bottle": a word of the instruction that the object's text says
+            if let (None, Some(read)) = (&parsed.text, &o.text) {
+                let said = loose_words
+                    .iter()
+                    .map(|w| text::text_score(read, w))
+                    .filter(|&t| t >= text::MIN_TEXT_SCORE)
+                    .fold(0.0, f32::max);
+                if said > 0.0 {
+                    text_part = Some((read.clone(), said));
+                    s *= 1.0 + TEXT_BONUS * said;
+                }
+            }
             let mut colour_part = None;
             if let Some(c) = &parsed.target.colour {
                 let hist = colour::histogram(img, &o.bbox);
-                let cs = hist.score(c);
+                let mut cs = hist.score(c);
+                if dark_shade {
+                    // "dark brown" in shade is mostly black pixels
+                    cs = cs.max(DARK_BLACK_SHARE * hist.score("black"));
+                }
                 if cs < MIN_COLOUR {
                     wrong_colour.push((i, hist.dominant().unwrap_or("unknown")));
                     continue;

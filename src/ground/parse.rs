@@ -219,6 +219,11 @@ const FILLERS: &[&str] = &[
     "your",
 ];
 
+/// Whether `w` is a filler or part of an action verb (not a word that could name or describe).
+pub fn is_filler(w: &str) -> bool {
+    FILLERS.contains(&w) || ACTIONS.iter().any(|a| a.split(' ').any(|p| p == w))
+}
+
 /// Words that mean "any object" when no noun is given.
 pub const GENERIC: &[&str] = &["object", "thing", "item", "one", "something", "stuff"];
 
@@ -655,7 +660,9 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
 
 /// Whether `written` is a plural of `noun` (not a typo of it).
 fn is_plural(written: &str, noun: &str) -> bool {
-    IRREGULAR.iter().any(|(p, s)| *p == written && *s == noun && p != s)
+    IRREGULAR
+        .iter()
+        .any(|(p, s)| *p == written && *s == noun && p != s)
         || written == format!("{noun}s")
         || written == format!("{noun}es")
         || noun

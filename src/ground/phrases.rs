@@ -71,8 +71,7 @@ fn take_text(ws: &mut Vec<String>) -> Option<String> {
             let j = skip_the(ws, i + 1);
             if is_any(ws, j, TEXT_NOUNS) {
                 Some(j + 1)
-            } else if (i + 2..(i + 6).min(ws.len()))
-                .any(|k| is_any(ws, k, &["written", "printed"]))
+            } else if (i + 2..(i + 6).min(ws.len())).any(|k| is_any(ws, k, &["written", "printed"]))
             {
                 // "with DHL written on it"
                 Some(i + 1)
@@ -147,9 +146,10 @@ pub fn rewrite(mut ws: Vec<String>, vocab: &Vocabulary) -> (Vec<String>, Option<
             // "furthest to the left" is the leftmost
             if is_any(&ws, j, &["to", "on"]) {
                 let k = skip_the(&ws, j + 1);
-                if let Some(side) = ws.get(k).filter(|s| {
-                    matches!(s.as_str(), "left" | "right" | "top" | "bottom")
-                }) {
+                if let Some(side) = ws
+                    .get(k)
+                    .filter(|s| matches!(s.as_str(), "left" | "right" | "top" | "bottom"))
+                {
                     out.push(format!("{side}most"));
                     i = k + 1;
                     continue;
@@ -205,7 +205,9 @@ mod tests {
     use super::*;
 
     fn vocab() -> Vocabulary {
-        Vocabulary::new(["horse", "person", "bottle", "box", "man", "car", "kid", "table"])
+        Vocabulary::new([
+            "horse", "person", "bottle", "box", "man", "car", "kid", "table",
+        ])
     }
 
     fn rw(s: &str) -> (String, Option<String>) {
@@ -223,8 +225,14 @@ mod tests {
         assert_eq!(rw("the car furthest from the camera").0, "the car farthest");
         assert_eq!(rw("the pony furthest to the left").0, "the pony leftmost");
         // a relation to a real object stays a relation
-        assert_eq!(rw("the car closest to the man").0, "the car closest to the man");
-        assert_eq!(rw("the dog in front of the car").0, "the dog in front of the car");
+        assert_eq!(
+            rw("the car closest to the man").0,
+            "the car closest to the man"
+        );
+        assert_eq!(
+            rw("the dog in front of the car").0,
+            "the dog in front of the car"
+        );
         let p = parse("the horse closest to the camera", &vocab());
         assert_eq!(p.selector, Some(Selector::Nearest));
         assert!(p.relation.is_none());
@@ -234,7 +242,10 @@ mod tests {
 
     #[test]
     fn the_middle_of_something_unseen_is_the_middle() {
-        assert_eq!(rw("the man in the middle of the road").0, "the man in the middle");
+        assert_eq!(
+            rw("the man in the middle of the road").0,
+            "the man in the middle"
+        );
         // but the middle of a table the detector sees is kept
         assert_eq!(
             rw("the bottle in the middle of the table").0,
@@ -253,7 +264,10 @@ mod tests {
         );
         assert_eq!(
             rw("grab the bottle labelled 'Bombay Sapphire' on the left"),
-            ("grab the bottle on the left".into(), Some("bombay sapphire".into()))
+            (
+                "grab the bottle on the left".into(),
+                Some("bombay sapphire".into())
+            )
         );
         assert_eq!(
             rw("the sign with the word EXIT on it"),

@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(text_score("FRAGILE - handle with care", "fragile"), 1.0);
         assert_eq!(text_score("BOMBAY Sapphire", "bombay sapphire"), 1.0);
         assert_eq!(text_score("FRA GILE", "fragile"), 1.0);
-        assert_eq!(text_score("Bombay", "Bombay Sapphire") < MIN_TEXT_SCORE, true);
+        assert_eq!(
+            text_score("Bombay", "Bombay Sapphire") < MIN_TEXT_SCORE,
+            true
+        );
     }
 
     #[test]
