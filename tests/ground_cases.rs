@@ -17,7 +17,7 @@ use lookout::ground::{Grounder, Object, Status, DETECTOR_CONF};
 use lookout::{imageio, models};
 use serde::Deserialize;
 
-/// Share of the tuned cases that must come out right.
+/// Share of cases that must come out right (issue 18: ≥ 90 % on all cases).
 const ACCURACY_FLOOR: f64 = 0.90;
 const MIN_CASES: usize = 40;
 const MIN_UNTUNED_CASES: usize = 25;
@@ -118,7 +118,7 @@ fn the_test_sets_are_well_formed() {
 struct Outcome {
     run: usize,
     right: usize,
-    /// Instructions that came out wrong.
+    /// "image: instruction" of the cases that came out wrong.
     failed: Vec<String>,
 }
 
@@ -192,7 +192,7 @@ fn evaluate(name: &str, cases: &[Case]) -> Outcome {
             e.1 += 1;
         }
         if !ok {
-            failed.push(c.instruction.clone());
+            failed.push(format!("{}: {}", c.image, c.instruction));
             failures.push(format!(
                 "  {} {:?}: expected {:?}, got {}",
                 c.image,
@@ -217,20 +217,56 @@ fn evaluate(name: &str, cases: &[Case]) -> Outcome {
     out
 }
 
+/// Asserts a set's bar, and that nothing outside `known_misses` failed (a case that passed once
+/// and fails now is a regression even when the share stays above the bar).
+fn assert_bar(name: &str, out: &Outcome, bar: f64, known_misses: &[&str]) {
+    let new: Vec<&String> = out
+        .failed
+        .iter()
+        .filter(|f| !known_misses.contains(&f.as_str()))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "[{name}] cases that used to pass fail: {new:?}"
+    );
+    assert!(
+        out.accuracy() >= bar,
+        "[{name}] accuracy {:.1} % below the bar {:.0} %",
+        100.0 * out.accuracy(),
+        100.0 * bar
+    );
+}
+
+/// Tuned cases that fail today (none).
+const TUNED_MISSES: &[&str] = &[];
+/// Untuned cases that fail after the tuning: "on the left" cannot tell the white horse (the one
+/// a person sees on the left) from the brown one behind it further left; the answer should be
+/// `ambiguous`, the code picks the leftmost centre.
+const UNTUNED_MISSES: &[&str] = &["ground/horses.jpg: the horse on the left"];
+
 #[test]
 fn grounding_accuracy_on_the_tuned_cases() {
     let out = evaluate("tuned", &load_cases("cases.toml"));
-    assert!(
-        out.accuracy() >= ACCURACY_FLOOR,
-        "accuracy {:.1} % below the floor {:.0} %",
-        100.0 * out.accuracy(),
-        100.0 * ACCURACY_FLOOR
-    );
+    assert_bar("tuned", &out, ACCURACY_FLOOR, TUNED_MISSES);
 }
 
 #[test]
 fn grounding_accuracy_on_the_untuned_cases() {
-    // measured and printed; the bar comes with the tuning (README.md)
+    // 12/30 before the tuning, 29/30 after (README.md); no longer blind since the tuning looked
+    // at its failures
     let out = evaluate("untuned", &load_cases("untuned.toml"));
-    eprintln!("untuned failures: {:?}", out.failed);
+    assert_bar("untuned", &out, ACCURACY_FLOOR, UNTUNED_MISSES);
+}
+
+#[test]
+fn grounding_accuracy_on_all_cases() {
+    let mut all = load_cases("cases.toml");
+    all.extend(load_cases("untuned.toml"));
+    let out = evaluate("all", &all);
+    assert!(
+        out.accuracy() >= ACCURACY_FLOOR,
+        "overall accuracy {:.1} % below the issue's bar {:.0} %",
+        100.0 * out.accuracy(),
+        100.0 * ACCURACY_FLOOR
+    );
 }

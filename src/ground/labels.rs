@@ -31,6 +31,8 @@ pub const SYNONYMS: &[(&str, &[&str])] = &[
     ("settee", &["couch"]),
     ("automobile", &["car"]),
     ("auto", &["car"]),
+    // also in kinds::KINDS (with its colour); kept here for the store's search words
+    ("taxi", &["car"]),
     ("telly", &["tv"]),
     ("television", &["tv"]),
     ("monitor", &["tv"]),

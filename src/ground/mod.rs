@@ -385,7 +385,7 @@ impl Grounder {
             let second_view = objects
                 .iter()
                 .filter(|p| p.label != o.label && p.bbox.iou(&o.bbox) >= SAME_OBJECT_IOU)
-                .map(|p| fit(p))
+                .map(&fit)
                 .fold(0.0, f32::max);
             s += SECOND_VIEW_WEIGHT * second_view.min(s);
             let mut text_part = None;

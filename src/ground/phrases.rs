@@ -127,12 +127,13 @@ pub fn rewrite(mut ws: Vec<String>, vocab: &Vocabulary) -> (Vec<String>, Option<
     while i < ws.len() {
         let w = ws[i].as_str();
         // "closest to the camera", "nearest to me", "closest from the camera"
-        if matches!(w, "closest" | "nearest" | "near-most") {
-            if is_any(&ws, i + 1, &["to", "from"]) && is_any(&ws, skip_the(&ws, i + 2), VIEWER) {
-                out.push("nearest".into());
-                i = skip_the(&ws, i + 2) + 1;
-                continue;
-            }
+        if matches!(w, "closest" | "nearest" | "near-most")
+            && is_any(&ws, i + 1, &["to", "from"])
+            && is_any(&ws, skip_the(&ws, i + 2), VIEWER)
+        {
+            out.push("nearest".into());
+            i = skip_the(&ws, i + 2) + 1;
+            continue;
         }
         if matches!(w, "furthest" | "farthest") {
             let mut j = i + 1;
