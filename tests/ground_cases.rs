@@ -43,11 +43,40 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The file an `image` names; "VIDEO@SECONDS" names a video (the frame is cut by [`frame_of`]).
 fn resolve(image: &str) -> PathBuf {
-    match image.strip_prefix("shared:") {
+    let file = image.split('@').next().unwrap_or(image);
+    match file.strip_prefix("shared:") {
         Some(rest) => root().join("../shared").join(rest),
-        None => root().join("tests/fixtures").join(image),
+        None => root().join("tests/fixtures").join(file),
     }
+}
+
+/// The image to run on: the file itself, or for "VIDEO@SECONDS" the frame at that time, cut with
+/// ffmpeg into `tmp` (the cases on video frames need ffmpeg, as the capture tests do).
+fn frame_of(image: &str, tmp: &std::path::Path) -> Result<PathBuf, String> {
+    let path = resolve(image);
+    if !path.is_file() {
+        return Err(format!("{} is absent", path.display()));
+    }
+    let Some((_, at)) = image.split_once('@') else {
+        return Ok(path);
+    };
+    let out = tmp.join(format!(
+        "{}_{at}.png",
+        path.file_stem().unwrap_or_default().to_string_lossy()
+    ));
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-ss", at, "-i"])
+        .arg(&path)
+        .args(["-frames:v", "1"])
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("ffmpeg (apt-get install ffmpeg) for {image}: {e}"))?;
+    if !ok.success() || !out.is_file() {
+        return Err(format!("ffmpeg could not cut the frame {image}"));
+    }
+    Ok(out)
 }
 
 fn load_cases(file: &str) -> Vec<Case> {
@@ -145,17 +174,16 @@ fn evaluate(name: &str, cases: &[Case]) -> Outcome {
     let mut per_tag: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut failed = Vec::new();
+    let tmp = tempfile::tempdir().expect("tempdir");
     for c in cases {
-        let path = resolve(&c.image);
-        if !path.is_file() {
-            skipped += 1;
-            skip_switch::skip(&format!(
-                "{} is absent ({:?})",
-                path.display(),
-                c.instruction
-            ));
-            continue;
-        }
+        let path = match frame_of(&c.image, tmp.path()) {
+            Ok(p) => p,
+            Err(why) => {
+                skipped += 1;
+                skip_switch::skip(&format!("{why} ({:?})", c.instruction));
+                continue;
+            }
+        };
         let (img, objects) = frames.entry(c.image.clone()).or_insert_with(|| {
             let img = imageio::load_rgb(&path).expect("image");
             let objects = det
