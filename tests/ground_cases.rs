@@ -298,3 +298,10 @@ fn grounding_accuracy_on_all_cases() {
         100.0 * ACCURACY_FLOOR
     );
 }
+
+#[test]
+fn grounding_accuracy_on_the_held_out_cases() {
+    // written after the tuning, run once for the figure in README.md
+    let out = evaluate("held-out", &load_cases("heldout.toml"));
+    eprintln!("held-out failures: {:?}", out.failed);
+}
