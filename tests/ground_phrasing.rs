@@ -163,6 +163,13 @@ fn a_taxi_is_a_yellow_car_and_a_van_a_truck() {
     // no yellow car: no taxi, whatever else is there
     let r = ground(&street[..1], "the taxi");
     assert_eq!(r.status, Status::NotFound, "{r:?}");
+    // a van the detector sees as both "car" and "truck" is the anchor, not the car meant
+    let parked = [
+        thing("car", [300.0, 200.0, 420.0, 300.0], WHITE),
+        thing("truck", [302.0, 198.0, 422.0, 302.0], WHITE),
+        thing("car", [440.0, 210.0, 560.0, 300.0], BLUE),
+    ];
+    assert_eq!(found(&ground(&parked, "the car parked next to the van")), 3);
     // the asker's own colour wins over the word's
     assert_eq!(found(&ground(&street[..2], "the white taxi")), 1);
 }
@@ -233,6 +240,25 @@ fn distance_and_order_superlatives() {
     assert_eq!(
         found(&ground(&with_dog, "the person closest to the dog")),
         1
+    );
+}
+
+#[test]
+fn clothes_colour_the_wearer() {
+    let crowd = [
+        thing("person", [50.0, 100.0, 110.0, 300.0], BLUE),
+        thing("person", [250.0, 100.0, 310.0, 300.0], [200, 30, 30]),
+        thing("person", [450.0, 100.0, 510.0, 300.0], YELLOW),
+    ];
+    assert_eq!(found(&ground(&crowd, "the man in the blue jacket")), 1);
+    assert_eq!(found(&ground(&crowd, "the woman in red")), 2);
+    assert_eq!(
+        found(&ground(&crowd, "the kid wearing a yellow raincoat")),
+        3
+    );
+    assert_eq!(
+        ground(&crowd, "the person in the green coat").status,
+        Status::NotFound
     );
 }
 

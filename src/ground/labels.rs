@@ -203,7 +203,13 @@ impl LabelMatcher {
     /// Labels a detector confuses with the matched ones, each below the label it stands in for.
     fn add_near_misses(&self, m: &mut Matches) {
         let mut extra: Vec<LabelMatch> = Vec::new();
-        for l in &m.labels {
+        // not for an embedding match: that is already a guess, and a guess's stand-in is too far
+        for l in m.labels.iter().filter(|l| {
+            matches!(
+                l.how,
+                MatchKind::Exact | MatchKind::Synonym | MatchKind::Kind
+            )
+        }) {
             for near in kinds::near_misses(&l.label) {
                 let score = l.score * NEAR_MISS_FACTOR;
                 let known = self.labels.iter().any(|x| x == near);

@@ -431,6 +431,18 @@ impl Grounder {
             }
             let mut relation = None;
             if let Some(rel) = &parsed.relation {
+                // the object the anchor phrase names best is the anchor, not the target, even
+                // when it also fits the target's noun (the van, seen as "car" too, in "the car
+                // next to the van")
+                let top = anchors.iter().map(|a| a.1).fold(0.0, f32::max);
+                let is_the_anchor = rel.anchor.noun != parsed.target.noun
+                    && anchors.iter().any(|&(j, a)| {
+                        a >= AMBIGUITY_RATIO * top
+                            && (j == i || objects[j].bbox.iou(&o.bbox) >= SAME_OBJECT_IOU)
+                    });
+                if is_the_anchor {
+                    continue;
+                }
                 let best = anchors
                     .iter()
                     .filter(|(j, _)| *j != i)

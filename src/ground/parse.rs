@@ -264,7 +264,8 @@ const COLOUR_ALIASES: &[(&str, &str)] = &[
     ("dark", "black"),
 ];
 
-fn colour_of(w: &str) -> Option<&'static str> {
+/// The colour a word names ("gray" → grey), if any.
+pub fn colour_of(w: &str) -> Option<&'static str> {
     COLOURS.iter().find(|c| **c == w).copied().or_else(|| {
         COLOUR_ALIASES
             .iter()

@@ -1,10 +1,24 @@
 //! Free phrasings rewritten to the words [`super::parse`] reads, before it reads them: distance
 //! ("closest to the camera", "in front", "at the back" → nearest / farthest), "furthest to the
 //! left" (→ leftmost), "in the middle of the road" when the road is nothing the detector sees
-//! (→ in the middle), and the text an object should carry ("the box that says FRAGILE", "the
+//! (→ in the middle), clothing ("the man in the blue jacket", "the woman in red" → the colour of the
+//! person), participles that only describe ("the car parked next to …"), and the text an object should carry ("the box that says FRAGILE", "the
 //! bottle labelled Bombay"), taken out of the words and returned on its own.
 
-use super::parse::Vocabulary;
+use super::parse::{colour_of, Vocabulary};
+
+/// Clothes: "in the blue jacket" colours the person wearing it.
+const CLOTHES: &[&str] = &[
+    "jacket", "coat", "shirt", "t-shirt", "tshirt", "top", "dress", "hoodie", "sweater", "jumper",
+    "trousers", "pants", "jeans", "hat", "cap", "helmet", "skirt", "shorts", "uniform", "clothes",
+    "outfit", "scarf", "vest", "suit", "shoes", "raincoat", "anorak", "fleece", "cardigan", "tie",
+];
+
+/// Participles that describe what an object is doing, not what it is.
+const DESCRIBING: &[&str] = &[
+    "parked", "walking", "running", "waiting", "moving", "driving", "stopped", "flying", "hanging",
+    "resting", "grazing", "crossing", "wearing", "dressed", "holding", "carrying",
+];
 
 /// Words that stand for the camera / the speaker in "closest to the camera".
 const VIEWER: &[&str] = &[
@@ -188,6 +202,31 @@ pub fn rewrite(mut ws: Vec<String>, vocab: &Vocabulary) -> (Vec<String>, Option<
                 _ => {}
             }
         }
+        // "in the blue jacket", "wearing a red coat", "in red": the colour of the wearer
+        if matches!(w, "in" | "wearing" | "dressed" | "with") {
+            let mut j = i + 1;
+            if is(&ws, j, "in") {
+                j += 1; // "dressed in"
+            }
+            if is_any(&ws, j, &["the", "a", "an", "his", "her", "their"]) {
+                j += 1;
+            }
+            let colour = ws.get(j).and_then(|c| colour_of(c));
+            if let Some(c) = colour {
+                let clothed = is_any(&ws, j + 1, CLOTHES);
+                // "in red" alone, or a colour and a garment
+                let then_noun = ws.get(j + 1).is_some_and(|n| known(n));
+                if clothed || (w != "with" && !then_noun) {
+                    out.push(c.to_string());
+                    i = j + 1 + usize::from(clothed);
+                    continue;
+                }
+            }
+        }
+        if DESCRIBING.contains(&w) {
+            i += 1;
+            continue;
+        }
         // "far away"
         if w == "far" && is(&ws, i + 1, "away") {
             out.push("farthest".into());
@@ -254,6 +293,25 @@ mod tests {
         );
         let p = parse("the man in the middle of the road", &vocab());
         assert_eq!(p.selector, Some(Selector::Middle));
+        assert!(p.relation.is_none());
+    }
+
+    #[test]
+    fn clothes_colour_the_wearer() {
+        assert_eq!(rw("the man in the blue jacket").0, "the man blue");
+        assert_eq!(rw("the woman in red").0, "the woman red");
+        assert_eq!(rw("the kid wearing a yellow raincoat").0, "the kid yellow");
+        assert_eq!(
+            rw("the car parked next to the van").0,
+            "the car next to the van"
+        );
+        // a colour that is a place is not clothing; "with" needs a garment
+        assert_eq!(rw("the cup in the middle").0, "the cup in the middle");
+        assert_eq!(rw("the man with the red car").0, "the man with the red car");
+        assert_eq!(rw("the man in the red car").0, "the man in the red car");
+        let p = parse("the man in the blue jacket", &vocab());
+        assert_eq!(p.target.noun.as_deref(), Some("man"));
+        assert_eq!(p.target.colour.as_deref(), Some("blue"));
         assert!(p.relation.is_none());
     }
 
