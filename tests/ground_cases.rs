@@ -141,6 +141,7 @@ fn the_test_sets_are_well_formed() {
             "container",
         ],
     );
+    check_well_formed(&load_cases("heldout.toml"), 8, &["ambiguous", "not_found"]);
 }
 
 /// What one run over a set gave.
