@@ -129,6 +129,8 @@ impl ColourHistogram {
             "purple" => &["blue", "pink"],
             "brown" => &["orange", "black"],
             "grey" => &["white", "black"],
+            // a white animal or car in shade is partly grey
+            "white" => &["grey"],
             _ => &[],
         };
         let s = self.share(name) + 0.3 * near.iter().map(|n| self.share(n)).sum::<f32>();

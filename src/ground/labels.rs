@@ -1,6 +1,8 @@
-//! Noun → detector labels, each with a score: the label itself (1.0), the synonym table (0.95),
+//! Noun → detector labels, each with a score: the label itself (1.0), the kinds table
+//! ([`super::kinds`], 0.9, with a colour hint: "taxi" → yellow car), the synonym table (0.95),
 //! else sentence-embedding similarity between the noun and every label name. Below
-//! [`MATCH_THRESHOLD`] there is no such object.
+//! [`MATCH_THRESHOLD`] there is no such object. Each matched label brings the labels a detector
+//! confuses it with (near misses: cow for horse) at a lower score.
 //!
 //! The table is there for words the embedding gets wrong: "telly" (WordPiece splits it into
 //! "tell" "##y"; nearest label: donut), "bag" (backpack before handbag), "ball" (the COCO label is
@@ -8,6 +10,7 @@
 
 use serde::Serialize;
 
+use super::kinds::{self, KIND_ALTERNATIVE, KIND_SCORE, NEAR_MISS_FACTOR};
 use crate::embed::{cosine, Embedder};
 use crate::error::Result;
 
@@ -28,6 +31,7 @@ pub const SYNONYMS: &[(&str, &[&str])] = &[
     ("settee", &["couch"]),
     ("automobile", &["car"]),
     ("auto", &["car"]),
+    // also in kinds::KINDS (with its colour); kept here for the store's search words
     ("taxi", &["car"]),
     ("telly", &["tv"]),
     ("television", &["tv"]),
@@ -101,7 +105,11 @@ pub const SYNONYMS: &[(&str, &[&str])] = &[
 pub enum MatchKind {
     Exact,
     Synonym,
+    /// Through the kinds table ("van" → truck).
+    Kind,
     Embedding,
+    /// A label the detector confuses with the one meant (horse → cow).
+    NearMiss,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -118,6 +126,9 @@ pub struct Matches {
     pub labels: Vec<LabelMatch>,
     /// When nothing matched: the nearest label and its similarity, for the "no such object" reason.
     pub closest: Option<(String, f32)>,
+    /// The colour the word implies ("taxi" → yellow) and whether it is required.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub colour_hint: Option<(&'static str, bool)>,
 }
 
 impl Matches {
@@ -174,6 +185,7 @@ impl LabelMatcher {
             v.extend(l.split(' ').map(str::to_string));
         }
         v.extend(SYNONYMS.iter().map(|(w, _)| w.to_string()));
+        v.extend(kinds::KINDS.iter().map(|k| k.word.to_string()));
         v
     }
 
@@ -181,13 +193,47 @@ impl LabelMatcher {
         self.embedder.is_some()
     }
 
-    /// The labels `noun` may mean.
+    /// The labels `noun` may mean, with their near misses.
     pub fn match_noun(&mut self, noun: &str) -> Result<Matches> {
+        let mut out = self.match_direct(noun)?;
+        self.add_near_misses(&mut out);
+        Ok(out)
+    }
+
+    /// Labels a detector confuses with the matched ones, each below the label it stands in for.
+    fn add_near_misses(&self, m: &mut Matches) {
+        let mut extra: Vec<LabelMatch> = Vec::new();
+        // not for an embedding match: that is already a guess, and a guess's stand-in is too far
+        for l in m.labels.iter().filter(|l| {
+            matches!(
+                l.how,
+                MatchKind::Exact | MatchKind::Synonym | MatchKind::Kind
+            )
+        }) {
+            for near in kinds::near_misses(&l.label) {
+                let score = l.score * NEAR_MISS_FACTOR;
+                let known = self.labels.iter().any(|x| x == near);
+                let seen = m.labels.iter().chain(&extra).any(|x| x.label == near);
+                if known && !seen {
+                    extra.push(LabelMatch {
+                        label: near.to_string(),
+                        score,
+                        how: MatchKind::NearMiss,
+                    });
+                }
+            }
+        }
+        m.labels.extend(extra);
+    }
+
+    /// The labels `noun` names: itself, the kinds table, the synonym table, the embedding.
+    fn match_direct(&mut self, noun: &str) -> Result<Matches> {
         let noun = noun.trim().to_lowercase();
         let mut out = Matches {
             noun: noun.clone(),
             labels: Vec::new(),
             closest: None,
+            colour_hint: None,
         };
         if self.labels.contains(&noun) {
             out.labels.push(LabelMatch {
@@ -196,6 +242,22 @@ impl LabelMatcher {
                 how: MatchKind::Exact,
             });
             return Ok(out);
+        }
+        if let Some(k) = kinds::kind_of(&noun) {
+            for (i, t) in k.labels.iter().enumerate() {
+                if self.labels.iter().any(|l| l == t) {
+                    out.labels.push(LabelMatch {
+                        label: t.to_string(),
+                        // the first label is what such a thing usually is ("van": truck)
+                        score: KIND_SCORE * if i == 0 { 1.0 } else { KIND_ALTERNATIVE },
+                        how: MatchKind::Kind,
+                    });
+                }
+            }
+            if !out.labels.is_empty() {
+                out.colour_hint = k.colour.map(|c| (c, k.colour_required));
+                return Ok(out);
+            }
         }
         if let Some((_, targets)) = SYNONYMS.iter().find(|(w, _)| *w == noun) {
             for (i, t) in targets.iter().enumerate() {
@@ -224,6 +286,7 @@ impl LabelMatcher {
             noun: noun.to_string(),
             labels: Vec::new(),
             closest: None,
+            colour_hint: None,
         };
         let Some(e) = self.embedder.as_mut() else {
             return Ok(out);

@@ -1,16 +1,22 @@
 //! Instruction grounding: "pick up the red cup on the left" + a frame + its detections (or tracks)
 //! → the box meant, with a score, the reason, and the runner-up candidates.
 //!
-//! [`parse`] reads the instruction; [`labels`] maps its nouns to detector labels (synonym table and
-//! sentence embeddings); [`colour`] names each candidate's colour from its pixels; [`relations`]
+//! [`phrases`] rewrites free phrasings ("closest to the camera") and takes out the text an object
+//! should carry; [`parse`] reads the instruction; [`labels`] maps its nouns to detector labels
+//! ([`kinds`] table: "taxi" → yellow car, near-miss labels; synonym table; sentence embeddings);
+//! [`colour`] names each candidate's colour from its pixels; [`text`] matches the text read on
+//! an object; [`relations`]
 //! scores "next to", "on", "left of" … between boxes and orders candidates for "leftmost",
 //! "nearest", "the second from the left". When two objects fit equally well the answer is
 //! `ambiguous` with both, never a guess.
 
 pub mod colour;
+pub mod kinds;
 pub mod labels;
 pub mod parse;
+pub mod phrases;
 pub mod relations;
+pub mod text;
 
 use std::sync::Arc;
 
@@ -43,6 +49,19 @@ const SELECT_RATIO: f32 = 0.5;
 const GENERIC_LABEL_SCORE: f32 = 0.8;
 /// Runner-up candidates reported.
 const MAX_CANDIDATES: usize = 5;
+/// A box at least this much inside a better one of the same label is part of it (half a bicycle);
+/// below, it is another object partly hidden behind (a horse behind a horse).
+const PART_OVERLAP: f32 = 0.9;
+/// Two boxes of different labels overlapping this much are one object seen twice.
+const SAME_OBJECT_IOU: f32 = 0.8;
+/// Weight of an object's second label ("truck" as well as "car") in its score.
+const SECOND_VIEW_WEIGHT: f32 = 0.5;
+/// How much black counts for a "dark" colour ("dark brown").
+const DARK_BLACK_SHARE: f32 = 0.8;
+/// Weight of an instruction word that the object's text says ("the Gordon's bottle").
+const TEXT_BONUS: f32 = 0.5;
+/// Label score when the noun names no label but the text says which ("the box that says FRAGILE").
+const TEXT_ONLY_LABEL_SCORE: f32 = 0.6;
 
 /// Something in the frame that can be meant: a detection, or a track (which has an id).
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +70,8 @@ pub struct Object {
     pub score: f32,
     pub bbox: BBox,
     pub track_id: Option<u64>,
+    /// Text read on the object (OCR), if a reader ran on it.
+    pub text: Option<String>,
 }
 
 impl From<&Detection> for Object {
@@ -60,6 +81,7 @@ impl From<&Detection> for Object {
             score: d.score,
             bbox: d.bbox,
             track_id: None,
+            text: None,
         }
     }
 }
@@ -71,6 +93,7 @@ impl From<&Track> for Object {
             score: t.score,
             bbox: t.bbox,
             track_id: (t.id > 0).then_some(t.id),
+            text: None,
         }
     }
 }
@@ -124,6 +147,8 @@ struct Scored {
     score: f32,
     colour: Option<(String, f32)>,
     relation: Option<(f32, usize)>,
+    /// The text read on it and how well it says what was asked.
+    text: Option<(String, f32)>,
 }
 
 fn describe_np(np: &NounPhrase) -> String {
@@ -219,7 +244,7 @@ impl Grounder {
                 "instruction: longer than {MAX_INSTRUCTION_BYTES} bytes"
             )));
         }
-        let parsed = self.parse(instruction);
+        let mut parsed = self.parse(instruction);
         let (w, h) = (img.width() as f32, img.height() as f32);
         let mut result = GroundResult {
             instruction: instruction.to_string(),
@@ -229,10 +254,37 @@ impl Grounder {
             status: Status::NotFound,
             reason: String::new(),
         };
-        let what = describe_np(&parsed.target);
+        let mut what = describe_np(&parsed.target);
+        if let Some(t) = &parsed.text {
+            what = format!("{what} that says '{t}'");
+        }
 
         // 1. which labels the noun means
-        let target_matches = self.label_matches(&parsed.target)?;
+        let mut target_matches = self.label_matches(&parsed.target)?;
+        if let Some(m) = &target_matches {
+            // a thing no label names but whose text says which ("the box that says FRAGILE")
+            if m.labels.is_empty() && parsed.text.is_some() {
+                target_matches = None;
+            }
+        }
+        // the colour the word implies: required ("taxi": yellow) or only preferred
+        let mut soft_colour: Option<String> = None;
+        if parsed.target.colour.is_none() {
+            match target_matches.as_ref().and_then(|m| m.colour_hint) {
+                Some((c, true)) => parsed.target.colour = Some(c.to_string()),
+                Some((c, false)) => soft_colour = Some(c.to_string()),
+                None => {}
+            }
+            let material_colour = parsed
+                .target
+                .material
+                .as_deref()
+                .and_then(kinds::material_of)
+                .flatten();
+            if let Some(c) = material_colour {
+                soft_colour = soft_colour.or(Some(c.to_string()));
+            }
+        }
         if let Some(m) = &target_matches {
             if m.labels.is_empty() {
                 result.reason = match &m.closest {
@@ -245,8 +297,10 @@ impl Grounder {
                 return Ok(result);
             }
         }
+        let text_only = parsed.text.is_some() && parsed.target.noun.is_some();
         let label_score = |m: &Option<Matches>, label: &str| match m {
             Some(m) => m.score_of(label),
+            None if text_only => TEXT_ONLY_LABEL_SCORE,
             None => GENERIC_LABEL_SCORE,
         };
 
@@ -289,31 +343,85 @@ impl Grounder {
 
         // 3. score every object; a box mostly inside a better-scoring box of the same label is
         // the detector seeing part of that object again (half a bicycle), not another one
+        let fit = |o: &Object| label_score(&target_matches, &o.label) * (0.5 + 0.5 * o.score);
         let is_part = |i: usize| {
             let o = &objects[i];
             objects.iter().enumerate().any(|(j, p)| {
-                let better = p.score > o.score || (p.score == o.score && j < i);
+                let (fp, fo) = (fit(p), fit(o));
+                let better = fp > fo || (fp == fo && (p.score > o.score || j < i));
                 let same_label_part = p.label == o.label
-                    && o.bbox.intersection(&p.bbox) >= 0.8 * o.bbox.area().min(p.bbox.area());
+                    && o.bbox.intersection(&p.bbox)
+                        >= PART_OVERLAP * o.bbox.area().min(p.bbox.area());
                 // one object given two labels the instruction both means (a sweet seen as
                 // "sports ball" and "frisbee")
-                let same_box =
-                    o.bbox.iou(&p.bbox) >= 0.85 && label_score(&target_matches, &p.label) > 0.0;
+                let same_box = o.bbox.iou(&p.bbox) >= SAME_OBJECT_IOU
+                    && label_score(&target_matches, &p.label) > 0.0;
                 j != i && better && (same_label_part || same_box)
             })
         };
+        // "the dark brown horse": the colour word after "dark"
+        let dark_shade = parsed.target.colour.as_ref().is_some_and(|c| {
+            parse::words(instruction)
+                .windows(2)
+                .any(|p| p[0] == "dark" && p[1] == *c)
+        });
+        // words that may be text on the object rather than its name or colour
+        let loose_words: Vec<String> = parse::words(instruction)
+            .into_iter()
+            .filter(|w| w.chars().count() >= 3 && !parse::is_filler(w))
+            .filter(|w| self.vocab.normalise(w).is_none() && !parse::COLOURS.contains(&w.as_str()))
+            .collect();
         let mut scored: Vec<Scored> = Vec::new();
         let mut wrong_colour: Vec<(usize, &'static str)> = Vec::new();
+        let mut wrong_text = 0usize;
         for (i, o) in objects.iter().enumerate() {
             let ls = label_score(&target_matches, &o.label);
             if ls <= 0.0 || !o.bbox.is_finite() || o.bbox.area() <= 0.0 || is_part(i) {
                 continue;
             }
             let mut s = ls * (0.5 + 0.5 * o.score.clamp(0.0, 1.0));
+            // the same object also seen under another label the noun means (a van as "car" and
+            // as "truck"): more evidence it is one
+            let second_view = objects
+                .iter()
+                .filter(|p| p.label != o.label && p.bbox.iou(&o.bbox) >= SAME_OBJECT_IOU)
+                .map(&fit)
+                .fold(0.0, f32::max);
+            s += SECOND_VIEW_WEIGHT * second_view.min(s);
+            let mut text_part = None;
+            if let Some(want) = &parsed.text {
+                let read = o.text.as_deref().unwrap_or("");
+                let ts = text::text_score(read, want);
+                if ts < text::MIN_TEXT_SCORE {
+                    wrong_text += 1;
+                    continue;
+                }
+                text_part = Some((read.to_string(), ts));
+                s *= ts;
+            }
+            if let Some(c) = &soft_colour {
+                s *= 0.6 + 0.4 * colour::histogram(img, &o.bbox).score(c);
+            }
+            // "the Gordon's bottle": a word of the instruction that the object's text says
+            if let (None, Some(read)) = (&parsed.text, &o.text) {
+                let said = loose_words
+                    .iter()
+                    .map(|w| text::text_score(read, w))
+                    .filter(|&t| t >= text::MIN_TEXT_SCORE)
+                    .fold(0.0, f32::max);
+                if said > 0.0 {
+                    text_part = Some((read.clone(), said));
+                    s *= 1.0 + TEXT_BONUS * said;
+                }
+            }
             let mut colour_part = None;
             if let Some(c) = &parsed.target.colour {
                 let hist = colour::histogram(img, &o.bbox);
-                let cs = hist.score(c);
+                let mut cs = hist.score(c);
+                if dark_shade {
+                    // "dark brown" in shade is mostly black pixels
+                    cs = cs.max(DARK_BLACK_SHARE * hist.score("black"));
+                }
                 if cs < MIN_COLOUR {
                     wrong_colour.push((i, hist.dominant().unwrap_or("unknown")));
                     continue;
@@ -323,6 +431,18 @@ impl Grounder {
             }
             let mut relation = None;
             if let Some(rel) = &parsed.relation {
+                // the object the anchor phrase names best is the anchor, not the target, even
+                // when it also fits the target's noun (the van, seen as "car" too, in "the car
+                // next to the van")
+                let top = anchors.iter().map(|a| a.1).fold(0.0, f32::max);
+                let is_the_anchor = rel.anchor.noun != parsed.target.noun
+                    && anchors.iter().any(|&(j, a)| {
+                        a >= AMBIGUITY_RATIO * top
+                            && (j == i || objects[j].bbox.iou(&o.bbox) >= SAME_OBJECT_IOU)
+                    });
+                if is_the_anchor {
+                    continue;
+                }
                 let best = anchors
                     .iter()
                     .filter(|(j, _)| *j != i)
@@ -347,6 +467,7 @@ impl Grounder {
                     score: s,
                     colour: colour_part,
                     relation,
+                    text: text_part,
                 });
             }
         }
@@ -357,7 +478,10 @@ impl Grounder {
                 .iter()
                 .filter(|o| label_score(&target_matches, &o.label) > 0.0)
                 .count();
-            result.reason = if n_label == 0 {
+            result.reason = if n_label > 0 && parsed.text.is_some() && wrong_text > 0 {
+                let read = objects.iter().filter(|o| o.text.is_some()).count();
+                format!("no {what} in view (text read on {read} of {n_label} objects)")
+            } else if n_label == 0 {
                 let labels: Vec<&str> = target_matches
                     .as_ref()
                     .map(|m| m.labels.iter().map(|l| l.label.as_str()).collect())
@@ -500,9 +624,15 @@ impl Grounder {
             }
             None => {
                 let order: Vec<usize> = (0..scored.len()).collect();
+                // "the horses": several meant, which one is for the asker to say
+                let ratio = if parsed.target.plural {
+                    SELECT_RATIO
+                } else {
+                    AMBIGUITY_RATIO
+                };
                 let tied = 1 + scored[1..]
                     .iter()
-                    .take_while(|s| s.score >= AMBIGUITY_RATIO * best)
+                    .take_while(|s| s.score >= ratio * best)
                     .count();
                 how = if scored.len() == 1 {
                     format!("the only {what} in view")
@@ -578,6 +708,9 @@ impl Grounder {
                 why[0] = format!("'{written}' → {}", o.label);
             }
         }
+        if let Some((read, ts)) = &s.text {
+            why.push(format!("says '{read}' ({ts:.2})"));
+        }
         match &s.colour {
             Some((c, cs)) => why.push(format!("{c} ({cs:.2})")),
             None => {
@@ -633,6 +766,7 @@ mod tests {
                 score: 0.8,
                 bbox: BBox::from(b),
                 track_id: Some(objects.len() as u64 + 1),
+                text: None,
             });
         }
         (img, objects)

@@ -68,6 +68,12 @@ pub struct NounPhrase {
     /// The noun as written, when it was corrected or singularised.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub written: Option<String>,
+    /// Written as a plural ("the horses").
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub plural: bool,
+    /// A material or pattern word ("porcelain", "striped"), see [`super::kinds::MATERIALS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub material: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,6 +91,9 @@ pub struct Parsed {
     pub selector: Option<Selector>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relation: Option<Relation>,
+    /// Text the object carries ("the box that says FRAGILE" → "fragile"), lower case.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// Verb phrases a controller starts with; longest first so "pick up" wins over "pick".
@@ -210,6 +219,11 @@ const FILLERS: &[&str] = &[
     "your",
 ];
 
+/// Whether `w` is a filler or part of an action verb (not a word that could name or describe).
+pub fn is_filler(w: &str) -> bool {
+    FILLERS.contains(&w) || ACTIONS.iter().any(|a| a.split(' ').any(|p| p == w))
+}
+
 /// Words that mean "any object" when no noun is given.
 pub const GENERIC: &[&str] = &["object", "thing", "item", "one", "something", "stuff"];
 
@@ -250,7 +264,8 @@ const COLOUR_ALIASES: &[(&str, &str)] = &[
     ("dark", "black"),
 ];
 
-fn colour_of(w: &str) -> Option<&'static str> {
+/// The colour a word names ("gray" → grey), if any.
+pub fn colour_of(w: &str) -> Option<&'static str> {
     COLOURS.iter().find(|c| **c == w).copied().or_else(|| {
         COLOUR_ALIASES
             .iter()
@@ -499,7 +514,7 @@ fn place_after(ws: &[String], i: usize) -> Option<(Selector, usize)> {
 
 /// Parse an instruction. `vocab` lets typos and plurals of known nouns be fixed.
 pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
-    let ws = words(text);
+    let (ws, carried_text) = super::phrases::rewrite(words(text), vocab);
     let mut i = 0;
     // fillers first ("please, could you pick up …")
     while i < ws.len() && FILLERS.contains(&ws[i].as_str()) && ws[i] != "go" {
@@ -640,7 +655,20 @@ pub fn parse(text: &str, vocab: &Vocabulary) -> Parsed {
         target,
         selector,
         relation,
+        text: carried_text,
     }
+}
+
+/// Whether `written` is a plural of `noun` (not a typo of it).
+fn is_plural(written: &str, noun: &str) -> bool {
+    IRREGULAR
+        .iter()
+        .any(|(p, s)| *p == written && *s == noun && p != s)
+        || written == format!("{noun}s")
+        || written == format!("{noun}es")
+        || noun
+            .strip_suffix('y')
+            .is_some_and(|stem| written == format!("{stem}ies"))
 }
 
 fn noun_phrase(ws: &[String], vocab: &Vocabulary, _is_target: bool) -> NounPhrase {
@@ -714,6 +742,14 @@ fn noun_phrase(ws: &[String], vocab: &Vocabulary, _is_target: bool) -> NounPhras
         }
     }
     if let Some((n, written)) = noun {
+        let last = written.rsplit(' ').next().unwrap_or(&written);
+        let n_last = n.rsplit(' ').next().unwrap_or(&n);
+        np.plural = is_plural(last, n_last) || matches!(last, "ones" | "things" | "objects");
+        np.material = content
+            .iter()
+            .filter(|w| **w != last)
+            .find(|w| super::kinds::material_of(w).is_some())
+            .map(|w| w.to_string());
         if GENERIC.contains(&n.as_str()) {
             np.noun = None;
         } else {
