@@ -27,6 +27,7 @@ pub mod ground;
 pub mod http;
 pub mod imageio;
 pub mod models;
+pub mod ocr;
 pub mod mqtt;
 pub mod pipeline;
 pub mod scene;
