@@ -84,7 +84,9 @@ pub fn boxes(pred: &[f32], pw: usize, ph: usize, dest_w: u32, dest_h: u32) -> Ve
         if score < BOX_THRESH {
             continue;
         }
-        let grown = quad::unclip(&rect, &q, UNCLIP_RATIO);
+        let Some(grown) = quad::unclip(&q, UNCLIP_RATIO) else {
+            continue;
+        };
         if grown.short_side() < MIN_SIZE + 2.0 {
             continue;
         }

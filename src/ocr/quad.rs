@@ -181,39 +181,114 @@ pub fn area_perimeter(q: &Quad) -> (f32, f32) {
     ((a / 2.0).abs() as f32, l as f32)
 }
 
-/// PaddleOCR's unclip: the quad offset outwards by `area · ratio / perimeter` with round joins, then
-/// fitted with a rotated rectangle again. For a rectangle the fit of the rounded offset is the
-/// rectangle grown by that distance on every side, so it is computed directly (no polygon clipper).
-pub fn unclip(rect: &RotRect, q: &Quad, ratio: f32) -> RotRect {
-    let (area, perim) = area_perimeter(q);
-    let d = if perim > 0.0 { area * ratio / perim } else { 0.0 };
-    let c = [
-        (q[0][0] + q[1][0] + q[2][0] + q[3][0]) / 4.0,
-        (q[0][1] + q[1][1] + q[2][1] + q[3][1]) / 4.0,
-    ];
-    // unit vectors along the two sides of the rectangle
-    let unit = |a: Pt, b: Pt| {
-        let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
-        let l = dx.hypot(dy);
-        if l > 0.0 {
-            [dx / l, dy / l]
-        } else {
-            [0.0, 0.0]
+/// Clipper's `Round`: half away from zero.
+fn clipper_round(v: f64) -> i64 {
+    if v < 0.0 {
+        (v - 0.5) as i64
+    } else {
+        (v + 0.5) as i64
+    }
+}
+
+/// PaddleOCR's unclip offset: the quad grown by `delta` with round joins, as pyclipper (Clipper 6.4,
+/// `JT_ROUND`, arc tolerance 0.25) computes it — the corners truncated to integers on the way in, every
+/// output point rounded — so the rectangle fitted to it afterwards lands on the same pixels as the
+/// reference's. Returns the polygon's integer points (order irrelevant to the fit).
+pub fn round_offset(q: &Quad, delta: f64) -> Vec<[i32; 2]> {
+    let mut src: Vec<[i64; 2]> = Vec::with_capacity(4);
+    for p in q {
+        let ip = [p[0] as i64, p[1] as i64];
+        if src.last() != Some(&ip) {
+            src.push(ip);
         }
-    };
-    let (u, v) = (unit(rect.corners[0], rect.corners[1]), unit(rect.corners[1], rect.corners[2]));
-    let (hw, hh) = ((rect.w + 2.0 * d) / 2.0, (rect.h + 2.0 * d) / 2.0);
-    let at = |su: f32, sv: f32| -> Pt {
+    }
+    while src.len() > 1 && src.first() == src.last() {
+        src.pop();
+    }
+    let n = src.len();
+    if n < 3 || delta <= 0.0 {
+        return src.iter().map(|p| [p[0] as i32, p[1] as i32]).collect();
+    }
+    // FixOrientations: Clipper's Area is negative for the other winding; such paths are reversed
+    let mut a = 0i64;
+    let mut j = n - 1;
+    for i in 0..n {
+        a += (src[j][0] + src[i][0]) * (src[j][1] - src[i][1]);
+        j = i;
+    }
+    if -a < 0 {
+        src.reverse();
+    }
+    let tol = 0.25f64.min(delta * 0.25);
+    let mut steps = std::f64::consts::PI / (1.0 - tol / delta).acos();
+    if steps > delta * std::f64::consts::PI {
+        steps = delta * std::f64::consts::PI;
+    }
+    let two_pi = 2.0 * std::f64::consts::PI;
+    let (sn, cs) = ((two_pi / steps).sin(), (two_pi / steps).cos());
+    let steps_per_rad = steps / two_pi;
+    let normals: Vec<[f64; 2]> = (0..n)
+        .map(|j| {
+            let (p1, p2) = (src[j], src[(j + 1) % n]);
+            let (dx, dy) = ((p2[0] - p1[0]) as f64, (p2[1] - p1[1]) as f64);
+            if dx == 0.0 && dy == 0.0 {
+                return [0.0, 0.0];
+            }
+            let f = 1.0 / (dx * dx + dy * dy).sqrt();
+            [dy * f, -dx * f]
+        })
+        .collect();
+    let at = |p: [i64; 2], nx: f64, ny: f64| -> [i32; 2] {
         [
-            c[0] + su * hw * u[0] + sv * hh * v[0],
-            c[1] + su * hw * u[1] + sv * hh * v[1],
+            clipper_round(p[0] as f64 + nx * delta) as i32,
+            clipper_round(p[1] as f64 + ny * delta) as i32,
         ]
     };
-    RotRect {
-        corners: [at(-1.0, -1.0), at(1.0, -1.0), at(1.0, 1.0), at(-1.0, 1.0)],
-        w: rect.w + 2.0 * d,
-        h: rect.h + 2.0 * d,
+    let mut out = Vec::new();
+    let mut k = n - 1;
+    for j in 0..n {
+        let (nk, nj, p) = (normals[k], normals[j], src[j]);
+        let mut sin_a = nk[0] * nj[1] - nj[0] * nk[1];
+        let cos_a = nk[0] * nj[0] + nj[1] * nk[1];
+        if (sin_a * delta).abs() < 1.0 {
+            if cos_a > 0.0 {
+                out.push(at(p, nk[0], nk[1]));
+                k = j;
+                continue;
+            }
+        } else {
+            sin_a = sin_a.clamp(-1.0, 1.0);
+        }
+        if sin_a * delta < 0.0 {
+            out.push(at(p, nk[0], nk[1]));
+            out.push([p[0] as i32, p[1] as i32]);
+            out.push(at(p, nj[0], nj[1]));
+        } else {
+            let a = sin_a.atan2(nk[0] * nj[0] + nk[1] * nj[1]);
+            let st = clipper_round(steps_per_rad * a.abs()).max(1);
+            let (mut x, mut y) = (nk[0], nk[1]);
+            for _ in 0..st {
+                out.push(at(p, x, y));
+                let x2 = x;
+                x = x * cs - sn * y;
+                y = x2 * sn + y * cs;
+            }
+            out.push(at(p, nj[0], nj[1]));
+        }
+        k = j;
     }
+    out
+}
+
+/// PaddleOCR's unclip: the quad offset outwards by `area · ratio / perimeter` with round joins
+/// ([`round_offset`]), then fitted with a rotated rectangle again.
+pub fn unclip(q: &Quad, ratio: f32) -> Option<RotRect> {
+    let (area, perim) = area_perimeter(q);
+    if perim <= 0.0 {
+        return None;
+    }
+    let d = area as f64 * ratio as f64 / perim as f64;
+    min_area_rect(&round_offset(q, d))
 }
 
 /// Whether (x, y) lies inside or on a convex quad (either winding).
@@ -309,11 +384,12 @@ mod tests {
         let q = mini_box_order(r.corners);
         assert_eq!(q[0], [10.0, 5.0]);
         assert_eq!(q[2], [30.0, 9.0]);
-        let u = unclip(&r, &q, 1.5);
-        // d = 80 * 1.5 / 48 = 2.5
+        let u = unclip(&q, 1.5).unwrap();
+        // d = 80 * 1.5 / 48 = 2.5; Clipper rounds the grown sides half away from zero
+        // (as pyclipper + cv2.minAreaRect give: x 8..33, y 3..12)
         assert!((u.w - 25.0).abs() < 1e-4 && (u.h - 9.0).abs() < 1e-4, "{u:?}");
         let q2 = mini_box_order(u.corners);
-        assert!((q2[0][0] - 7.5).abs() < 1e-4 && (q2[0][1] - 2.5).abs() < 1e-4, "{q2:?}");
+        assert_eq!(q2[0], [8.0, 3.0], "{q2:?}");
     }
 
     #[test]
