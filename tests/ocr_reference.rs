@@ -156,7 +156,7 @@ fn reads_the_photos_as_rapidocr_does() {
 
 #[test]
 fn reads_inside_a_box_in_source_pixels() {
-    let path = Path::new(DATA).join("box.png");
+    let path = Path::new(DATA).join("sudoku.png");
     if !path.is_file() {
         skip_switch::skip(&format!("{} absent (apt-get install opencv-doc)", path.display()));
         return;
@@ -165,31 +165,36 @@ fn reads_inside_a_box_in_source_pixels() {
     let mut reader = Reader::load(&m, &ReaderOptions::default()).expect("load the OCR models");
     let rgb = lookout::imageio::load_rgb(&path).expect("photo");
     let whole = reader.read(&rgb).expect("read");
-    // the right-hand strip of the box: "Peso Netto 250 g e NET WT 8.8 OZ" runs down it
+    // the newspaper's "SUDOKU" heading, read again from a box a little larger than its line
     let target = whole
         .iter()
-        .find(|l| l.text.contains("NET WT"))
-        .expect("the weight line in the whole photo");
+        .find(|l| l.text == "SUDOKU")
+        .unwrap_or_else(|| panic!("no SUDOKU heading in {whole:?}"));
     let b = target.bbox();
     let region = BBox {
-        x1: b.x1 - 12.0,
-        y1: b.y1 - 12.0,
-        x2: b.x2 + 12.0,
-        y2: b.y2 + 12.0,
+        x1: b.x1 - 15.0,
+        y1: b.y1 - 15.0,
+        x2: b.x2 + 15.0,
+        y2: b.y2 + 15.0,
     };
     let inside = reader.read_in_box(&rgb, &region).expect("read in box");
     let same = inside
         .iter()
-        .find(|l| l.text.contains("NET WT"))
-        .unwrap_or_else(|| panic!("no weight line inside {region:?}: {inside:?}"));
+        .find(|l| l.text == "SUDOKU")
+        .unwrap_or_else(|| panic!("no SUDOKU inside {region:?}: {inside:?}"));
     assert!(
         iou(&same.bbox(), &b) > 0.8,
-        "{:?} vs {:?}: polygons not in source pixels",
-        same.bbox(),
-        b
+        "{:?} vs {b:?}: polygons not in the photo's pixels",
+        same.bbox()
     );
     for l in &inside {
         let lb = l.bbox();
-        assert!(lb.x1 >= region.x1 - 1.0 && lb.x2 <= region.x2 + 1.0, "{l:?} outside {region:?}");
+        assert!(
+            lb.x1 >= region.x1 - 1.0 && lb.x2 <= region.x2 + 1.0 && lb.y1 >= region.y1 - 1.0 && lb.y2 <= region.y2 + 1.0,
+            "{l:?} outside {region:?}"
+        );
     }
+    // a box off the image reads nothing rather than failing
+    let off = BBox { x1: -50.0, y1: -50.0, x2: -1.0, y2: -1.0 };
+    assert!(reader.read_in_box(&rgb, &off).expect("off-image box").is_empty());
 }
