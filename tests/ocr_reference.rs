@@ -51,8 +51,9 @@ fn sha256(p: &Path) -> String {
 #[test]
 fn reads_the_photos_as_rapidocr_does() {
     let fixture = root().join("tests/fixtures/ocr/reference.json");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&fixture).expect("reference.json"))
-        .expect("json");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&fixture).expect("reference.json"))
+            .expect("json");
     let images = r["images"].as_array().expect("images");
     let missing: Vec<&str> = images
         .iter()
@@ -85,7 +86,11 @@ fn reads_the_photos_as_rapidocr_does() {
         let path = match img["decoded_png"].as_str() {
             Some(png) => {
                 let p = root().join(png);
-                assert_eq!(sha256(&p), img["decoded_png_sha256"].as_str().unwrap(), "{png}");
+                assert_eq!(
+                    sha256(&p),
+                    img["decoded_png_sha256"].as_str().unwrap(),
+                    "{png}"
+                );
                 p
             }
             None => source,
@@ -139,7 +144,10 @@ fn reads_the_photos_as_rapidocr_does() {
     for d in &diffs {
         eprintln!("  {d}");
     }
-    assert!(total >= 50, "the fixture should hold ≥ 50 lines, has {total}");
+    assert!(
+        total >= 50,
+        "the fixture should hold ≥ 50 lines, has {total}"
+    );
     assert!(
         same_text as f32 >= 0.95 * total as f32,
         "text equal on {same_text} of {total} lines (< 95 %)"
@@ -158,7 +166,10 @@ fn reads_the_photos_as_rapidocr_does() {
 fn reads_inside_a_box_in_source_pixels() {
     let path = Path::new(DATA).join("sudoku.png");
     if !path.is_file() {
-        skip_switch::skip(&format!("{} absent (apt-get install opencv-doc)", path.display()));
+        skip_switch::skip(&format!(
+            "{} absent (apt-get install opencv-doc)",
+            path.display()
+        ));
         return;
     }
     let m = OcrManifest::load(&root().join("models/ppocr-v6")).expect("models/ppocr-v6");
@@ -190,11 +201,22 @@ fn reads_inside_a_box_in_source_pixels() {
     for l in &inside {
         let lb = l.bbox();
         assert!(
-            lb.x1 >= region.x1 - 1.0 && lb.x2 <= region.x2 + 1.0 && lb.y1 >= region.y1 - 1.0 && lb.y2 <= region.y2 + 1.0,
+            lb.x1 >= region.x1 - 1.0
+                && lb.x2 <= region.x2 + 1.0
+                && lb.y1 >= region.y1 - 1.0
+                && lb.y2 <= region.y2 + 1.0,
             "{l:?} outside {region:?}"
         );
     }
     // a box off the image reads nothing rather than failing
-    let off = BBox { x1: -50.0, y1: -50.0, x2: -1.0, y2: -1.0 };
-    assert!(reader.read_in_box(&rgb, &off).expect("off-image box").is_empty());
+    let off = BBox {
+        x1: -50.0,
+        y1: -50.0,
+        x2: -1.0,
+        y2: -1.0,
+    };
+    assert!(reader
+        .read_in_box(&rgb, &off)
+        .expect("off-image box")
+        .is_empty());
 }

@@ -135,7 +135,8 @@ fn median(runs: Vec<OcrTimings>) -> OcrTimings {
     let med = |f: fn(&OcrTimings) -> f64| {
         let mut v: Vec<f64> = runs.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).map_or(0.0, |m| (m * 100.0).round() / 100.0)
+        v.get(v.len() / 2)
+            .map_or(0.0, |m| (m * 100.0).round() / 100.0)
     };
     OcrTimings {
         det_ms: med(|t| t.det_ms),
@@ -188,7 +189,8 @@ fn draw(img: &mut RgbImage, lines: &[TextLine]) {
                 let (x, y) = (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t);
                 for (dx, dy) in [(0, 0), (1, 0), (0, 1)] {
                     let (px, py) = (x as i64 + dx, y as i64 + dy);
-                    if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
+                    if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height()
+                    {
                         img.put_pixel(px as u32, py as u32, c);
                     }
                 }

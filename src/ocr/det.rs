@@ -125,10 +125,7 @@ fn box_score_fast(pred: &[f32], w: usize, h: usize, q: &Quad) -> f32 {
     // cv2.fillPoly gets the corners relative to (xmin, ymin), cast to int32 (truncation)
     let mut local = [[0f32; 2]; 4];
     for (l, p) in local.iter_mut().zip(q) {
-        *l = [
-            (p[0] - xmin as f32).trunc(),
-            (p[1] - ymin as f32).trunc(),
-        ];
+        *l = [(p[0] - xmin as f32).trunc(), (p[1] - ymin as f32).trunc()];
     }
     let (mut sum, mut n) = (0f64, 0usize);
     for y in ymin..=ymax {

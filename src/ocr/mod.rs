@@ -276,8 +276,14 @@ impl Reader {
         const MARGIN: f32 = 8.0;
         let (w, h) = img.dimensions();
         let clip = |v: f32, hi: u32| (v.max(0.0) as u32).min(hi);
-        let (x1, y1) = (clip((bbox.x1 - MARGIN).floor(), w), clip((bbox.y1 - MARGIN).floor(), h));
-        let (x2, y2) = (clip((bbox.x2 + MARGIN).ceil(), w), clip((bbox.y2 + MARGIN).ceil(), h));
+        let (x1, y1) = (
+            clip((bbox.x1 - MARGIN).floor(), w),
+            clip((bbox.y1 - MARGIN).floor(), h),
+        );
+        let (x2, y2) = (
+            clip((bbox.x2 + MARGIN).ceil(), w),
+            clip((bbox.y2 + MARGIN).ceil(), h),
+        );
         if x2 <= x1 || y2 <= y1 || bbox.x2 <= bbox.x1 || bbox.y2 <= bbox.y1 {
             return Ok(Vec::new());
         }
@@ -318,7 +324,13 @@ impl Reader {
     fn detect_boxes<'a>(
         &mut self,
         img: &'a RgbImage,
-    ) -> Result<(std::borrow::Cow<'a, RgbImage>, f32, f32, u32, Vec<det::DetBox>)> {
+    ) -> Result<(
+        std::borrow::Cow<'a, RgbImage>,
+        f32,
+        f32,
+        u32,
+        Vec<det::DetBox>,
+    )> {
         let (ow, oh) = img.dimensions();
         if ow > MAX_IMAGE_SIDE || oh > MAX_IMAGE_SIDE {
             return Err(Error::image(
@@ -375,7 +387,8 @@ impl Reader {
         for batch in order.chunks(rec::BATCH) {
             let br: Vec<f64> = batch.iter().map(|&i| ratios[i]).collect();
             let width = rec::batch_width(&br);
-            let mut data = Vec::with_capacity(batch.len() * 3 * rec::HEIGHT as usize * width as usize);
+            let mut data =
+                Vec::with_capacity(batch.len() * 3 * rec::HEIGHT as usize * width as usize);
             for &i in batch {
                 data.extend(rec::tensor(&strips[i], width));
             }
@@ -425,7 +438,11 @@ fn within_bounds(img: &RgbImage) -> (std::borrow::Cow<'_, RgbImage>, f32, f32) {
         }
         // the ratios are against the ORIGINAL size, as rapidocr computes them from `h, w` of the
         // image it was given (the source, or the already reduced one)
-        Some((resize(im, nw, nh), ih as f32 / nh as f32, iw as f32 / nw as f32))
+        Some((
+            resize(im, nw, nh),
+            ih as f32 / nh as f32,
+            iw as f32 / nw as f32,
+        ))
     };
     if w.max(h) > MAX_SIDE_LEN {
         let ratio = MAX_SIDE_LEN as f32 / w.max(h) as f32;

@@ -138,7 +138,10 @@ pub fn min_area_rect(points: &[[i32; 2]]) -> Option<RotRect> {
     let (_, u, [u0, u1, v0, v1]) = best?;
     let at = |pu: f64, pv: f64| -> Pt {
         // inverse of (pu, pv) = (p·u, p·n) with n = (-u.y, u.x)
-        [(pu * u[0] - pv * u[1]) as f32, (pu * u[1] + pv * u[0]) as f32]
+        [
+            (pu * u[0] - pv * u[1]) as f32,
+            (pu * u[1] + pv * u[0]) as f32,
+        ]
     };
     Some(RotRect {
         corners: [at(u0, v0), at(u1, v0), at(u1, v1), at(u0, v1)],
@@ -333,11 +336,12 @@ pub fn perspective(from: &Quad, to: &Quad) -> Option<[f64; 9]> {
             return None;
         }
         a.swap(col, piv);
-        for r in 0..8 {
+        let pivot = a[col];
+        for (r, row) in a.iter_mut().enumerate() {
             if r != col {
-                let f = a[r][col] / a[col][col];
-                for c in col..9 {
-                    a[r][c] -= f * a[col][c];
+                let f = row[col] / pivot[col];
+                for (x, p) in row[col..].iter_mut().zip(&pivot[col..]) {
+                    *x -= f * p;
                 }
             }
         }
@@ -387,7 +391,10 @@ mod tests {
         let u = unclip(&q, 1.5).unwrap();
         // d = 80 * 1.5 / 48 = 2.5; Clipper rounds the grown sides half away from zero
         // (as pyclipper + cv2.minAreaRect give: x 8..33, y 3..12)
-        assert!((u.w - 25.0).abs() < 1e-4 && (u.h - 9.0).abs() < 1e-4, "{u:?}");
+        assert!(
+            (u.w - 25.0).abs() < 1e-4 && (u.h - 9.0).abs() < 1e-4,
+            "{u:?}"
+        );
         let q2 = mini_box_order(u.corners);
         assert_eq!(q2[0], [8.0, 3.0], "{q2:?}");
     }

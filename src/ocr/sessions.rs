@@ -51,9 +51,14 @@ impl Graph {
     }
 
     fn session(&mut self, shape: &[usize]) -> Result<&Session> {
-        if self.symbolic.is_some() {
-            return Ok(self.symbolic.as_ref().expect("checked"));
+        match self.symbolic {
+            Some(ref s) => Ok(s),
+            None => self.planned(shape),
         }
+    }
+
+    /// The plan for exactly this shape, made (and the oldest dropped) when not kept.
+    fn planned(&mut self, shape: &[usize]) -> Result<&Session> {
         if let Some(i) = self.planned.iter().position(|(s, _)| s == shape) {
             let hit = self.planned.remove(i);
             self.planned.push(hit);
@@ -66,7 +71,10 @@ impl Graph {
             }
             self.planned.push((shape.to_vec(), s));
         }
-        Ok(&self.planned.last().expect("just pushed").1)
+        self.planned
+            .last()
+            .map(|(_, s)| s)
+            .ok_or_else(|| crate::error::Error::model(&self.path, "no plan"))
     }
 
     /// Runs the graph on one f32 tensor; returns the first output's shape and values.
@@ -74,10 +82,17 @@ impl Graph {
         let path = self.path.clone();
         let x = Value::f32(shape, data).map_err(|e| crate::error::Error::model(&path, e))?;
         let out = self.session(shape)?.run(vec![x])?;
-        let first = out.first().ok_or_else(|| crate::error::Error::model(&path, "no outputs"))?;
+        let first = out
+            .first()
+            .ok_or_else(|| crate::error::Error::model(&path, "no outputs"))?;
         let values = first
             .as_f32()
-            .ok_or_else(|| crate::error::Error::model(&path, format!("output 0 is {}, not f32", first.elem_name())))?
+            .ok_or_else(|| {
+                crate::error::Error::model(
+                    &path,
+                    format!("output 0 is {}, not f32", first.elem_name()),
+                )
+            })?
             .to_vec();
         Ok((first.shape().to_vec(), values))
     }
