@@ -220,3 +220,34 @@ fn reads_inside_a_box_in_source_pixels() {
         .expect("off-image box")
         .is_empty());
 }
+
+#[test]
+fn model_files_are_the_ones_the_manifest_names() {
+    // provenance: the sha256s in models/ppocr-v6/model.toml (equal to rapidocr 3.10.0's
+    // MODEL_LICENSES.md for the ONNX files; models/tools/fetch_ocr.py --check does the same)
+    let dir = root().join("models/ppocr-v6");
+    let text = std::fs::read_to_string(dir.join("model.toml")).expect("model.toml");
+    let t: toml::Table = toml::from_str(&text).expect("toml");
+    let sums = t["sha256"].as_table().expect("[sha256]");
+    assert_eq!(sums.len(), 4);
+    for (file, want) in sums {
+        assert_eq!(&sha256(&dir.join(file)), want.as_str().unwrap(), "{file}");
+    }
+}
+
+#[test]
+fn odd_images_read_nothing_or_fail_cleanly() {
+    let m = OcrManifest::load(&root().join("models/ppocr-v6")).expect("models/ppocr-v6");
+    let mut reader = Reader::load(&m, &ReaderOptions::default()).expect("load the OCR models");
+    for (w, h) in [(1, 1), (1, 40), (300, 8), (0, 0)] {
+        let img = image::RgbImage::from_pixel(w, h, image::Rgb([200, 200, 200]));
+        assert!(
+            reader.read(&img).expect("a plain image").is_empty(),
+            "{w}×{h}"
+        );
+    }
+    // a 4096×1 strip would grow to gigabytes in rapidocr's bounds and padding steps: refused
+    let strip = image::RgbImage::new(4096, 1);
+    let e = reader.read(&strip).unwrap_err().to_string();
+    assert!(e.contains("4096×1"), "{e}");
+}

@@ -86,7 +86,8 @@ pub fn run(a: ReadArgs) -> anyhow::Result<ExitCode> {
                     runs.push(reader.last_timings());
                 }
                 Ok((lines, img, median(runs)))
-            });
+            })
+            .with_context(|| src.clone());
         match result {
             Ok((lines, mut img, timings)) => {
                 let rec = ReadRecord {

@@ -9,6 +9,7 @@ pub mod crop;
 pub mod det;
 pub mod quad;
 pub mod rec;
+pub mod schedule;
 mod sessions;
 
 use std::path::{Path, PathBuf};
@@ -33,8 +34,11 @@ const MAX_SIDE_LEN: u32 = 2000;
 /// below before detection.
 const MIN_HEIGHT: u32 = 30;
 const WIDTH_HEIGHT_RATIO: f32 = 8.0;
-/// Largest image side accepted at all: bounds the memory a hostile file can ask for.
+/// Largest image side accepted at all, and the most elongated image: together they bound the memory
+/// rapidocr's bounds and padding steps can ask for (a 16384×1 strip would be scaled up to 30 high and
+/// padded to a ratio of 8, over a hundred gigabytes).
 pub const MAX_IMAGE_SIDE: u32 = 16384;
+pub const MAX_ASPECT: u32 = 64;
 
 /// One line of text: what it says, how sure the recogniser is (0..1), and where it is, as a quad in
 /// source pixels (top-left, top-right, bottom-right, bottom-left).
@@ -333,10 +337,14 @@ impl Reader {
     )> {
         let (ow, oh) = img.dimensions();
         if ow > MAX_IMAGE_SIDE || oh > MAX_IMAGE_SIDE {
-            return Err(Error::image(
-                self.det.path(),
-                format!("image {ow}×{oh} is larger than {MAX_IMAGE_SIDE} on a side"),
-            ));
+            return Err(Error::Other(format!(
+                "image {ow}×{oh} is larger than {MAX_IMAGE_SIDE} on a side: too large to read"
+            )));
+        }
+        if ow.max(oh) > ow.min(oh).saturating_mul(MAX_ASPECT) {
+            return Err(Error::Other(format!(
+                "image {ow}×{oh} is more than {MAX_ASPECT} times as long as it is wide: too elongated to read"
+            )));
         }
         if ow == 0 || oh == 0 {
             return Ok((std::borrow::Cow::Borrowed(img), 1.0, 1.0, 0, Vec::new()));
