@@ -82,12 +82,11 @@ pub fn run(a: ReadArgs) -> anyhow::Result<ExitCode> {
                 let mut runs = Vec::with_capacity(a.repeat as usize);
                 let mut lines = Vec::new();
                 for _ in 0..a.repeat {
-                    lines = reader.read(&img)?;
+                    lines = reader.read(&img).with_context(|| src.clone())?;
                     runs.push(reader.last_timings());
                 }
                 Ok((lines, img, median(runs)))
-            })
-            .with_context(|| src.clone());
+            });
         match result {
             Ok((lines, mut img, timings)) => {
                 let rec = ReadRecord {
