@@ -28,6 +28,7 @@ pub mod http;
 pub mod imageio;
 pub mod models;
 pub mod mqtt;
+pub mod ocr;
 pub mod pipeline;
 pub mod scene;
 pub mod schema;

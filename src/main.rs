@@ -48,6 +48,8 @@ enum Cmd {
     Search(cli::search::SearchArgs),
     /// A short narrative of a time window from the event store, with timestamps.
     Summary(cli::summary::SummaryArgs),
+    /// Read the text in image files or folders (OCR): lines with polygons and scores, in reading order.
+    Read(cli::read::ReadArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Events(a) => cli::events::run(a),
         Cmd::Search(a) => cli::search::run(a),
         Cmd::Summary(a) => cli::summary::run(a),
+        Cmd::Read(a) => cli::read::run(a),
     };
     match res {
         Ok(code) => code,

@@ -36,7 +36,7 @@ pub struct DetectArgs {
 }
 
 /// Expand folders (sorted, images only) and keep files as given, so a bad file is reported.
-fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {

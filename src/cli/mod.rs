@@ -9,6 +9,7 @@ pub mod events;
 pub mod ground;
 pub mod models;
 pub mod pull;
+pub mod read;
 pub mod run;
 pub mod search;
 pub mod summary;
