@@ -14,12 +14,14 @@ use crate::error::{Error, Result};
 mod fold;
 pub mod onnx;
 pub mod pass;
+mod pin;
 mod qconv;
 mod quantize;
 mod resize;
 pub mod session;
 mod topk;
 pub use fold::fold_const_chains;
+pub use pin::{pin_single_selections, PinnedNonZero};
 pub use qconv::QConv;
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
@@ -432,6 +434,23 @@ pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
             .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
     }
     Ok(())
+}
+
+/// [`pin_single_selections`] on a typed graph before optimisation (multi-input sessions), unless
+/// [`PLAIN_TRACT_ENV`] asks for tract's own plan: a vision encoder's one-image selection then has
+/// length 1 instead of a symbol, and tract lowers its projections to matrix products over the patch
+/// tokens instead of one matrix-vector product per token.
+pub(crate) fn pin_for_run(model: TypedModel, path: &Path) -> Result<TypedModel> {
+    if plain_tract() {
+        return Ok(model);
+    }
+    let (model, n) = pin_single_selections(model).map_err(|e| {
+        Error::model(path, format!("cannot pin the image selection: {}", chain(&e)))
+    })?;
+    if n > 0 {
+        log::debug!("{}: {n} single-image NonZero pinned", path.display());
+    }
+    Ok(model)
 }
 
 /// lookout's graph passes, in the order they run (the registry of [`pass::GraphPass`]es: the op
