@@ -11,6 +11,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod dynquant;
 mod fold;
 pub mod onnx;
 pub mod pass;
@@ -20,6 +21,7 @@ mod quantize;
 mod resize;
 pub mod session;
 mod topk;
+pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fold::fold_const_chains;
 pub use pin::{pin_single_selections, PinnedNonZero};
 pub use qconv::QConv;
@@ -425,11 +427,18 @@ pub fn plain_tract() -> bool {
     std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")
 }
 
-/// [`fold_const_chains`] on an optimised graph loaded outside [`optimize`] (multi-input sessions,
-/// text encoders), unless [`PLAIN_TRACT_ENV`] asks for tract's own plan: the constant work tract
+/// [`FastDynQuantize`] and [`fold_const_chains`] on an optimised graph loaded outside [`optimize`]
+/// (multi-input sessions, text encoders), unless [`PLAIN_TRACT_ENV`] asks for tract's own plan: the
+/// dynamic activation quantisation in front of every int8 matmul, and the constant work tract
 /// leaves to run on every call for weights over 4 MiB (a VLM's `lm_head`).
 pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if !plain_tract() {
+        let n = dynquant::FastDynQuantizePass.run(model).map_err(|e| {
+            Error::model(path, format!("cannot swap DynamicQuantizeLinear: {}", chain(&e)))
+        })?;
+        if n > 0 {
+            log::debug!("{}: {n} DynamicQuantizeLinear as FastDynQuantize", path.display());
+        }
         fold_const_chains(model)
             .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
     }
@@ -462,6 +471,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(topk::SelectTopkPass),
         Box::new(resize::PlannedResizePass),
         Box::new(quantize::FastQuantizePass),
+        Box::new(dynquant::FastDynQuantizePass),
         Box::new(fold::FoldConstPass),
     ]
 }
