@@ -26,7 +26,10 @@ fn plan(model: TypedModel, dynquant: bool) -> TractResult<Arc<TypedRunnableModel
 
 fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
-    let path = std::path::PathBuf::from(args.get(1).expect("usage: vision_pin FILE.onnx [RUNS] [SIZE]"));
+    let path = std::path::PathBuf::from(
+        args.get(1)
+            .expect("usage: vision_pin FILE.onnx [RUNS] [SIZE]"),
+    );
     let runs: usize = args.get(2).map_or(5, |r| r.parse().expect("RUNS"));
     if std::env::var("VISION_PIN_PROFILE").is_ok_and(|v| v == "1") {
         return profile(
@@ -115,7 +118,11 @@ fn profile(path: &std::path::Path, runs: usize, size: usize) -> TractResult<()> 
     let fixed = |d: &[usize]| d.iter().map(|&n| Dim::Fixed(n)).collect::<Vec<_>>();
     let specs = [
         InputSpec::new("pixel_values", ElemType::F32, fixed(&[1, 1, 3, size, size])),
-        InputSpec::new("pixel_attention_mask", ElemType::Bool, fixed(&[1, 1, size, size])),
+        InputSpec::new(
+            "pixel_attention_mask",
+            ElemType::Bool,
+            fixed(&[1, 1, size, size]),
+        ),
     ];
     let err = |e: lookout::Error| anyhow::anyhow!("{e}");
     let s = Session::load(path, &specs, &SessionOptions::default()).map_err(err)?;

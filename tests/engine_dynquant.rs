@@ -62,11 +62,7 @@ fn graph(n: usize) -> TypedModel {
 
 fn run(model: TypedModel, x: &[f32]) -> TVec<TValue> {
     let x = Tensor::from_shape(&[x.len()], x).unwrap();
-    model
-        .into_runnable()
-        .unwrap()
-        .run(tvec!(x.into()))
-        .unwrap()
+    model.into_runnable().unwrap().run(tvec!(x.into())).unwrap()
 }
 
 /// Outputs as bytes (bit-exact comparison; NaN-free here, but scale bits must match too).
@@ -78,7 +74,11 @@ fn same_as_tract(x: &[f32]) {
     let untouched = graph(x.len());
     let mut ours = untouched.clone();
     assert_eq!(FastDynQuantizePass.run(&mut ours).unwrap(), 1);
-    let ops: Vec<String> = ours.nodes().iter().map(|n| n.op.name().to_string()).collect();
+    let ops: Vec<String> = ours
+        .nodes()
+        .iter()
+        .map(|n| n.op.name().to_string())
+        .collect();
     assert!(ops.iter().any(|o| o == "FastDynQuantize"), "{ops:?}");
     assert_eq!(
         bytes(&run(untouched, x)),
@@ -138,7 +138,10 @@ fn int8_vision_encoder_is_bit_identical_to_tracts_plan() {
         .unwrap();
     let mut ours = untouched.clone();
     let n = FastDynQuantizePass.run(&mut ours).unwrap();
-    assert!(n > 0, "the int8 encoder quantises its activations dynamically");
+    assert!(
+        n > 0,
+        "the int8 encoder quantises its activations dynamically"
+    );
     let mut s = 3u64;
     let pixels: Vec<f32> = (0..3 * size * size)
         .map(|_| {

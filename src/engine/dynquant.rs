@@ -83,7 +83,10 @@ fn min_max(xs: &[f32]) -> (f32, f32) {
 pub fn scale_and_zero_point(xs: &[f32]) -> (f32, u8) {
     let (min, max) = min_max(xs);
     let scale = (max - min) / u8::MAX as f32;
-    let zero_point = (-min / scale).round_ties_even().max(0.0).min(u8::MAX as f32);
+    let zero_point = (-min / scale)
+        .round_ties_even()
+        .max(0.0)
+        .min(u8::MAX as f32);
     (scale, zero_point as u8)
 }
 

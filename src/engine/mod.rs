@@ -434,10 +434,16 @@ pub fn plain_tract() -> bool {
 pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if !plain_tract() {
         let n = dynquant::FastDynQuantizePass.run(model).map_err(|e| {
-            Error::model(path, format!("cannot swap DynamicQuantizeLinear: {}", chain(&e)))
+            Error::model(
+                path,
+                format!("cannot swap DynamicQuantizeLinear: {}", chain(&e)),
+            )
         })?;
         if n > 0 {
-            log::debug!("{}: {n} DynamicQuantizeLinear as FastDynQuantize", path.display());
+            log::debug!(
+                "{}: {n} DynamicQuantizeLinear as FastDynQuantize",
+                path.display()
+            );
         }
         fold_const_chains(model)
             .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
@@ -454,7 +460,10 @@ pub(crate) fn pin_for_run(model: TypedModel, path: &Path) -> Result<TypedModel> 
         return Ok(model);
     }
     let (model, n) = pin_single_selections(model).map_err(|e| {
-        Error::model(path, format!("cannot pin the image selection: {}", chain(&e)))
+        Error::model(
+            path,
+            format!("cannot pin the image selection: {}", chain(&e)),
+        )
     })?;
     if n > 0 {
         log::debug!("{}: {n} single-image NonZero pinned", path.display());
