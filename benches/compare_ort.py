@@ -253,6 +253,8 @@ def vlm_section() -> list[str]:
         "",
         "Copied from the VLM benches' own tables (each measured both runtimes in one run on this machine kind, random",
         "weights at the real sizes, 1 thread; see each file for its date, load and caveats). ratio = tract / onnxruntime.",
+        "SmolVLM's vision encoder was re-measured alone after lookout pinned its one-image selection",
+        "(`src/engine/pin.rs`, `benches/vision_pin.rs`): see the second section of `benches/VLM_SMOLVLM.md`.",
         "",
         "| model | variant | vision ms tract / ort (ratio) | prefill ms tract / ort (ratio) | decode ms/token tract / ort (ratio) | source |",
         "|---|---|---|---|---|---|",
@@ -268,14 +270,17 @@ def vlm_section() -> list[str]:
         by = {}
         for r in first_table(path):
             engine = "tract" if "tract" in r.get(who, "") else "ort"
-            by.setdefault(r["variant"], {})[engine] = r
+            # The first row per engine: a file may list variants of lookout's plan below its own.
+            by.setdefault(r["variant"], {}).setdefault(engine, r)
         for variant, e in by.items():
             if "tract" not in e or "ort" not in e:
                 continue
-            cell = lambda col: (f"{float(e['tract'][col]):.0f} / {float(e['ort'][col]):.0f} "  # noqa: E731
-                                f"(**{float(e['tract'][col]) / float(e['ort'][col]):.2f}**)")
-            cell_f = lambda col: (f"{float(e['tract'][col]):.1f} / {float(e['ort'][col]):.1f} "  # noqa: E731
-                                  f"(**{float(e['tract'][col]) / float(e['ort'][col]):.2f}**)")
+            # A cell may hold two runs ("2595 / 2302"): the first is used.
+            num = lambda r, col: float(r[col].split("/")[0])  # noqa: E731
+            cell = lambda col: (f"{num(e['tract'], col):.0f} / {num(e['ort'], col):.0f} "  # noqa: E731
+                                f"(**{num(e['tract'], col) / num(e['ort'], col):.2f}**)")
+            cell_f = lambda col: (f"{num(e['tract'], col):.1f} / {num(e['ort'], col):.1f} "  # noqa: E731
+                                  f"(**{num(e['tract'], col) / num(e['ort'], col):.2f}**)")
             out.append(f"| {model} | {variant} | {cell(vis)} | {cell(pre)} | {cell_f(dec)} | `benches/{fname}` |")
     return out + [""]
 
