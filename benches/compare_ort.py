@@ -335,9 +335,9 @@ def write_results(rows: list[dict], e2e: list[dict], args) -> None:
     lines += [
         "",
         "\"plain tract\" is the same binary with `LOOKOUT_PLAIN_TRACT=1`: tract's own plan, without lookout's",
-        "QConv, FastQuantize, FastDynQuantize, SelectTopk, PlannedResize and constant folding (src/engine/),
-measured in the same run. OpenVINO "—": its ONNX frontend refuses the file (both QLinearConv files: it
-checks a QLinearConv's per-channel scale against the input's channels, not the output's).",
+        "QConv, FastQuantize, FastDynQuantize, SelectTopk, PlannedResize and constant folding (src/engine/),",
+        "measured in the same run. OpenVINO \"—\": its ONNX frontend refuses the file (both QLinearConv files: it",
+        "checks a QLinearConv's per-channel scale against the input's channels, not the output's).",
         "\"outside inference\" is lookout's pre-processing, decode and NMS as a share of inference time;",
         "\"first detection\" is process-internal time from loading the model to the first result.",
         "Graph rewrites, SelectTopk and their interleaved before/after measurements: `benches/GRAPH_REWRITES.md`.",
