@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""lookout (tract) vs onnxruntime on the same models, inputs and thread counts, in one run.
+"""lookout (tract) vs onnxruntime and OpenVINO on the same models, inputs and thread counts, in one run.
 
 For every bundled model (and the ../shared YOLOX-Nano and FastestDet when present) and each thread
-count, it runs `lookout bench` (the release binary: load, pre-processing, inference, decode, NMS) and
-an onnxruntime session on the identical pre-processed tensor, alternating the two, and prints ratios.
-With --write it replaces benches/RESULTS.md.
+count, it runs `lookout bench` (the release binary: load, pre-processing, inference, decode, NMS), an
+onnxruntime session and, when the `openvino` package is installed, OpenVINO's CPU plugin twice (f32
+pinned with INFERENCE_PRECISION_HINT=f32, and its default precision, which is bf16 on CPUs with AMX or
+AVX-512 BF16) on the identical pre-processed tensor, alternating them, and prints ratios. With --write
+it replaces the detector part of benches/RESULTS.md (the VLM part is copied from the VLM benches).
 
     cargo build --release
     /opt/ortvenv/bin/python benches/compare_ort.py --write      # venv: pip install -r models/tools/requirements-reference.txt
+                                                                 # (+ requirements-openvino.txt for the OpenVINO columns)
 
 No assertion is made on speed anywhere; these are measurements.
 """
@@ -29,6 +32,11 @@ sys.path.insert(0, os.path.join(ROOT, "models", "tools"))
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from ref import common  # noqa: E402
+
+try:
+    import openvino as ov  # noqa: E402
+except ImportError:  # the OpenVINO columns are optional
+    ov = None
 
 IMAGE = os.path.join(ROOT, "tests", "fixtures", "images", "messi5.jpg")
 
@@ -65,6 +73,25 @@ def ort_median(model: str, tensor: np.ndarray, threads: int, iters: int) -> floa
         sess.run(None, {name: tensor})
         samples.append((time.perf_counter() - t) * 1e3)
     return statistics.median(samples)
+
+
+def ov_median(model: str, tensor: np.ndarray, threads: int, iters: int, f32: bool) -> tuple[float, str]:
+    """OpenVINO CPU plugin, latency mode, one stream: median ms and the precision it ran at."""
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if f32:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+    req = compiled.create_infer_request()
+    for _ in range(3):
+        req.infer({0: tensor})
+    samples = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        req.infer({0: tensor})
+        samples.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(samples), precision
 
 
 def lookout_bench(binary: str, manifest: str, threads: int, iters: int, image: str = IMAGE,
@@ -129,6 +156,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--only", nargs="*", help="model names to include")
     ap.add_argument("--write", action="store_true", help="write benches/RESULTS.md")
+    ap.add_argument("--build", default="release build", help="how the lookout binary was built, for the header")
+    ap.add_argument("--note", default="", help="a sentence for the header (e.g. the build profile, if not release)")
+    ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end rows")
     ap.add_argument("--e2e", nargs="*", default=["nanodet-g", "nanodet-g-int8", "centernet-mbv3", "centernet-mbv3-int8"],
                     help="models for the end-to-end rows (lookout run vs detector alone)")
     args = ap.parse_args()
@@ -151,18 +181,28 @@ def main() -> None:
             lk = lookout_bench(args.lookout, mpath, t, args.iters)
             plain = lookout_bench(args.lookout, mpath, t, args.iters, plain_tract=True)
             o = ort_median(onnx, tensor, t, args.iters)
+            ov_f32 = ov_default = (None, None)
+            if ov is not None:
+                try:
+                    ov_f32 = ov_median(onnx, tensor, t, args.iters, f32=True)
+                    ov_default = ov_median(onnx, tensor, t, args.iters, f32=False)
+                except RuntimeError as e:  # e.g. its ONNX frontend rejects a QLinearConv
+                    why = [l for l in str(e).splitlines() if l.strip()]
+                    print(f"{name}: OpenVINO cannot run it: {why[-2:] if why else e}", file=sys.stderr)
             row = {
                 "model": name, "variant": m["model"].get("variant", "fp32"), "threads": t,
                 "tract_ms": lk["median_ms"]["inference"], "ort_ms": o,
                 "plain_ms": plain["median_ms"]["inference"],
                 "lookout_total_ms": lk["median_ms"]["total"], "overhead_pct": lk["overhead_pct"],
                 "load_ms": lk["load_ms"], "first_ms": lk["first_detection_ms"],
+                "ov_f32_ms": ov_f32[0], "ov_ms": ov_default[0], "ov_precision": ov_default[1],
             }
             row["ratio"] = row["tract_ms"] / o
             rows.append(row)
             print(f"{name:26} {row['variant']:13} t={t}  tract {row['tract_ms']:8.2f} ms "
                   f"(plain tract {row['plain_ms']:8.2f})  ort {o:8.2f} ms  "
-                  f"ratio {row['ratio']:5.2f}  lookout total {row['lookout_total_ms']:8.2f} ms "
+                  f"ratio {row['ratio']:5.2f}  openvino f32 {row['ov_f32_ms'] or float('nan'):8.2f} "
+                  f"default ({row['ov_precision']}) {row['ov_ms'] or float('nan'):8.2f} ms  lookout total {row['lookout_total_ms']:8.2f} ms "
                   f"(+{row['overhead_pct']:.1f}%)  load {row['load_ms']:.0f} ms", flush=True)
 
     # int8 vs fp32 of the same base model, same engine and threads.
@@ -173,7 +213,7 @@ def main() -> None:
         r["int8_vs_fp32_ort"] = r["ort_ms"] / b["ort_ms"] if b and r["variant"] != "fp32" else None
 
     e2e = []
-    for name in args.e2e:
+    for name in ([] if args.no_e2e else args.e2e):
         mpath = os.path.join(ROOT, "models", name, "model.toml")
         if not os.path.isfile(mpath):
             continue
@@ -213,6 +253,8 @@ def vlm_section() -> list[str]:
         "",
         "Copied from the VLM benches' own tables (each measured both runtimes in one run on this machine kind, random",
         "weights at the real sizes, 1 thread; see each file for its date, load and caveats). ratio = tract / onnxruntime.",
+        "SmolVLM's vision encoder was re-measured alone after lookout pinned its one-image selection",
+        "(`src/engine/pin.rs`, `benches/vision_pin.rs`): see the second section of `benches/VLM_SMOLVLM.md`.",
         "",
         "| model | variant | vision ms tract / ort (ratio) | prefill ms tract / ort (ratio) | decode ms/token tract / ort (ratio) | source |",
         "|---|---|---|---|---|---|",
@@ -228,16 +270,31 @@ def vlm_section() -> list[str]:
         by = {}
         for r in first_table(path):
             engine = "tract" if "tract" in r.get(who, "") else "ort"
-            by.setdefault(r["variant"], {})[engine] = r
+            # The first row per engine: a file may list variants of lookout's plan below its own.
+            by.setdefault(r["variant"], {}).setdefault(engine, r)
         for variant, e in by.items():
             if "tract" not in e or "ort" not in e:
                 continue
-            cell = lambda col: (f"{float(e['tract'][col]):.0f} / {float(e['ort'][col]):.0f} "  # noqa: E731
-                                f"(**{float(e['tract'][col]) / float(e['ort'][col]):.2f}**)")
-            cell_f = lambda col: (f"{float(e['tract'][col]):.1f} / {float(e['ort'][col]):.1f} "  # noqa: E731
-                                  f"(**{float(e['tract'][col]) / float(e['ort'][col]):.2f}**)")
+            # A cell may hold two runs ("2595 / 2302"): the first is used.
+            num = lambda r, col: float(r[col].split("/")[0])  # noqa: E731
+            cell = lambda col: (f"{num(e['tract'], col):.0f} / {num(e['ort'], col):.0f} "  # noqa: E731
+                                f"(**{num(e['tract'], col) / num(e['ort'], col):.2f}**)")
+            cell_f = lambda col: (f"{num(e['tract'], col):.1f} / {num(e['ort'], col):.1f} "  # noqa: E731
+                                  f"(**{num(e['tract'], col) / num(e['ort'], col):.2f}**)")
             out.append(f"| {model} | {variant} | {cell(vis)} | {cell(pre)} | {cell_f(dec)} | `benches/{fname}` |")
     return out + [""]
+
+
+def previous_e2e() -> list[str]:
+    """The end-to-end table rows of the RESULTS.md being replaced, for a run made with --no-e2e."""
+    path = os.path.join(ROOT, "benches", "RESULTS.md")
+    if not os.path.isfile(path):
+        return []
+    text = open(path).read().split("## End to end", 1)
+    if len(text) < 2:
+        return []
+    rows = [l for l in text[1].split("## VLMs", 1)[0].splitlines() if l.startswith("| ") and "frames" not in l]
+    return rows
 
 
 def write_results(rows: list[dict], e2e: list[dict], args) -> None:
@@ -253,26 +310,34 @@ def write_results(rows: list[dict], e2e: list[dict], args) -> None:
         f"Measured {datetime.date.today().isoformat()} on {platform.machine()} ({cpu}), {os.cpu_count()} cores, "
         f"by `benches/compare_ort.py` in one run: same ONNX file, same pre-processed input "
         f"(`tests/fixtures/images/messi5.jpg`), same thread count, median of {args.iters} runs after 3 warm-ups, "
-        f"tract 0.23.9 (`lookout bench`, release build) and onnxruntime {ort.__version__} (CPU provider, "
+        f"tract 0.23.9 (`lookout bench`, {args.build}) and onnxruntime {ort.__version__} (CPU provider, "
         f"sequential, all graph optimisations). ratio = tract / onnxruntime (below 1 = lookout faster). "
+        + (f"OpenVINO {ov.get_version()} (CPU plugin, latency hint, 1 stream, same threads): \"f32\" pins "
+           f"INFERENCE_PRECISION_HINT=f32, \"default\" is its own choice of precision, named in the cell "
+           f"(bf16 on CPUs with AMX / AVX-512 BF16: not the same arithmetic as the others). "
+           if ov is not None else "OpenVINO not installed: its columns are empty. ")
+        + f"{args.note} "
         f"Load average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in args.load_before)} before the run and "
         f"{'/'.join(f'{x:.2f}' for x in args.load_after)} after it: on {os.cpu_count()} cores anything above "
         f"~{os.cpu_count() - 1} means other processes competed with the measurement.",
         "",
-        "| model | variant | threads | lookout (tract) ms | plain tract ms | onnxruntime ms | ratio | int8/fp32 lookout | int8/fp32 ort | lookout total ms | outside inference | load ms | first detection ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | variant | threads | lookout (tract) ms | plain tract ms | onnxruntime ms | ratio | OpenVINO f32 ms | OpenVINO default ms | int8/fp32 lookout | int8/fp32 ort | lookout total ms | outside inference | load ms | first detection ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     f = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['variant']} | {r['threads']} | {f(r['tract_ms'])} | {f(r['plain_ms'])} | {f(r['ort_ms'])} | "
-            f"**{f(r['ratio'])}** | {f(r['int8_vs_fp32_tract'])} | {f(r['int8_vs_fp32_ort'])} | "
+            f"**{f(r['ratio'])}** | {f(r['ov_f32_ms'])} | "
+            f"{f(r['ov_ms'])}{'' if r['ov_ms'] is None else ' (' + r['ov_precision'] + ')'} | {f(r['int8_vs_fp32_tract'])} | {f(r['int8_vs_fp32_ort'])} | "
             f"{f(r['lookout_total_ms'])} | {f(r['overhead_pct'], 1)} % | {f(r['load_ms'], 0)} | {f(r['first_ms'], 0)} |"
         )
     lines += [
         "",
         "\"plain tract\" is the same binary with `LOOKOUT_PLAIN_TRACT=1`: tract's own plan, without lookout's",
-        "QConv, FastQuantize, SelectTopk and PlannedResize (src/engine/), measured in the same run.",
+        "QConv, FastQuantize, FastDynQuantize, SelectTopk, PlannedResize and constant folding (src/engine/),",
+        "measured in the same run. OpenVINO \"—\": its ONNX frontend refuses the file (both QLinearConv files; 2026.4.1",
+        "says a QLinearConv's dequantization scale count must match the input shape dimension of its axis).",
         "\"outside inference\" is lookout's pre-processing, decode and NMS as a share of inference time;",
         "\"first detection\" is process-internal time from loading the model to the first result.",
         "Graph rewrites, SelectTopk and their interleaved before/after measurements: `benches/GRAPH_REWRITES.md`.",
@@ -289,6 +354,10 @@ def write_results(rows: list[dict], e2e: list[dict], args) -> None:
         "| model | frames | run fps | detector fps | ratio | outside inference | start-up ms | load → first detection ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    if not e2e:
+        header = next(i for i, l in enumerate(lines) if l.startswith("| model | frames"))
+        lines[header:header] = ["Not re-measured in this run: the rows are those of the previous RESULTS.md.", ""]
+        lines += previous_e2e()
     for r in e2e:
         lines.append(
             f"| {r['model']} | {r['frames']} | {f(r['run_fps'])} | {f(r['det_fps'])} | **{f(r['ratio'], 3)}** | "

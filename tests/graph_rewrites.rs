@@ -15,6 +15,8 @@
 //! * lookout's `SelectTopk` and `PlannedResize` (src/engine/topk.rs, resize.rs) in place of tract's
 //!   TopK and Resize: CenterNet's output (3 Resizes, 1 TopK) on a real photo is bit-identical to
 //!   tract's untouched plan.
+//! * The int8 models' outputs do not depend on the thread count (QConv's per-channel loops run on
+//!   tract's thread pool when `threads > 1`).
 
 mod common;
 
@@ -455,4 +457,50 @@ fn quantised_pad_folds_same_in_tract() {
         .fold(0f32, f32::max);
     println!("Pad -> Q -> DQ -> Conv: max |original - rewritten| in tract = {worst:e}");
     assert!(worst <= 1e-5, "QDQ fold: outputs differ by {worst}");
+}
+
+/// lookout's `model_dir` on the CenterNet reference photo at `threads`.
+fn engine_output(model_dir: &str, threads: usize) -> Vec<f32> {
+    let manifest =
+        Manifest::load(common::repo().join(format!("models/{model_dir}/model.toml"))).unwrap();
+    let input = image::open(common::fixture("reference/centernet/input.png"))
+        .unwrap()
+        .to_rgb8();
+    let shape = manifest.input.shape.clone();
+    let (canvas, _) =
+        lookout::detect::preprocess::fit(&input, &manifest.input, manifest.input_hw());
+    let mut x = vec![0f32; shape.iter().product()];
+    lookout::detect::preprocess::to_tensor(&canvas, &manifest.input, &mut x);
+    let engine = Engine::load(
+        &manifest.model_path,
+        &EngineOptions {
+            threads,
+            input_shape: Some(shape.clone()),
+        },
+    )
+    .unwrap();
+    let out = engine.run_slice(&shape, &x).unwrap();
+    out.get(0).unwrap().data.to_vec()
+}
+
+/// With `threads > 1`, `QConv` shares its depthwise channels and its requantisation out over tract's
+/// thread pool (src/engine/qconv.rs): the int8 outputs must be bit-identical at 1, 2 and 3 threads.
+#[test]
+fn int8_outputs_do_not_depend_on_the_thread_count() {
+    for model_dir in ["nanodet-g-int8", "centernet-mbv3-int8"] {
+        let one = engine_output(model_dir, 1);
+        for threads in [2, 3] {
+            let many = engine_output(model_dir, threads);
+            assert_eq!(one.len(), many.len());
+            let differing = one
+                .iter()
+                .zip(&many)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differing, 0,
+                "{model_dir}: {threads} threads changed {differing} output values"
+            );
+        }
+    }
 }

@@ -11,15 +11,19 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod dynquant;
 mod fold;
 pub mod onnx;
 pub mod pass;
+mod pin;
 mod qconv;
 mod quantize;
 mod resize;
 pub mod session;
 mod topk;
+pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fold::fold_const_chains;
+pub use pin::{pin_single_selections, PinnedNonZero};
 pub use qconv::QConv;
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
@@ -423,15 +427,48 @@ pub fn plain_tract() -> bool {
     std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")
 }
 
-/// [`fold_const_chains`] on an optimised graph loaded outside [`optimize`] (multi-input sessions,
-/// text encoders), unless [`PLAIN_TRACT_ENV`] asks for tract's own plan: the constant work tract
+/// [`FastDynQuantize`] and [`fold_const_chains`] on an optimised graph loaded outside [`optimize`]
+/// (multi-input sessions, text encoders), unless [`PLAIN_TRACT_ENV`] asks for tract's own plan: the
+/// dynamic activation quantisation in front of every int8 matmul, and the constant work tract
 /// leaves to run on every call for weights over 4 MiB (a VLM's `lm_head`).
 pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if !plain_tract() {
+        let n = dynquant::FastDynQuantizePass.run(model).map_err(|e| {
+            Error::model(
+                path,
+                format!("cannot swap DynamicQuantizeLinear: {}", chain(&e)),
+            )
+        })?;
+        if n > 0 {
+            log::debug!(
+                "{}: {n} DynamicQuantizeLinear as FastDynQuantize",
+                path.display()
+            );
+        }
         fold_const_chains(model)
             .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
     }
     Ok(())
+}
+
+/// [`pin_single_selections`] on a typed graph before optimisation (multi-input sessions), unless
+/// [`PLAIN_TRACT_ENV`] asks for tract's own plan: a vision encoder's one-image selection then has
+/// length 1 instead of a symbol, and tract lowers its projections to matrix products over the patch
+/// tokens instead of one matrix-vector product per token.
+pub(crate) fn pin_for_run(model: TypedModel, path: &Path) -> Result<TypedModel> {
+    if plain_tract() {
+        return Ok(model);
+    }
+    let (model, n) = pin_single_selections(model).map_err(|e| {
+        Error::model(
+            path,
+            format!("cannot pin the image selection: {}", chain(&e)),
+        )
+    })?;
+    if n > 0 {
+        log::debug!("{}: {n} single-image NonZero pinned", path.display());
+    }
+    Ok(model)
 }
 
 /// lookout's graph passes, in the order they run (the registry of [`pass::GraphPass`]es: the op
@@ -443,6 +480,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(topk::SelectTopkPass),
         Box::new(resize::PlannedResizePass),
         Box::new(quantize::FastQuantizePass),
+        Box::new(dynquant::FastDynQuantizePass),
         Box::new(fold::FoldConstPass),
     ]
 }

@@ -77,6 +77,11 @@ impl OnnxFile {
         })
     }
 
+    /// The parsed protobuf, for tools and tests that build tract models from it themselves.
+    pub fn proto(&self) -> &ModelProto {
+        &self.proto
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

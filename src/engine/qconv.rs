@@ -423,46 +423,91 @@ fn depthwise(
     let bias = bias.try_as_plain_ram()?;
     let bias = bias.as_slice::<i32>()?;
     let mut acc = vec![0i32; g.c_out * n];
-    let mut xs = vec![0i32; g.in_h * g.in_w];
+    // Channels are independent: with `threads > 1` they are shared out over tract's pool.
+    for_each_channel(
+        &mut acc,
+        n,
+        || vec![0i32; g.in_h * g.in_w],
+        |c, out, xs| depthwise_channel(g, x, signed, x0, w, bias[c], c, out, xs),
+    );
+    Ok(tract_ndarray::Array2::from_shape_vec((g.c_out, n), acc)?.into_tensor())
+}
+
+/// One output channel of [`depthwise`]; `xs` is scratch for the widened input plane.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_channel(
+    g: &Geometry,
+    x: &[u8],
+    signed: bool,
+    x0: i32,
+    w: &[i32],
+    bias: i32,
+    c: usize,
+    out: &mut [i32],
+    xs: &mut [i32],
+) {
     let (sh, sw) = g.stride;
     let (dh, dw) = g.dilation;
     let (ph, pw) = g.pad;
-    for c in 0..g.c_out {
-        for (d, s) in xs
-            .iter_mut()
-            .zip(&x[c * g.in_h * g.in_w..][..g.in_h * g.in_w])
-        {
-            *d = if signed { *s as i8 as i32 } else { *s as i32 } - x0;
-        }
-        let out = &mut acc[c * n..][..n];
-        out.fill(bias[c]);
-        for ky in 0..g.kh {
-            let (oy_lo, oy_hi) = Geometry::valid_range(g.out_h, g.in_h, sh, ph, ky, dh);
-            for kx in 0..g.kw {
-                let (ox_lo, ox_hi) = Geometry::valid_range(g.out_w, g.in_w, sw, pw, kx, dw);
-                if ox_lo >= ox_hi {
-                    continue;
-                }
-                let wv = w[(c * g.kh + ky) * g.kw + kx];
-                let ix0 = ox_lo * sw + kx * dw - pw;
-                for oy in oy_lo..oy_hi {
-                    let iy = oy * sh + ky * dh - ph;
-                    let src = &xs[iy * g.in_w..][..g.in_w];
-                    let dst = &mut out[oy * g.out_w..][ox_lo..ox_hi];
-                    if sw == 1 {
-                        for (d, s) in dst.iter_mut().zip(&src[ix0..]) {
-                            *d += wv * s;
-                        }
-                    } else {
-                        for (d, s) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
-                            *d += wv * s;
-                        }
+    for (d, s) in xs
+        .iter_mut()
+        .zip(&x[c * g.in_h * g.in_w..][..g.in_h * g.in_w])
+    {
+        *d = if signed { *s as i8 as i32 } else { *s as i32 } - x0;
+    }
+    out.fill(bias);
+    for ky in 0..g.kh {
+        let (oy_lo, oy_hi) = Geometry::valid_range(g.out_h, g.in_h, sh, ph, ky, dh);
+        for kx in 0..g.kw {
+            let (ox_lo, ox_hi) = Geometry::valid_range(g.out_w, g.in_w, sw, pw, kx, dw);
+            if ox_lo >= ox_hi {
+                continue;
+            }
+            let wv = w[(c * g.kh + ky) * g.kw + kx];
+            let ix0 = ox_lo * sw + kx * dw - pw;
+            for oy in oy_lo..oy_hi {
+                let iy = oy * sh + ky * dh - ph;
+                let src = &xs[iy * g.in_w..][..g.in_w];
+                let dst = &mut out[oy * g.out_w..][ox_lo..ox_hi];
+                if sw == 1 {
+                    for (d, s) in dst.iter_mut().zip(&src[ix0..]) {
+                        *d += wv * s;
+                    }
+                } else {
+                    for (d, s) in dst.iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+                        *d += wv * s;
                     }
                 }
             }
         }
     }
-    Ok(tract_ndarray::Array2::from_shape_vec((g.c_out, n), acc)?.into_tensor())
+}
+
+/// Calls `f(c, chunk, scratch)` for every `n`-long chunk `c` of `out`: on tract's thread pool when
+/// the plan runs with one (`threads > 1`: tract sets it around every run), else in order on this
+/// thread. Each worker gets its own scratch from `init`.
+fn for_each_channel<T: Send, S>(
+    out: &mut [T],
+    n: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(usize, &mut [T], &mut S) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    use tract_linalg::multithread::{current_tract_executor, Executor};
+    if let Executor::MultiThread(pool) = current_tract_executor() {
+        if pool.current_num_threads() > 1 && out.len() > n {
+            pool.install(|| {
+                out.par_chunks_mut(n)
+                    .enumerate()
+                    .for_each_init(&init, |s, (c, chunk)| f(c, chunk, s))
+            });
+            return;
+        }
+    }
+    let mut s = init();
+    for (c, chunk) in out.chunks_mut(n).enumerate() {
+        f(c, chunk, &mut s);
+    }
 }
 
 /// tract's requantization (`ops::quant::scale_by`, then `+ y0`, clamp, cast), per output channel.
@@ -471,12 +516,18 @@ fn depthwise(
 /// this and tract's integer addition clamp to the same bound. Scales are finite (checked at load).
 fn requant(acc: &[i32], n: usize, scale: &[f32], y0: i32, signed: bool, out: &mut [u8]) {
     let y0 = y0 as f32;
-    for ((acc, out), &s) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)).zip(scale) {
-        store_8bit(acc, signed, out, |a| {
-            let v = a as f32;
-            round_ties_even_nonneg(v.abs() * s).copysign(v) + y0
-        });
-    }
+    for_each_channel(
+        out,
+        n,
+        || (),
+        |c, out, _| {
+            let s = scale[c];
+            store_8bit(&acc[c * n..][..n], signed, out, |a| {
+                let v = a as f32;
+                round_ties_even_nonneg(v.abs() * s).copysign(v) + y0
+            });
+        },
+    );
 }
 
 /// A constant input of `node` as a tensor, or why not.

@@ -213,6 +213,7 @@ impl Session {
         let typed = model
             .into_typed()
             .map_err(|e| Error::model(path, format!("cannot analyse: {}", chain(&e))))?;
+        let typed = super::pin_for_run(typed, path)?;
         let mut typed = typed
             .into_decluttered()
             .and_then(|m| m.into_optimized())
