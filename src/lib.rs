@@ -30,6 +30,7 @@ pub mod models;
 pub mod mqtt;
 pub mod pipeline;
 pub mod scene;
+pub mod segment;
 pub mod schema;
 pub mod store;
 pub mod track;
