@@ -59,7 +59,11 @@ fn masks_equal_the_onnxruntime_reference() {
         worst = worst.min(iou);
         photos.insert(c.image.clone());
     }
-    println!("{} masks on {} photos, lowest IoU {worst:.4}", r.cases.len(), photos.len());
+    println!(
+        "{} masks on {} photos, lowest IoU {worst:.4}",
+        r.cases.len(),
+        photos.len()
+    );
     assert!(photos.len() >= 5);
 }
 
@@ -76,4 +80,54 @@ fn a_mask_round_trips_through_its_json() {
     assert_eq!(j["size"], serde_json::json!([342, 548]));
     let back: Mask = serde_json::from_value(j).unwrap();
     assert_eq!(back, m);
+}
+
+mod common;
+
+fn ground(args: &[&str]) -> serde_json::Value {
+    let out = common::lookout()
+        .arg("ground")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn ground_returns_a_person_mask_in_source_pixels() {
+    let img = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/basketball1.png");
+    let v = ground(&[img.to_str().unwrap(), "the person on the left"]);
+    let t = &v["target"];
+    assert_eq!(t["label"], "person", "{v}");
+    let m: Mask = serde_json::from_value(t["mask"].clone()).expect("target.mask");
+    assert_eq!((m.width(), m.height()), (640, 480));
+    let b: [f32; 4] = serde_json::from_value(t["box"].clone()).unwrap();
+    let mb = m.bbox().expect("a non-empty mask");
+    assert!(
+        mb.x1 >= b[0].floor()
+            && mb.x2 <= b[2].ceil()
+            && mb.y1 >= b[1].floor()
+            && mb.y2 <= b[3].ceil()
+    );
+    // the man fills about half of his box
+    let fill = m.area() as f32 / ((b[2] - b[0]) * (b[3] - b[1]));
+    assert!(
+        (0.3..0.9).contains(&fill),
+        "mask fills {fill:.2} of the box"
+    );
+
+    let none = ground(&[
+        img.to_str().unwrap(),
+        "the person on the left",
+        "--segmenter",
+        "none",
+    ]);
+    assert_eq!(none["target"]["label"], "person");
+    assert!(none["target"].get("mask").is_none(), "{none}");
 }

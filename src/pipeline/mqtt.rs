@@ -199,6 +199,8 @@ pub struct PipelineCommands {
 pub struct LazyGrounder {
     model: String,
     state: Option<std::result::Result<Grounder, String>>,
+    /// The person-segmentation model for a person target's `mask`, loaded at the first person.
+    segmenter: Option<std::result::Result<crate::segment::PersonSegmenter, String>>,
 }
 
 impl LazyGrounder {
@@ -207,6 +209,7 @@ impl LazyGrounder {
         LazyGrounder {
             model: model.to_string(),
             state: None,
+            segmenter: None,
         }
     }
 
@@ -219,6 +222,19 @@ impl LazyGrounder {
             Grounder::with_default_embedder(&labels).map_err(|e| e.to_string())
         });
         state.as_mut().map_err(|e| e.clone())
+    }
+
+    /// The default segmentation model; `None` (logged once) when it is not installed.
+    fn segmenter(&mut self) -> Option<&crate::segment::PersonSegmenter> {
+        let s = self.segmenter.get_or_insert_with(|| {
+            crate::segment::PersonSegmenter::find(crate::segment::DEFAULT_SEGMENTER, 1).map_err(
+                |e| {
+                    log::warn!("cmd/ground: no person masks: {e}");
+                    e.to_string()
+                },
+            )
+        });
+        s.as_ref().ok()
     }
 }
 
@@ -239,9 +255,21 @@ fn ground_reply(
         .filter(|t| t.missed_frames == 0)
         .map(Object::from)
         .collect();
-    let r = g
+    let mut r = g
         .ground(&latest.image, &objects, instruction)
         .map_err(|e| e.to_string())?;
+    if let Some(t) = r
+        .target
+        .as_mut()
+        .filter(|t| crate::segment::is_person(&t.label))
+    {
+        if let Some(seg) = grounder.segmenter() {
+            t.mask = Some(
+                seg.mask(&latest.image, Some(&t.bbox))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
     // through text, so boxes keep the short f32 decimals the CLI prints (350.76, not 350.760009765625)
     let mut v: Value = serde_json::to_string(&r)
         .and_then(|t| serde_json::from_str(&t))

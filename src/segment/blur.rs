@@ -60,7 +60,10 @@ fn blur_region(img: &mut RgbImage, b: &BBox, mask: Option<&Mask>) {
                     continue;
                 }
             }
-            let (ax, ay) = (((x - r).max(gx0) - gx0) as usize, ((y - r).max(gy0) - gy0) as usize);
+            let (ax, ay) = (
+                ((x - r).max(gx0) - gx0) as usize,
+                ((y - r).max(gy0) - gy0) as usize,
+            );
             let (bx, by) = (
                 ((x + r + 1).min(gx1) - gx0) as usize,
                 ((y + r + 1).min(gy1) - gy0) as usize,

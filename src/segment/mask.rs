@@ -28,7 +28,13 @@ pub struct Rle {
 pub enum RleError {
     #[error("mask.counts: runs add up to {got} pixels, size {h}x{w} has {want}")]
     Length { got: u64, want: u64, h: u32, w: u32 },
+    #[error("mask.size: {h}x{w} is over the {MAX_PIXELS}-pixel limit")]
+    TooLarge { h: u32, w: u32 },
 }
+
+/// The largest mask an RLE may describe (a 8K frame is 33 M pixels): a peer's JSON cannot make
+/// lookout allocate more.
+pub const MAX_PIXELS: u64 = 1 << 26;
 
 impl Mask {
     /// An empty mask of the given size.
@@ -132,6 +138,9 @@ impl Mask {
     pub fn from_rle(r: &Rle) -> Result<Mask, RleError> {
         let [h, w] = r.size;
         let want = h as u64 * w as u64;
+        if want > MAX_PIXELS {
+            return Err(RleError::TooLarge { h, w });
+        }
         let got: u64 = r.counts.iter().map(|&c| c as u64).sum();
         if got != want {
             return Err(RleError::Length { got, want, h, w });
@@ -194,7 +203,19 @@ mod tests {
         };
         assert!(matches!(
             Mask::from_rle(&r),
-            Err(RleError::Length { got: 2, want: 4, .. })
+            Err(RleError::Length {
+                got: 2,
+                want: 4,
+                ..
+            })
+        ));
+        let huge = Rle {
+            size: [u32::MAX, u32::MAX],
+            counts: vec![u32::MAX],
+        };
+        assert!(matches!(
+            Mask::from_rle(&huge),
+            Err(RleError::TooLarge { .. })
         ));
     }
 

@@ -192,6 +192,11 @@ fn cut_square(img: &RgbImage, c: Cut) -> RgbImage {
     sq
 }
 
+/// Whether a detector label names what the segmentation model masks.
+pub fn is_person(label: &str) -> bool {
+    label == "person"
+}
+
 /// Load an image and segment it: a convenience for tools and tests.
 pub fn mask_file(seg: &PersonSegmenter, path: &Path, bbox: Option<&BBox>) -> Result<Mask> {
     let img = crate::imageio::load_rgb(path)?;
