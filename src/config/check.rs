@@ -123,10 +123,11 @@ pub(crate) fn typed(merged: &toml::Table, issues: &mut Issues) -> Option<Config>
             "http" => drop(section::<super::HttpConfig>(k, v, issues)),
             "hardware" => drop(section::<toml::Table>(k, v, issues)),
             "store" => drop(section::<super::StoreConfig>(k, v, issues)),
+            "privacy" => drop(section::<super::PrivacyConfig>(k, v, issues)),
             other => issues.push(
                 other,
                 "unknown key (known: board, device, camera, detector, pipeline, tracker, events, \
-                 describe, rules, output, mqtt, hardware, vlm, http, store)",
+                 describe, rules, output, mqtt, hardware, vlm, http, store, privacy)",
             ),
         }
     }

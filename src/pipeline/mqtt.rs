@@ -302,11 +302,11 @@ impl CommandHandler for PipelineCommands {
                 let Some(latest) = self.handle.latest.lock().ok().and_then(|l| l.clone()) else {
                     return responder.err("no frame processed yet");
                 };
-                let jpeg = match crate::annotate::annotated_jpeg(&latest.image, &latest.tracks, 85)
-                {
-                    Ok(j) => j,
-                    Err(e) => return responder.err(e),
-                };
+                let jpeg =
+                    match crate::annotate::annotated_jpeg(&latest.outbound, &latest.tracks, 85) {
+                        Ok(j) => j,
+                        Err(e) => return responder.err(e),
+                    };
                 let bytes = jpeg.len();
                 match self.publisher.snapshot(&self.camera, jpeg) {
                     Ok(()) => responder.ok(serde_json::json!({
