@@ -73,7 +73,7 @@ impl SegmentManifest {
         if m.input.color != "rgb" && m.input.color != "bgr" {
             return Err(Error::manifest(&file, "input.color", "must be rgb or bgr"));
         }
-        if m.input.std.iter().any(|s| *s == 0.0) {
+        if m.input.std.contains(&0.0) {
             return Err(Error::manifest(&file, "input.std", "must not be 0"));
         }
         if !(0.0..1.0).contains(&m.output.threshold) {

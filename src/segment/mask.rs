@@ -104,7 +104,7 @@ impl Mask {
                 }
             }
         }
-        (x1 != u32::MAX).then(|| BBox {
+        (x1 != u32::MAX).then_some(BBox {
             x1: x1 as f32,
             y1: y1 as f32,
             x2: x2 as f32,
