@@ -169,6 +169,19 @@ pub fn deep(merged: &toml::Table, issues: &mut Issues) {
             }
         }
     }
+    let blur = get("privacy", "blur_people").and_then(|v| v.as_bool()) == Some(true);
+    let by_mask = get("privacy", "shape").and_then(|v| v.as_str()) != Some("box");
+    if blur && by_mask {
+        let seg = get("privacy", "segmenter")
+            .and_then(|v| v.as_str())
+            .unwrap_or(crate::segment::DEFAULT_SEGMENTER);
+        if let Err(e) = crate::segment::SegmentManifest::find(seg) {
+            issues.push(
+                "privacy.segmenter",
+                format!("{e}; without it `lookout run` blurs people box-shaped (or set privacy.shape = \"box\")"),
+            );
+        }
+    }
     let source = get("camera", "source")
         .and_then(|v| v.as_str())
         .unwrap_or(super::DEFAULT_SOURCE);
@@ -276,5 +289,20 @@ polygon = [[0.1, 0.1], [0.2, 0.2]]
                 "{want} missing in {i}"
             );
         }
+    }
+
+    #[test]
+    fn privacy_keys_and_the_segmenter_are_checked() {
+        assert!(issues("[privacy]\nblur_people = true\n").is_empty());
+        assert!(
+            issues("[privacy]\nblur_people = true\nshape = \"box\"\nsegmenter = \"gone\"\n")
+                .is_empty()
+        );
+        let i = issues("[privacy]\nblur_people = true\nsegmenter = \"no-such-segmenter\"\n");
+        assert_eq!(keys(&i), ["privacy.segmenter"], "{i}");
+        let i = issues("[privacy]\nblur = true\n");
+        assert_eq!(keys(&i), ["privacy.blur"], "{i}");
+        let i = issues("[privacy]\nshape = \"blob\"\n");
+        assert_eq!(keys(&i), ["privacy.shape"], "{i}");
     }
 }
