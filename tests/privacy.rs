@@ -163,3 +163,97 @@ fn blurred_people_leave_the_device_only_blurred() {
     );
     println!("blur off: snapshot vs photo inside the boxes {d_photo:.2}");
 }
+
+/// Store media (`[store]`: each event's crop and frame snapshot) are cut from the outbound copy:
+/// with the blur on, the stored frame differs strongly from the photo inside the person boxes
+/// and is the photo (JPEG-close) away from them; every stored crop of a person is blurred too.
+#[test]
+fn store_media_are_cut_from_the_blurred_frame() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("store.toml");
+    std::fs::write(
+        &cfg,
+        "[camera]\nname = \"court\"\n\n[privacy]\nblur_people = true\n",
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    let out = common::lookout()
+        .args(["run", "--broker", "none", "--max-frames", "20"])
+        .arg("--source")
+        .arg(format!("file:{PHOTO}?loop"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--store")
+        .arg(&store)
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let photo = image::open(common::repo().join(PHOTO)).unwrap().to_rgb8();
+    let media: Vec<_> = std::fs::read_dir(store.join("media/court"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let snaps: Vec<_> = media
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with("-snap.jpg"))
+        .collect();
+    let crops: Vec<_> = media
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with("-crop.jpg"))
+        .collect();
+    assert!(
+        snaps.len() >= 2 && crops.len() >= 2,
+        "two people, their media: {media:?}"
+    );
+    for s in &snaps {
+        let snap = image::open(s).unwrap().to_rgb8();
+        assert_eq!(snap.dimensions(), photo.dimensions());
+        for b in &PEOPLE {
+            let d = diff(&snap, &photo, |x, y| inside(b, x, y, 0));
+            println!(
+                "{}: box {b:?} differs from the photo by {d:.1}",
+                s.display()
+            );
+            assert!(
+                d > 12.0,
+                "{}: box {b:?} differs by only {d:.1}",
+                s.display()
+            );
+        }
+        let away = |x: u32, y: u32| {
+            PEOPLE.iter().all(|b| !inside(b, x, y, 32)) && !inside(&[117, 84, 173, 155], x, y, 32)
+        };
+        let d_out = diff(&snap, &photo, away);
+        assert!(d_out < 4.0, "{}: away from people {d_out:.2}", s.display());
+    }
+    for c in &crops {
+        // a crop is its person's box plus 8 %: find which, and compare with the photo there
+        let crop = image::open(c).unwrap().to_rgb8();
+        let (cw, ch) = crop.dimensions();
+        let best = PEOPLE
+            .iter()
+            .map(|b| {
+                let (mx, my) = ((b[2] - b[0]) as f32 * 0.08, (b[3] - b[1]) as f32 * 0.08);
+                let x1 = (b[0] as f32 - mx).max(0.0) as u32;
+                let y1 = (b[1] as f32 - my).max(0.0) as u32;
+                (x1, y1)
+            })
+            .filter(|(x1, y1)| x1 + cw <= photo.width() && y1 + ch <= photo.height())
+            .map(|(x1, y1)| {
+                let region = image::imageops::crop_imm(&photo, x1, y1, cw, ch).to_image();
+                diff(&crop, &region, |_, _| true)
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{}: differs from the photo by {best:.1}", c.display());
+        assert!(
+            best > 8.0,
+            "{}: crop differs by only {best:.1}",
+            c.display()
+        );
+    }
+}
