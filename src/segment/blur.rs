@@ -17,8 +17,10 @@ pub enum BlurShape {
 }
 
 /// Blur each region in place. A region is a person's box and, for a mask-shaped blur, its mask (in
-/// the image's pixels); pixels of the box off the mask are kept. The blur radius grows with the box
-/// (an eighth of its longer side, at least 6 px) so a face stays unreadable at any distance.
+/// the image's pixels), grown by a 32nd of the box's longer side (at least 2 px) so the person's
+/// outline, where the model is least sure, is blurred too; pixels of the box off the grown mask are
+/// kept. The blur radius grows with the box (an eighth of its longer side, at least 6 px) so a face
+/// stays unreadable at any distance.
 pub fn blur_people(img: &mut RgbImage, regions: &[(BBox, Option<&Mask>)]) {
     for (b, mask) in regions {
         blur_region(img, b, *mask);
@@ -52,11 +54,12 @@ fn blur_region(img: &mut RgbImage, b: &BBox, mask: Option<&Mask>) {
             }
         }
     }
+    let grown = mask.map(|m| Grown::new(m, (x0, y0, x1, y1), b));
     let out = img.as_mut();
     for y in y0..y1 {
         for x in x0..x1 {
-            if let Some(m) = mask {
-                if !m.get(x as u32, y as u32) {
+            if let Some(g) = &grown {
+                if !g.on(x, y) {
                     continue;
                 }
             }
@@ -77,6 +80,53 @@ fn blur_region(img: &mut RgbImage, b: &BBox, mask: Option<&Mask>) {
                 out[o + c] = ((s + n / 2) / n) as u8;
             }
         }
+    }
+}
+
+/// A mask grown by `k` pixels inside a box: on where any mask pixel lies in the (2k+1)² window,
+/// from an integral image of the mask over the box.
+struct Grown {
+    k: i64,
+    origin: (i64, i64),
+    size: (i64, i64),
+    sums: Vec<u32>,
+}
+
+impl Grown {
+    fn new(m: &Mask, (x0, y0, x1, y1): (i64, i64, i64, i64), b: &BBox) -> Grown {
+        let k = ((b.width().max(b.height()) / 32.0) as i64).max(2);
+        let (w, h) = (x1 - x0, y1 - y0);
+        let stride = (w + 1) as usize;
+        let mut sums = vec![0u32; stride * (h + 1) as usize];
+        for y in 0..h {
+            let mut row = 0u32;
+            for x in 0..w {
+                row += m.get((x0 + x) as u32, (y0 + y) as u32) as u32;
+                let i = (y + 1) as usize * stride + (x + 1) as usize;
+                sums[i] = sums[i - stride] + row;
+            }
+        }
+        Grown {
+            k,
+            origin: (x0, y0),
+            size: (w, h),
+            sums,
+        }
+    }
+
+    fn on(&self, x: i64, y: i64) -> bool {
+        let (w, h) = self.size;
+        let (lx, ly) = (x - self.origin.0, y - self.origin.1);
+        let (ax, ay) = ((lx - self.k).max(0) as usize, (ly - self.k).max(0) as usize);
+        let (bx, by) = (
+            (lx + self.k + 1).min(w) as usize,
+            (ly + self.k + 1).min(h) as usize,
+        );
+        let stride = w as usize + 1;
+        let s = self.sums[by * stride + bx] + self.sums[ay * stride + ax]
+            - self.sums[ay * stride + bx]
+            - self.sums[by * stride + ax];
+        s > 0
     }
 }
 
@@ -119,7 +169,11 @@ mod tests {
         }
         blur_people(&mut img, &[(BBox::from([0.0, 0.0, 40.0, 40.0]), Some(&m))]);
         assert_ne!(img.get_pixel(5, 5), src.get_pixel(5, 5));
-        assert_eq!(img.get_pixel(30, 5), src.get_pixel(30, 5));
+        // the mask ends at x = 19; grown by 2 px (a 40 px box), x = 21 is blurred, x = 22 is not
+        assert_ne!(img.get_pixel(21, 5), src.get_pixel(21, 5));
+        for x in 22..40 {
+            assert_eq!(img.get_pixel(x, 5), src.get_pixel(x, 5), "x = {x}");
+        }
     }
 
     #[test]
