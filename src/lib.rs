@@ -32,6 +32,7 @@ pub mod ocr;
 pub mod pipeline;
 pub mod scene;
 pub mod schema;
+pub mod segment;
 pub mod store;
 pub mod track;
 pub mod util;

@@ -11,6 +11,7 @@ use image::Rgb;
 use lookout::detect::{Detector, DetectorOptions, ModelDetector};
 use lookout::embed::{Embedder, EmbeddingManifest, DEFAULT_EMBEDDING_MODEL};
 use lookout::ground::{GroundResult, Grounder, Object, Status};
+use lookout::segment::{self, PersonSegmenter};
 use lookout::{annotate, imageio, models};
 
 #[derive(clap::Args)]
@@ -27,6 +28,10 @@ pub struct GroundArgs {
     /// Florence-2 model folder for VLM grounding.
     #[arg(long, value_name = "DIR")]
     pub vlm: Option<PathBuf>,
+    /// Person-segmentation model (name or folder) for the `mask` of a person target; `none` for no
+    /// mask.
+    #[arg(long, default_value = lookout::segment::DEFAULT_SEGMENTER)]
+    pub segmenter: String,
     /// Inference threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -64,9 +69,10 @@ pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
     let mut img = imageio::load_rgb(&a.image)?;
     let dets = det.detect(&img)?;
     let objects: Vec<Object> = dets.iter().map(Object::from).collect();
-    let res = grounder
+    let mut res = grounder
         .ground(&img, &objects, &a.instruction)
         .with_context(|| format!("{}", a.image.display()))?;
+    add_mask(&mut res, &img, &a.segmenter, a.threads)?;
     let mut so = std::io::stdout().lock();
     if a.json {
         writeln!(so, "{}", serde_json::to_string(&res)?)?;
@@ -79,6 +85,32 @@ pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A person target gets its mask (in source pixels) from the segmentation model. The model is only
+/// loaded when the answer is a person; a missing default model is a warning, a named one an error.
+fn add_mask(
+    res: &mut GroundResult,
+    img: &image::RgbImage,
+    name: &str,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let Some(t) = res.target.as_mut().filter(|t| segment::is_person(&t.label)) else {
+        return Ok(());
+    };
+    if name == "none" {
+        return Ok(());
+    }
+    let seg = match PersonSegmenter::find(name, threads) {
+        Ok(s) => s,
+        Err(e) if name == segment::DEFAULT_SEGMENTER => {
+            log::warn!("no person mask: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("--segmenter {name}")),
+    };
+    t.mask = Some(seg.mask(img, Some(&t.bbox))?);
+    Ok(())
 }
 
 fn print_answer(w: &mut impl Write, r: &GroundResult) -> std::io::Result<()> {
@@ -104,6 +136,9 @@ fn print_answer(w: &mut impl Write, r: &GroundResult) -> std::io::Result<()> {
                     .unwrap_or_default()
             )?;
             writeln!(w, "  because: {}", t.reason)?;
+            if let Some(m) = &t.mask {
+                writeln!(w, "  mask: {} px (COCO RLE in --json)", m.area())?;
+            }
         }
         None => writeln!(w, "{status}: {}", r.reason)?,
     }
@@ -128,9 +163,23 @@ fn draw(img: &mut image::RgbImage, r: &GroundResult) {
     }
     if let Some(t) = &r.target {
         let green = Rgb([0, 230, 60]);
+        if let Some(m) = &t.mask {
+            tint(img, m, green);
+        }
         annotate::draw_box(img, &t.bbox, green, 3 * scale);
         let text = format!("{} {:.2}", t.label, t.score);
         let y = (t.bbox.y1 as i64 - 10 * scale).max(0);
         annotate::draw_text(img, t.bbox.x1 as i64 + scale, y, &text, green, scale);
+    }
+}
+
+/// Tint the mask's pixels halfway towards `c`.
+fn tint(img: &mut image::RgbImage, m: &segment::Mask, c: Rgb<u8>) {
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        if m.get(x, y) {
+            for k in 0..3 {
+                p.0[k] = ((p.0[k] as u16 + c.0[k] as u16) / 2) as u8;
+            }
+        }
     }
 }

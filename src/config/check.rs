@@ -124,10 +124,11 @@ pub(crate) fn typed(merged: &toml::Table, issues: &mut Issues) -> Option<Config>
             "hardware" => drop(section::<toml::Table>(k, v, issues)),
             "store" => drop(section::<super::StoreConfig>(k, v, issues)),
             "cameras" => drop(section::<Vec<super::CameraEntry>>(k, v, issues)),
+            "privacy" => drop(section::<super::PrivacyConfig>(k, v, issues)),
             other => issues.push(
                 other,
                 "unknown key (known: board, device, camera, detector, pipeline, tracker, events, \
-                 describe, rules, output, mqtt, hardware, vlm, http, store, cameras)",
+                 describe, rules, output, mqtt, hardware, vlm, http, store, cameras, privacy)",
             ),
         }
     }
@@ -167,6 +168,19 @@ pub fn deep(merged: &toml::Table, issues: &mut Issues) {
                 // The engine's message names `rules[i].key (rule 'name')`.
                 issues.push("rules", e);
             }
+        }
+    }
+    let blur = get("privacy", "blur_people").and_then(|v| v.as_bool()) == Some(true);
+    let by_mask = get("privacy", "shape").and_then(|v| v.as_str()) != Some("box");
+    if blur && by_mask {
+        let seg = get("privacy", "segmenter")
+            .and_then(|v| v.as_str())
+            .unwrap_or(crate::segment::DEFAULT_SEGMENTER);
+        if let Err(e) = crate::segment::SegmentManifest::find(seg) {
+            issues.push(
+                "privacy.segmenter",
+                format!("{e}; without it `lookout run` blurs people box-shaped (or set privacy.shape = \"box\")"),
+            );
         }
     }
     let source = get("camera", "source")
@@ -339,5 +353,20 @@ polygon = [[0.1, 0.1], [0.2, 0.2]]
                 "{want} missing in {i}"
             );
         }
+    }
+
+    #[test]
+    fn privacy_keys_and_the_segmenter_are_checked() {
+        assert!(issues("[privacy]\nblur_people = true\n").is_empty());
+        assert!(
+            issues("[privacy]\nblur_people = true\nshape = \"box\"\nsegmenter = \"gone\"\n")
+                .is_empty()
+        );
+        let i = issues("[privacy]\nblur_people = true\nsegmenter = \"no-such-segmenter\"\n");
+        assert_eq!(keys(&i), ["privacy.segmenter"], "{i}");
+        let i = issues("[privacy]\nblur = true\n");
+        assert_eq!(keys(&i), ["privacy.blur"], "{i}");
+        let i = issues("[privacy]\nshape = \"blob\"\n");
+        assert_eq!(keys(&i), ["privacy.shape"], "{i}");
     }
 }

@@ -61,6 +61,40 @@ pub struct Config {
     /// Several cameras in one process (`[[cameras]]`, docs/cameras.md); empty: `[camera]` alone.
     #[serde(default)]
     pub cameras: Vec<CameraEntry>,
+    /// `[privacy]`: people blurred in everything that leaves the device (`docs/privacy.md`).
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`: what the one outbound copy of each frame (snapshots, web view, store media, clips)
+/// hides. Detection, tracking, grounding and the VLM see the frame unblurred.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Blur every person (detected this frame or tracked) in outbound frames.
+    #[serde(default)]
+    pub blur_people: bool,
+    /// `mask`: blur the person's shape from the segmentation model (falls back to `box`, with a
+    /// warning, when the model is not installed); `box`: blur the whole box.
+    #[serde(default)]
+    pub shape: crate::segment::BlurShape,
+    /// The segmentation model for `shape = "mask"` (a name under the model paths or a folder).
+    #[serde(default = "default_segmenter")]
+    pub segmenter: String,
+}
+
+fn default_segmenter() -> String {
+    crate::segment::DEFAULT_SEGMENTER.to_string()
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            blur_people: false,
+            shape: Default::default(),
+            segmenter: default_segmenter(),
+        }
+    }
 }
 
 /// `[http]`: the live web view and Prometheus endpoint (`docs/web.md`).
@@ -730,6 +764,9 @@ impl Config {
     fn validate(&self, issues: &mut Issues) {
         self.camera.validate_as("camera", issues);
         cameras::validate(self, issues);
+        if self.privacy.segmenter.trim().is_empty() {
+            issues.push("privacy.segmenter", "must name a segmentation model");
+        }
         let d = &self.detector;
         if d.workers == 0 || d.workers > 16 {
             issues.push("detector.workers", format!("{} must be 1..16", d.workers));

@@ -116,6 +116,10 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_id: Option<u64>,
     pub reason: String,
+    /// The person's mask in source pixels (COCO RLE), filled by the caller (`lookout ground`,
+    /// `cmd/ground`) from `segment::PersonSegmenter` when the target is a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<crate::segment::Mask>,
 }
 
 /// The answer to one instruction; the same JSON on the CLI and in the MQTT `cmd/ground` reply.
@@ -737,6 +741,7 @@ impl Grounder {
             score: round3(s.score),
             track_id: o.track_id,
             reason: why.join(", "),
+            mask: None,
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod cameras;
 pub mod health;
 pub mod mqtt;
 pub mod pool;
+pub mod privacy;
 pub mod runtime;
 pub mod sinks;
 pub mod stats;
@@ -59,6 +60,8 @@ pub struct Latest {
     pub tracks: Vec<Track>,
     /// Which zones each of `tracks` is in, from the rules.
     pub zones: ZoneMembership,
+    /// The frame as it may leave the device (`[privacy]`: people blurred); `image` otherwise.
+    pub outbound: Arc<RgbImage>,
 }
 
 /// Shared view of the running pipeline.
@@ -375,6 +378,7 @@ fn scene_loop(
     }
     let mut events = EventBuilder::new(ecfg);
     let mut describer: Option<Describer> = None;
+    let privacy = privacy::Outbound::new(&cfg.privacy, &camera);
     let classes: Vec<String> = cfg.detector.classes.clone();
     let mut last_frame: Option<u64> = None;
     let (mut last_describe, mut last_stats) = (f64::NEG_INFINITY, Instant::now());
@@ -460,6 +464,8 @@ fn scene_loop(
             }
         }
         let all = std::mem::take(&mut r.detections);
+        // every person detected, before `detector.classes` narrows what is tracked
+        let people = privacy.as_ref().map(|_| privacy::Outbound::people(&all));
         let dets: Vec<Detection> = if classes.is_empty() {
             all
         } else {
@@ -481,12 +487,21 @@ fn scene_loop(
             );
         }
         let tracks: Vec<Track> = tracker.update(r.frame_id, r.ts, &dets).to_vec();
+        // The one copy of this frame that snapshots, the web view, store media and clips are made
+        // from: people blurred under `[privacy]`, the frame itself otherwise.
+        let outbound = match (&privacy, people) {
+            (Some(p), Some(mut boxes)) => {
+                privacy::Outbound::add_tracks(&mut boxes, &tracks);
+                p.frame(&r.image, &boxes)
+            }
+            _ => r.image.clone(),
+        };
         let Evaluation { alerts, zones } = rules.evaluate(r.frame_id, r.ts, &tracks);
         let mut saw_new = false;
         let evs = events.update(r.frame_id, r.ts, &tracks, &zones);
         // The store cuts object crops from the frame its events were raised on.
         if cfg.store.is_some() && evs.iter().any(|e| e.kind != EventType::End) {
-            if let Some(f) = FrameRef::new(&camera, r.frame_id, r.image.clone()) {
+            if let Some(f) = FrameRef::new(&camera, r.frame_id, outbound.clone()) {
                 send(Output::Frame(f), true);
             }
         }
@@ -502,7 +517,7 @@ fn scene_loop(
         };
         for mut a in alerts {
             n_alerts += 1;
-            let snap = snapshot(&r.image, &tracks, &a, &camera);
+            let snap = snapshot(&outbound, &tracks, &a, &camera);
             if let Some(s) = &snap {
                 a.snapshot = Some(s.topic());
                 for id in &a.track_ids {
@@ -561,7 +576,7 @@ fn scene_loop(
                 latency_ms: t.captured_at.elapsed().as_secs_f64() * 1e3,
             };
             let totals = counters.totals();
-            web.frame(r.frame_id, r.ts, r.image.clone(), &tracks, &sample, totals);
+            web.frame(r.frame_id, r.ts, outbound.clone(), &tracks, &sample, totals);
         }
         if let Ok(mut l) = handle.latest.lock() {
             *l = Some(Latest {
@@ -570,6 +585,7 @@ fn scene_loop(
                 image: r.image,
                 tracks: tracks.clone(),
                 zones,
+                outbound,
             });
         }
         if cfg.pipeline.stats_interval > 0.0

@@ -242,6 +242,8 @@ impl PipelineCommands {
 pub struct LazyGrounder {
     model: String,
     state: Option<std::result::Result<Grounder, String>>,
+    /// The person-segmentation model for a person target's `mask`, loaded at the first person.
+    segmenter: Option<std::result::Result<crate::segment::PersonSegmenter, String>>,
 }
 
 impl LazyGrounder {
@@ -250,6 +252,7 @@ impl LazyGrounder {
         LazyGrounder {
             model: model.to_string(),
             state: None,
+            segmenter: None,
         }
     }
 
@@ -262,6 +265,19 @@ impl LazyGrounder {
             Grounder::with_default_embedder(&labels).map_err(|e| e.to_string())
         });
         state.as_mut().map_err(|e| e.clone())
+    }
+
+    /// The default segmentation model; `None` (logged once) when it is not installed.
+    fn segmenter(&mut self) -> Option<&crate::segment::PersonSegmenter> {
+        let s = self.segmenter.get_or_insert_with(|| {
+            crate::segment::PersonSegmenter::find(crate::segment::DEFAULT_SEGMENTER, 1).map_err(
+                |e| {
+                    log::warn!("cmd/ground: no person masks: {e}");
+                    e.to_string()
+                },
+            )
+        });
+        s.as_ref().ok()
     }
 }
 
@@ -282,9 +298,21 @@ fn ground_reply(
         .filter(|t| t.missed_frames == 0)
         .map(Object::from)
         .collect();
-    let r = g
+    let mut r = g
         .ground(&latest.image, &objects, instruction)
         .map_err(|e| e.to_string())?;
+    if let Some(t) = r
+        .target
+        .as_mut()
+        .filter(|t| crate::segment::is_person(&t.label))
+    {
+        if let Some(seg) = grounder.segmenter() {
+            t.mask = Some(
+                seg.mask(&latest.image, Some(&t.bbox))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
     // through text, so boxes keep the short f32 decimals the CLI prints (350.76, not 350.760009765625)
     let mut v: Value = serde_json::to_string(&r)
         .and_then(|t| serde_json::from_str(&t))
@@ -314,11 +342,11 @@ impl CommandHandler for PipelineCommands {
                 let Some(latest) = handle.latest.lock().ok().and_then(|l| l.clone()) else {
                     return responder.err("no frame processed yet");
                 };
-                let jpeg = match crate::annotate::annotated_jpeg(&latest.image, &latest.tracks, 85)
-                {
-                    Ok(j) => j,
-                    Err(e) => return responder.err(e),
-                };
+                let jpeg =
+                    match crate::annotate::annotated_jpeg(&latest.outbound, &latest.tracks, 85) {
+                        Ok(j) => j,
+                        Err(e) => return responder.err(e),
+                    };
                 let bytes = jpeg.len();
                 match self.publisher.snapshot(&camera, jpeg) {
                     Ok(()) => responder.ok(serde_json::json!({
