@@ -11,6 +11,7 @@ use image::Rgb;
 use lookout::detect::{Detector, DetectorOptions, ModelDetector};
 use lookout::embed::{Embedder, EmbeddingManifest, DEFAULT_EMBEDDING_MODEL};
 use lookout::ground::{GroundResult, Grounder, Object, Status};
+use lookout::ocr::{OcrManifest, Reader, ReaderOptions};
 use lookout::segment::{self, PersonSegmenter};
 use lookout::{annotate, imageio, models};
 
@@ -32,6 +33,10 @@ pub struct GroundArgs {
     /// mask.
     #[arg(long, default_value = lookout::segment::DEFAULT_SEGMENTER)]
     pub segmenter: String,
+    /// OCR model (name or folder) that reads the text on each candidate when the instruction asks
+    /// for it ("the box that says FRAGILE"); `none` to never read.
+    #[arg(long, default_value = lookout::ocr::DEFAULT_OCR_MODEL)]
+    pub ocr: String,
     /// Inference threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -68,7 +73,10 @@ pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
     let mut grounder = Grounder::new(det.labels(), Some(embedder))?;
     let mut img = imageio::load_rgb(&a.image)?;
     let dets = det.detect(&img)?;
-    let objects: Vec<Object> = dets.iter().map(Object::from).collect();
+    let mut objects: Vec<Object> = dets.iter().map(Object::from).collect();
+    if grounder.parse(&a.instruction).text.is_some() {
+        read_text(&mut objects, &img, &a.ocr, a.threads)?;
+    }
     let mut res = grounder
         .ground(&img, &objects, &a.instruction)
         .with_context(|| format!("{}", a.image.display()))?;
@@ -85,6 +93,43 @@ pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fills each object's `text` with what the OCR model reads inside its box, for instructions that
+/// name a text. Only then: reading costs a detection and a recognition pass per box. A missing default
+/// model is a warning (grounding goes on without text), a named one an error.
+fn read_text(
+    objects: &mut [Object],
+    img: &image::RgbImage,
+    name: &str,
+    threads: usize,
+) -> anyhow::Result<()> {
+    if name == "none" || objects.is_empty() {
+        return Ok(());
+    }
+    let opts = ReaderOptions {
+        threads,
+        ..ReaderOptions::default()
+    };
+    let reader = OcrManifest::find(name).and_then(|m| Reader::load(&m, &opts));
+    let mut reader = match reader {
+        Ok(r) => r,
+        Err(e) if name == lookout::ocr::DEFAULT_OCR_MODEL => {
+            log::warn!("no text read on the objects: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e).with_context(|| format!("--ocr {name}")),
+    };
+    for o in objects.iter_mut() {
+        let lines = reader
+            .read_in_box(img, &o.bbox)
+            .with_context(|| format!("reading the text on the {} box", o.label))?;
+        let text: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        if !text.is_empty() {
+            o.text = Some(text.join(" "));
+        }
+    }
+    Ok(())
 }
 
 /// A person target gets its mask (in source pixels) from the segmentation model. The model is only
