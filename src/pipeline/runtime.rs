@@ -89,6 +89,7 @@ impl Runtime {
         let store = match &cfg.store {
             Some(s) => {
                 let ingest = crate::store::Ingest::start(s)?;
+                handle.clips = ingest.clips();
                 notify(&format!(
                     "store: {} (max {} MB, {} days)",
                     s.path.display(),

@@ -421,6 +421,8 @@ impl Sink for StoreSink {
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {
+        // The run is ending: clips still in their post-roll are written with what they have.
+        self.ingest.finish_clips();
         if !self.ingest.sync(Duration::from_secs(10)) {
             log::warn!("store: not everything committed after 10 s");
         }

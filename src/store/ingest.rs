@@ -20,6 +20,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use image::RgbImage;
 use serde::Serialize;
 
+use super::clip::{ClipDone, ClipFormat, Clips};
 use super::db::{Put, Store};
 use super::record::{Kind, Record, ZoneVisit};
 use super::{Result, StoreError, MEDIA_DIR};
@@ -101,6 +102,8 @@ pub struct Ingest {
     tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    /// The clip recorder, with `clip_pre_s`/`clip_post_s`.
+    clips: Option<Arc<Clips>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -116,16 +119,22 @@ impl Ingest {
         let store = Store::open(&cfg.path, cfg.max_bytes, cfg.max_age_days)?;
         let (tx, rx) = bounded(QUEUE);
         let counters = Arc::new(Counters::default());
+        let nonce = format!(
+            "{:x}{:x}",
+            (crate::util::unix_now() * 1000.0) as u64,
+            std::process::id()
+        );
+        let clips = match cfg.clips() {
+            true => Some(Arc::new(Clips::start(cfg, ClipFormat::detect(), &nonce)?)),
+            false => None,
+        };
         let worker = Worker {
+            clips: clips.clone(),
             store,
             embedding_model: cfg.embedding_model.clone(),
             embedder: None,
             crops: cfg.crops,
-            nonce: format!(
-                "{:x}{:x}",
-                (crate::util::unix_now() * 1000.0) as u64,
-                std::process::id()
-            ),
+            nonce,
             live: HashMap::new(),
             frames: HashMap::new(),
             alerts: VecDeque::new(),
@@ -144,7 +153,20 @@ impl Ingest {
             tx: Some(tx),
             thread: Some(thread),
             counters,
+            clips,
         })
+    }
+
+    /// The clip recorder, for the frame loop's hooks (`None` without clips).
+    pub fn clips(&self) -> Option<Arc<Clips>> {
+        self.clips.clone()
+    }
+
+    /// Writes the clips still collecting (the run is ending) and waits for them.
+    pub fn finish_clips(&self) {
+        if let Some(c) = &self.clips {
+            c.finish();
+        }
     }
 
     /// Queues `m`: an alert waits for room, anything else is dropped (and counted) when the
@@ -199,6 +221,8 @@ impl From<&Counters> for IngestStats {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
+        // Clips first: the store thread's last pass records what they wrote.
+        self.finish_clips();
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -234,6 +258,7 @@ enum Owner {
 type HeldFrame = (u64, Arc<RgbImage>, Option<Box<dyn Send>>);
 
 struct Worker {
+    clips: Option<Arc<Clips>>,
     store: Store,
     embedding_model: String,
     embedder: Option<Embedder>,
@@ -280,6 +305,9 @@ impl Worker {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+            for d in self.clips.as_ref().map(|c| c.take_done()).unwrap_or_default() {
+                self.clip_done(d);
             }
             let due = last_commit.elapsed() >= COMMIT_EVERY;
             if urgent || !open || due || !waiting.is_empty() {
@@ -509,6 +537,7 @@ impl Worker {
         r.source_id = Some(a.id.clone());
         r.text = a.message.replace('\'', "");
         r.raw = serde_json::to_value(&a).ok();
+        r.clip = a.clip.clone();
         if self.alerts.len() >= RECENT_ALERTS {
             self.alerts.pop_front();
         }
@@ -530,12 +559,45 @@ impl Worker {
                 r.snapshot = Some(rel);
                 self.alerts[i].1 = r.clone();
                 let vector = self.embed(&r.text);
-                self.queue(r, vector.as_deref(), jpeg.len() as u64, Owner::Alert(i));
+                let media = jpeg.len() as u64 + r.clip_bytes;
+                self.queue(r, vector.as_deref(), media, Owner::Alert(i));
             }
             Err(e) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("store: {e}");
             }
+        }
+    }
+
+    /// A clip was written: the alerts sharing it name the file written (MJPEG when ffmpeg failed,
+    /// none when nothing could be written) and the newest of them is charged its bytes.
+    fn clip_done(&mut self, d: ClipDone) {
+        let sharing: Vec<usize> = (0..self.alerts.len())
+            .filter(|&i| d.alerts.contains(&self.alerts[i].0))
+            .collect();
+        if sharing.is_empty() {
+            log::warn!(
+                "store: clip {} finished after its alerts left memory; not charged",
+                d.named
+            );
+        }
+        let owner = sharing.last().copied();
+        for i in sharing {
+            let mut r = self.alerts[i].1.clone();
+            let moved = r.clip != d.written;
+            r.clip = d.written.clone();
+            if Some(i) == owner {
+                r.clip_bytes = d.bytes;
+            } else if !moved {
+                continue;
+            }
+            let snap = r.snapshot.as_ref().map_or(0, |p| {
+                std::fs::metadata(self.store.dir().join(p)).map_or(0, |m| m.len())
+            });
+            self.alerts[i].1 = r.clone();
+            let vector = self.embed(&r.text);
+            let media = snap + r.clip_bytes;
+            self.queue(r, vector.as_deref(), media, Owner::Alert(i));
         }
     }
 
@@ -814,7 +876,7 @@ fn write_media(
 }
 
 /// A name safe as one path component.
-fn safe(s: &str) -> String {
+pub(crate) fn safe(s: &str) -> String {
     let t: String = s
         .chars()
         .map(|c| {
