@@ -73,6 +73,8 @@ pub struct Handle {
     /// The store's clip recorder (`[store] clip_pre_s`/`clip_post_s`): the loop hands it each
     /// frame and names each alert's clip with it.
     pub clips: Option<Arc<crate::store::Clips>>,
+    /// Searches and summaries of the run's store (`cmd/search`, `/api/search`, `summary`).
+    pub recall: Option<Arc<crate::store::Recall>>,
 }
 
 /// How one call to [`run`] behaves beyond what the config says.

@@ -104,6 +104,9 @@ pub struct Ingest {
     counters: Arc<Counters>,
     /// The clip recorder, with `clip_pre_s`/`clip_post_s`.
     clips: Option<Arc<Clips>>,
+    /// The store the thread writes, shared with readers in this process.
+    store: Arc<Store>,
+    embedding_model: String,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -116,7 +119,7 @@ impl Ingest {
     /// Opens the store now (so a bad path fails the run before it starts) and starts its thread;
     /// the embedding model loads on that thread.
     pub fn start(cfg: &StoreConfig) -> Result<Ingest> {
-        let store = Store::open(&cfg.path, cfg.max_bytes, cfg.max_age_days)?;
+        let store = Arc::new(Store::open(&cfg.path, cfg.max_bytes, cfg.max_age_days)?);
         let (tx, rx) = bounded(QUEUE);
         let counters = Arc::new(Counters::default());
         let nonce = format!(
@@ -130,7 +133,7 @@ impl Ingest {
         };
         let worker = Worker {
             clips: clips.clone(),
-            store,
+            store: store.clone(),
             embedding_model: cfg.embedding_model.clone(),
             embedder: None,
             crops: cfg.crops,
@@ -154,7 +157,15 @@ impl Ingest {
             thread: Some(thread),
             counters,
             clips,
+            store,
+            embedding_model: cfg.embedding_model.clone(),
         })
+    }
+
+    /// Searches and summaries of this store for the running process (`cmd/search`,
+    /// `/api/search`, the `summary` topic).
+    pub fn recall(&self) -> super::Recall {
+        super::Recall::new(self.store.clone(), &self.embedding_model)
     }
 
     /// The clip recorder, for the frame loop's hooks (`None` without clips).
@@ -259,7 +270,7 @@ type HeldFrame = (u64, Arc<RgbImage>, Option<Box<dyn Send>>);
 
 struct Worker {
     clips: Option<Arc<Clips>>,
-    store: Store,
+    store: Arc<Store>,
     embedding_model: String,
     embedder: Option<Embedder>,
     crops: bool,

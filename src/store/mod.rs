@@ -10,6 +10,8 @@
 //! - [`query`]: a query's exact filters (colours, labels, zones, cameras, time words);
 //! - [`search`]: ranking stored items by the meaning of a query plus its filters;
 //! - [`summary`]: a short narrative with timestamps over a time window;
+//! - [`recall`]: the JSON of searches and summaries, for the CLI, MQTT, HTTP and the
+//!   `summary` topic;
 //! - [`clip`]: pre/post-roll video clips around alerts (MP4 through ffmpeg, else MJPEG).
 //!
 //! ## Why redb and not SQLite
@@ -30,6 +32,7 @@ pub mod clip;
 pub mod db;
 pub mod ingest;
 pub mod query;
+pub mod recall;
 pub mod record;
 pub mod search;
 pub mod summary;
@@ -40,6 +43,7 @@ pub use clip::{ClipDone, ClipFormat, Clips};
 pub use db::{Store, StoreStats};
 pub use ingest::{Incoming, Ingest, IngestStats};
 pub use query::{parse_since, ParsedQuery};
+pub use recall::{hits_json, Recall, SearchRequest};
 pub use record::{Kind, Record, ZoneVisit};
 pub use search::{search, Hit, SearchOptions};
 pub use summary::{summarise, Summary};
