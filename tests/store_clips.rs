@@ -34,7 +34,13 @@ fn run(dir: &Path, frames: u64, path: &str) -> (PathBuf, Vec<Value>, Vec<Value>)
     let events = dir.join("events.jsonl");
     common::succeed(
         common::lookout()
-            .args(["run", "--broker", "none", "--max-frames", &frames.to_string()])
+            .args([
+                "run",
+                "--broker",
+                "none",
+                "--max-frames",
+                &frames.to_string(),
+            ])
             .arg("--config")
             .arg(config(dir, &store))
             .arg("--events-out")
@@ -61,7 +67,10 @@ fn run(dir: &Path, frames: u64, path: &str) -> (PathBuf, Vec<Value>, Vec<Value>)
 
 /// Every alert names a clip that exists, and its store record names the same one.
 fn check_linked(store: &Path, alerts: &[Value], records: &[Value], ext: &str) -> Vec<PathBuf> {
-    assert!(!alerts.is_empty(), "the demo rules fire on the bundled clip");
+    assert!(
+        !alerts.is_empty(),
+        "the demo rules fire on the bundled clip"
+    );
     let mut clips = Vec::new();
     for a in alerts {
         let clip = a["clip"]
@@ -83,7 +92,10 @@ fn check_linked(store: &Path, alerts: &[Value], records: &[Value], ext: &str) ->
     for c in &clips {
         let charged = records
             .iter()
-            .filter(|r| r["clip_bytes"].as_u64().unwrap_or(0) > 0 && store.join(r["clip"].as_str().unwrap()) == *c)
+            .filter(|r| {
+                r["clip_bytes"].as_u64().unwrap_or(0) > 0
+                    && store.join(r["clip"].as_str().unwrap()) == *c
+            })
             .count();
         assert_eq!(charged, 1, "{}", c.display());
     }
@@ -94,11 +106,21 @@ fn check_linked(store: &Path, alerts: &[Value], records: &[Value], ext: &str) ->
 fn probe(file: &Path) -> Option<(String, u64)> {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=codec_name,nb_read_frames", "-of", "json"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "json",
+        ])
         .arg(file)
         .output()
         .ok()?;
-    assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &v["streams"][0];
     Some((
@@ -135,7 +157,10 @@ fn alerts_get_mp4_clips_through_ffmpeg_and_retention_deletes_them() {
     for c in &clips {
         assert!(!c.exists(), "{} survived retention", c.display());
     }
-    let left = lookout::store::Store::open_read(&store).unwrap().stats().unwrap();
+    let left = lookout::store::Store::open_read(&store)
+        .unwrap()
+        .stats()
+        .unwrap();
     assert_eq!(left.alerts, 0, "{left:?}");
 }
 
@@ -149,8 +174,16 @@ fn without_ffmpeg_clips_are_mjpeg() {
     let clips = check_linked(&store, &alerts, &records, ".mjpeg");
     for c in &clips {
         let bytes = std::fs::read(c).unwrap();
-        assert_eq!(&bytes[..3], &[0xFF, 0xD8, 0xFF], "{} starts with a JPEG", c.display());
-        let jpegs = bytes.windows(3).filter(|w| w == &[0xFF, 0xD8, 0xFF]).count();
+        assert_eq!(
+            &bytes[..3],
+            &[0xFF, 0xD8, 0xFF],
+            "{} starts with a JPEG",
+            c.display()
+        );
+        let jpegs = bytes
+            .windows(3)
+            .filter(|w| w == &[0xFF, 0xD8, 0xFF])
+            .count();
         assert!(jpegs >= 2, "{}: {jpegs} JPEGs", c.display());
         if have("ffprobe") {
             let (codec, frames) = probe(c).expect("ffprobe reads the clip");

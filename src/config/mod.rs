@@ -204,6 +204,9 @@ pub struct StoreConfig {
     /// (0 = off).
     #[serde(default)]
     pub summary_every_s: f64,
+    /// The window each periodic summary tells, seconds (0 = `summary_every_s`).
+    #[serde(default)]
+    pub summary_window_s: f64,
 }
 
 fn default_clip_fps() -> f64 {
@@ -240,6 +243,7 @@ impl StoreConfig {
             clip_fps: default_clip_fps(),
             clip_buffer_bytes: default_clip_buffer(),
             summary_every_s: 0.0,
+            summary_window_s: 0.0,
         }
     }
 
@@ -255,17 +259,32 @@ impl StoreConfig {
         for (k, x, hi) in [
             ("store.clip_pre_s", self.clip_pre_s, 60.0),
             ("store.clip_post_s", self.clip_post_s, 300.0),
-            ("store.summary_every_s", self.summary_every_s, 7.0 * 86_400.0),
+            (
+                "store.summary_every_s",
+                self.summary_every_s,
+                7.0 * 86_400.0,
+            ),
+            (
+                "store.summary_window_s",
+                self.summary_window_s,
+                30.0 * 86_400.0,
+            ),
         ] {
             if !range(x, 0.0, hi) {
                 v.push((k, format!("{x} must be 0..{hi}")));
             }
         }
         if !range(self.clip_fps, 0.5, 30.0) {
-            v.push(("store.clip_fps", format!("{} must be 0.5..30", self.clip_fps)));
+            v.push((
+                "store.clip_fps",
+                format!("{} must be 0.5..30", self.clip_fps),
+            ));
         }
         if self.clip_buffer_bytes < 1 << 20 {
-            let why = format!("{} must be at least 1048576 (1 MiB)", self.clip_buffer_bytes);
+            let why = format!(
+                "{} must be at least 1048576 (1 MiB)",
+                self.clip_buffer_bytes
+            );
             v.push(("store.clip_buffer_bytes", why));
         }
         v

@@ -99,9 +99,14 @@ impl MqttRuntime {
         announce(&mc, &publisher.handle(), &inventory)?;
         publish_rule_states(&publisher.handle(), cfg);
         let occupancy = Occupancy::start(publisher.handle(), handle.clone(), &inventory)?;
-        let every = cfg.store.as_ref().map_or(0.0, |s| s.summary_every_s);
+        let every = cfg
+            .store
+            .as_ref()
+            .map_or((0.0, 0.0), |s| (s.summary_every_s, s.summary_window_s));
         let summaries = match &handle.recall {
-            Some(r) if every > 0.0 => Some(SummaryTopic::start(publisher.handle(), r.clone(), every)?),
+            Some(r) if every.0 > 0.0 => {
+                Some(SummaryTopic::start(publisher.handle(), r.clone(), every)?)
+            }
             _ => None,
         };
         let commands = if mc.commands {
@@ -514,8 +519,8 @@ impl Occupancy {
     }
 }
 
-/// Publishes the store's summary of the last `every_s` seconds on `<prefix>/summary` every
-/// `every_s`, retained (a dashboard that connects later shows the latest narrative at once), as
+/// Publishes the store's summary of the last `summary_window_s` (default: `summary_every_s`)
+/// seconds on `<prefix>/summary` every `summary_every_s`, retained (a dashboard that connects later shows the latest narrative at once), as
 /// the envelope around `lookout summary --json`'s object. Its own thread; the first one goes out
 /// after one period.
 struct SummaryTopic {
@@ -524,10 +529,19 @@ struct SummaryTopic {
 }
 
 impl SummaryTopic {
-    fn start(p: PublisherHandle, r: Arc<crate::store::Recall>, every_s: f64) -> Result<SummaryTopic> {
+    /// `every`: (period, window), seconds; a window of 0 is the period.
+    fn start(
+        p: PublisherHandle,
+        r: Arc<crate::store::Recall>,
+        every: (f64, f64),
+    ) -> Result<SummaryTopic> {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let window = format!("{}s", every_s.ceil() as u64);
+        let every_s = every.0;
+        let window = format!(
+            "{}s",
+            if every.1 > 0.0 { every.1 } else { every.0 }.ceil() as u64
+        );
         let thread = std::thread::Builder::new()
             .name("mqtt-summary".into())
             .spawn(move || {
@@ -544,7 +558,13 @@ impl SummaryTopic {
                         Ok(body) => {
                             let env = crate::mqtt::Envelope::new(&ids, p.topics().device(), body);
                             let topic = p.topics().summary();
-                            let res = p.publish_with(MessageClass::Scene, topic, env.to_json(), Qos::AtLeastOnce, true);
+                            let res = p.publish_with(
+                                MessageClass::Scene,
+                                topic,
+                                env.to_json(),
+                                Qos::AtLeastOnce,
+                                true,
+                            );
                             if let Err(e) = res {
                                 log::warn!("mqtt: summary: {e}");
                             }
@@ -633,6 +653,16 @@ mod tests {
     use crate::geometry::BBox;
     use crate::scene::ZoneMembership;
     use crate::track::{TrackState, Velocity};
+
+    #[test]
+    fn a_run_without_a_store_says_so_to_search_and_summary() {
+        let c = Command::Summary(crate::mqtt::recall_args::SummaryArgs {
+            since: None,
+            camera: None,
+        });
+        let e = recall_reply(&Handle::default(), &c).unwrap_err();
+        assert!(e.contains("no event store") && e.contains("--store"), "{e}");
+    }
 
     fn track(id: u64, label: &str, state: TrackState) -> Track {
         Track {

@@ -217,7 +217,9 @@ impl Clips {
                 return;
             };
             let c = cams.entry(camera.to_string()).or_default();
-            if c.last_ts.is_some_and(|l| ts - l < self.min_gap_s && ts >= l) {
+            if c.last_ts
+                .is_some_and(|l| ts - l < self.min_gap_s && ts >= l)
+            {
                 return;
             }
             c.last_ts = Some(ts);
@@ -239,9 +241,11 @@ impl Clips {
         let mut cams = self.cams.lock().ok()?;
         let c = cams.entry(a.camera.clone()).or_default();
         let end = a.ts + self.post_s;
-        if let Some(o) = c.open.as_mut().filter(|o| {
-            a.ts <= o.end && end - o.start <= self.pre_s + self.post_s + MAX_EXTEND_S
-        }) {
+        if let Some(o) = c
+            .open
+            .as_mut()
+            .filter(|o| a.ts <= o.end && end - o.start <= self.pre_s + self.post_s + MAX_EXTEND_S)
+        {
             o.end = o.end.max(end);
             let m = Msg::Extend {
                 rel: o.rel.clone(),
@@ -421,7 +425,13 @@ impl Recorder {
     }
 
     fn start(&mut self, camera: String, rel: String, alert: String, start: f64, end: f64) {
-        if self.collecting.iter().filter(|c| c.camera == camera).count() >= MAX_COLLECTING {
+        if self
+            .collecting
+            .iter()
+            .filter(|c| c.camera == camera)
+            .count()
+            >= MAX_COLLECTING
+        {
             log::warn!("clips: {camera}: {MAX_COLLECTING} clips already being collected; none for alert {alert}");
             self.report(ClipDone {
                 camera,
@@ -436,7 +446,13 @@ impl Recorder {
         let frames: Vec<Jpeg> = self
             .rings
             .get(&camera)
-            .map(|r| r.frames.iter().filter(|(t, _)| *t >= start).cloned().collect())
+            .map(|r| {
+                r.frames
+                    .iter()
+                    .filter(|(t, _)| *t >= start)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         let bytes = frames.iter().map(|(_, j)| j.len() as u64).sum();
         self.collecting.push(Collecting {
@@ -595,9 +611,18 @@ fn rate(frames: &[Jpeg]) -> f64 {
 fn write_mp4(path: &Path, frames: &[Jpeg], codec: &str) -> Result<u64, String> {
     let tmp = temporary(path)?;
     let mut child = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "image2pipe"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "image2pipe",
+        ])
         .args(["-framerate", &format!("{:.3}", rate(frames))])
-        .args(["-c:v", "mjpeg", "-i", "-", "-c:v", codec, "-pix_fmt", "yuv420p"])
+        .args([
+            "-c:v", "mjpeg", "-i", "-", "-c:v", codec, "-pix_fmt", "yuv420p",
+        ])
         // Even sizes (yuv420p needs them) and a quick preset: a Pi writes clips beside detection.
         .args(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-threads", "2"])
         .args(if codec == "libx264" {
@@ -709,7 +734,11 @@ mod tests {
         // Noise does not compress: each frame is tens of kilobytes.
         let mut img = RgbImage::new(160, 120);
         for (i, p) in img.pixels_mut().enumerate() {
-            *p = image::Rgb([(i * 7919 % 251) as u8, (i * 31 % 253) as u8, (i % 256) as u8]);
+            *p = image::Rgb([
+                (i * 7919 % 251) as u8,
+                (i * 31 % 253) as u8,
+                (i % 256) as u8,
+            ]);
         }
         let img = Arc::new(img);
         for i in 0..200 {

@@ -317,7 +317,12 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
-            for d in self.clips.as_ref().map(|c| c.take_done()).unwrap_or_default() {
+            for d in self
+                .clips
+                .as_ref()
+                .map(|c| c.take_done())
+                .unwrap_or_default()
+            {
                 self.clip_done(d);
             }
             let due = last_commit.elapsed() >= COMMIT_EVERY;
