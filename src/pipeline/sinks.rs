@@ -375,12 +375,17 @@ impl Sink for WebSink {
 /// ([`crate::store::Ingest`]); an alert is committed before this returns (as the MQTT sink puts
 /// it in the spool), everything else is queued and may be dropped when the store is behind.
 pub struct StoreSink {
-    ingest: crate::store::Ingest,
+    ingest: Arc<crate::store::Ingest>,
     camera: String,
 }
 
 impl StoreSink {
     pub fn new(ingest: crate::store::Ingest, camera: &str) -> Self {
+        Self::shared(Arc::new(ingest), camera)
+    }
+
+    /// One of several cameras' sinks feeding one store thread.
+    pub fn shared(ingest: Arc<crate::store::Ingest>, camera: &str) -> Self {
         StoreSink {
             ingest,
             camera: camera.to_string(),

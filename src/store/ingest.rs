@@ -260,7 +260,9 @@ struct Live {
 /// Who a queued write belongs to, so its key can be copied back after the commit.
 enum Owner {
     Live(String, u64),
-    Alert(usize),
+    /// By camera and alert id (ids repeat across cameras): a position in the recent alerts
+    /// would shift as older ones leave.
+    Alert(String, String),
     Scene(String),
     Other,
 }
@@ -366,7 +368,11 @@ impl Worker {
                 image,
                 hold,
             } => {
-                self.frames.insert(camera, (frame_id, image, hold));
+                // Kept (one per camera) without its in-flight count: with several cameras the
+                // frames kept here would otherwise hold every in-flight slot, and no new frame
+                // (and so no crop) would reach the store.
+                drop(hold);
+                self.frames.insert(camera, (frame_id, image, None));
                 false
             }
             Incoming::Event(e) => {
@@ -559,12 +565,15 @@ impl Worker {
         }
         let vector = self.embed(&r.text);
         self.alerts.push_back((a.id.clone(), r.clone()));
-        let at = self.alerts.len() - 1;
-        self.queue(r, vector.as_deref(), 0, Owner::Alert(at));
+        self.queue(r, vector.as_deref(), 0, Owner::Alert(a.camera, a.id));
     }
 
     fn snapshot(&mut self, camera: &str, alert_id: &str, jpeg: &[u8]) {
-        let Some(i) = self.alerts.iter().position(|(id, _)| id == alert_id) else {
+        let Some(i) = self
+            .alerts
+            .iter()
+            .position(|(id, r)| id == alert_id && r.camera == camera)
+        else {
             return;
         };
         let media = self.store.dir().join(MEDIA_DIR);
@@ -576,7 +585,8 @@ impl Worker {
                 self.alerts[i].1 = r.clone();
                 let vector = self.embed(&r.text);
                 let media = jpeg.len() as u64 + r.clip_bytes;
-                self.queue(r, vector.as_deref(), media, Owner::Alert(i));
+                let owner = Owner::Alert(camera.into(), alert_id.into());
+                self.queue(r, vector.as_deref(), media, owner);
             }
             Err(e) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -589,7 +599,9 @@ impl Worker {
     /// none when nothing could be written) and the newest of them is charged its bytes.
     fn clip_done(&mut self, d: ClipDone) {
         let sharing: Vec<usize> = (0..self.alerts.len())
-            .filter(|&i| d.alerts.contains(&self.alerts[i].0))
+            .filter(|&i| {
+                d.alerts.contains(&self.alerts[i].0) && self.alerts[i].1.camera == d.camera
+            })
             .collect();
         if sharing.is_empty() {
             log::warn!(
@@ -613,7 +625,8 @@ impl Worker {
             self.alerts[i].1 = r.clone();
             let vector = self.embed(&r.text);
             let media = snap + r.clip_bytes;
-            self.queue(r, vector.as_deref(), media, Owner::Alert(i));
+            let owner = Owner::Alert(d.camera.clone(), self.alerts[i].0.clone());
+            self.queue(r, vector.as_deref(), media, owner);
         }
     }
 
@@ -714,7 +727,24 @@ impl Worker {
         if self.pending.is_empty() {
             return;
         }
-        let (mut puts, owners): (Vec<Put>, Vec<Owner>) = self.pending.drain(..).unzip();
+        // A record queued again before its first commit (an alert, then its snapshot; a
+        // description, then its repeat) has no key yet: written twice it would become two
+        // records, so only the last state queued is written.
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<(Put, Owner)> = Vec::with_capacity(self.pending.len());
+        for (p, o) in self.pending.drain(..).rev() {
+            let same = match &o {
+                Owner::Alert(cam, id) => Some(format!("a:{cam}:{id}")),
+                Owner::Scene(cam) => Some(format!("s:{cam}:{}", p.record.ts)),
+                _ => None,
+            };
+            if p.record.key == 0 && same.is_some_and(|k| !seen.insert(k)) {
+                continue;
+            }
+            kept.push((p, o));
+        }
+        kept.reverse();
+        let (mut puts, owners): (Vec<Put>, Vec<Owner>) = kept.into_iter().unzip();
         match self.store.put(&mut puts) {
             Ok(keys) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -728,8 +758,12 @@ impl Worker {
                                 l.rec.key = key;
                             }
                         }
-                        Owner::Alert(i) => {
-                            if let Some(a) = self.alerts.get_mut(i) {
+                        Owner::Alert(cam, id) => {
+                            let a = self
+                                .alerts
+                                .iter_mut()
+                                .find(|a| a.0 == id && a.1.camera == cam);
+                            if let Some(a) = a {
                                 a.1.key = key;
                             }
                         }
