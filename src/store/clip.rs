@@ -4,9 +4,10 @@
 //! in) where `ffmpeg` is on the PATH, else as MJPEG (the JPEGs concatenated, `.mjpeg`, which
 //! ffmpeg, VLC and browsers' `<img>` read).
 //!
-//! Nothing here runs in the frame loop but two cheap calls: [`Clips::frame`] hands the frame's
-//! `Arc` to the recorder thread (dropped when that thread is behind) and [`Clips::alert`] names
-//! the clip at once, so the alert is published without waiting; the recorder encodes frames,
+//! Nothing here runs in the frame loop but two cheap calls that never block: [`Clips::frame`]
+//! hands the frame's `Arc` to the recorder thread (left out when that thread is behind) and
+//! [`Clips::alert`] names the clip at once (no clip when 64 alerts are already waiting), so the
+//! alert is published without waiting; the recorder encodes frames,
 //! keeps the ring and collects the post-roll, and a writer thread runs ffmpeg. What was written
 //! goes back to the store thread ([`Clips::take_done`]), which charges the clip's bytes to the
 //! alert record so retention bounds clips with everything else.
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use image::RgbImage;
 
 use super::{StoreError, MEDIA_DIR};
@@ -35,6 +36,9 @@ use crate::scene::Alert;
 
 /// Frames waiting for the recorder thread; beyond this a frame is left out of the ring.
 const FRAME_QUEUE: usize = 4;
+/// Alerts (clip starts and extensions) waiting for the recorder; beyond this an alert gets no
+/// clip rather than wait.
+const CONTROL_QUEUE: usize = 64;
 /// Clips waiting for the writer thread.
 const WRITE_QUEUE: usize = 4;
 /// Clips being collected per camera at most; an alert beyond this gets no clip.
@@ -134,7 +138,8 @@ struct CamState {
 
 /// The clip recorder of one store: shared by the frame loop (its two hooks) and the store thread.
 pub struct Clips {
-    tx: Mutex<Option<Sender<Msg>>>,
+    /// (frames, alerts): two queues, so an alert never waits behind frames being encoded.
+    tx: Mutex<Option<(Sender<Msg>, Sender<Msg>)>>,
     pre_s: f64,
     post_s: f64,
     min_gap_s: f64,
@@ -157,6 +162,7 @@ impl Clips {
     /// Starts the recorder and writer threads for the store in `cfg.path`, writing `format`.
     pub fn start(cfg: &StoreConfig, format: ClipFormat, nonce: &str) -> super::Result<Clips> {
         let (tx, rx) = bounded(FRAME_QUEUE);
+        let (ctx, crx) = bounded(CONTROL_QUEUE);
         let (wtx, wrx) = bounded::<Finished>(WRITE_QUEUE);
         let done = Arc::new(Mutex::new(Vec::new()));
         let spawn_err = |e: std::io::Error| StoreError::Io {
@@ -174,7 +180,7 @@ impl Clips {
         };
         let r = std::thread::Builder::new()
             .name("clips".into())
-            .spawn(move || recorder.run(rx))
+            .spawn(move || recorder.run(rx, crx))
             .map_err(spawn_err)?;
         let (dir, done_w) = (cfg.path.clone(), done.clone());
         let w = std::thread::Builder::new()
@@ -189,7 +195,7 @@ impl Clips {
             })
             .map_err(spawn_err)?;
         Ok(Clips {
-            tx: Mutex::new(Some(tx)),
+            tx: Mutex::new(Some((tx, ctx))),
             pre_s: cfg.clip_pre_s,
             post_s: cfg.clip_post_s,
             min_gap_s: 0.95 / cfg.clip_fps.max(0.01),
@@ -205,7 +211,7 @@ impl Clips {
         self.format
     }
 
-    fn sender(&self) -> Option<Sender<Msg>> {
+    fn senders(&self) -> Option<(Sender<Msg>, Sender<Msg>)> {
         self.tx.lock().ok()?.clone()
     }
 
@@ -224,7 +230,7 @@ impl Clips {
             }
             c.last_ts = Some(ts);
         }
-        if let Some(tx) = self.sender() {
+        if let Some((tx, _)) = self.senders() {
             let _ = tx.try_send(Msg::Frame {
                 camera: camera.to_string(),
                 ts,
@@ -237,7 +243,7 @@ impl Clips {
     /// will have, at once; the clip is written after the post-roll. `None` when the recorder
     /// has stopped.
     pub fn alert(&self, a: &Alert) -> Option<String> {
-        let tx = self.sender()?;
+        let (_, tx) = self.senders()?;
         let mut cams = self.cams.lock().ok()?;
         let c = cams.entry(a.camera.clone()).or_default();
         let end = a.ts + self.post_s;
@@ -252,7 +258,7 @@ impl Clips {
                 alert: a.id.clone(),
                 end: o.end,
             };
-            tx.send_timeout(m, Duration::from_secs(1)).ok()?;
+            tx.try_send(m).ok()?;
             return Some(o.rel.clone());
         }
         let rel = format!(
@@ -270,7 +276,7 @@ impl Clips {
             start,
             end,
         };
-        tx.send_timeout(m, Duration::from_secs(1)).ok()?;
+        tx.try_send(m).ok()?;
         c.open = Some(OpenClip {
             rel: rel.clone(),
             start,
@@ -347,31 +353,54 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn run(mut self, rx: Receiver<Msg>) {
+    /// Frames and alerts arrive on two queues; their order does not matter, since a clip takes
+    /// the frames whose times fall in its window, from the ring or as they come.
+    fn run(mut self, frames: Receiver<Msg>, alerts: Receiver<Msg>) {
         loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(Msg::Frame { camera, ts, image }) => self.frame(&camera, ts, &image),
-                Ok(Msg::Start {
-                    camera,
-                    rel,
-                    alert,
-                    start,
-                    end,
-                }) => self.start(camera, rel, alert, start, end),
-                Ok(Msg::Extend { rel, alert, end }) => {
-                    if let Some(c) = self.collecting.iter_mut().find(|c| c.rel == rel) {
-                        c.end = c.end.max(end);
-                        c.alerts.push(alert);
-                    }
+            let m = crossbeam_channel::select! {
+                recv(alerts) -> m => m,
+                recv(frames) -> m => m,
+                default(Duration::from_secs(1)) => {
+                    self.close_stalled();
+                    continue;
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            match m {
+                Ok(m) => self.take(m),
+                Err(_) => break,
             }
-            // A camera that went quiet: its clips are written with what they have.
-            let stall = Duration::from_secs_f64(self.post_s) + STALL;
-            self.close(|c| c.last_frame.elapsed() > stall);
+            self.close_stalled();
+        }
+        // Stopping: alerts still queued are taken, then every clip is written.
+        for m in alerts.try_iter() {
+            self.take(m);
         }
         self.close(|_| true);
+    }
+
+    /// A camera that went quiet: its clips are written with what they have.
+    fn close_stalled(&mut self) {
+        let stall = Duration::from_secs_f64(self.post_s) + STALL;
+        self.close(|c| c.last_frame.elapsed() > stall);
+    }
+
+    fn take(&mut self, m: Msg) {
+        match m {
+            Msg::Frame { camera, ts, image } => self.frame(&camera, ts, &image),
+            Msg::Start {
+                camera,
+                rel,
+                alert,
+                start,
+                end,
+            } => self.start(camera, rel, alert, start, end),
+            Msg::Extend { rel, alert, end } => {
+                if let Some(c) = self.collecting.iter_mut().find(|c| c.rel == rel) {
+                    c.end = c.end.max(end);
+                    c.alerts.push(alert);
+                }
+            }
+        }
     }
 
     fn frame(&mut self, camera: &str, ts: f64, image: &RgbImage) {
