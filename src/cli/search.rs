@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use lookout::embed::{Embedder, EmbeddingManifest};
-use lookout::store::{search, Kind, SearchOptions};
+use lookout::store::{hits_json, search, Kind, SearchOptions};
 
 use super::events::{line, open, since, StoreArgs};
 
@@ -63,25 +63,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     };
     let (parsed, hits) = search(&store, &a.query, embedder.as_mut(), &opts)?;
     if a.json {
-        let hits: Vec<serde_json::Value> = hits
-            .iter()
-            .map(|h| {
-                let mut r = h.record.clone();
-                r.raw = None;
-                serde_json::json!({
-                    "score": h.score,
-                    "similarity": h.similarity,
-                    "why": h.why,
-                    "crop_path": r.crop.as_ref().map(|p| store.dir().join(p)),
-                    "snapshot_path": r.snapshot.as_ref().map(|p| store.dir().join(p)),
-                    "record": r,
-                })
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "query": a.query, "parsed": parsed, "hits": hits })
-        );
+        println!("{}", hits_json(&store, &a.query, &parsed, &hits));
         return Ok(ExitCode::SUCCESS);
     }
     if hits.is_empty() {

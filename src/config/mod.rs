@@ -227,6 +227,32 @@ pub struct StoreConfig {
     /// Keep the best crop and a snapshot per tracked object.
     #[serde(default = "yes")]
     pub crops: bool,
+    /// Seconds of video kept before each alert in its clip (0 with `clip_post_s` 0: no clips).
+    #[serde(default)]
+    pub clip_pre_s: f64,
+    /// Seconds of video kept after each alert (an alert during a clip extends it).
+    #[serde(default)]
+    pub clip_post_s: f64,
+    /// Frames per second kept in clips (at most the camera's).
+    #[serde(default = "default_clip_fps")]
+    pub clip_fps: f64,
+    /// Memory bound per camera for the pre-roll ring plus the clips being collected, bytes.
+    #[serde(default = "default_clip_buffer")]
+    pub clip_buffer_bytes: u64,
+    /// Publish a summary of the last this-many seconds on `<prefix>/summary` every as often
+    /// (0 = off).
+    #[serde(default)]
+    pub summary_every_s: f64,
+    /// The window each periodic summary tells, seconds (0 = `summary_every_s`).
+    #[serde(default)]
+    pub summary_window_s: f64,
+}
+
+fn default_clip_fps() -> f64 {
+    5.0
+}
+fn default_clip_buffer() -> u64 {
+    32 << 20
 }
 
 fn default_store_path() -> PathBuf {
@@ -251,7 +277,56 @@ impl StoreConfig {
             max_age_days: default_store_age(),
             embedding_model: default_store_embedding(),
             crops: true,
+            clip_pre_s: 0.0,
+            clip_post_s: 0.0,
+            clip_fps: default_clip_fps(),
+            clip_buffer_bytes: default_clip_buffer(),
+            summary_every_s: 0.0,
+            summary_window_s: 0.0,
         }
+    }
+
+    /// Whether alerts get clips.
+    pub fn clips(&self) -> bool {
+        self.clip_pre_s > 0.0 || self.clip_post_s > 0.0
+    }
+
+    /// The clip and summary keys that are out of range, as (key, why).
+    pub fn clip_problems(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        let range = |x: f64, lo: f64, hi: f64| x.is_finite() && (lo..=hi).contains(&x);
+        for (k, x, hi) in [
+            ("store.clip_pre_s", self.clip_pre_s, 60.0),
+            ("store.clip_post_s", self.clip_post_s, 300.0),
+            (
+                "store.summary_every_s",
+                self.summary_every_s,
+                7.0 * 86_400.0,
+            ),
+            (
+                "store.summary_window_s",
+                self.summary_window_s,
+                30.0 * 86_400.0,
+            ),
+        ] {
+            if !range(x, 0.0, hi) {
+                v.push((k, format!("{x} must be 0..{hi}")));
+            }
+        }
+        if !range(self.clip_fps, 0.5, 30.0) {
+            v.push((
+                "store.clip_fps",
+                format!("{} must be 0.5..30", self.clip_fps),
+            ));
+        }
+        if self.clip_buffer_bytes < 1 << 20 {
+            let why = format!(
+                "{} must be at least 1048576 (1 MiB)",
+                self.clip_buffer_bytes
+            );
+            v.push(("store.clip_buffer_bytes", why));
+        }
+        v
     }
 }
 
@@ -858,6 +933,9 @@ impl Config {
             }
             if st.path.as_os_str().is_empty() {
                 issues.push("store.path", "must name a folder");
+            }
+            for (k, why) in st.clip_problems() {
+                issues.push(k, why);
             }
         }
         match self.mqtt_config() {

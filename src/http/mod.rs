@@ -1,6 +1,7 @@
 //! The live web view and Prometheus endpoint of a run: a page with the annotated stream, the
 //! rules' zones and lines, the last alerts and scene text and a zone/line editor, beside
-//! `/api/status`, `/api/events`, `/api/snapshot/<camera>.jpg`, `/stream.mjpg` and `/metrics`.
+//! `/api/status`, `/api/events`, `/api/snapshot/<camera>.jpg`, `/stream.mjpg` and `/metrics`,
+//! and with an event store `/api/search` and `/api/summary` ([`recall`]).
 //!
 //! [`state`] holds what is shown (fed by the pipeline through `pipeline::WebSink` and a per-frame
 //! hook; this room never imports the pipeline), [`server`] runs the connections and routes,
@@ -22,11 +23,13 @@
 //! after 10 s, rings of recent records of fixed length, and no request bodies read at all.
 
 pub mod metrics;
+pub mod recall;
 pub mod server;
 pub mod state;
 pub mod wire;
 
 pub use metrics::{Metrics, StageSample, Totals};
+pub use recall::{RecallFn, RecallQuery};
 pub use server::{HttpServer, ServerOptions};
 pub use state::{MqttProbe, Overlay, Shape, WebOptions, WebState};
 

@@ -290,6 +290,11 @@ fn answer(req: &Request, conn: &mut TcpStream, ctx: &Arc<Ctx>) -> std::io::Resul
             };
             Answer::new(200, ct, st.metrics_text(om).as_bytes()).send(conn, head_only)
         }
+        "/api/search" | "/api/summary" => {
+            let get = |k: &str| query_value(query, k);
+            let (code, body) = super::recall::answer(&req.path, get, st.recall());
+            Answer::new(code, "application/json", &json(body)).send(conn, head_only)
+        }
         // Only HEAD gets here (a GET becomes a stream in `serve`).
         "/stream.mjpg" => Answer::new(200, &stream_type(), b"").send(conn, true),
         p => match p

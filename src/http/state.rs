@@ -118,6 +118,7 @@ pub struct WebState {
     recent: Mutex<Recent>,
     metrics: Metrics,
     mqtt: Mutex<Option<MqttProbe>>,
+    recall: Mutex<Option<super::RecallFn>>,
     pub(super) streams: AtomicUsize,
     /// Set when the run ends, so open streams finish.
     closed: AtomicBool,
@@ -140,6 +141,7 @@ impl WebState {
             encoded: Mutex::new(None),
             recent: Mutex::new(Recent::default()),
             mqtt: Mutex::new(None),
+            recall: Mutex::new(None),
             streams: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         })
@@ -158,6 +160,18 @@ impl WebState {
         if let Ok(mut m) = self.mqtt.lock() {
             *m = Some(probe);
         }
+    }
+
+    /// Who answers `/api/search` and `/api/summary`, when the run keeps a store.
+    pub fn set_recall(&self, f: super::RecallFn) {
+        if let Ok(mut r) = self.recall.lock() {
+            *r = Some(f);
+        }
+    }
+
+    /// The store's answerer (cloned out, so a slow search holds no lock).
+    pub fn recall(&self) -> Option<super::RecallFn> {
+        self.recall.lock().ok().and_then(|r| r.clone())
     }
 
     /// The frame loop finished a frame: keep it as the newest (cheap: an `Arc` and the tracks)

@@ -61,16 +61,22 @@ pub enum Command {
     RulesDisable { name: String },
     /// `cmd/ping {}` — answered by the command server itself.
     Ping,
+    /// `cmd/search {"query": …, "since"?, "limit"?, "camera"?}`: the event store, searched.
+    Search(super::recall_args::SearchArgs),
+    /// `cmd/summary {"since"?, "camera"?}`: the event store's narrative of a window.
+    Summary(super::recall_args::SummaryArgs),
 }
 
 /// Command names as they appear in topics.
-pub const COMMAND_NAMES: [&str; 6] = [
+pub const COMMAND_NAMES: [&str; 8] = [
     "ground",
     "snapshot",
     "describe",
     "rules/enable",
     "rules/disable",
     "ping",
+    "search",
+    "summary",
 ];
 
 impl Command {
@@ -82,6 +88,8 @@ impl Command {
             Command::RulesEnable { .. } => "rules/enable",
             Command::RulesDisable { .. } => "rules/disable",
             Command::Ping => "ping",
+            Command::Search(_) => "search",
+            Command::Summary(_) => "summary",
         }
     }
 
@@ -320,6 +328,8 @@ pub fn parse_command(
             let _: NoArgs = args_of(args).map_err(&fail)?;
             Command::Ping
         }
+        "search" => super::recall_args::search(args).map_err(&fail)?,
+        "summary" => super::recall_args::summary(args).map_err(&fail)?,
         other => {
             return Err(fail(format!(
                 "unknown command {other:?} (known: {})",

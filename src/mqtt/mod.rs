@@ -6,7 +6,8 @@
 //! - [`publisher`]: the connection that drains the spool, keeps the status and receives commands;
 //! - [`stats`]: the publisher's counters and the `stats` payload;
 //! - [`MqttError`]: what can go wrong, by kind;
-//! - [`commands`]: parsing, validation and dispatch of `cmd/*`, replies on `reply/*`;
+//! - [`commands`]: parsing, validation and dispatch of `cmd/*`, replies on `reply/*`
+//!   ([`recall_args`]: the arguments of `cmd/search` and `cmd/summary`);
 //! - [`broker`]: an embedded broker (rumqttd);
 //! - [`discovery`]: Home Assistant MQTT discovery configs and their clean-up;
 //! - [`watch`]: a terminal subscriber for people.
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod discovery;
 mod error;
 pub mod publisher;
+pub mod recall_args;
 pub mod spool;
 pub mod stats;
 pub mod topics;

@@ -309,6 +309,10 @@ impl Topics {
     pub fn stats(&self) -> String {
         format!("{}/stats", self.prefix)
     }
+    /// Retained narrative of the last `[store] summary_every_s` seconds.
+    pub fn summary(&self) -> String {
+        format!("{}/summary", self.prefix)
+    }
     /// Retained JPEG bytes of one camera.
     pub fn snapshot(&self, camera: &str) -> Result<String> {
         validate_segment("camera", camera)?;

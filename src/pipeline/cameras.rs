@@ -70,6 +70,8 @@ pub fn open(
             } else {
                 Handle {
                     stop: first.stop.clone(),
+                    clips: first.clips.clone(),
+                    recall: first.recall.clone(),
                     ..Handle::default()
                 }
             };

@@ -158,6 +158,7 @@ impl<'a> HealthWatch<'a> {
             verification: None,
             // No frame to show: the camera is what is missing.
             snapshot: None,
+            clip: None,
         }
     }
 }

@@ -75,6 +75,11 @@ pub struct Handle {
     pub vlm: Arc<Mutex<Option<VlmHandle>>>,
     /// The web view's state when `[http]` serves one: the loop leaves each frame there.
     pub web: Option<Arc<crate::http::WebState>>,
+    /// The store's clip recorder (`[store] clip_pre_s`/`clip_post_s`): the loop hands it each
+    /// frame and names each alert's clip with it.
+    pub clips: Option<Arc<crate::store::Clips>>,
+    /// Searches and summaries of the run's store (`cmd/search`, `/api/search`, `summary`).
+    pub recall: Option<Arc<crate::store::Recall>>,
 }
 
 /// How one call to [`run`] behaves beyond what the config says.
@@ -510,6 +515,9 @@ fn scene_loop(
             saw_new |= ev.kind == EventType::New;
             send(Output::Event(ev), false);
         }
+        if let Some(c) = &handle.clips {
+            c.frame(&camera, r.ts, &outbound);
+        }
         let frame = || VlmFrame {
             frame_id: r.frame_id,
             ts: r.ts,
@@ -517,6 +525,7 @@ fn scene_loop(
         };
         for mut a in alerts {
             n_alerts += 1;
+            a.clip = handle.clips.as_ref().and_then(|c| c.alert(&a));
             let snap = snapshot(&outbound, &tracks, &a, &camera);
             if let Some(s) = &snap {
                 a.snapshot = Some(s.topic());

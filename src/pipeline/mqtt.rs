@@ -51,6 +51,8 @@ pub struct MqttRuntime {
     pub publisher: Publisher,
     commands: Option<CommandServer>,
     occupancy: Option<Occupancy>,
+    /// `summary` every `[store] summary_every_s`, when set.
+    summaries: Option<SummaryTopic>,
     // Dropped last: the publisher drains into it on the way out.
     _broker: Option<EmbeddedBroker>,
 }
@@ -101,6 +103,16 @@ impl MqttRuntime {
         publish_rule_states(&publisher.handle(), cfg);
         let handles = cameras.iter().map(|(_, h)| h.clone()).collect();
         let occupancy = Occupancy::start(publisher.handle(), handles, &inventory)?;
+        let every = cfg
+            .store
+            .as_ref()
+            .map_or((0.0, 0.0), |s| (s.summary_every_s, s.summary_window_s));
+        let summaries = match &handle.recall {
+            Some(r) if every.0 > 0.0 => {
+                Some(SummaryTopic::start(publisher.handle(), r.clone(), every)?)
+            }
+            _ => None,
+        };
         let commands = if mc.commands {
             let handler = PipelineCommands {
                 handle: handle.clone(),
@@ -133,6 +145,7 @@ impl MqttRuntime {
             publisher,
             commands,
             occupancy: Some(occupancy),
+            summaries,
             _broker: embedded,
         }))
     }
@@ -142,6 +155,9 @@ impl MqttRuntime {
     pub fn stop(mut self, notify: &mut dyn FnMut(&str)) {
         if let Some(o) = self.occupancy.take() {
             o.stop();
+        }
+        if let Some(s) = self.summaries.take() {
+            s.stop();
         }
         if !self.publisher.flush(Duration::from_secs(5)) {
             notify("mqtt: not everything was acknowledged yet; it stays in the spool for the next start");
@@ -422,8 +438,32 @@ impl CommandHandler for PipelineCommands {
                 }
             }
             Command::Ping => responder.ok(serde_json::json!({ "pong": true })),
+            Command::Search(_) | Command::Summary(_) => {
+                match recall_reply(&self.handle, &request.command) {
+                    Ok(v) => responder.ok(v),
+                    Err(e) => responder.err(e),
+                }
+            }
         }
     }
+}
+
+/// `cmd/search` and `cmd/summary`: the same JSON as `lookout search --json` / `summary --json`.
+fn recall_reply(handle: &Handle, c: &Command) -> std::result::Result<Value, String> {
+    let Some(recall) = handle.recall.as_ref() else {
+        return Err("this run keeps no event store (start it with [store] or --store)".into());
+    };
+    match c {
+        Command::Search(a) => recall.search(&crate::store::SearchRequest {
+            query: a.query.clone(),
+            since: a.since.clone(),
+            camera: a.camera.clone(),
+            limit: a.limit.unwrap_or(0),
+        }),
+        Command::Summary(a) => recall.summary(a.since.as_deref(), a.camera.as_deref()),
+        _ => return Err("not a store command".into()),
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// What Home Assistant gets entities for, from this run's config: the camera, the zones (zone
@@ -571,6 +611,75 @@ impl Occupancy {
     }
 }
 
+/// Publishes the store's summary of the last `summary_window_s` (default: `summary_every_s`)
+/// seconds on `<prefix>/summary` every `summary_every_s`, retained (a dashboard that connects later shows the latest narrative at once), as
+/// the envelope around `lookout summary --json`'s object. Its own thread; the first one goes out
+/// after one period.
+struct SummaryTopic {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SummaryTopic {
+    /// `every`: (period, window), seconds; a window of 0 is the period.
+    fn start(
+        p: PublisherHandle,
+        r: Arc<crate::store::Recall>,
+        every: (f64, f64),
+    ) -> Result<SummaryTopic> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let every_s = every.0;
+        let window = format!(
+            "{}s",
+            if every.1 > 0.0 { every.1 } else { every.0 }.ceil() as u64
+        );
+        let thread = std::thread::Builder::new()
+            .name("mqtt-summary".into())
+            .spawn(move || {
+                let ids = crate::mqtt::topics::IdGen::new();
+                let period = Duration::from_secs_f64(every_s);
+                let mut last = std::time::Instant::now();
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100).min(period));
+                    if last.elapsed() < period {
+                        continue;
+                    }
+                    last = std::time::Instant::now();
+                    match r.summary(Some(&window), None) {
+                        Ok(body) => {
+                            let env = crate::mqtt::Envelope::new(&ids, p.topics().device(), body);
+                            let topic = p.topics().summary();
+                            let res = p.publish_with(
+                                MessageClass::Scene,
+                                topic,
+                                env.to_json(),
+                                Qos::AtLeastOnce,
+                                true,
+                            );
+                            if let Err(e) = res {
+                                log::warn!("mqtt: summary: {e}");
+                            }
+                        }
+                        Err(e) => log::warn!("store: summary: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| Error::Other(format!("spawn mqtt-summary: {e}")))?;
+        Ok(SummaryTopic {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Topic → count for every zone and label, from the tracks the rules see (confirmed and lost:
 /// a track missed for a frame or two is still there).
 fn object_counts(
@@ -636,6 +745,16 @@ mod tests {
     use crate::geometry::BBox;
     use crate::scene::ZoneMembership;
     use crate::track::{TrackState, Velocity};
+
+    #[test]
+    fn a_run_without_a_store_says_so_to_search_and_summary() {
+        let c = Command::Summary(crate::mqtt::recall_args::SummaryArgs {
+            since: None,
+            camera: None,
+        });
+        let e = recall_reply(&Handle::default(), &c).unwrap_err();
+        assert!(e.contains("no event store") && e.contains("--store"), "{e}");
+    }
 
     fn track(id: u64, label: &str, state: TrackState) -> Track {
         Track {

@@ -67,6 +67,27 @@ impl Runtime {
             spool,
         } = settings;
         let uri = cfg.source();
+        // The store before the cameras and MQTT: every camera's loop hands frames to its clip
+        // recorder, and commands and the `summary` topic answer from it.
+        let store = match &cfg.store {
+            Some(s) => {
+                let ingest = crate::store::Ingest::start(s)?;
+                handle.clips = ingest.clips();
+                handle.recall = Some(std::sync::Arc::new(ingest.recall()));
+                notify(&format!(
+                    "store: {} (max {} MB, {} days{})",
+                    s.path.display(),
+                    s.max_bytes >> 20,
+                    s.max_age_days,
+                    match ingest.clips() {
+                        Some(c) => format!(", {} clips", c.format().extension()),
+                        None => String::new(),
+                    }
+                ));
+                Some(ingest)
+            }
+            None => None,
+        };
         let cameras = super::cameras::open(&cfg, &handle, open_source, is_live)?;
         let manifest = crate::models::find(&cfg.detector.model)?;
         let opts = DetectorOptions {
@@ -104,19 +125,9 @@ impl Runtime {
         ));
         let vlm = load_vlm(&cfg.vlm, &mut *notify)?;
         let http = start_http(&cfg, &mut handle, &mut *notify)?;
-        let store = match &cfg.store {
-            Some(s) => {
-                let ingest = crate::store::Ingest::start(s)?;
-                notify(&format!(
-                    "store: {} (max {} MB, {} days)",
-                    s.path.display(),
-                    s.max_bytes >> 20,
-                    s.max_age_days
-                ));
-                Some(ingest)
-            }
-            None => None,
-        };
+        if let (Some(web), Some(r)) = (&handle.web, &handle.recall) {
+            web.set_recall(recall_for_web(r.clone()));
+        }
         Ok(Runtime {
             store,
             opts: RunOptions {
@@ -266,6 +277,30 @@ fn start_http(
         }
         Err(e) => Err(Error::Other(e.to_string())),
     }
+}
+
+/// `/api/search` and `/api/summary` answered by the store (`http/` cannot reach it itself).
+fn recall_for_web(r: std::sync::Arc<crate::store::Recall>) -> crate::http::RecallFn {
+    use crate::http::RecallQuery;
+    std::sync::Arc::new(move |q: RecallQuery| {
+        match q {
+            RecallQuery::Search {
+                query,
+                since,
+                camera,
+                limit,
+            } => r.search(&crate::store::SearchRequest {
+                query,
+                since,
+                camera,
+                limit,
+            }),
+            RecallQuery::Summary { since, camera } => {
+                r.summary(since.as_deref(), camera.as_deref())
+            }
+        }
+        .map_err(|e| e.to_string())
+    })
 }
 
 /// Live sources drop the oldest frame when detection is behind; recorded ones wait for it.

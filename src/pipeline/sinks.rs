@@ -400,12 +400,17 @@ impl Sink for WebSink {
 /// ([`crate::store::Ingest`]); an alert is committed before this returns (as the MQTT sink puts
 /// it in the spool), everything else is queued and may be dropped when the store is behind.
 pub struct StoreSink {
-    ingest: crate::store::Ingest,
+    ingest: Arc<crate::store::Ingest>,
     camera: String,
 }
 
 impl StoreSink {
     pub fn new(ingest: crate::store::Ingest, camera: &str) -> Self {
+        Self::shared(Arc::new(ingest), camera)
+    }
+
+    /// One of several cameras' sinks feeding one store thread.
+    pub fn shared(ingest: Arc<crate::store::Ingest>, camera: &str) -> Self {
         StoreSink {
             ingest,
             camera: camera.to_string(),
@@ -451,6 +456,8 @@ impl Sink for StoreSink {
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {
+        // The run is ending: clips still in their post-roll are written with what they have.
+        self.ingest.finish_clips();
         if !self.ingest.sync(Duration::from_secs(10)) {
             log::warn!("store: not everything committed after 10 s");
         }

@@ -318,7 +318,9 @@ impl Store {
             for (k, cost, kind) in victims {
                 if let Some(g) = items.remove(k)? {
                     if let Ok(r) = serde_json::from_slice::<Record>(g.value()) {
-                        gone.extend(r.crop.into_iter().chain(r.snapshot));
+                        // A shared clip goes with the newest alert naming it (the one charged).
+                        let clip = r.clip.filter(|_| r.clip_bytes > 0);
+                        gone.extend(r.crop.into_iter().chain(r.snapshot).chain(clip));
                     }
                 }
                 index.remove(k)?;
@@ -356,7 +358,7 @@ impl Store {
     fn sweep_media(&self) -> Result<()> {
         let mut named = std::collections::HashSet::new();
         self.for_each_record(|r| {
-            named.extend(r.crop.clone().into_iter().chain(r.snapshot.clone()));
+            named.extend(r.crop.iter().chain(&r.snapshot).chain(&r.clip).cloned());
             true
         })?;
         let media = self.dir.join(MEDIA_DIR);

@@ -20,6 +20,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use image::RgbImage;
 use serde::Serialize;
 
+use super::clip::{ClipDone, ClipFormat, Clips};
 use super::db::{Put, Store};
 use super::record::{Kind, Record, ZoneVisit};
 use super::{Result, StoreError, MEDIA_DIR};
@@ -101,6 +102,11 @@ pub struct Ingest {
     tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    /// The clip recorder, with `clip_pre_s`/`clip_post_s`.
+    clips: Option<Arc<Clips>>,
+    /// The store the thread writes, shared with readers in this process.
+    store: Arc<Store>,
+    embedding_model: String,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -113,19 +119,25 @@ impl Ingest {
     /// Opens the store now (so a bad path fails the run before it starts) and starts its thread;
     /// the embedding model loads on that thread.
     pub fn start(cfg: &StoreConfig) -> Result<Ingest> {
-        let store = Store::open(&cfg.path, cfg.max_bytes, cfg.max_age_days)?;
+        let store = Arc::new(Store::open(&cfg.path, cfg.max_bytes, cfg.max_age_days)?);
         let (tx, rx) = bounded(QUEUE);
         let counters = Arc::new(Counters::default());
+        let nonce = format!(
+            "{:x}{:x}",
+            (crate::util::unix_now() * 1000.0) as u64,
+            std::process::id()
+        );
+        let clips = match cfg.clips() {
+            true => Some(Arc::new(Clips::start(cfg, ClipFormat::detect(), &nonce)?)),
+            false => None,
+        };
         let worker = Worker {
-            store,
+            clips: clips.clone(),
+            store: store.clone(),
             embedding_model: cfg.embedding_model.clone(),
             embedder: None,
             crops: cfg.crops,
-            nonce: format!(
-                "{:x}{:x}",
-                (crate::util::unix_now() * 1000.0) as u64,
-                std::process::id()
-            ),
+            nonce,
             live: HashMap::new(),
             frames: HashMap::new(),
             alerts: VecDeque::new(),
@@ -144,7 +156,28 @@ impl Ingest {
             tx: Some(tx),
             thread: Some(thread),
             counters,
+            clips,
+            store,
+            embedding_model: cfg.embedding_model.clone(),
         })
+    }
+
+    /// Searches and summaries of this store for the running process (`cmd/search`,
+    /// `/api/search`, the `summary` topic).
+    pub fn recall(&self) -> super::Recall {
+        super::Recall::new(self.store.clone(), &self.embedding_model)
+    }
+
+    /// The clip recorder, for the frame loop's hooks (`None` without clips).
+    pub fn clips(&self) -> Option<Arc<Clips>> {
+        self.clips.clone()
+    }
+
+    /// Writes the clips still collecting (the run is ending) and waits for them.
+    pub fn finish_clips(&self) {
+        if let Some(c) = &self.clips {
+            c.finish();
+        }
     }
 
     /// Queues `m`: an alert waits for room, anything else is dropped (and counted) when the
@@ -199,6 +232,8 @@ impl From<&Counters> for IngestStats {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
+        // Clips first: the store thread's last pass records what they wrote.
+        self.finish_clips();
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -225,7 +260,9 @@ struct Live {
 /// Who a queued write belongs to, so its key can be copied back after the commit.
 enum Owner {
     Live(String, u64),
-    Alert(usize),
+    /// By camera and alert id (ids repeat across cameras): a position in the recent alerts
+    /// would shift as older ones leave.
+    Alert(String, String),
     Scene(String),
     Other,
 }
@@ -234,7 +271,8 @@ enum Owner {
 type HeldFrame = (u64, Arc<RgbImage>, Option<Box<dyn Send>>);
 
 struct Worker {
-    store: Store,
+    clips: Option<Arc<Clips>>,
+    store: Arc<Store>,
     embedding_model: String,
     embedder: Option<Embedder>,
     crops: bool,
@@ -281,6 +319,14 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
+            for d in self
+                .clips
+                .as_ref()
+                .map(|c| c.take_done())
+                .unwrap_or_default()
+            {
+                self.clip_done(d);
+            }
             let due = last_commit.elapsed() >= COMMIT_EVERY;
             if urgent || !open || due || !waiting.is_empty() {
                 // An alert is committed at once; objects (whose text may need embedding) wait
@@ -322,7 +368,11 @@ impl Worker {
                 image,
                 hold,
             } => {
-                self.frames.insert(camera, (frame_id, image, hold));
+                // Kept (one per camera) without its in-flight count: with several cameras the
+                // frames kept here would otherwise hold every in-flight slot, and no new frame
+                // (and so no crop) would reach the store.
+                drop(hold);
+                self.frames.insert(camera, (frame_id, image, None));
                 false
             }
             Incoming::Event(e) => {
@@ -509,17 +559,21 @@ impl Worker {
         r.source_id = Some(a.id.clone());
         r.text = a.message.replace('\'', "");
         r.raw = serde_json::to_value(&a).ok();
+        r.clip = a.clip.clone();
         if self.alerts.len() >= RECENT_ALERTS {
             self.alerts.pop_front();
         }
         let vector = self.embed(&r.text);
         self.alerts.push_back((a.id.clone(), r.clone()));
-        let at = self.alerts.len() - 1;
-        self.queue(r, vector.as_deref(), 0, Owner::Alert(at));
+        self.queue(r, vector.as_deref(), 0, Owner::Alert(a.camera, a.id));
     }
 
     fn snapshot(&mut self, camera: &str, alert_id: &str, jpeg: &[u8]) {
-        let Some(i) = self.alerts.iter().position(|(id, _)| id == alert_id) else {
+        let Some(i) = self
+            .alerts
+            .iter()
+            .position(|(id, r)| id == alert_id && r.camera == camera)
+        else {
             return;
         };
         let media = self.store.dir().join(MEDIA_DIR);
@@ -530,12 +584,49 @@ impl Worker {
                 r.snapshot = Some(rel);
                 self.alerts[i].1 = r.clone();
                 let vector = self.embed(&r.text);
-                self.queue(r, vector.as_deref(), jpeg.len() as u64, Owner::Alert(i));
+                let media = jpeg.len() as u64 + r.clip_bytes;
+                let owner = Owner::Alert(camera.into(), alert_id.into());
+                self.queue(r, vector.as_deref(), media, owner);
             }
             Err(e) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("store: {e}");
             }
+        }
+    }
+
+    /// A clip was written: the alerts sharing it name the file written (MJPEG when ffmpeg failed,
+    /// none when nothing could be written) and the newest of them is charged its bytes.
+    fn clip_done(&mut self, d: ClipDone) {
+        let sharing: Vec<usize> = (0..self.alerts.len())
+            .filter(|&i| {
+                d.alerts.contains(&self.alerts[i].0) && self.alerts[i].1.camera == d.camera
+            })
+            .collect();
+        if sharing.is_empty() {
+            log::warn!(
+                "store: clip {} finished after its alerts left memory; not charged",
+                d.named
+            );
+        }
+        let owner = sharing.last().copied();
+        for i in sharing {
+            let mut r = self.alerts[i].1.clone();
+            let moved = r.clip != d.written;
+            r.clip = d.written.clone();
+            if Some(i) == owner {
+                r.clip_bytes = d.bytes;
+            } else if !moved {
+                continue;
+            }
+            let snap = r.snapshot.as_ref().map_or(0, |p| {
+                std::fs::metadata(self.store.dir().join(p)).map_or(0, |m| m.len())
+            });
+            self.alerts[i].1 = r.clone();
+            let vector = self.embed(&r.text);
+            let media = snap + r.clip_bytes;
+            let owner = Owner::Alert(d.camera.clone(), self.alerts[i].0.clone());
+            self.queue(r, vector.as_deref(), media, owner);
         }
     }
 
@@ -636,7 +727,24 @@ impl Worker {
         if self.pending.is_empty() {
             return;
         }
-        let (mut puts, owners): (Vec<Put>, Vec<Owner>) = self.pending.drain(..).unzip();
+        // A record queued again before its first commit (an alert, then its snapshot; a
+        // description, then its repeat) has no key yet: written twice it would become two
+        // records, so only the last state queued is written.
+        let mut seen = std::collections::HashSet::new();
+        let mut kept: Vec<(Put, Owner)> = Vec::with_capacity(self.pending.len());
+        for (p, o) in self.pending.drain(..).rev() {
+            let same = match &o {
+                Owner::Alert(cam, id) => Some(format!("a:{cam}:{id}")),
+                Owner::Scene(cam) => Some(format!("s:{cam}:{}", p.record.ts)),
+                _ => None,
+            };
+            if p.record.key == 0 && same.is_some_and(|k| !seen.insert(k)) {
+                continue;
+            }
+            kept.push((p, o));
+        }
+        kept.reverse();
+        let (mut puts, owners): (Vec<Put>, Vec<Owner>) = kept.into_iter().unzip();
         match self.store.put(&mut puts) {
             Ok(keys) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -650,8 +758,12 @@ impl Worker {
                                 l.rec.key = key;
                             }
                         }
-                        Owner::Alert(i) => {
-                            if let Some(a) = self.alerts.get_mut(i) {
+                        Owner::Alert(cam, id) => {
+                            let a = self
+                                .alerts
+                                .iter_mut()
+                                .find(|a| a.0 == id && a.1.camera == cam);
+                            if let Some(a) = a {
                                 a.1.key = key;
                             }
                         }
@@ -814,7 +926,7 @@ fn write_media(
 }
 
 /// A name safe as one path component.
-fn safe(s: &str) -> String {
+pub(crate) fn safe(s: &str) -> String {
     let t: String = s
         .chars()
         .map(|c| {

@@ -9,7 +9,10 @@
 //!   cuts crops, names colours and embeds text, so none of it runs in the frame loop;
 //! - [`query`]: a query's exact filters (colours, labels, zones, cameras, time words);
 //! - [`search`]: ranking stored items by the meaning of a query plus its filters;
-//! - [`summary`]: a short narrative with timestamps over a time window.
+//! - [`summary`]: a short narrative with timestamps over a time window;
+//! - [`recall`]: the JSON of searches and summaries, for the CLI, MQTT, HTTP and the
+//!   `summary` topic;
+//! - [`clip`]: pre/post-roll video clips around alerts (MP4 through ffmpeg, else MJPEG).
 //!
 //! ## Why redb and not SQLite
 //! redb is already a dependency (the MQTT spool), pure Rust (no C library to cross-compile for
@@ -25,18 +28,22 @@
 //! the record naming them is committed (a crash leaves at worst an unreferenced file, removed on
 //! the next open), so the database stays small and a crop can be opened by path.
 
+pub mod clip;
 pub mod db;
 pub mod ingest;
 pub mod query;
+pub mod recall;
 pub mod record;
 pub mod search;
 pub mod summary;
 
 use std::path::PathBuf;
 
+pub use clip::{ClipDone, ClipFormat, Clips};
 pub use db::{Store, StoreStats};
 pub use ingest::{Incoming, Ingest, IngestStats};
 pub use query::{parse_since, ParsedQuery};
+pub use recall::{hits_json, Recall, SearchRequest};
 pub use record::{Kind, Record, ZoneVisit};
 pub use search::{search, Hit, SearchOptions};
 pub use summary::{summarise, Summary};

@@ -118,6 +118,18 @@ pub struct Record {
     /// The event or alert as published (raw events and alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<serde_json::Value>,
+    /// Alerts: the video clip around it, relative to the store folder (several alerts close
+    /// together share one clip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<String>,
+    /// Bytes of `clip` charged to this record: set on the newest alert sharing the clip, which
+    /// retention removes last, and which deletes the file with it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clip_bytes: u64,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 impl Record {
@@ -146,6 +158,8 @@ impl Record {
             crop: None,
             snapshot: None,
             raw: None,
+            clip: None,
+            clip_bytes: 0,
         }
     }
 

@@ -114,6 +114,10 @@ pub struct Alert {
     /// on (`snapshot/<camera>/<label>`, retained, so it holds the latest such alert's frame).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// The video clip around it (`[store] clip_pre_s`/`clip_post_s`), relative to the store
+    /// folder. Named when the alert is published; the file is written after the post-roll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<String>,
 }
 
 /// What the VLM made of an alert it was asked to check.

@@ -370,6 +370,7 @@ impl Ctx<'_> {
             details,
             verification: None,
             snapshot: None,
+            clip: None,
         }
     }
 }
