@@ -142,3 +142,40 @@ fn a_bad_vlm_folder_is_named_and_nothing_runs() {
     );
     assert!(!Path::new(&missing).exists());
 }
+
+/// The model's captions of key frames reach the store and are merged, with their times, into
+/// `lookout summary` (issue 17: "with a VLM configured, key frames are captioned and merged").
+#[test]
+fn vlm_captions_are_merged_into_the_stored_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let vlm_cfg = "[vlm]\nmodel = \"tests/fixtures/vlm/smolvlm-tiny\"\nschedule = \"periodic\"\n\
+                   interval_s = 1.0\nmax_new_tokens = 4\nqueue = 256\n";
+    let (recs, _) = run_demo(vlm_cfg, &["--store", store.to_str().unwrap()]);
+    let captions: Vec<&str> = recs
+        .iter()
+        .filter(|r| r["record"] == "scene")
+        .filter_map(|r| r["vlm"]["text"].as_str())
+        .collect();
+    assert!(!captions.is_empty(), "model-written descriptions");
+
+    let out = common::succeed(
+        common::lookout()
+            .args(["summary", "--since", "1h", "--json", "--store"])
+            .arg(&store),
+    );
+    let sum: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let merged = sum["vlm"].as_array().expect("summary.vlm");
+    assert!(!merged.is_empty(), "captions in the summary: {sum}");
+    let text = sum["text"].as_str().unwrap();
+    for m in merged {
+        let caption = m[1].as_str().unwrap();
+        assert!(captions.contains(&caption), "{caption} was published");
+        assert!(
+            text.contains(caption),
+            "the narrative quotes {caption}: {text}"
+        );
+    }
+    // Detector lines come first in time order; the captions follow with their clock times.
+    assert!(text.contains("the camera model wrote"), "{text}");
+}
