@@ -278,3 +278,25 @@ fn containers_and_materials() {
     // a jug is what a detector calls a vase (or a bottle)
     assert_eq!(found(&ground(&table, "the jug")), 3);
 }
+
+/// A bag around two books reads both covers: the words are the inner book's, not the bag's
+/// (seen on a real photo, tests/ocr_ground.rs).
+#[test]
+fn the_text_belongs_to_the_smallest_box_that_says_it() {
+    let things = [
+        with_text(
+            thing("suitcase", [80.0, 20.0, 560.0, 400.0], BLUE),
+            "Let Us C BASIC ELECTRONICS",
+        ),
+        with_text(thing("book", [100.0, 120.0, 300.0, 380.0], WHITE), "Let Us C"),
+        with_text(
+            thing("book", [320.0, 100.0, 540.0, 380.0], WHITE),
+            "BASIC ELECTRONICS",
+        ),
+    ];
+    assert_eq!(
+        found(&ground(&things, "the one that says basic electronics")),
+        3
+    );
+    assert_eq!(found(&ground(&things, "the one that says let us c")), 2);
+}

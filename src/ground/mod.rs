@@ -475,6 +475,18 @@ impl Grounder {
                 });
             }
         }
+        if parsed.text.is_some() {
+            // A box around other boxes (a bag of books, a shelf) reads their text too: when a
+            // smaller candidate inside it says the words as well, the words are that one's.
+            let boxes: Vec<BBox> = scored.iter().map(|c| objects[c.idx].bbox).collect();
+            scored.retain(|c| {
+                let b = &objects[c.idx].bbox;
+                !boxes.iter().any(|inner| {
+                    inner.area() < b.area()
+                        && b.intersection(inner) >= PART_OVERLAP * inner.area()
+                })
+            });
+        }
         scored.sort_by(|a, b| b.score.total_cmp(&a.score));
 
         if scored.is_empty() {
@@ -483,7 +495,10 @@ impl Grounder {
                 .filter(|o| label_score(&target_matches, &o.label) > 0.0)
                 .count();
             result.reason = if n_label > 0 && parsed.text.is_some() && wrong_text > 0 {
-                let read = objects.iter().filter(|o| o.text.is_some()).count();
+                let read = objects
+                    .iter()
+                    .filter(|o| o.text.is_some() && label_score(&target_matches, &o.label) > 0.0)
+                    .count();
                 format!("no {what} in view (text read on {read} of {n_label} objects)")
             } else if n_label == 0 {
                 let labels: Vec<&str> = target_matches
