@@ -12,7 +12,9 @@ use crate::track::TrackerConfig;
 
 mod cameras;
 mod check;
+mod ocr;
 pub use cameras::{CameraEntry, MAX_CAMERAS};
+pub use ocr::OcrConfig;
 pub use check::{check, Checked, Issue, Issues};
 
 /// Where `source` comes from when the config names none: the bundled clip.
@@ -64,6 +66,9 @@ pub struct Config {
     /// `[privacy]`: people blurred in everything that leaves the device (`docs/privacy.md`).
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// `[ocr]`: text read on chosen tracked objects (`docs/ocr.md`); off without the table.
+    #[serde(default)]
+    pub ocr: Option<OcrConfig>,
 }
 
 /// `[privacy]`: what the one outbound copy of each frame (snapshots, web view, store media, clips)
@@ -839,6 +844,7 @@ impl Config {
     fn validate(&self, issues: &mut Issues) {
         self.camera.validate_as("camera", issues);
         cameras::validate(self, issues);
+        ocr::validate(self, issues);
         if self.privacy.segmenter.trim().is_empty() {
             issues.push("privacy.segmenter", "must name a segmentation model");
         }

@@ -71,6 +71,9 @@ pub struct SceneObject {
     pub position: Position,
     pub distance: Distance,
     pub zones: Vec<String>,
+    /// Text read on the object (`[ocr]`), when there is some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -230,6 +233,26 @@ impl Describer {
             position,
             distance: if near { Distance::Near } else { Distance::Far },
             zones: zones.to_vec(),
+            text: None,
+        }
+    }
+}
+
+impl SceneDescription {
+    /// Adds the text read on its objects (`[ocr]`; `text_of` gives a track's last read): each
+    /// object's `text`, and a sentence such as "A stop sign reading 'STOP'." at the end of `text`.
+    pub fn add_texts<'a>(&mut self, text_of: impl Fn(u64) -> Option<&'a str>) {
+        let mut read = Vec::new();
+        for o in &mut self.objects {
+            if let Some(t) = text_of(o.track_id).filter(|t| !t.trim().is_empty()) {
+                read.push(format!("{} reading '{t}'", super::text::counted(1, &o.label)));
+                o.text = Some(t.to_string());
+            }
+        }
+        if !read.is_empty() {
+            self.text.push(' ');
+            self.text.push_str(&super::text::capitalise(&read.join("; ")));
+            self.text.push('.');
         }
     }
 }

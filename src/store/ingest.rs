@@ -469,6 +469,9 @@ impl Worker {
         live.rec.end_ts = live.rec.end_ts.max(at);
         live.last = centre(&e.after.bbox);
         live.rec.score = live.rec.score.max(e.after.score);
+        if let Some(t) = &e.after.text {
+            live.rec.reading = Some(t.clone());
+        }
         for z in &e.after.current_zones {
             if live.inside.contains(z) {
                 if let Some(v) = live.rec.zones.iter_mut().rev().find(|v| &v.zone == z) {
@@ -801,6 +804,9 @@ pub fn object_text(r: &Record) -> String {
     }
     if let Some(d) = &r.direction {
         s.push_str(&format!(", {d}"));
+    }
+    if let Some(t) = &r.reading {
+        s.push_str(&format!(", reading '{t}'"));
     }
     s
 }
