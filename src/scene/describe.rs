@@ -407,6 +407,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn text_read_on_objects_is_named() {
+        let mut d = Describer::new(DescribeConfig::default(), 1000, 600);
+        let t = vec![
+            track(1, "stop sign", [100.0, 100.0, 200.0, 200.0]),
+            track(2, "car", [600.0, 100.0, 700.0, 200.0]),
+        ];
+        let mut s = d.describe(1, 0.5, &t, &ZoneMembership::new());
+        let before = s.text.clone();
+        s.add_texts(|id| (id == 1).then_some("STOP"));
+        assert_eq!(s.text, format!("{before} A stop sign reading 'STOP'."));
+        assert_eq!(s.objects[0].text.as_deref(), Some("STOP"));
+        assert_eq!(s.objects[1].text, None);
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v["objects"][1].get("text").is_none(), "{v}");
+        let mut s = d.describe(2, 1.0, &t, &ZoneMembership::new());
+        let before = s.text.clone();
+        s.add_texts(|_| None);
+        assert_eq!(s.text, before, "nothing read, nothing added");
+    }
+
     /// Track 1 in the crossing (first frame) or track 6 (second).
     fn in_crossing(id: u64) -> ZoneMembership {
         [(id, "crossing")].into_iter().collect()

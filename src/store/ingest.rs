@@ -979,6 +979,14 @@ mod tests {
     }
 
     #[test]
+    fn text_read_on_an_object_is_searchable() {
+        let mut r = Record::new(Kind::Object, "gate", 0.0);
+        r.label = "truck".into();
+        r.reading = Some("ACME FREIGHT".into());
+        assert_eq!(object_text(&r), "truck, reading 'ACME FREIGHT'");
+    }
+
+    #[test]
     fn media_names_cannot_leave_the_folder() {
         assert_eq!(safe("../../etc"), "______etc");
         assert_eq!(safe(""), "_");
