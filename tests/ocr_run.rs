@@ -115,7 +115,10 @@ fn bad_ocr_settings_are_named_and_nothing_runs() {
     for (ocr, key) in [
         ("lables = [\"book\"]", "ocr.lables"),
         ("labels = [\"book\"]\ninterval_s = -1", "ocr.interval_s"),
-        ("labels = [\"book\"]\nmax_per_frame = 0", "ocr.max_per_frame"),
+        (
+            "labels = [\"book\"]\nmax_per_frame = 0",
+            "ocr.max_per_frame",
+        ),
         ("zones = [\"nowhere\"]", "ocr.zones[0]"),
         ("labels = [\"book\"]\nmodel = \"no-such-ocr\"", "ocr.model"),
     ] {
@@ -140,9 +143,13 @@ fn check_reports_a_missing_ocr_model() {
         .current_dir(common::repo())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("ocr.model") && text.contains("no-such-ocr"), "{text}");
+    assert!(
+        text.contains("ocr.model") && text.contains("no-such-ocr"),
+        "{text}"
+    );
     // the same config with the bundled model passes
     std::fs::write(&path, config("[ocr]\nlabels = [\"book\"]\n")).unwrap();
     let out = common::lookout()

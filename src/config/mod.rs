@@ -14,8 +14,8 @@ mod cameras;
 mod check;
 mod ocr;
 pub use cameras::{CameraEntry, MAX_CAMERAS};
-pub use ocr::OcrConfig;
 pub use check::{check, Checked, Issue, Issues};
+pub use ocr::OcrConfig;
 
 /// Where `source` comes from when the config names none: the bundled clip.
 pub const DEFAULT_SOURCE: &str = "file:samples/vtest?fps=10&loop=false";

@@ -8,7 +8,10 @@ use super::{Config, Issues};
 /// `[ocr]`'s checks, with the zone names of every zone rule (top-level and per camera).
 pub(super) fn validate(cfg: &Config, issues: &mut Issues) {
     let Some(o) = &cfg.ocr else { return };
-    let rules = cfg.rules.iter().chain(cfg.cameras.iter().flat_map(|c| &c.rules));
+    let rules = cfg
+        .rules
+        .iter()
+        .chain(cfg.cameras.iter().flat_map(|c| &c.rules));
     let zones: Vec<&str> = rules
         .filter(|r| r.kind == crate::scene::RuleKind::Zone)
         .map(|r| r.name.as_str())
@@ -59,7 +62,10 @@ impl OcrConfig {
         }
         for (key, names) in [("ocr.labels", &self.labels), ("ocr.zones", &self.zones)] {
             if names.len() > MAX_OCR_NAMES {
-                issues.push(key, format!("{} names; at most {MAX_OCR_NAMES}", names.len()));
+                issues.push(
+                    key,
+                    format!("{} names; at most {MAX_OCR_NAMES}", names.len()),
+                );
             }
             if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
                 issues.push(format!("{key}[{i}]"), "must not be empty");
@@ -69,7 +75,10 @@ impl OcrConfig {
             if !zone_names.contains(&z.as_str()) {
                 issues.push(
                     format!("ocr.zones[{i}]"),
-                    format!("no zone rule named '{z}' (zones: {})", zone_names.join(", ")),
+                    format!(
+                        "no zone rule named '{z}' (zones: {})",
+                        zone_names.join(", ")
+                    ),
                 );
             }
         }

@@ -53,8 +53,8 @@ pub struct OcrRun {
 impl OcrRun {
     /// Loads the `[ocr]` model (an error names it) and starts the worker for camera `camera`.
     pub fn start(cfg: &OcrConfig, camera: &str) -> Result<OcrRun> {
-        let manifest = OcrManifest::find(&cfg.model)
-            .map_err(|e| Error::Other(format!("ocr.model: {e}")))?;
+        let manifest =
+            OcrManifest::find(&cfg.model).map_err(|e| Error::Other(format!("ocr.model: {e}")))?;
         let mut reader = Reader::load(&manifest, &ReaderOptions::default())
             .map_err(|e| Error::Other(format!("ocr.model {}: {e}", manifest.dir.display())))?;
         let (tx, jobs) = bounded::<Job>(QUEUE);
@@ -64,6 +64,7 @@ impl OcrRun {
             .name(format!("ocr-{camera}"))
             .spawn(move || {
                 for j in jobs.iter() {
+                    let t0 = std::time::Instant::now();
                     let text = match reader.read_in_box(&j.image, &j.bbox) {
                         Ok(lines) => Some(
                             lines
@@ -79,7 +80,11 @@ impl OcrRun {
                             None
                         }
                     };
-                    log::debug!("ocr {name}: track {} read {text:?}", j.track_id);
+                    log::debug!(
+                        "ocr {name}: track {} read {text:?} in {:.0} ms",
+                        j.track_id,
+                        t0.elapsed().as_secs_f64() * 1e3
+                    );
                     let _ = done_tx.try_send(Done {
                         track_id: j.track_id,
                         text,

@@ -245,13 +245,17 @@ impl SceneDescription {
         let mut read = Vec::new();
         for o in &mut self.objects {
             if let Some(t) = text_of(o.track_id).filter(|t| !t.trim().is_empty()) {
-                read.push(format!("{} reading '{t}'", super::text::counted(1, &o.label)));
+                read.push(format!(
+                    "{} reading '{t}'",
+                    super::text::counted(1, &o.label)
+                ));
                 o.text = Some(t.to_string());
             }
         }
         if !read.is_empty() {
             self.text.push(' ');
-            self.text.push_str(&super::text::capitalise(&read.join("; ")));
+            self.text
+                .push_str(&super::text::capitalise(&read.join("; ")));
             self.text.push('.');
         }
     }

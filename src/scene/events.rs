@@ -736,7 +736,10 @@ mod tests {
         assert_eq!(ev[0].before.as_ref().unwrap().text, None);
         let ev = eb.finish(2, 0.2);
         assert_eq!(ev[0].after.text.as_deref(), Some("STOP"));
-        assert_eq!(serde_json::to_value(&ev[0]).unwrap()["after"]["text"], "STOP");
+        assert_eq!(
+            serde_json::to_value(&ev[0]).unwrap()["after"]["text"],
+            "STOP"
+        );
     }
 
     #[test]
