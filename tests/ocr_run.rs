@@ -27,6 +27,10 @@ new_track_score = 0.35
 
 /// Runs `lookout run` on `cfg` for 15 frames; the output records, or the exit status and stderr.
 fn run(cfg: &str) -> Result<Vec<Value>, String> {
+    run_with(cfg, &[])
+}
+
+fn run_with(cfg: &str, args: &[&std::ffi::OsStr]) -> Result<Vec<Value>, String> {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("ocr.toml");
     std::fs::write(&path, cfg).unwrap();
@@ -36,6 +40,7 @@ fn run(cfg: &str) -> Result<Vec<Value>, String> {
         .arg(&path)
         .arg("--events-out")
         .arg(&out)
+        .args(args)
         .current_dir(common::repo())
         .output()
         .unwrap();
@@ -164,5 +169,26 @@ fn check_reports_a_missing_ocr_model() {
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_store_keeps_the_text_with_the_object() {
+    use lookout::store::{Kind, Store};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let cfg = config("[ocr]\nlabels = [\"book\"]\n");
+    run_with(&cfg, &["--store".as_ref(), store.as_os_str()]).unwrap();
+    let s = Store::open_read(&store).unwrap();
+    let objects = s.records(&[Kind::Object], 0.0, f64::MAX).unwrap();
+    let book = objects
+        .iter()
+        .find(|r| r.label == "book")
+        .unwrap_or_else(|| panic!("no book object stored: {objects:?}"));
+    let reading = book.reading.as_deref().unwrap_or_default();
+    assert!(reading.contains("ELECTRONICS"), "{book:?}");
+    assert!(
+        book.text.contains(&format!("reading '{reading}'")),
+        "{book:?}"
     );
 }
