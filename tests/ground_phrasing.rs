@@ -288,7 +288,10 @@ fn the_text_belongs_to_the_smallest_box_that_says_it() {
             thing("suitcase", [80.0, 20.0, 560.0, 400.0], BLUE),
             "Let Us C BASIC ELECTRONICS",
         ),
-        with_text(thing("book", [100.0, 120.0, 300.0, 380.0], WHITE), "Let Us C"),
+        with_text(
+            thing("book", [100.0, 120.0, 300.0, 380.0], WHITE),
+            "Let Us C",
+        ),
         with_text(
             thing("book", [320.0, 100.0, 540.0, 380.0], WHITE),
             "BASIC ELECTRONICS",

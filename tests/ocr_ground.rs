@@ -12,7 +12,12 @@ use serde_json::Value;
 fn ground(instruction: &str) -> Value {
     let out = common::succeed(
         common::lookout()
-            .args(["ground", "--json", "tests/fixtures/ocr/photos/left.png", instruction])
+            .args([
+                "ground",
+                "--json",
+                "tests/fixtures/ocr/photos/left.png",
+                instruction,
+            ])
             .current_dir(common::repo()),
     );
     serde_json::from_slice(&out.stdout).unwrap()

@@ -125,10 +125,11 @@ pub(crate) fn typed(merged: &toml::Table, issues: &mut Issues) -> Option<Config>
             "store" => drop(section::<super::StoreConfig>(k, v, issues)),
             "cameras" => drop(section::<Vec<super::CameraEntry>>(k, v, issues)),
             "privacy" => drop(section::<super::PrivacyConfig>(k, v, issues)),
+            "ocr" => drop(section::<super::OcrConfig>(k, v, issues)),
             other => issues.push(
                 other,
                 "unknown key (known: board, device, camera, detector, pipeline, tracker, events, \
-                 describe, rules, output, mqtt, hardware, vlm, http, store, cameras, privacy)",
+                 describe, rules, output, mqtt, hardware, vlm, http, store, cameras, privacy, ocr)",
             ),
         }
     }
@@ -181,6 +182,14 @@ pub fn deep(merged: &toml::Table, issues: &mut Issues) {
                 "privacy.segmenter",
                 format!("{e}; without it `lookout run` blurs people box-shaped (or set privacy.shape = \"box\")"),
             );
+        }
+    }
+    if merged.get("ocr").is_some() {
+        let model = get("ocr", "model")
+            .and_then(|v| v.as_str())
+            .unwrap_or(crate::ocr::DEFAULT_OCR_MODEL);
+        if let Err(e) = crate::ocr::OcrManifest::find(model) {
+            issues.push("ocr.model", e);
         }
     }
     let source = get("camera", "source")

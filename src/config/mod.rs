@@ -16,6 +16,8 @@ mod store;
 pub use cameras::{CameraEntry, MAX_CAMERAS};
 pub use check::{check, Checked, Issue, Issues};
 pub use store::StoreConfig;
+mod ocr;
+pub use ocr::OcrConfig;
 
 /// Where `source` comes from when the config names none: the bundled clip.
 pub const DEFAULT_SOURCE: &str = "file:samples/vtest?fps=10&loop=false";
@@ -66,6 +68,9 @@ pub struct Config {
     /// `[privacy]`: people blurred in everything that leaves the device (`docs/privacy.md`).
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    /// `[ocr]`: text read on chosen tracked objects (`docs/ocr.md`); off without the table.
+    #[serde(default)]
+    pub ocr: Option<OcrConfig>,
 }
 
 /// `[privacy]`: what the one outbound copy of each frame (snapshots, web view, store media, clips)
@@ -716,6 +721,7 @@ impl Config {
     fn validate(&self, issues: &mut Issues) {
         self.camera.validate_as("camera", issues);
         cameras::validate(self, issues);
+        ocr::validate(self, issues);
         if self.privacy.segmenter.trim().is_empty() {
             issues.push("privacy.segmenter", "must name a segmentation model");
         }

@@ -482,8 +482,7 @@ impl Grounder {
             scored.retain(|c| {
                 let b = &objects[c.idx].bbox;
                 !boxes.iter().any(|inner| {
-                    inner.area() < b.area()
-                        && b.intersection(inner) >= PART_OVERLAP * inner.area()
+                    inner.area() < b.area() && b.intersection(inner) >= PART_OVERLAP * inner.area()
                 })
             });
         }

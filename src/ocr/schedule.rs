@@ -59,11 +59,19 @@ impl Schedule {
         seen: impl IntoIterator<Item = (u64, &'a str)>,
         now: f64,
     ) -> Vec<u64> {
+        let chosen: Vec<u64> = seen
+            .into_iter()
+            .filter(|(_, label)| self.policy.labels.iter().any(|l| l == label))
+            .map(|(id, _)| id)
+            .collect();
+        self.due_among(chosen, now)
+    }
+
+    /// As [`Schedule::due`] among tracks the caller has already chosen (by label, or because they
+    /// are in a chosen zone): the label filter is not applied.
+    pub fn due_among(&mut self, chosen: impl IntoIterator<Item = u64>, now: f64) -> Vec<u64> {
         let mut due: Vec<(Option<f64>, u64)> = Vec::new();
-        for (id, label) in seen {
-            if !self.policy.labels.iter().any(|l| l == label) {
-                continue;
-            }
+        for id in chosen {
             let st = self.tracks.entry(id).or_default();
             st.last_seen = now;
             let ready = st

@@ -31,6 +31,7 @@ use crate::util::unix_now;
 pub mod cameras;
 pub mod health;
 pub mod mqtt;
+pub mod ocr;
 pub mod pool;
 pub mod privacy;
 pub mod runtime;
@@ -131,6 +132,11 @@ pub fn run(
     if detectors.is_empty() {
         return Err(Error::Other("pipeline needs at least one detector".into()));
     }
+    // `[ocr]`: a missing or broken OCR model stops the run before any thread starts.
+    let ocr = match &cfg.ocr {
+        Some(o) => Some(ocr::OcrRun::start(o, &cfg.camera.name)?),
+        None => None,
+    };
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let (frame_tx, frame_rx) = bounded::<Captured>(cfg.pipeline.queue);
@@ -291,6 +297,7 @@ pub fn run(
                     frame_queue,
                     vlm: vlm.as_ref().map(|w| w.handle()),
                     health,
+                    ocr,
                 };
                 scene_loop(cfg, det_rx, out_tx, ctx, rules);
                 // Alerts held for verification are published before the output loop can end.
@@ -350,6 +357,8 @@ struct SceneCtx {
     frame_queue: Receiver<Captured>,
     vlm: Option<VlmHandle>,
     health: Arc<health::CameraHealth>,
+    /// `[ocr]`: the reads of chosen tracks and their worker.
+    ocr: Option<ocr::OcrRun>,
 }
 
 /// A frame on its way to detection, with when it left the source and how long reading it took.
@@ -373,6 +382,7 @@ fn scene_loop(
         frame_queue,
         vlm,
         health,
+        mut ocr,
     } = ctx;
     let mut last_vlm = f64::NEG_INFINITY;
     let camera = cfg.camera.name.clone();
@@ -503,6 +513,9 @@ fn scene_loop(
         };
         let Evaluation { alerts, zones } = rules.evaluate(r.frame_id, r.ts, &tracks);
         let mut saw_new = false;
+        if let Some(o) = ocr.as_mut() {
+            o.frame(r.ts, &r.image, &tracks, &zones, &mut events);
+        }
         let evs = events.update(r.frame_id, r.ts, &tracks, &zones);
         // The store cuts object crops from the frame its events were raised on.
         if cfg.store.is_some() && evs.iter().any(|e| e.kind != EventType::End) {
@@ -552,6 +565,9 @@ fn scene_loop(
             if let Some(d) = describer.as_mut() {
                 let mut scene = d.describe(r.frame_id, r.ts, &tracks, &zones);
                 scene.camera = camera.clone();
+                if let Some(o) = &ocr {
+                    scene.add_texts(|id| o.text(id));
+                }
                 send(Output::Scene(scene), false);
             }
         }
@@ -615,6 +631,10 @@ fn scene_loop(
     }
     // End of stream: close every open track's lifecycle so subscribers see `end`.
     let end_frame = last_frame.unwrap_or(0);
+    // Reads still queued finish first (unless stopping), so `end` carries their text.
+    if let Some(o) = ocr.as_mut() {
+        o.finish(handle.stop.load(Ordering::Relaxed), last_ts, &mut events);
+    }
     for ev in events.finish(end_frame, last_ts.max(unix_now().min(last_ts + 1.0))) {
         n_events += 1;
         send(Output::Event(ev), false);

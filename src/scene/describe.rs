@@ -71,6 +71,9 @@ pub struct SceneObject {
     pub position: Position,
     pub distance: Distance,
     pub zones: Vec<String>,
+    /// Text read on the object (`[ocr]`), when there is some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -230,6 +233,30 @@ impl Describer {
             position,
             distance: if near { Distance::Near } else { Distance::Far },
             zones: zones.to_vec(),
+            text: None,
+        }
+    }
+}
+
+impl SceneDescription {
+    /// Adds the text read on its objects (`[ocr]`; `text_of` gives a track's last read): each
+    /// object's `text`, and a sentence such as "A stop sign reading 'STOP'." at the end of `text`.
+    pub fn add_texts<'a>(&mut self, text_of: impl Fn(u64) -> Option<&'a str>) {
+        let mut read = Vec::new();
+        for o in &mut self.objects {
+            if let Some(t) = text_of(o.track_id).filter(|t| !t.trim().is_empty()) {
+                read.push(format!(
+                    "{} reading '{t}'",
+                    super::text::counted(1, &o.label)
+                ));
+                o.text = Some(t.to_string());
+            }
+        }
+        if !read.is_empty() {
+            self.text.push(' ');
+            self.text
+                .push_str(&super::text::capitalise(&read.join("; ")));
+            self.text.push('.');
         }
     }
 }
@@ -382,6 +409,27 @@ mod tests {
             last_frame: 0,
             state: TrackState::Confirmed,
         }
+    }
+
+    #[test]
+    fn text_read_on_objects_is_named() {
+        let mut d = Describer::new(DescribeConfig::default(), 1000, 600);
+        let t = vec![
+            track(1, "stop sign", [100.0, 100.0, 200.0, 200.0]),
+            track(2, "car", [600.0, 100.0, 700.0, 200.0]),
+        ];
+        let mut s = d.describe(1, 0.5, &t, &ZoneMembership::new());
+        let before = s.text.clone();
+        s.add_texts(|id| (id == 1).then_some("STOP"));
+        assert_eq!(s.text, format!("{before} A stop sign reading 'STOP'."));
+        assert_eq!(s.objects[0].text.as_deref(), Some("STOP"));
+        assert_eq!(s.objects[1].text, None);
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v["objects"][1].get("text").is_none(), "{v}");
+        let mut s = d.describe(2, 1.0, &t, &ZoneMembership::new());
+        let before = s.text.clone();
+        s.add_texts(|_| None);
+        assert_eq!(s.text, before, "nothing read, nothing added");
     }
 
     /// Track 1 in the crossing (first frame) or track 6 (second).

@@ -56,6 +56,9 @@ pub struct ObjectState {
     /// Frame id and time of the detection this state comes from.
     pub frame_id: u64,
     pub frame_time: f64,
+    /// Text read on the object (`[ocr]`), its lines joined by a space; the last non-blank read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// How long an object stayed in one zone.
@@ -249,6 +252,15 @@ impl EventBuilder {
         }
     }
 
+    /// Records the text read on track `track_id` (`[ocr]`); its next message carries it as
+    /// `after.text` (and a changed text alone is worth an `update`). Unknown tracks are ignored: a
+    /// read that finished after the object's `end` has nowhere to go.
+    pub fn set_text(&mut self, track_id: u64, text: &str) {
+        if let Some(k) = self.known.get_mut(&track_id) {
+            k.latest.text = Some(text.to_string());
+        }
+    }
+
     /// Events for one frame, given all of the tracker's current tracks and the zones they are in
     /// (a zone change is an update; pass an empty [`ZoneMembership`] without zone rules). A track
     /// missing from `tracks` has ended.
@@ -291,6 +303,7 @@ impl EventBuilder {
                         state: t.state,
                         frame_id: t.last_frame,
                         frame_time: t.last_seen,
+                        text: None,
                     };
                     let mut k = Known {
                         track_id: t.id,
@@ -436,7 +449,10 @@ fn round_s(s: f64) -> f64 {
 }
 
 fn meaningful(cfg: &EventConfig, a: &ObjectState, b: &ObjectState) -> bool {
-    if !same_set(&a.current_zones, &b.current_zones) || a.has_snapshot != b.has_snapshot {
+    if !same_set(&a.current_zones, &b.current_zones)
+        || a.has_snapshot != b.has_snapshot
+        || a.text != b.text
+    {
         return true;
     }
     if (a.score - b.score).abs() >= cfg.score_change {
@@ -700,6 +716,30 @@ mod tests {
         assert_eq!(ev.len(), 1, "a new snapshot is worth an update");
         assert!(ev[0].after.has_snapshot && !ev[0].before.as_ref().unwrap().has_snapshot);
         assert_eq!(eb.event_id(4), Some(ev[0].id.as_str()));
+    }
+
+    #[test]
+    fn text_read_on_an_object_is_an_update_and_stays() {
+        let mut eb = EventBuilder::new(EventConfig {
+            min_update_interval: 0.0,
+            ..Default::default()
+        });
+        let c = TrackState::Confirmed;
+        let ev = eb.update(0, 0.0, &[track(5, 0.0, 0.5, c)], &none());
+        let v = serde_json::to_value(&ev[0]).unwrap();
+        assert!(v["after"].get("text").is_none(), "no text, no key: {v}");
+        eb.set_text(5, "STOP");
+        eb.set_text(99, "nobody");
+        let ev = eb.update(1, 0.1, &[track(5, 0.0, 0.5, c)], &none());
+        assert_eq!(ev.len(), 1, "a new text is worth an update");
+        assert_eq!(ev[0].after.text.as_deref(), Some("STOP"));
+        assert_eq!(ev[0].before.as_ref().unwrap().text, None);
+        let ev = eb.finish(2, 0.2);
+        assert_eq!(ev[0].after.text.as_deref(), Some("STOP"));
+        assert_eq!(
+            serde_json::to_value(&ev[0]).unwrap()["after"]["text"],
+            "STOP"
+        );
     }
 
     #[test]

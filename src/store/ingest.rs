@@ -469,6 +469,9 @@ impl Worker {
         live.rec.end_ts = live.rec.end_ts.max(at);
         live.last = centre(&e.after.bbox);
         live.rec.score = live.rec.score.max(e.after.score);
+        if let Some(t) = &e.after.text {
+            live.rec.reading = Some(t.clone());
+        }
         for z in &e.after.current_zones {
             if live.inside.contains(z) {
                 if let Some(v) = live.rec.zones.iter_mut().rev().find(|v| &v.zone == z) {
@@ -802,6 +805,9 @@ pub fn object_text(r: &Record) -> String {
     if let Some(d) = &r.direction {
         s.push_str(&format!(", {d}"));
     }
+    if let Some(t) = &r.reading {
+        s.push_str(&format!(", reading '{t}'"));
+    }
     s
 }
 
@@ -970,6 +976,14 @@ mod tests {
             "staying in place"
         );
         assert!(direction((0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (0, 0)).is_none());
+    }
+
+    #[test]
+    fn text_read_on_an_object_is_searchable() {
+        let mut r = Record::new(Kind::Object, "gate", 0.0);
+        r.label = "truck".into();
+        r.reading = Some("ACME FREIGHT".into());
+        assert_eq!(object_text(&r), "truck, reading 'ACME FREIGHT'");
     }
 
     #[test]

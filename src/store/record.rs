@@ -126,6 +126,9 @@ pub struct Record {
     /// retention removes last, and which deletes the file with it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub clip_bytes: u64,
+    /// Objects: the text last read on it (`[ocr]`, the events' `after.text`); part of `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading: Option<String>,
 }
 
 fn is_zero(x: &u64) -> bool {
@@ -160,6 +163,7 @@ impl Record {
             raw: None,
             clip: None,
             clip_bytes: 0,
+            reading: None,
         }
     }
 
