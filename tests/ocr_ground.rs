@@ -26,7 +26,7 @@ fn ground(instruction: &str) -> Value {
 /// Centre x of the target's box.
 fn centre_x(r: &Value) -> f64 {
     assert_eq!(r["status"], "found", "{r}");
-    let b = &r["target"]["bbox"];
+    let b = &r["target"]["box"];
     (b[0].as_f64().unwrap() + b[2].as_f64().unwrap()) / 2.0
 }
 
