@@ -60,10 +60,12 @@ pub(crate) fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> 
     Ok(out)
 }
 
-fn annotate_path(out: &Path, src: &Path, many: bool) -> PathBuf {
+/// Where the drawn copy of `src` goes: `out` itself for one image, else `<stem>.<kind>.jpg` in the
+/// folder `out` (`lookout detect` and `lookout read` share this).
+pub(crate) fn annotate_path(out: &Path, src: &Path, many: bool, kind: &str) -> PathBuf {
     if many || out.is_dir() {
         let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-        out.join(format!("{stem}.annotated.jpg"))
+        out.join(format!("{stem}.{kind}.jpg"))
     } else {
         out.to_path_buf()
     }
@@ -120,7 +122,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
                 }
                 if let Some(out) = &a.annotate {
                     annotate::annotate(&mut img, &rec.detections);
-                    let p = annotate_path(out, f, many);
+                    let p = annotate_path(out, f, many, "annotated");
                     img.save(&p)
                         .with_context(|| format!("writing {}", p.display()))?;
                 }

@@ -1,7 +1,7 @@
 //! `lookout read`: the text in image files or folders (OCR), as a table, JSON Lines or annotated images.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -105,7 +105,7 @@ pub fn run(a: ReadArgs) -> anyhow::Result<ExitCode> {
                 }
                 if let Some(out) = &a.annotate {
                     draw(&mut img, &rec.lines);
-                    let p = annotate_path(out, f, many);
+                    let p = super::detect::annotate_path(out, f, many, "read");
                     img.save(&p)
                         .with_context(|| format!("writing {}", p.display()))?;
                 }
@@ -142,15 +142,6 @@ fn median(runs: Vec<OcrTimings>) -> OcrTimings {
         det_ms: med(|t| t.det_ms),
         cls_ms: med(|t| t.cls_ms),
         rec_ms: med(|t| t.rec_ms),
-    }
-}
-
-fn annotate_path(out: &Path, src: &Path, many: bool) -> PathBuf {
-    if many || out.is_dir() {
-        let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-        out.join(format!("{stem}.read.jpg"))
-    } else {
-        out.to_path_buf()
     }
 }
 
