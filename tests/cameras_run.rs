@@ -12,7 +12,7 @@ mod mosquitto;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
@@ -267,30 +267,11 @@ fn live_cameras_drop_their_own_oldest_frames_and_none_is_starved() {
     assert!(dropped > 0, "{}", r.summary);
 }
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn clients_installed() -> bool {
-    ["mosquitto_pub", "mosquitto_sub"].iter().all(|c| {
-        Command::new(c)
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })
-}
-
 /// `cmd/ground` answers from the camera it names: the first without a name, an error naming an
 /// unknown one.
 #[test]
 fn ground_names_a_camera() {
-    if mosquitto::binary().is_none() || !clients_installed() {
+    if mosquitto::binary().is_none() || !mosquitto::clients_installed() {
         mosquitto::skip(
             "mosquitto / mosquitto-clients not installed (apt-get install mosquitto mosquitto-clients)",
         );
@@ -325,7 +306,7 @@ fn ground_names_a_camera() {
         .spawn()
         .expect("mosquitto_sub");
     let out = sub.stdout.take().unwrap();
-    let _sub = Kill(sub);
+    let _sub = common::Kill(sub);
     let (tx, replies) = channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -336,7 +317,7 @@ fn ground_names_a_camera() {
             }
         }
     });
-    let _run = Kill(
+    let _run = common::Kill(
         common::lookout()
             .args(["run", "--json", "--config"])
             .arg(&cfg)

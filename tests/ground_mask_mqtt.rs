@@ -7,7 +7,7 @@ mod common;
 mod mosquitto;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
@@ -17,28 +17,9 @@ use serde_json::Value;
 const DEVICE: &str = "masktest";
 const PHOTO: &str = "tests/fixtures/images/basketball1.png";
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn clients_installed() -> bool {
-    ["mosquitto_pub", "mosquitto_sub"].iter().all(|c| {
-        Command::new(c)
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })
-}
-
 #[test]
 fn cmd_ground_returns_the_mask_of_a_person_from_the_unblurred_frame() {
-    if mosquitto::binary().is_none() || !clients_installed() {
+    if mosquitto::binary().is_none() || !mosquitto::clients_installed() {
         mosquitto::skip(
             "mosquitto / mosquitto-clients not installed (apt-get install mosquitto mosquitto-clients)",
         );
@@ -71,7 +52,7 @@ fn cmd_ground_returns_the_mask_of_a_person_from_the_unblurred_frame() {
         .spawn()
         .expect("mosquitto_sub");
     let out = sub.stdout.take().unwrap();
-    let _sub = Kill(sub);
+    let _sub = common::Kill(sub);
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -82,7 +63,7 @@ fn cmd_ground_returns_the_mask_of_a_person_from_the_unblurred_frame() {
             }
         }
     });
-    let _run = Kill(
+    let _run = common::Kill(
         common::lookout()
             .args(["run", "--config"])
             .arg(&cfg)

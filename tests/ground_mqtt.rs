@@ -8,7 +8,7 @@ mod common;
 mod mosquitto;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
@@ -17,29 +17,10 @@ use serde_json::Value;
 
 const DEVICE: &str = "groundtest";
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn clients_installed() -> bool {
-    ["mosquitto_pub", "mosquitto_sub"].iter().all(|c| {
-        Command::new(c)
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })
-}
-
 struct Controller {
     port: u16,
     replies: Receiver<(String, Value)>,
-    _sub: Kill,
+    _sub: common::Kill,
     tmp: tempfile::TempDir,
 }
 
@@ -65,7 +46,7 @@ impl Controller {
         Controller {
             port,
             replies: rx,
-            _sub: Kill(sub),
+            _sub: common::Kill(sub),
             tmp: tempfile::tempdir().unwrap(),
         }
     }
@@ -123,7 +104,7 @@ fn iou(v: &Value, want: [f32; 4]) -> f32 {
 
 #[test]
 fn ground_over_mqtt_with_malformed_instructions() {
-    if mosquitto::binary().is_none() || !clients_installed() {
+    if mosquitto::binary().is_none() || !mosquitto::clients_installed() {
         mosquitto::skip(
             "mosquitto / mosquitto-clients not installed (apt-get install mosquitto mosquitto-clients)",
         );
@@ -156,7 +137,7 @@ fn ground_over_mqtt_with_malformed_instructions() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut run = Kill(run);
+    let mut run = common::Kill(run);
 
     // Until lookout is connected and has confirmed tracks of the sweets, ask again.
     let deadline = Instant::now() + Duration::from_secs(90);

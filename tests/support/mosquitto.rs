@@ -406,3 +406,15 @@ impl Pki {
         self.dir.path().join(f)
     }
 }
+
+/// Whether `mosquitto_pub` and `mosquitto_sub` (Debian's mosquitto-clients) can be run.
+pub fn clients_installed() -> bool {
+    ["mosquitto_pub", "mosquitto_sub"].iter().all(|c| {
+        std::process::Command::new(c)
+            .arg("--help")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
