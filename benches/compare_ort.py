@@ -6,9 +6,11 @@ count, it runs `lookout bench` (the release binary: load, pre-processing, infere
 onnxruntime session and, when the `openvino` package is installed, OpenVINO's CPU plugin twice (f32
 pinned with INFERENCE_PRECISION_HINT=f32, and its default precision, which is bf16 on CPUs with AMX or
 AVX-512 BF16) on the identical pre-processed tensor, alternating them, and prints ratios. With --write
-it replaces the detector part of benches/RESULTS.md (the VLM part is copied from the VLM benches).
+it rewrites benches/RESULTS.md. The VLM rows come from `benches/vlm_smolvlm.py` and `benches/vlm_florence2.py`,
+run here for each thread count on the full-size random-weight models (fp32 and int8: vision encoder,
+prefill, decode, peak RSS) when those models exist; otherwise the VLM benches' own tables are copied.
 
-    cargo build --release
+    cargo build --release --bin lookout --example florence2_bench
     /opt/ortvenv/bin/python benches/compare_ort.py --write      # venv: pip install -r models/tools/requirements-reference.txt
                                                                  # (+ requirements-openvino.txt for the OpenVINO columns)
 
@@ -161,6 +163,14 @@ def main() -> None:
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end rows")
     ap.add_argument("--e2e", nargs="*", default=["nanodet-g", "nanodet-g-int8", "centernet-mbv3", "centernet-mbv3-int8"],
                     help="models for the end-to-end rows (lookout run vs detector alone)")
+    ap.add_argument("--smolvlm", default="/work/scratch-smolvlm/smolvlm-256m-random",
+                    help="full-size SmolVLM folder (models/tools/make_vlm_smolvlm.py --full)")
+    ap.add_argument("--florence", default="/work/scratch-florence/florence2-base",
+                    help="full-size Florence-2 folder (models/tools/make_vlm_florence2.py --full)")
+    ap.add_argument("--florence-bin", default=None,
+                    help="the florence2_bench example binary (default: next to --lookout, in examples/)")
+    ap.add_argument("--vlm-tokens", type=int, default=16)
+    ap.add_argument("--no-vlm", action="store_true", help="skip the VLM rows (copy the VLM benches' tables)")
     args = ap.parse_args()
 
     img = common.read_rgb(IMAGE)
@@ -222,9 +232,64 @@ def main() -> None:
         print(f"e2e {name:22} run {r['run_fps']:6.2f} fps  detector {r['det_fps']:6.2f} fps  ratio {r['ratio']:.3f}  "
               f"outside inference {r['outside_pct']:.1f} %  start-up {r['startup_ms']:.0f} ms", flush=True)
 
+    vlm = [] if args.no_vlm else vlm_rows(args)
+
     args.load_after = os.getloadavg()
     if args.write:
-        write_results(rows, e2e, args)
+        write_results(rows, e2e, vlm, args)
+
+
+def vlm_rows(args) -> list[dict]:
+    """Both VLM benches at every thread count, each a fresh process per engine and variant (the
+    benches alternate the engines themselves). Returns one dict per model, variant and thread count
+    with tract's and onnxruntime's figures."""
+    out = []
+    here = os.path.dirname(os.path.abspath(__file__))
+    fbin = args.florence_bin or os.path.join(os.path.dirname(args.lookout), "examples", "florence2_bench")
+    for t in args.threads:
+        if os.path.isfile(os.path.join(args.smolvlm, "reference", "reference.json")):
+            js = os.path.join("/tmp", f"compare_ort_smolvlm_t{t}.json")
+            subprocess.run([sys.executable, os.path.join(here, "vlm_smolvlm.py"), "--model", args.smolvlm,
+                            "--lookout", args.lookout, "--threads", str(t), "--tokens", str(args.vlm_tokens),
+                            "--out", js], check=True, stdout=subprocess.DEVNULL)
+            by = {}
+            for r in json.load(open(js))["rows"]:
+                by.setdefault(r["variant"], {})["tract" if "tract" in r["engine"] else "ort"] = r
+            for variant, e in by.items():
+                out.append(vlm_row("SmolVLM-256M", variant, t, e, lambda r: r["prefill_ms"]))
+        else:
+            print(f"no SmolVLM model at {args.smolvlm}: VLM rows skipped", file=sys.stderr)
+        if os.path.isfile(os.path.join(args.florence, "reference", "reference.json")) and os.path.isfile(fbin):
+            js = os.path.join("/tmp", f"compare_ort_florence_t{t}.json")
+            subprocess.run([sys.executable, os.path.join(here, "vlm_florence2.py"), "--dir", args.florence,
+                            "--tract-bin", fbin, "--threads", str(t), "--tokens", str(args.vlm_tokens),
+                            "--iters", "1", "--out", js], check=True, stdout=subprocess.DEVNULL)
+            by = {}
+            for r in json.load(open(js)):
+                by.setdefault(r["variant"].strip("_") or "fp32", {})["ort" if r["runtime"] == "onnxruntime" else "tract"] = r
+            for variant, e in by.items():
+                # Florence-2 is an encoder-decoder: its "prefill" is the text encoder plus the first decoder step.
+                out.append(vlm_row("Florence-2-base", variant, t, e, lambda r: r["encoder_ms"] + r["first_step_ms"]))
+        else:
+            print(f"no Florence-2 model at {args.florence} or no {fbin}: VLM rows skipped", file=sys.stderr)
+    # int8 against fp32 of the same model, engine and threads: the issue's "int8 pays" question.
+    fp32 = {(r["model"], r["threads"]): r for r in out if r["variant"] == "fp32"}
+    for r in out:
+        b = fp32.get((r["model"], r["threads"]))
+        r["int8_vs_fp32"] = (r["tract"]["decode"] / b["tract"]["decode"]) if b and r is not b else None
+    for r in out:
+        print(f"vlm {r['model']:16} {r['variant']:5} t={r['threads']}  " + "  ".join(
+            f"{k} {r['tract'][k]:.1f}/{r['ort'][k]:.1f}" for k in ("vision", "prefill", "decode")), flush=True)
+    return out
+
+
+def vlm_row(model: str, variant: str, threads: int, e: dict, prefill) -> dict:
+    def pick(r):
+        return {"vision": r["vision_ms"], "prefill": prefill(r), "decode": r["decode_ms_per_token"],
+                "rss": r["peak_rss_mb"], "tokens": r.get("token_ids")}
+    t, o = pick(e["tract"]), pick(e["ort"])
+    return {"model": model, "variant": variant, "threads": threads, "tract": t, "ort": o,
+            "same_tokens": t["tokens"] == o["tokens"] if t["tokens"] is not None else None}
 
 
 def first_table(path: str) -> list[dict]:
@@ -297,7 +362,32 @@ def previous_e2e() -> list[str]:
     return rows
 
 
-def write_results(rows: list[dict], e2e: list[dict], args) -> None:
+def vlm_measured_section(vlm: list[dict], args) -> list[str]:
+    out = [
+        "",
+        "## VLMs: vision encoder, prefill, decode (measured in this run)",
+        "",
+        "`benches/vlm_smolvlm.py` and `benches/vlm_florence2.py`, called by this script for each thread count: random",
+        "weights at the real sizes (`models/tools/make_vlm_smolvlm.py --full`, `make_vlm_florence2.py --full`), the",
+        f"int8 files are onnxruntime's `quantize_dynamic`; {args.vlm_tokens} new tokens, greedy, one generation per",
+        "fresh process right after loading. SmolVLM prefill = token embedding + decoder over the prompt; Florence-2",
+        "prefill = text encoder + first decoder step. ratio = tract / onnxruntime; int8/fp32 = lookout's int8 decode",
+        "over its fp32 decode (below 1 = int8 pays). Peak RSS is the process's (wait4 / getrusage).",
+        "",
+        "| model | variant | threads | vision ms tract / ort (ratio) | prefill ms tract / ort (ratio) | decode ms/token tract / ort (ratio) | int8/fp32 decode lookout | peak RSS MB tract / ort | same tokens |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in vlm:
+        t, o = r["tract"], r["ort"]
+        c = lambda k, d: f"{t[k]:.{d}f} / {o[k]:.{d}f} (**{t[k] / o[k]:.2f}**)"  # noqa: E731
+        i8 = "—" if r["int8_vs_fp32"] is None else f"{r['int8_vs_fp32']:.2f}"
+        same = {True: "yes", False: "no", None: "—"}[r["same_tokens"]]
+        out.append(f"| {r['model']} | {r['variant']} | {r['threads']} | {c('vision', 0)} | {c('prefill', 0)} | "
+                   f"{c('decode', 1)} | {i8} | {t['rss']:.0f} / {o['rss']:.0f} | {same} |")
+    return out + [""]
+
+
+def write_results(rows: list[dict], e2e: list[dict], vlm: list[dict], args) -> None:
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -363,7 +453,7 @@ def write_results(rows: list[dict], e2e: list[dict], args) -> None:
             f"| {r['model']} | {r['frames']} | {f(r['run_fps'])} | {f(r['det_fps'])} | **{f(r['ratio'], 3)}** | "
             f"{f(r['outside_pct'], 1)} % | {f(r['startup_ms'], 0)} | {f(r['first_ms'], 0)} |"
         )
-    lines += vlm_section()
+    lines += vlm_measured_section(vlm, args) if vlm else vlm_section()
     path = os.path.join(ROOT, "benches", "RESULTS.md")
     with open(path, "w") as fh:
         fh.write("\n".join(lines))

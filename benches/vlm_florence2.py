@@ -121,6 +121,7 @@ def main():
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--tract-bin", type=Path, help="a built florence2_bench example (default: cargo run --release)")
+    ap.add_argument("--out", type=Path, help="where to write the rows as JSON (default: DIR/bench.json)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -139,7 +140,7 @@ def main():
             r["tokens_match_reference"] = None if w is None else r["token_ids"] == w[: len(r["token_ids"])]
             print(json.dumps(r), file=sys.stderr)
             rows.append(r)
-    (args.dir / "bench.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (args.out or args.dir / "bench.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(f"Florence-2-base sizes, random weights, {args.threads} thread(s), medians of {args.iters}; "
           f"`{os.uname().machine}`, {os.cpu_count()} cores\n")
     print("| variant | runtime | load s | vision encoder ms | text encoder ms | first decoder step ms "
