@@ -559,14 +559,69 @@ fn per_channel<T: Datum + Copy>(t: &Tensor, len: usize, what: &str) -> Result<Ve
     }
 }
 
+/// The integer parameters of one quantized convolution, however the file spelled them
+/// (`QLinearConv` here, `DequantizeLinear → Conv → QuantizeLinear` in [`super::qdq`]).
+#[derive(Debug, Clone)]
+pub(super) struct QuantParts {
+    /// Integer weights (i8 or u8), OIHW.
+    pub kernel: Arc<Tensor>,
+    /// Weight zero point and scale, per output channel.
+    pub k0: Vec<i32>,
+    pub k_scale: Vec<f32>,
+    /// i32 bias, per output channel, in units of `x_scale · k_scale`.
+    pub bias: Vec<i32>,
+    pub x0: i32,
+    pub x_scale: f32,
+    /// Element type of the input's bytes (u8 or i8).
+    pub x_dt: DatumType,
+    pub y0: i32,
+    pub y_scale: f32,
+}
+
 /// Build the replacement for one quantized conv node, or say why it stays with tract.
 fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, String> {
-    let out_dt = conv.q_params.ok_or("not quantized")?;
-    if !matches!(out_dt.unquantized(), DatumType::U8 | DatumType::I8) {
-        return Err(format!("output type {out_dt:?}"));
+    if conv.q_params.is_none() {
+        return Err("not quantized".into());
     }
     if node.inputs.len() != 9 {
         return Err(format!("{} inputs", node.inputs.len()));
+    }
+    let x_fact = model
+        .outlet_fact(node.inputs[0])
+        .map_err(|e| e.to_string())?;
+    let c_out = conv.pool_spec.output_channels;
+    let bias = konst(model, node, 2)?;
+    let x_scale = konst(model, node, 4)?;
+    let y_scale = konst(model, node, 8)?;
+    let parts = QuantParts {
+        kernel: konst(model, node, 1)?,
+        k0: per_channel::<i32>(&*konst(model, node, 5)?, c_out, "weight zero point")?,
+        k_scale: per_channel::<f32>(&*konst(model, node, 6)?, c_out, "weight scale")?,
+        bias: per_channel::<i32>(&bias, c_out, "bias")?,
+        x0: scalar_i32(&*konst(model, node, 3)?, "x zero point")?,
+        x_scale: x_scale
+            .cast_to_scalar::<f32>()
+            .map_err(|e| format!("x scale: {e}"))?,
+        x_dt: x_fact.datum_type.unquantized(),
+        y0: scalar_i32(&*konst(model, node, 7)?, "y zero point")?,
+        y_scale: y_scale
+            .cast_to_scalar::<f32>()
+            .map_err(|e| format!("y scale: {e}"))?,
+    };
+    plan_parts(model, node, conv, parts, node.outputs[0].fact.clone())
+}
+
+/// Build a [`QConv`] for the geometry of `conv` (its input 0 and output facts give the shapes)
+/// from integer parameters; `out_fact` is what the op produces (u8 or i8).
+pub(super) fn plan_parts(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+    parts: QuantParts,
+    out_fact: TypedFact,
+) -> Result<QConv, String> {
+    if !matches!(out_fact.datum_type.unquantized(), DatumType::U8 | DatumType::I8) {
+        return Err(format!("output type {:?}", out_fact.datum_type));
     }
     if conv.kernel_fmt != KernelFormat::OIHW {
         return Err(format!("kernel format {:?}", conv.kernel_fmt));
@@ -582,15 +637,14 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, Stri
     let x_fact = model
         .outlet_fact(node.inputs[0])
         .map_err(|e| e.to_string())?;
-    let x_dt = x_fact.datum_type.unquantized();
+    let x_dt = parts.x_dt;
     if !matches!(x_dt, DatumType::U8 | DatumType::I8) {
-        return Err(format!("input type {:?}", x_fact.datum_type));
+        return Err(format!("input type {x_dt:?}"));
     }
     let shape = x_fact.shape.as_concrete().ok_or("symbolic input shape")?;
     if shape.len() != 4 || shape[0] != 1 {
         return Err(format!("input shape {shape:?} (want [1, C, H, W])"));
     }
-    let out_fact = node.outputs[0].fact.clone();
     let out_shape = out_fact
         .shape
         .as_concrete()
@@ -621,22 +675,26 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, Stri
     if conv.group != 1 && !depthwise {
         return Err(format!("group {}", conv.group));
     }
-
-    let kernel = konst(model, node, 1)?;
-    let bias = konst(model, node, 2)?;
-    let x0 = scalar_i32(&*konst(model, node, 3)?, "x zero point")?;
-    let x_scale = konst(model, node, 4)?;
-    let k0 = per_channel::<i32>(&*konst(model, node, 5)?, geo.c_out, "weight zero point")?;
-    let k_scale = per_channel::<f32>(&*konst(model, node, 6)?, geo.c_out, "weight scale")?;
-    let y0 = scalar_i32(&*konst(model, node, 7)?, "y zero point")?;
-    let y_scale = konst(model, node, 8)?;
-    let x_scale = x_scale
-        .cast_to_scalar::<f32>()
-        .map_err(|e| format!("x scale: {e}"))?;
-    let y_scale = y_scale
-        .cast_to_scalar::<f32>()
-        .map_err(|e| format!("y scale: {e}"))?;
-    let bias = per_channel::<i32>(&bias, geo.c_out, "bias")?;
+    let QuantParts {
+        kernel,
+        k0,
+        k_scale,
+        bias,
+        x0,
+        x_scale,
+        y0,
+        y_scale,
+        ..
+    } = parts;
+    if k0.len() != geo.c_out || k_scale.len() != geo.c_out || bias.len() != geo.c_out {
+        return Err(format!(
+            "{} weight zero points, {} weight scales, {} biases for {} channels",
+            k0.len(),
+            k_scale.len(),
+            bias.len(),
+            geo.c_out
+        ));
+    }
 
     let per_out = kernel.len() / geo.c_out.max(1);
     let k = if depthwise { geo.kh * geo.kw } else { geo.k() };
