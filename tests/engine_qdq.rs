@@ -89,3 +89,118 @@ fn qdq_conv_equals_onnxruntime_and_tract() {
         }
     }
 }
+
+/// `(k − 128) / 32` with `k` an integer pattern: exact in f32, the same in
+/// `models/tools/make_qdq_model_fixture.py`.
+fn synthetic_input(shape: &[usize]) -> Vec<f32> {
+    let w = shape[shape.len() - 1] as i64;
+    let n: usize = shape.iter().product();
+    (0..n as i64)
+        .map(|i| {
+            let k = ((i % w) * 3 + (i / w) * 5 + (i * 7919) % 61) % 256;
+            (k - 128) as f32 / 32.0
+        })
+        .collect()
+}
+
+/// lookout's first output for `model_dir` at `threads` on `x`, and its plan's operator kinds.
+fn engine_output(model_dir: &str, threads: usize, x: &[f32]) -> (Vec<f32>, Vec<String>) {
+    use lookout::engine::{Engine, EngineOptions};
+    let manifest = lookout::detect::Manifest::load(
+        common::repo().join(format!("models/{model_dir}/model.toml")),
+    )
+    .unwrap();
+    let shape = manifest.input.shape.clone();
+    let engine = Engine::load(
+        &manifest.model_path,
+        &EngineOptions {
+            threads,
+            input_shape: Some(shape.clone()),
+        },
+    )
+    .unwrap();
+    let kinds = engine.profile(&shape, x, 1).unwrap().into_iter().map(|p| p.op).collect();
+    let out = engine.run_slice(&shape, x).unwrap();
+    (out.get(0).unwrap().data.to_vec(), kinds)
+}
+
+/// tract's untouched plan (what `LOOKOUT_PLAIN_TRACT=1` runs) on `x`.
+fn untouched_output(model_dir: &str, x: &[f32]) -> Vec<f32> {
+    let manifest = lookout::detect::Manifest::load(
+        common::repo().join(format!("models/{model_dir}/model.toml")),
+    )
+    .unwrap();
+    let shape = manifest.input.shape.clone();
+    let plan = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_path(&manifest.model_path)
+        .unwrap()
+        .with_input_fact(0, f32::fact(&shape).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let out = plan.run(tvec!(Tensor::from_shape(&shape, x).unwrap().into())).unwrap();
+    let out = out[0].cast_to::<f32>().unwrap();
+    let out = out.try_as_plain_ram().unwrap();
+    out.as_slice::<f32>().unwrap().to_vec()
+}
+
+/// Values of `ours` at every `step`-th index that differ from `want`, and the largest difference.
+fn sampled_diff(ours: &[f32], want: &[f32], step: usize) -> (usize, f32) {
+    ours.iter()
+        .step_by(step)
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .filter(|d| *d > 1e-5)
+        .fold((0, 0f32), |(n, m), d| (n + 1, m.max(d)))
+}
+
+/// nanodet-g-int8-qdq with its 31 quantized convs as `QConv`, on an input Rust and Python compute
+/// alike, against onnxruntime's default plan (which fuses the same chains into QLinearConv) and
+/// tract's untouched plan. Not bit-exact, and not expected to be: the network starts with three
+/// float convs, a LeakyRelu and a MaxPool whose f32 results differ between tract and onnxruntime
+/// in the last bits, and the first QuantizeLinear turns some of those into one-step differences
+/// that travel on; tract's untouched plan against onnxruntime's *unfused* plan (the same float
+/// arithmetic) parts the same way (measured 2026-12-05: ~half the sampled values, max 0.008). So
+/// the bound is that noise floor: lookout within 0.02 of onnxruntime's fused output and of tract's
+/// untouched output everywhere; and bit-identical at 1 and 2 threads. (Bit-exactness of the
+/// rewrite itself is `qdq_conv_equals_onnxruntime_and_tract`, on integer inputs.)
+#[test]
+fn shipped_nanodet_qdq_within_noise_of_onnxruntime_and_tract() {
+    let model_dir = "nanodet-g-int8-qdq";
+    let fixture: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::fixture(&format!("models/qdq/shipped-{model_dir}.json"))).unwrap(),
+    )
+    .unwrap();
+    let shape: Vec<usize> = fixture["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let step = fixture["step"].as_u64().unwrap() as usize;
+    let values = |key: &str| -> Vec<f32> {
+        fixture[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+    };
+    let (fused, unfused) = (values("fused"), values("unfused"));
+    let x = synthetic_input(&shape);
+
+    let (ours, kinds) = engine_output(model_dir, 1, &x);
+    assert!(kinds.iter().any(|k| k == "QConv"), "no QConv in {kinds:?}");
+    assert_eq!(ours.len(), fixture["len"].as_u64().unwrap() as usize);
+    let plain = untouched_output(model_dir, &x);
+    let (n_ort, max_ort) = sampled_diff(&ours, &fused, step);
+    let (n_plain_unfused, max_plain_unfused) = sampled_diff(&plain, &unfused, step);
+    let (n_plain, max_plain) = sampled_diff(&plain, &fused, step);
+    let whole = ours.iter().zip(&plain).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    eprintln!(
+        "{model_dir}, {} sampled values: lookout vs onnxruntime fused {n_ort} differ (max {max_ort}); \
+         tract plain vs onnxruntime unfused {n_plain_unfused} (max {max_plain_unfused}); tract plain vs \
+         fused {n_plain} (max {max_plain}); lookout vs tract plain: {whole} of {} differ",
+        fused.len(),
+        ours.len()
+    );
+    assert!(max_ort <= 0.02, "lookout {n_ort} values from onnxruntime's, up to {max_ort}");
+    let max_whole = ours.iter().zip(&plain).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(max_whole <= 0.02, "lookout {whole} values from tract's plan, up to {max_whole}");
+    let (two, _) = engine_output(model_dir, 2, &x);
+    let moved = ours.iter().zip(&two).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(moved, 0, "2 threads changed {moved} values");
+}
