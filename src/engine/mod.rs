@@ -15,6 +15,7 @@ mod dynquant;
 mod fold;
 pub mod onnx;
 pub mod pass;
+mod par;
 mod pin;
 mod qconv;
 mod qdq;
