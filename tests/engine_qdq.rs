@@ -1,5 +1,6 @@
 //! lookout's QDQ pass (`QdqConvPass`, src/engine/qdq.rs): `DequantizeLinear → Conv →
-//! QuantizeLinear` onto `QConv`, against tract's untouched plan (`LOOKOUT_PLAIN_TRACT`'s: a float
+//! QuantizeLinear` onto `QConv`, and `QConcat` (src/engine/qconcat.rs) for `DequantizeLinear
+//! [→ LeakyRelu] → Concat → QuantizeLinear`, against tract's untouched plan (`LOOKOUT_PLAIN_TRACT`'s: a float
 //! conv between the two) and onnxruntime (which fuses each chain into `QLinearConv`), on small
 //! random graphs (`models/tools/make_qdq_fixture.py`), and on the shipped nanodet-g-int8-qdq.
 
@@ -21,7 +22,8 @@ fn differences(a: &Tensor, b: &Tensor) -> (usize, i32) {
 
 /// Every geometry the pass takes (3x3, strided with one weight scale, 1x1, depthwise 3x3 and
 /// 5x5/2, dilated with asymmetric padding, 1x1/2 without bias) on u8 and i8 activations, and two
-/// it leaves to tract (grouped; no QuantizeLinear after the conv): every quantized output equals
+/// it leaves to tract (grouped; no QuantizeLinear after the conv), plus a quantized concat
+/// (`QConcat`, bit-identical to tract, within one step of onnxruntime): every conv output equals
 /// onnxruntime's byte for byte, and tract's plain plan (which rounds the float sum instead of the
 /// integer one) within one step; the float output is tract's own.
 #[test]
@@ -61,7 +63,8 @@ fn qdq_conv_equals_onnxruntime_and_tract() {
             .unwrap()
             .run(tvec!(input.into()))
             .unwrap();
-        assert_eq!(ours.len(), 9);
+        assert_eq!(rewrites.count("QConcat"), 2, "{tag}: {rewrites}");
+        assert_eq!(ours.len(), 11);
         let mut ort_offset = 0;
         for (i, (a, b)) in ours.iter().zip(&plain).enumerate() {
             assert_eq!(a.shape(), b.shape(), "{tag} output {i}");
@@ -73,6 +76,18 @@ fn qdq_conv_equals_onnxruntime_and_tract() {
             let (n, max) = differences(a, b);
             eprintln!("{tag} output {i}: {n} of {} differ from tract's plain plan, by at most {max}", a.len());
             assert!(max <= 1, "{tag} output {i}: {n} differ from tract's, up to {max}");
+            if i >= 9 {
+                // The concats (9: two dequantised inputs; 10: one f32 input): their tables and
+                // quantization are tract's own arithmetic, so tract's bytes exactly;
+                // onnxruntime (QLinearConcat / its own LeakyRelu tables) within one step.
+                assert_eq!(n, 0, "{tag}: QConcat differs from tract's");
+                let mut reference = Tensor::from_shape(a.shape(), &ort[ort_offset..][..a.len()]).unwrap();
+                unsafe { reference.set_datum_type(dt) };
+                ort_offset += a.len();
+                let (n, max) = differences(a, &reference);
+                eprintln!("{tag} concat: {n} of {} differ from onnxruntime's, by at most {max}", a.len());
+                assert!(max <= 1, "{tag}: concat {n} values from onnxruntime's, up to {max}");
+            }
             if i < 7 {
                 // The grouped conv (7) stays with tract's float conv; onnxruntime fuses it.
                 let mut reference = Tensor::from_shape(a.shape(), &ort[ort_offset..][..a.len()]).unwrap();
@@ -87,6 +102,7 @@ fn qdq_conv_equals_onnxruntime_and_tract() {
             let distinct: std::collections::BTreeSet<u8> = a.as_bytes().iter().copied().collect();
             assert!(distinct.len() > 16, "{tag} output {i}: degenerate ({} distinct)", distinct.len());
         }
+        assert_eq!(ort_offset, ort.len(), "{tag}: onnxruntime outputs left over");
     }
 }
 

@@ -2,7 +2,8 @@
 """Writes tests/fixtures/models/qdq/{qdq-u8,qdq-i8}.onnx: QDQ-format convolutions
 (DequantizeLinear -> Conv -> QuantizeLinear, as onnxruntime's quantize_static writes them) in every
 geometry lookout's QdqConv pass (src/engine/qdq.rs) takes over from tract, plus ones it must leave
-to tract (a grouped conv, a conv whose output is not quantized).
+to tract (a grouped conv, a conv whose output is not quantized), and a quantized concat
+(DequantizeLinear [-> LeakyRelu] -> Concat -> QuantizeLinear, src/engine/qconcat.rs).
 
 Each QuantizeLinear output is a graph output, so tests/engine_qdq.rs compares every one of them
 between lookout's plan and tract's untouched plan. Weights, scales and zero points are random but
@@ -105,6 +106,28 @@ def build(act_dt, seed):
         ["float_wf"], name="float_dqw", axis=0))
     nodes.append(helper.make_node("Conv", ["float_xf", "float_wf"], ["float_out"], name="float_conv"))
     outputs.append(helper.make_tensor_value_info("float_out", TensorProto.FLOAT, [1, 4, None, None]))
+
+    # A quantized concat as both int8 formats write one (src/engine/qconcat.rs): one input through
+    # DequantizeLinear -> LeakyRelu, the other through DequantizeLinear only, each with its own
+    # scale, requantized to a third.
+    nodes.append(helper.make_node(
+        "DequantizeLinear", ["c3x3_s2", "c3x3_s2_y_scale", zps["c3x3_s2"]], ["cat_af"], name="cat_dqa"))
+    nodes.append(helper.make_node("LeakyRelu", ["cat_af"], ["cat_al"], name="cat_leaky", alpha=0.1))
+    nodes.append(helper.make_node(
+        "DequantizeLinear", ["c1x1_s2_nobias", "c1x1_s2_nobias_y_scale", zps["c1x1_s2_nobias"]], ["cat_bf"],
+        name="cat_dqb"))
+    nodes.append(helper.make_node("Concat", ["cat_al", "cat_bf"], ["cat_f"], name="cat", axis=1))
+    cat_scale = const("cat_y_scale", np.array(max(scales["c3x3_s2"], scales["c1x1_s2_nobias"]), np.float32))
+    nodes.append(helper.make_node("QuantizeLinear", ["cat_f", cat_scale, zp("cat_y_zp")], ["concat"],
+                                  name="cat_q"))
+    outputs.append(helper.make_tensor_value_info("concat", act_dt, [1, 21, None, None]))
+    # And one whose first input is f32 to begin with (the float conv's output), as nanodet's first.
+    nodes.append(helper.make_node(
+        "DequantizeLinear", ["c3x3", "c3x3_y_scale", zps["c3x3"]], ["catf_bf"], name="catf_dqb"))
+    nodes.append(helper.make_node("Concat", ["float_out", "catf_bf"], ["catf_f"], name="catf", axis=1))
+    nodes.append(helper.make_node("QuantizeLinear", ["catf_f", "c3x3_y_scale", zp("catf_y_zp")],
+                                  ["concat_f"], name="catf_q"))
+    outputs.append(helper.make_tensor_value_info("concat_f", act_dt, [1, 20, None, None]))
 
     graph = helper.make_graph(
         nodes, "qdq", [helper.make_tensor_value_info("x", act_dt, list(SHAPE))], outputs, inits)

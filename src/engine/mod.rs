@@ -17,6 +17,7 @@ pub mod onnx;
 pub mod pass;
 mod par;
 mod pin;
+mod qconcat;
 mod qconv;
 mod qdq;
 mod quantize;
@@ -26,6 +27,7 @@ mod topk;
 pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fold::fold_const_chains;
 pub use pin::{pin_single_selections, PinnedNonZero};
+pub use qconcat::QConcat;
 pub use qconv::QConv;
 pub use qdq::QdqConvPass;
 pub use quantize::FastQuantize;
@@ -481,6 +483,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
     vec![
         Box::new(qconv::QConvPass),
         Box::new(qdq::QdqConvPass),
+        Box::new(qconcat::QConcatPass),
         Box::new(topk::SelectTopkPass),
         Box::new(resize::PlannedResizePass),
         Box::new(quantize::FastQuantizePass),
