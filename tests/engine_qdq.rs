@@ -74,23 +74,37 @@ fn qdq_conv_equals_onnxruntime_and_tract() {
                 continue;
             }
             let (n, max) = differences(a, b);
-            eprintln!("{tag} output {i}: {n} of {} differ from tract's plain plan, by at most {max}", a.len());
-            assert!(max <= 1, "{tag} output {i}: {n} differ from tract's, up to {max}");
+            eprintln!(
+                "{tag} output {i}: {n} of {} differ from tract's plain plan, by at most {max}",
+                a.len()
+            );
+            assert!(
+                max <= 1,
+                "{tag} output {i}: {n} differ from tract's, up to {max}"
+            );
             if i >= 9 {
                 // The concats (9: two dequantised inputs; 10: one f32 input): their tables and
                 // quantization are tract's own arithmetic, so tract's bytes exactly;
                 // onnxruntime (QLinearConcat / its own LeakyRelu tables) within one step.
                 assert_eq!(n, 0, "{tag}: QConcat differs from tract's");
-                let mut reference = Tensor::from_shape(a.shape(), &ort[ort_offset..][..a.len()]).unwrap();
+                let mut reference =
+                    Tensor::from_shape(a.shape(), &ort[ort_offset..][..a.len()]).unwrap();
                 unsafe { reference.set_datum_type(dt) };
                 ort_offset += a.len();
                 let (n, max) = differences(a, &reference);
-                eprintln!("{tag} concat: {n} of {} differ from onnxruntime's, by at most {max}", a.len());
-                assert!(max <= 1, "{tag}: concat {n} values from onnxruntime's, up to {max}");
+                eprintln!(
+                    "{tag} concat: {n} of {} differ from onnxruntime's, by at most {max}",
+                    a.len()
+                );
+                assert!(
+                    max <= 1,
+                    "{tag}: concat {n} values from onnxruntime's, up to {max}"
+                );
             }
             if i < 7 {
                 // The grouped conv (7) stays with tract's float conv; onnxruntime fuses it.
-                let mut reference = Tensor::from_shape(a.shape(), &ort[ort_offset..][..a.len()]).unwrap();
+                let mut reference =
+                    Tensor::from_shape(a.shape(), &ort[ort_offset..][..a.len()]).unwrap();
                 unsafe { reference.set_datum_type(dt) };
                 ort_offset += a.len();
                 assert_eq!(
@@ -100,9 +114,17 @@ fn qdq_conv_equals_onnxruntime_and_tract() {
                 );
             }
             let distinct: std::collections::BTreeSet<u8> = a.as_bytes().iter().copied().collect();
-            assert!(distinct.len() > 16, "{tag} output {i}: degenerate ({} distinct)", distinct.len());
+            assert!(
+                distinct.len() > 16,
+                "{tag} output {i}: degenerate ({} distinct)",
+                distinct.len()
+            );
         }
-        assert_eq!(ort_offset, ort.len(), "{tag}: onnxruntime outputs left over");
+        assert_eq!(
+            ort_offset,
+            ort.len(),
+            "{tag}: onnxruntime outputs left over"
+        );
     }
 }
 
@@ -135,7 +157,12 @@ fn engine_output(model_dir: &str, threads: usize, x: &[f32]) -> (Vec<f32>, Vec<S
         },
     )
     .unwrap();
-    let kinds = engine.profile(&shape, x, 1).unwrap().into_iter().map(|p| p.op).collect();
+    let kinds = engine
+        .profile(&shape, x, 1)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.op)
+        .collect();
     let out = engine.run_slice(&shape, x).unwrap();
     (out.get(0).unwrap().data.to_vec(), kinds)
 }
@@ -157,7 +184,9 @@ fn untouched_output(model_dir: &str, x: &[f32]) -> Vec<f32> {
         .unwrap()
         .into_runnable()
         .unwrap();
-    let out = plan.run(tvec!(Tensor::from_shape(&shape, x).unwrap().into())).unwrap();
+    let out = plan
+        .run(tvec!(Tensor::from_shape(&shape, x).unwrap().into()))
+        .unwrap();
     let out = out[0].cast_to::<f32>().unwrap();
     let out = out.try_as_plain_ram().unwrap();
     out.as_slice::<f32>().unwrap().to_vec()
@@ -187,13 +216,26 @@ fn sampled_diff(ours: &[f32], want: &[f32], step: usize) -> (usize, f32) {
 fn shipped_nanodet_qdq_within_noise_of_onnxruntime_and_tract() {
     let model_dir = "nanodet-g-int8-qdq";
     let fixture: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(common::fixture(&format!("models/qdq/shipped-{model_dir}.json"))).unwrap(),
+        &std::fs::read(common::fixture(&format!(
+            "models/qdq/shipped-{model_dir}.json"
+        )))
+        .unwrap(),
     )
     .unwrap();
-    let shape: Vec<usize> = fixture["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> = fixture["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
     let step = fixture["step"].as_u64().unwrap() as usize;
     let values = |key: &str| -> Vec<f32> {
-        fixture[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+        fixture[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
     };
     let (fused, unfused) = (values("fused"), values("unfused"));
     let x = synthetic_input(&shape);
@@ -205,7 +247,11 @@ fn shipped_nanodet_qdq_within_noise_of_onnxruntime_and_tract() {
     let (n_ort, max_ort) = sampled_diff(&ours, &fused, step);
     let (n_plain_unfused, max_plain_unfused) = sampled_diff(&plain, &unfused, step);
     let (n_plain, max_plain) = sampled_diff(&plain, &fused, step);
-    let whole = ours.iter().zip(&plain).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    let whole = ours
+        .iter()
+        .zip(&plain)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
     eprintln!(
         "{model_dir}, {} sampled values: lookout vs onnxruntime fused {n_ort} differ (max {max_ort}); \
          tract plain vs onnxruntime unfused {n_plain_unfused} (max {max_plain_unfused}); tract plain vs \
@@ -213,10 +259,23 @@ fn shipped_nanodet_qdq_within_noise_of_onnxruntime_and_tract() {
         fused.len(),
         ours.len()
     );
-    assert!(max_ort <= 0.02, "lookout {n_ort} values from onnxruntime's, up to {max_ort}");
-    let max_whole = ours.iter().zip(&plain).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(max_whole <= 0.02, "lookout {whole} values from tract's plan, up to {max_whole}");
+    assert!(
+        max_ort <= 0.02,
+        "lookout {n_ort} values from onnxruntime's, up to {max_ort}"
+    );
+    let max_whole = ours
+        .iter()
+        .zip(&plain)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        max_whole <= 0.02,
+        "lookout {whole} values from tract's plan, up to {max_whole}"
+    );
     let (two, _) = engine_output(model_dir, 2, &x);
-    let moved = ours.iter().zip(&two).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    let moved = ours
+        .iter()
+        .zip(&two)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
     assert_eq!(moved, 0, "2 threads changed {moved} values");
 }

@@ -26,10 +26,14 @@ use super::quantize::quantize;
 #[derive(Debug, Clone, PartialEq)]
 enum Input {
     /// A u8/i8 input, each byte through this table.
-    Table([u8; 256]),
+    Table(Box<[u8; 256]>),
     /// An f32 input (not dequantised: a float conv's output), quantized as the `QuantizeLinear`
     /// does ([`super::quantize::quantize`], identical to tract's).
-    Quantize { scale: f32, zero_point: i32, signed: bool },
+    Quantize {
+        scale: f32,
+        zero_point: i32,
+        signed: bool,
+    },
 }
 
 /// Concatenation along `axis` of byte inputs mapped through tables and f32 inputs quantized.
@@ -84,7 +88,10 @@ impl EvalOp for QConcat {
         ensure!(
             outer * slice == shape.iter().product::<usize>(),
             "QConcat: inputs {:?} do not make {shape:?}",
-            inputs.iter().map(|x| x.shape().to_vec()).collect::<Vec<_>>()
+            inputs
+                .iter()
+                .map(|x| x.shape().to_vec())
+                .collect::<Vec<_>>()
         );
         let bytes: Vec<&[u8]> = inputs.iter().map(|x| x.as_bytes()).collect();
         let plain = inputs
@@ -133,7 +140,13 @@ impl EvalOp for QConcat {
                                 } => {
                                     // Checked f32 at planning; eval checks it again below.
                                     if let Some(xs) = floats[b] {
-                                        quantize(&xs[at..][..hi - lo], *scale, *zero_point, *signed, dst);
+                                        quantize(
+                                            &xs[at..][..hi - lo],
+                                            *scale,
+                                            *zero_point,
+                                            *signed,
+                                            dst,
+                                        );
                                     }
                                 }
                             }
@@ -234,7 +247,10 @@ fn plan(model: &TypedModel, node: &TypedNode) -> Result<(QConcat, Vec<OutletId>,
         }
         if !cur.op_is::<DequantizeLinearF32>() {
             // Not dequantised bytes: quantize the f32 input itself, as the QuantizeLinear would.
-            let dt = model.outlet_fact(*input).map_err(|e| e.to_string())?.datum_type;
+            let dt = model
+                .outlet_fact(*input)
+                .map_err(|e| e.to_string())?
+                .datum_type;
             if dt != f32::datum_type() {
                 return Err(format!("input of type {dt:?}"));
             }
@@ -256,9 +272,10 @@ fn plan(model: &TypedModel, node: &TypedNode) -> Result<(QConcat, Vec<OutletId>,
         }
         chain.push(cur);
         chain.reverse();
-        tables.push(Input::Table(
+        tables.push(Input::Table(Box::new(
             table(dt, &chain, q).map_err(|e| format!("{}: {e}", cur.name))?,
-        ));
+        )));
+
         sources.push(src);
     }
     if tables.iter().all(|t| matches!(t, Input::Quantize { .. })) {
@@ -286,7 +303,9 @@ fn table(dt: DatumType, chain: &[&TypedNode], q: &TypedNode) -> TractResult<[u8;
     adhoc.select_output_outlets(&[wire])?;
     let mut input = tensor1(&(0u8..=255).collect::<Vec<u8>>());
     unsafe { input.set_datum_type(dt) };
-    let out = SimplePlan::new(adhoc)?.run(tvec!(input.into_tvalue()))?.remove(0);
+    let out = SimplePlan::new(adhoc)?
+        .run(tvec!(input.into_tvalue()))?
+        .remove(0);
     let mut t = [0u8; 256];
     t.copy_from_slice(out.as_bytes());
     Ok(t)

@@ -614,7 +614,10 @@ pub(super) fn plan_parts(
     parts: QuantParts,
     out_fact: TypedFact,
 ) -> Result<QConv, String> {
-    if !matches!(out_fact.datum_type.unquantized(), DatumType::U8 | DatumType::I8) {
+    if !matches!(
+        out_fact.datum_type.unquantized(),
+        DatumType::U8 | DatumType::I8
+    ) {
         return Err(format!("output type {:?}", out_fact.datum_type));
     }
     if conv.kernel_fmt != KernelFormat::OIHW {

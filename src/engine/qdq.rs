@@ -1,16 +1,20 @@
 //! QDQ-format quantized convolutions (`DequantizeLinear → Conv → QuantizeLinear`, onnxruntime's
-//! preferred int8 format) onto lookout's [`QConv`], as onnxruntime fuses them into `QLinearConv`.
+//! preferred int8 format) onto lookout's [`super::QConv`], as onnxruntime fuses them into `QLinearConv`.
 //!
 //! tract 0.23.9 runs such a file in float: the activation's `DequantizeLinear` becomes a
-//! `DequantizeLinearF32`, the weights' and bias's per-channel `DequantizeLinear` become
-//! `Cast → Sub → Mul` on constants that constant propagation folds into f32 weights, the `Conv` is
+//! `DequantizeLinearF32`, the weights' and bias's `DequantizeLinear` (constants) are folded into
+//! f32 weights and bias when the model is translated to a typed one, the `Conv` is
 //! a float conv, and the `QuantizeLinear` after it an element-wise `QuantizeLinearU8/I8` (its
 //! declutter only folds element-wise chains into lookup tables, never a conv). On
 //! nanodet-g-int8-qdq that is twice the time of the same network as `QLinearConv`.
 //!
-//! [`QdqConvPass`] runs before constant propagation (while the integer weights are still
-//! constants of their own), recognises the chain, and wires one [`QConv`] from the `u8`/`i8`
-//! activation to the `QuantizeLinear`'s output, so the graph around it is unchanged.
+//! tract's translation to a typed model already folds a constant's `DequantizeLinear` into an f32
+//! constant and keeps `1 / y_scale` for `QuantizeLinear`, so [`annotate`] first records, on the
+//! inference model, each such constant's integers, scales and zero points and each exact
+//! `y_scale` (as model properties). [`QdqConvPass`] then runs on the typed model before constant
+//! propagation (which would rename the constants), recognises the chain, checks that the recorded
+//! integers dequantise to the folded weights bit for bit, and wires one `QConv` from the
+//! `u8`/`i8` activation to the `QuantizeLinear`'s output, so the graph around it is unchanged.
 //!
 //! Results: the integer accumulation is exact and requantization is `QConv`'s (onnxruntime's
 //! `QLinearConv` arithmetic: `round_ties_even(acc · x_scale·w_scale/y_scale) + y0`), so outputs
@@ -24,19 +28,19 @@
 //! `QuantizeLinear`. Anything else stays with tract, with the reason in the debug log.
 
 use tract_core::internal::*;
-use tract_onnx::prelude::InferenceModel;
-use tract_onnx::tract_hir::infer::Factoid;
 use tract_core::ops::cast::Cast;
 use tract_core::ops::cnn::conv::Conv;
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_core::ops::konst::Const;
 use tract_core::ops::quant::{DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8};
+use tract_onnx::prelude::InferenceModel;
+use tract_onnx::tract_hir::infer::Factoid;
 
 use super::pass::{GraphPass, Stage};
 use super::qconv::{plan_parts, QuantParts};
 
 /// Swaps `DequantizeLinear → Conv → QuantizeLinear` for [`super::QConv`]. Runs on the typed
-/// model before constant propagation folds the weights' dequantisation into floats.
+/// model before constant propagation, with what [`annotate`] recorded.
 pub struct QdqConvPass;
 
 impl GraphPass for QdqConvPass {
@@ -87,10 +91,7 @@ struct Dequantized {
 
 /// The [`super::QConv`] for the conv `node`, the quantized activation it reads, and the node
 /// whose output it replaces (the `QuantizeLinear`); or why not.
-fn plan(
-    model: &TypedModel,
-    node: &TypedNode,
-) -> Result<(super::QConv, OutletId, usize), String> {
+fn plan(model: &TypedModel, node: &TypedNode) -> Result<(super::QConv, OutletId, usize), String> {
     let conv = node.op_as::<Conv>().ok_or("not a conv")?;
     if node.inputs.len() != 3 {
         return Err(format!("{} inputs", node.inputs.len()));
@@ -131,7 +132,9 @@ fn plan(
         None => recover_scale(q_scale).ok_or("QuantizeLinear scale is not finite")?,
     };
     if y_scale.recip() != q_scale {
-        return Err(format!("y scale {y_scale} is not the QuantizeLinear's (1/{q_scale})"));
+        return Err(format!(
+            "y scale {y_scale} is not the QuantizeLinear's (1/{q_scale})"
+        ));
     }
 
     let parts = QuantParts {
@@ -210,7 +213,11 @@ fn bias(
         }
         let passthrough = node.op_as::<AxisOp>().is_some() || node.op_as::<Cast>().is_some();
         if !passthrough {
-            return Err(format!("bias: {} ({}) is not a constant", node.name, node.op.name()));
+            return Err(format!(
+                "bias: {} ({}) is not a constant",
+                node.name,
+                node.op.name()
+            ));
         }
         outlet = node.inputs[0];
     };
@@ -222,7 +229,10 @@ fn bias(
     for (c, (v, ks)) in f.iter().zip(k_scale).enumerate() {
         let s = x_scale * ks;
         let q = (*v as f64 / s as f64).round();
-        if !(q.abs() < (1 << 23) as f64) || ((q as i32) as f32 * s).to_bits() != v.to_bits() {
+        if q.is_nan()
+            || q.abs() >= (1 << 23) as f64
+            || ((q as i32) as f32 * s).to_bits() != v.to_bits()
+        {
             return Err(format!(
                 "bias {v} of channel {c} is not an integer times x_scale·w_scale = {s}"
             ));
@@ -240,7 +250,8 @@ const PROP: &str = "lookout.qdq.";
 /// `<node>.0`) and the exact scale of every `QuantizeLinear` (tract keeps `1 / y_scale`). Runs
 /// on the inference model, before `into_typed`.
 pub fn annotate(model: &mut InferenceModel) {
-    let value = |o: OutletId| -> Option<Arc<Tensor>> { model.outlet_fact(o).ok()?.value.concretize() };
+    let value =
+        |o: OutletId| -> Option<Arc<Tensor>> { model.outlet_fact(o).ok()?.value.concretize() };
     let mut props: Vec<(String, Arc<Tensor>)> = vec![];
     for node in model.nodes() {
         let kind = node.op.name();
@@ -304,7 +315,8 @@ fn dequantized(model: &TypedModel, mut outlet: OutletId) -> Result<Dequantized, 
     // Dequantise again, as tract does ((q − zp) as f32 · scale), per slice of axis 0.
     let q = flat(&values, "values")?;
     let rows = values.shape().first().copied().unwrap_or(1).max(1);
-    if (scale.len() != 1 && scale.len() != rows) || (zero_point.len() != 1 && zero_point.len() != rows)
+    if (scale.len() != 1 && scale.len() != rows)
+        || (zero_point.len() != 1 && zero_point.len() != rows)
     {
         return Err(format!(
             "{} scales and {} zero points for {rows} rows",
@@ -318,10 +330,17 @@ fn dequantized(model: &TypedModel, mut outlet: OutletId) -> Result<Dequantized, 
     let again: Vec<f32> = q
         .iter()
         .enumerate()
-        .map(|(i, v)| (*v as i32 - pick_i(&zero_point, i / per_row)) as f32 * pick(&scale, i / per_row))
+        .map(|(i, v)| {
+            (*v as i32 - pick_i(&zero_point, i / per_row)) as f32 * pick(&scale, i / per_row)
+        })
         .collect();
     let folded = flat(&folded, "folded constant")?;
-    if folded.len() != again.len() || folded.iter().zip(&again).any(|(a, b)| a.to_bits() != b.to_bits()) {
+    if folded.len() != again.len()
+        || folded
+            .iter()
+            .zip(&again)
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
         return Err(format!(
             "{}: the recorded integers do not dequantise to it along axis 0",
             node.name
