@@ -14,9 +14,12 @@ use crate::error::{Error, Result};
 mod dynquant;
 mod fold;
 pub mod onnx;
+mod par;
 pub mod pass;
 mod pin;
+mod qconcat;
 mod qconv;
+mod qdq;
 mod quantize;
 mod resize;
 pub mod session;
@@ -24,7 +27,9 @@ mod topk;
 pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fold::fold_const_chains;
 pub use pin::{pin_single_selections, PinnedNonZero};
+pub use qconcat::QConcat;
 pub use qconv::QConv;
+pub use qdq::QdqConvPass;
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
 pub use topk::SelectTopk;
@@ -477,6 +482,8 @@ pub(crate) fn pin_for_run(model: TypedModel, path: &Path) -> Result<TypedModel> 
 pub fn passes() -> Vec<Box<dyn GraphPass>> {
     vec![
         Box::new(qconv::QConvPass),
+        Box::new(qdq::QdqConvPass),
+        Box::new(qconcat::QConcatPass),
         Box::new(topk::SelectTopkPass),
         Box::new(resize::PlannedResizePass),
         Box::new(quantize::FastQuantizePass),
@@ -487,7 +494,10 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
 
 /// tract's analysis and optimisation, with lookout's faster ops swapped in where they compute the
 /// same thing (each op's module says how it is checked against tract's).
-pub fn optimize(model: InferenceModel) -> TractResult<(TypedModel, Rewrites)> {
+pub fn optimize(mut model: InferenceModel) -> TractResult<(TypedModel, Rewrites)> {
+    if !plain_tract() {
+        qdq::annotate(&mut model);
+    }
     let mut typed = model.into_typed()?;
     if plain_tract() {
         return Ok((typed.into_optimized()?, Rewrites::default()));
@@ -501,6 +511,7 @@ pub fn optimize(model: InferenceModel) -> TractResult<(TypedModel, Rewrites)> {
         }
         Ok(())
     };
+    run(&mut typed, Stage::BeforeConstants)?;
     // The early passes need constant parameters: propagate constants first.
     tract_core::optim::Optimizer::prop_consts().optimize(&mut typed)?;
     run(&mut typed, Stage::BeforeOptimise)?;

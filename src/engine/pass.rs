@@ -7,6 +7,9 @@ use tract_core::internal::*;
 /// Where in tract's optimisation a pass runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// On the typed model as translated, before constant propagation folds constant chains
+    /// (a weight's `DequantizeLinear`) into plain tensors.
+    BeforeConstants,
     /// On the typed model after constant propagation, before decluttering and codegen (which
     /// rewrite the ops a pass would look for).
     BeforeOptimise,

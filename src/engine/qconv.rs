@@ -40,6 +40,7 @@ use tract_linalg::mmm::{
 use tract_linalg::pack::PackedI8K4;
 use tract_linalg::BinOp;
 
+use super::par::{for_each_chunk, threads};
 use super::quantize::{round_ties_even_nonneg, store_8bit};
 
 /// Convolution geometry, all concrete (the rewrite only takes pinned shapes).
@@ -249,9 +250,10 @@ fn pad_value(signed: bool, x0: i32) -> i8 {
     }
 }
 
-/// One im2col row, `(c, ky, kx)` = `kk`: the input value each output position sees through that
-/// tap, or the zero point where it falls outside the image.
-fn im2col_row(g: &Geometry, x: &[u8], signed: bool, pad: i8, kk: usize, row: &mut [i8]) {
+/// One im2col row, `(c, ky, kx)` = `kk`, for the output positions `p0 .. p0 + row.len()` (row-major
+/// `(oy, ox)`): the input value each sees through that tap, or the zero point where it falls
+/// outside the image.
+fn im2col_row(g: &Geometry, x: &[u8], signed: bool, pad: i8, kk: usize, row: &mut [i8], p0: usize) {
     let (c, tap) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
     let (ky, kx) = (tap / g.kw, tap % g.kw);
     let plane = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
@@ -261,14 +263,20 @@ fn im2col_row(g: &Geometry, x: &[u8], signed: bool, pad: i8, kk: usize, row: &mu
     if oy_lo > 0 || oy_hi < g.out_h || ox_lo > 0 || ox_hi < g.out_w {
         row.fill(pad);
     }
-    if ox_lo >= ox_hi {
+    let p1 = p0 + row.len();
+    if ox_lo >= ox_hi || row.is_empty() {
         return;
     }
-    let ix0 = ox_lo * sw + kx * g.dilation.1 - g.pad.1;
-    for oy in oy_lo..oy_hi {
+    for oy in oy_lo.max(p0 / g.out_w)..oy_hi.min((p1 - 1) / g.out_w + 1) {
+        let line = oy * g.out_w;
+        let (a, b) = ((line + ox_lo).max(p0), (line + ox_hi).min(p1));
+        if a >= b {
+            continue;
+        }
+        let ix0 = (a - line) * sw + kx * g.dilation.1 - g.pad.1;
         let iy = oy * sh + ky * g.dilation.0 - g.pad.0;
         let src = &plane[iy * g.in_w..][..g.in_w];
-        let dst = &mut row[oy * g.out_w..][ox_lo..ox_hi];
+        let dst = &mut row[a - p0..b - p0];
         if sw == 1 {
             for (d, s) in dst.iter_mut().zip(&src[ix0..]) {
                 *d = to_i8(*s, signed);
@@ -288,7 +296,7 @@ fn im2col(g: &Geometry, x: &[u8], signed: bool, x0: i32) -> TractResult<Tensor> 
     let pad = pad_value(signed, x0);
     let mut b = vec![0i8; k * n];
     for (kk, row) in b.chunks_exact_mut(n).enumerate() {
-        im2col_row(g, x, signed, pad, kk, row);
+        im2col_row(g, x, signed, pad, kk, row, 0);
     }
     Ok(tract_ndarray::Array2::from_shape_vec((k, n), b)?.into_tensor())
 }
@@ -314,18 +322,31 @@ fn im2col_packed_k4(
         packed[(panels - 1) * panel_len..].fill(0);
     }
     let pad = pad_value(signed, x0);
-    let mut rows = vec![0i8; 4 * n];
-    for kb in 0..kp / 4 {
-        for (j, row) in rows.chunks_exact_mut(n).enumerate() {
-            let kk = kb * 4 + j;
-            if kk < k {
-                im2col_row(g, x, signed, pad, kk, row);
-            } else {
-                row.fill(0);
+    // Runs of whole panels are independent (each a contiguous part of the blob, its columns a
+    // contiguous range of output positions): with threads, a few runs per thread.
+    let runs = if threads() > 1 { threads() * 4 } else { 1 };
+    let per_run = panels.div_ceil(runs).max(1);
+    for_each_chunk(
+        packed,
+        per_run * panel_len,
+        Vec::new,
+        |i, part: &mut [u8], rows: &mut Vec<i8>| {
+            let c0 = i * per_run * r;
+            let cols = (n - c0).min(per_run * r);
+            rows.resize(4 * cols, 0);
+            for kb in 0..kp / 4 {
+                for (j, row) in rows.chunks_exact_mut(cols).enumerate() {
+                    let kk = kb * 4 + j;
+                    if kk < k {
+                        im2col_row(g, x, signed, pad, kk, row, c0);
+                    } else {
+                        row.fill(0);
+                    }
+                }
+                interleave4(rows, cols, r, &mut part[kb * r * 4..], panel_len);
             }
-        }
-        interleave4(&rows, n, r, &mut packed[kb * r * 4..], panel_len);
-    }
+        },
+    );
     Box::new(EagerPackedInput {
         fact: PackedExoticFact {
             format: Box::new(format.clone()),
@@ -424,7 +445,7 @@ fn depthwise(
     let bias = bias.as_slice::<i32>()?;
     let mut acc = vec![0i32; g.c_out * n];
     // Channels are independent: with `threads > 1` they are shared out over tract's pool.
-    for_each_channel(
+    for_each_chunk(
         &mut acc,
         n,
         || vec![0i32; g.in_h * g.in_w],
@@ -483,40 +504,13 @@ fn depthwise_channel(
     }
 }
 
-/// Calls `f(c, chunk, scratch)` for every `n`-long chunk `c` of `out`: on tract's thread pool when
-/// the plan runs with one (`threads > 1`: tract sets it around every run), else in order on this
-/// thread. Each worker gets its own scratch from `init`.
-fn for_each_channel<T: Send, S>(
-    out: &mut [T],
-    n: usize,
-    init: impl Fn() -> S + Sync + Send,
-    f: impl Fn(usize, &mut [T], &mut S) + Sync + Send,
-) {
-    use rayon::prelude::*;
-    use tract_linalg::multithread::{current_tract_executor, Executor};
-    if let Executor::MultiThread(pool) = current_tract_executor() {
-        if pool.current_num_threads() > 1 && out.len() > n {
-            pool.install(|| {
-                out.par_chunks_mut(n)
-                    .enumerate()
-                    .for_each_init(&init, |s, (c, chunk)| f(c, chunk, s))
-            });
-            return;
-        }
-    }
-    let mut s = init();
-    for (c, chunk) in out.chunks_mut(n).enumerate() {
-        f(c, chunk, &mut s);
-    }
-}
-
 /// tract's requantization (`ops::quant::scale_by`, then `+ y0`, clamp, cast), per output channel.
 ///
 /// In f32 throughout so that it vectorizes: `r + y0` is exact below 2^24, and above that both
 /// this and tract's integer addition clamp to the same bound. Scales are finite (checked at load).
 fn requant(acc: &[i32], n: usize, scale: &[f32], y0: i32, signed: bool, out: &mut [u8]) {
     let y0 = y0 as f32;
-    for_each_channel(
+    for_each_chunk(
         out,
         n,
         || (),
@@ -559,14 +553,72 @@ fn per_channel<T: Datum + Copy>(t: &Tensor, len: usize, what: &str) -> Result<Ve
     }
 }
 
+/// The integer parameters of one quantized convolution, however the file spelled them
+/// (`QLinearConv` here, `DequantizeLinear → Conv → QuantizeLinear` in [`super::qdq`]).
+#[derive(Debug, Clone)]
+pub(super) struct QuantParts {
+    /// Integer weights (i8 or u8), OIHW.
+    pub kernel: Arc<Tensor>,
+    /// Weight zero point and scale, per output channel.
+    pub k0: Vec<i32>,
+    pub k_scale: Vec<f32>,
+    /// i32 bias, per output channel, in units of `x_scale · k_scale`.
+    pub bias: Vec<i32>,
+    pub x0: i32,
+    pub x_scale: f32,
+    /// Element type of the input's bytes (u8 or i8).
+    pub x_dt: DatumType,
+    pub y0: i32,
+    pub y_scale: f32,
+}
+
 /// Build the replacement for one quantized conv node, or say why it stays with tract.
 fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, String> {
-    let out_dt = conv.q_params.ok_or("not quantized")?;
-    if !matches!(out_dt.unquantized(), DatumType::U8 | DatumType::I8) {
-        return Err(format!("output type {out_dt:?}"));
+    if conv.q_params.is_none() {
+        return Err("not quantized".into());
     }
     if node.inputs.len() != 9 {
         return Err(format!("{} inputs", node.inputs.len()));
+    }
+    let x_fact = model
+        .outlet_fact(node.inputs[0])
+        .map_err(|e| e.to_string())?;
+    let c_out = conv.pool_spec.output_channels;
+    let bias = konst(model, node, 2)?;
+    let x_scale = konst(model, node, 4)?;
+    let y_scale = konst(model, node, 8)?;
+    let parts = QuantParts {
+        kernel: konst(model, node, 1)?,
+        k0: per_channel::<i32>(&*konst(model, node, 5)?, c_out, "weight zero point")?,
+        k_scale: per_channel::<f32>(&*konst(model, node, 6)?, c_out, "weight scale")?,
+        bias: per_channel::<i32>(&bias, c_out, "bias")?,
+        x0: scalar_i32(&*konst(model, node, 3)?, "x zero point")?,
+        x_scale: x_scale
+            .cast_to_scalar::<f32>()
+            .map_err(|e| format!("x scale: {e}"))?,
+        x_dt: x_fact.datum_type.unquantized(),
+        y0: scalar_i32(&*konst(model, node, 7)?, "y zero point")?,
+        y_scale: y_scale
+            .cast_to_scalar::<f32>()
+            .map_err(|e| format!("y scale: {e}"))?,
+    };
+    plan_parts(model, node, conv, parts, node.outputs[0].fact.clone())
+}
+
+/// Build a [`QConv`] for the geometry of `conv` (its input 0 and output facts give the shapes)
+/// from integer parameters; `out_fact` is what the op produces (u8 or i8).
+pub(super) fn plan_parts(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+    parts: QuantParts,
+    out_fact: TypedFact,
+) -> Result<QConv, String> {
+    if !matches!(
+        out_fact.datum_type.unquantized(),
+        DatumType::U8 | DatumType::I8
+    ) {
+        return Err(format!("output type {:?}", out_fact.datum_type));
     }
     if conv.kernel_fmt != KernelFormat::OIHW {
         return Err(format!("kernel format {:?}", conv.kernel_fmt));
@@ -582,15 +634,14 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, Stri
     let x_fact = model
         .outlet_fact(node.inputs[0])
         .map_err(|e| e.to_string())?;
-    let x_dt = x_fact.datum_type.unquantized();
+    let x_dt = parts.x_dt;
     if !matches!(x_dt, DatumType::U8 | DatumType::I8) {
-        return Err(format!("input type {:?}", x_fact.datum_type));
+        return Err(format!("input type {x_dt:?}"));
     }
     let shape = x_fact.shape.as_concrete().ok_or("symbolic input shape")?;
     if shape.len() != 4 || shape[0] != 1 {
         return Err(format!("input shape {shape:?} (want [1, C, H, W])"));
     }
-    let out_fact = node.outputs[0].fact.clone();
     let out_shape = out_fact
         .shape
         .as_concrete()
@@ -621,22 +672,26 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<QConv, Stri
     if conv.group != 1 && !depthwise {
         return Err(format!("group {}", conv.group));
     }
-
-    let kernel = konst(model, node, 1)?;
-    let bias = konst(model, node, 2)?;
-    let x0 = scalar_i32(&*konst(model, node, 3)?, "x zero point")?;
-    let x_scale = konst(model, node, 4)?;
-    let k0 = per_channel::<i32>(&*konst(model, node, 5)?, geo.c_out, "weight zero point")?;
-    let k_scale = per_channel::<f32>(&*konst(model, node, 6)?, geo.c_out, "weight scale")?;
-    let y0 = scalar_i32(&*konst(model, node, 7)?, "y zero point")?;
-    let y_scale = konst(model, node, 8)?;
-    let x_scale = x_scale
-        .cast_to_scalar::<f32>()
-        .map_err(|e| format!("x scale: {e}"))?;
-    let y_scale = y_scale
-        .cast_to_scalar::<f32>()
-        .map_err(|e| format!("y scale: {e}"))?;
-    let bias = per_channel::<i32>(&bias, geo.c_out, "bias")?;
+    let QuantParts {
+        kernel,
+        k0,
+        k_scale,
+        bias,
+        x0,
+        x_scale,
+        y0,
+        y_scale,
+        ..
+    } = parts;
+    if k0.len() != geo.c_out || k_scale.len() != geo.c_out || bias.len() != geo.c_out {
+        return Err(format!(
+            "{} weight zero points, {} weight scales, {} biases for {} channels",
+            k0.len(),
+            k_scale.len(),
+            bias.len(),
+            geo.c_out
+        ));
+    }
 
     let per_out = kernel.len() / geo.c_out.max(1);
     let k = if depthwise { geo.kh * geo.kw } else { geo.k() };
@@ -805,6 +860,38 @@ mod tests {
                             assert_eq!(got, inside, "len {len} s {s} p {p} d {d} t {t}");
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// A row written for a range of output positions (as each thread's run of panels does) is
+    /// that range of the whole row, for every tap and every range boundary.
+    #[test]
+    fn im2col_row_range_is_a_slice_of_the_whole_row() {
+        let geo = Geometry {
+            c_in: 2,
+            c_out: 1,
+            in_h: 7,
+            in_w: 9,
+            out_h: 4,
+            out_w: 9,
+            kh: 3,
+            kw: 3,
+            stride: (2, 1),
+            dilation: (1, 1),
+            pad: (1, 1),
+        };
+        let x: Vec<u8> = (0..2 * 7 * 9).map(|i| (i * 37 % 251) as u8).collect();
+        let n = geo.n();
+        for kk in 0..geo.k() {
+            let mut whole = vec![0i8; n];
+            im2col_row(&geo, &x, false, -3, kk, &mut whole, 0);
+            for p0 in 0..n {
+                for p1 in p0..=n {
+                    let mut part = vec![0i8; p1 - p0];
+                    im2col_row(&geo, &x, false, -3, kk, &mut part, p0);
+                    assert_eq!(part, whole[p0..p1], "kk {kk} positions {p0}..{p1}");
                 }
             }
         }

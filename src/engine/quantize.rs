@@ -9,6 +9,7 @@
 
 use tract_core::internal::*;
 
+use super::par::{for_each_chunk, threads};
 use super::pass::{swap_ops, GraphPass};
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_core::ops::quant::{QuantizeLinearI8, QuantizeLinearU8};
@@ -49,12 +50,17 @@ impl EvalOp for FastQuantize {
         let plain = x.try_as_plain_ram()?;
         let xs = plain.as_slice::<f32>()?;
         let mut out = unsafe { Tensor::uninitialized_dt(self.out_fact.datum_type, x.shape())? };
-        quantize(
-            xs,
-            self.scale,
-            self.zero_point,
-            self.signed,
+        // Element-wise: with threads, a few parts per thread, none under 32 KiB (below that the
+        // hand-off costs more than the loop).
+        let part = xs.len().div_ceil(4 * threads()).max(1 << 15);
+        for_each_chunk(
             out.as_bytes_mut(),
+            part,
+            || (),
+            |i, out, _| {
+                let xs = &xs[i * part..][..out.len()];
+                quantize(xs, self.scale, self.zero_point, self.signed, out)
+            },
         );
         Ok(tvec!(out.into_tvalue()))
     }

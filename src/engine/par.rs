@@ -1,0 +1,40 @@
+//! Sharing a loop over tract's thread pool: lookout's own ops (`QConv`, `FastQuantize`) split their
+//! work the way tract's kernels do, on the executor tract installs around every run of a plan
+//! built with `threads > 1`, and run in order on the calling thread otherwise.
+
+use tract_linalg::multithread::{current_tract_executor, Executor};
+
+/// Threads of the executor the current run has (1 when it runs on the calling thread only).
+pub(super) fn threads() -> usize {
+    match current_tract_executor() {
+        Executor::MultiThread(pool) => pool.current_num_threads().max(1),
+        _ => 1,
+    }
+}
+
+/// Calls `f(i, chunk, scratch)` for every `n`-long chunk `i` of `out` (the last may be shorter): on
+/// tract's thread pool when the plan runs with one (`threads > 1`: tract sets it around every
+/// run), else in order on this thread. Each worker gets its own scratch from `init`.
+pub(super) fn for_each_chunk<T: Send, S>(
+    out: &mut [T],
+    n: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(usize, &mut [T], &mut S) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let n = n.max(1);
+    if let Executor::MultiThread(pool) = current_tract_executor() {
+        if pool.current_num_threads() > 1 && out.len() > n {
+            pool.install(|| {
+                out.par_chunks_mut(n)
+                    .enumerate()
+                    .for_each_init(&init, |s, (i, chunk)| f(i, chunk, s))
+            });
+            return;
+        }
+    }
+    let mut s = init();
+    for (i, chunk) in out.chunks_mut(n).enumerate() {
+        f(i, chunk, &mut s);
+    }
+}
