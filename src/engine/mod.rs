@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 mod dynquant;
 mod fold;
+mod maxpool;
 pub mod onnx;
 pub mod pass;
 mod pin;
@@ -24,6 +25,7 @@ mod softmax;
 mod topk;
 pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fold::fold_const_chains;
+pub use maxpool::{SeparableMaxPool, SeparableMaxPoolPass};
 pub use pin::{pin_single_selections, PinnedNonZero};
 pub use qconv::QConv;
 pub use quantize::FastQuantize;
@@ -429,7 +431,7 @@ pub fn plain_tract() -> bool {
     std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")
 }
 
-/// Set to `0` to leave out the fp32 detector ops alone ([`AxisSoftmax`], …) while keeping lookout's
+/// Set to `0` to leave out the fp32 detector ops alone ([`AxisSoftmax`], [`SeparableMaxPool`]) while keeping lookout's
 /// other passes: the A/B switch for them, as [`PLAIN_TRACT_ENV`] is for all passes.
 pub const FPDET_ENV: &str = "LOOKOUT_FPDET";
 
@@ -495,6 +497,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(dynquant::FastDynQuantizePass),
         Box::new(fold::FoldConstPass),
         Box::new(softmax::AxisSoftmaxPass),
+        Box::new(maxpool::SeparableMaxPoolPass),
     ]
 }
 
