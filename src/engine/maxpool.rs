@@ -309,4 +309,23 @@ mod tests {
             }
         }
     }
+
+    /// Split over three threads: the same bytes as on one.
+    #[test]
+    fn threads_give_the_same_values() {
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let shape = [2usize, 9, 40, 50];
+        let len: usize = shape.iter().product();
+        let v: Vec<f32> = (0..len).map(|i| ((i * 31 % 977) as f32) / 50.0).collect();
+        let x = Tensor::from_shape(&shape, &v).unwrap();
+        let (want, geo) = tract_pool(&x, (3, 3), (2, 2), ([1, 1], [1, 1]), false);
+        let op = SeparableMaxPool { geo: geo.unwrap() };
+        let got = multithread_tract_scope(Executor::multithread(3), || {
+            op.eval(&EvalContext::out_of_plan(), tvec!(x.into_tvalue()))
+                .unwrap()
+                .remove(0)
+                .into_tensor()
+        });
+        assert_eq!(want, got);
+    }
 }

@@ -85,8 +85,9 @@ impl EvalOp for AxisSoftmax {
                 &mut stats,
                 per_task,
                 total,
+                // `first` counts units of `per_task` lanes.
                 |first, chunk| {
-                    reduce_lanes(x, n, inner, first, chunk);
+                    reduce_lanes(x, n, inner, first * per_task, chunk);
                     Ok(())
                 },
             )?;
@@ -238,5 +239,26 @@ mod tests {
                 assert!((a - t).abs() <= 1e-6, "{shape:?} axis {axis}: {a} vs tract {t}");
             }
         }
+    }
+
+    /// Split over three threads (tensor above tract's element threshold): the same values as on
+    /// one, lanes and rows handed out in chunks that straddle the `outer` blocks.
+    #[test]
+    fn threads_give_the_same_values() {
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let shape = [3usize, 7, 45, 50];
+        let len: usize = shape.iter().product();
+        let x: Vec<f32> = (0..len).map(|i| ((i * 31 % 977) as f32) / 50.0).collect();
+        let t = Tensor::from_shape(&shape, &x).unwrap();
+        let run = |t: Tensor| {
+            AxisSoftmax { axis: 1 }
+                .eval(&EvalContext::out_of_plan(), tvec!(t.into_tvalue()))
+                .unwrap()
+                .remove(0)
+                .into_tensor()
+        };
+        let one = run(t.clone());
+        let three = multithread_tract_scope(Executor::multithread(3), || run(t));
+        assert_eq!(one, three);
     }
 }
