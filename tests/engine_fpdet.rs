@@ -130,6 +130,69 @@ fn detector(path: &Path, shape: &[usize], want_softmax: usize, want_pools: usize
     }
 }
 
+fn read_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The fixture's outputs, in graph order, and the tolerance against onnxruntime for each: the
+/// four softmaxes (tract's `exp` against onnxruntime's), then the max pools (exact).
+const FIXTURE_OUTPUTS: [(&str, f32); 10] = [
+    ("sm_fastestdet", 1e-5),
+    ("sm_axis1", 1e-5),
+    ("sm_axis2", 1e-5),
+    ("sm_axis3", 1e-5),
+    ("mp3s2", 0.0),
+    ("mp5", 0.0),
+    ("mp9", 0.0),
+    ("mp13", 0.0),
+    ("mp2s2", 0.0),
+    ("mp3x2_ceil", 0.0),
+];
+
+#[test]
+fn fixture_matches_tracts_plan_and_onnxruntime() {
+    let dir = root().join("tests/fixtures/models/fpdet");
+    let shape = [1, 8, 24, 30];
+    let (tract, ours, softmax, pools) = plans(&dir.join("fpdet.onnx"), &shape);
+    // The last-axis softmax stays tract's (its vectorised path); whether the FastestDet pattern's
+    // transposes fold into its softmax is tract's choice (in FastestDet itself they do), so the
+    // softmaxes over axes 1 and 2 at least.
+    println!("swapped: {softmax} softmax, {pools} max pool");
+    assert!(softmax >= 2 && pools == 6, "nodes swapped: {softmax} softmax, {pools} max pool");
+    let x = Tensor::from_shape(&shape, &read_f32(&dir.join("input.bin"))).unwrap();
+    let ort = read_f32(&dir.join("ort.bin"));
+    let want = run(&tract, 1, &x);
+    assert_eq!(want.len(), FIXTURE_OUTPUTS.len());
+    for threads in [1, 2, 3] {
+        let got = run(&ours, threads, &x);
+        let mut at = 0;
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            let (name, ort_tol) = FIXTURE_OUTPUTS[i];
+            assert_eq!(a.shape(), b.shape(), "{name}");
+            let (a, b) = (floats(a), floats(b));
+            let r = &ort[at..at + b.len()];
+            at += b.len();
+            let vs_tract = max_diff(&a, &b);
+            let vs_ort = max_diff(r, &b);
+            println!("{name}, {threads} thread(s): max |diff| {vs_tract:e} vs tract, {vs_ort:e} vs onnxruntime");
+            if name.starts_with("mp") {
+                assert!(
+                    a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{name}: not bit-identical to tract's plan"
+                );
+            } else {
+                assert!(vs_tract <= 1e-6, "{name}: {vs_tract} from tract's plan");
+            }
+            assert!(vs_ort <= ort_tol, "{name}: {vs_ort} from onnxruntime");
+        }
+        assert_eq!(at, ort.len(), "ort.bin holds every output");
+    }
+}
+
 #[test]
 fn fastestdet_matches_tracts_plan() {
     detector(
