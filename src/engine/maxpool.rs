@@ -32,6 +32,9 @@ pub struct PoolGeo {
     pub pad: (usize, usize),
 }
 
+/// Largest horizontal stride taken (a row splits into at most this many phases).
+const MAX_STRIDE: usize = 8;
+
 /// Max pool over the two last axes of a contiguous NCHW f32 tensor, dilation 1, no index output.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 pub struct SeparableMaxPool {
@@ -61,42 +64,68 @@ fn max_step(acc: f32, v: f32) -> f32 {
 }
 
 /// `out[o] = max(out[o], x[o·s + d])` over the `o` for which the tap is inside `x`, with the row
-/// split into `phases` (`phases[p][j] = x[j·s + p]`, `s = phases.len()`).
-fn fold_tap(out: &mut [f32], phases: &[Vec<f32>], d: isize) {
+/// split into its `s` phases (`phases[p][j] = x[j·s + p]`).
+fn fold_tap(out: &mut [f32], phases: &[&[f32]], d: isize) {
     let s = phases.len() as isize;
     let (p, q) = (d.rem_euclid(s) as usize, d.div_euclid(s));
-    let phase = &phases[p];
+    let phase = phases[p];
     // o + q must index the phase: o in [max(0, −q), min(out.len(), phase.len() − q)).
     let lo = (-q).max(0) as usize;
     let hi = (phase.len() as isize - q).clamp(0, out.len() as isize) as usize;
     if lo >= hi {
         return;
     }
-    let src = &phase[(lo as isize + q) as usize..][..hi - lo];
-    for (o, &v) in out[lo..hi].iter_mut().zip(src) {
-        *o = max_step(*o, v);
+    fold_max(&mut out[lo..hi], &phase[(lo as isize + q) as usize..][..hi - lo]);
+}
+
+/// `acc[i] = max(acc[i], v[i])`, as a plain indexed loop: it vectorises in release builds and
+/// stays call-free in the dev profile's opt-level 1, where iterator adaptors are not all inlined.
+#[inline]
+fn fold_max(acc: &mut [f32], v: &[f32]) {
+    let n = acc.len().min(v.len());
+    let (acc, v) = (&mut acc[..n], &v[..n]);
+    for i in 0..n {
+        acc[i] = max_step(acc[i], v[i]);
     }
 }
 
 impl SeparableMaxPool {
     /// One plane: `x` is `in_h × in_w`, `y` is `out_h × out_w`; `rows` (in_h × out_w) and
-    /// `phases` are scratch.
-    fn plane(&self, x: &[f32], y: &mut [f32], rows: &mut [f32], phases: &mut [Vec<f32>]) {
+    /// `scratch` (in_w) are scratch.
+    fn plane(&self, x: &[f32], y: &mut [f32], rows: &mut [f32], scratch: &mut [f32]) {
         let g = &self.geo;
         let ((ih, iw), (oh, ow)) = (g.in_hw, g.out_hw);
         let (kh, kw) = g.kernel;
         let (sh, sw) = g.stride;
         let (ph, pw) = (g.pad.0 as isize, g.pad.1 as isize);
-        // Horizontal: every input row's max over its kw taps at each output column.
+        // Horizontal: every input row's max over its kw taps at each output column. A strided row
+        // is first split into its phases, one contiguous run each (`scratch`, `iw` floats).
         for (iy, hrow) in rows.chunks_exact_mut(ow).enumerate().take(ih) {
             let xrow = &x[iy * iw..][..iw];
-            for (p, phase) in phases.iter_mut().enumerate() {
-                phase.clear();
-                phase.extend(xrow.iter().skip(p).step_by(sw));
-            }
             hrow.fill(f32::MIN);
+            if sw == 1 {
+                for kx in 0..kw {
+                    fold_tap(hrow, &[xrow], kx as isize - pw);
+                }
+                continue;
+            }
+            let mut at = 0;
+            for p in 0..sw {
+                let len = (iw + sw - 1 - p) / sw;
+                for j in 0..len {
+                    scratch[at + j] = xrow[j * sw + p];
+                }
+                at += len;
+            }
+            let mut split: [&[f32]; MAX_STRIDE] = [&[]; MAX_STRIDE];
+            let mut rest = &scratch[..iw];
+            for (p, phase) in split.iter_mut().enumerate().take(sw) {
+                let (now, later) = rest.split_at((iw + sw - 1 - p) / sw);
+                *phase = now;
+                rest = later;
+            }
             for kx in 0..kw {
-                fold_tap(hrow, phases, kx as isize - pw);
+                fold_tap(hrow, &split[..sw], kx as isize - pw);
             }
         }
         // Vertical: each output row is the max of kh horizontal rows.
@@ -108,9 +137,7 @@ impl SeparableMaxPool {
                     continue;
                 }
                 let hrow = &rows[iy as usize * ow..][..ow];
-                for (o, &v) in yrow.iter_mut().zip(hrow) {
-                    *o = max_step(*o, v);
-                }
+                fold_max(yrow, hrow);
             }
         }
     }
@@ -145,10 +172,10 @@ impl EvalOp for SeparableMaxPool {
         let total = x.len();
         tract_linalg::multithread::par_chunks_mut(y, oh * ow, total, |first, planes| {
             let mut rows = vec![0f32; ih * ow];
-            let mut phases = vec![Vec::with_capacity(iw.div_ceil(g.stride.1)); g.stride.1];
+            let mut scratch = vec![0f32; iw];
             for (i, yp) in planes.chunks_exact_mut(oh * ow).enumerate() {
                 let xp = &x[(first + i) * ih * iw..][..ih * iw];
-                self.plane(xp, yp, &mut rows, &mut phases);
+                self.plane(xp, yp, &mut rows, &mut scratch);
             }
             Ok(())
         })?;
@@ -191,7 +218,7 @@ fn geometry(op: &OptMaxPool, input: &TypedFact) -> Option<PoolGeo> {
     let geo = op.geometry.to_concrete(shape).ok()?;
     let patch = &geo.patch;
     let (k, s) = (&patch.spec.kernel_shape, &patch.spec.strides);
-    if patch.output_shape.len() != 2 || s.iter().any(|s| *s == 0) {
+    if patch.output_shape.len() != 2 || s.iter().any(|s| *s == 0 || *s > MAX_STRIDE) {
         return None;
     }
     Some(PoolGeo {
