@@ -100,11 +100,7 @@ fn main() -> anyhow::Result<()> {
         let out = e
             .run_slice(&shape, &input)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        outputs.push(
-            out.iter()
-                .map(|(_, v)| v.data.to_vec())
-                .collect::<Vec<_>>(),
-        );
+        outputs.push(out.iter().map(|(_, v)| v.data.to_vec()).collect::<Vec<_>>());
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); engines.len()];
     for _ in 0..rounds {
@@ -126,8 +122,10 @@ fn main() -> anyhow::Result<()> {
                 .profile(&shape, &input, iters.clamp(1, 3))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             for (k, name) in KINDS.iter().enumerate() {
-                let ms = prof.iter().filter(|o| o.op == *name).map(|o| o.ms).sum();
-                kind_ms[k].push(ms);
+                // Kinds the plan does not have are left out of the line.
+                if let Some(o) = prof.iter().find(|o| o.op == *name) {
+                    kind_ms[k].push(o.ms);
+                }
             }
         }
     }
@@ -179,7 +177,8 @@ fn main() -> anyhow::Result<()> {
         let parts: Vec<String> = KINDS
             .iter()
             .enumerate()
-            .map(|(k, name)| format!("{name} {:.2}", median(&mut kinds[p][k])))
+            .filter(|(k, _)| !kinds[p][*k].is_empty())
+            .map(|(k, name)| format!("{name} {:.2}", median(&mut kinds[p][k].clone())))
             .collect();
         println!("  {label}: {}", parts.join(", "));
     }

@@ -86,9 +86,7 @@ fn input(shape: &[usize], seed: u64) -> Tensor {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
 /// A whole detector: the plan with the passes against tract's at 1 and 2 threads.
@@ -162,7 +160,10 @@ fn fixture_matches_tracts_plan_and_onnxruntime() {
     // transposes fold into its softmax is tract's choice (in FastestDet itself they do), so the
     // softmaxes over axes 1 and 2 at least.
     println!("swapped: {softmax} softmax, {pools} max pool");
-    assert!(softmax >= 2 && pools == 6, "nodes swapped: {softmax} softmax, {pools} max pool");
+    assert!(
+        softmax >= 2 && pools == 6,
+        "nodes swapped: {softmax} softmax, {pools} max pool"
+    );
     let x = Tensor::from_shape(&shape, &read_f32(&dir.join("input.bin"))).unwrap();
     let ort = read_f32(&dir.join("ort.bin"));
     let want = run(&tract, 1, &x);

@@ -75,7 +75,10 @@ fn fold_tap(out: &mut [f32], phases: &[&[f32]], d: isize) {
     if lo >= hi {
         return;
     }
-    fold_max(&mut out[lo..hi], &phase[(lo as isize + q) as usize..][..hi - lo]);
+    fold_max(
+        &mut out[lo..hi],
+        &phase[(lo as isize + q) as usize..][..hi - lo],
+    );
 }
 
 /// `acc[i] = max(acc[i], v[i])`, as a plain indexed loop: it vectorises in release builds and
@@ -186,7 +189,11 @@ impl EvalOp for SeparableMaxPool {
 impl TypedOp for SeparableMaxPool {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let shape = &inputs[0].shape;
-        ensure!(shape.rank() == 4, "SeparableMaxPool: rank-{} input", shape.rank());
+        ensure!(
+            shape.rank() == 4,
+            "SeparableMaxPool: rank-{} input",
+            shape.rank()
+        );
         let (oh, ow) = self.geo.out_hw;
         Ok(tvec!(f32::fact([
             shape[0].clone(),
@@ -264,6 +271,8 @@ mod tests {
     use super::*;
     use tract_core::ops::cnn::{MaxPool, PaddingSpec, PoolSpec};
 
+    type Pair = (usize, usize);
+
     /// tract's own max pool (the op `OptMaxPool` comes from) on `x`.
     fn tract_pool(
         x: &Tensor,
@@ -302,7 +311,9 @@ mod tests {
 
     #[test]
     fn bit_identical_to_tract() {
-        let cases: &[((usize, usize), (usize, usize), ([usize; 2], [usize; 2]), bool, [usize; 4])] = &[
+        // (kernel, strides, (pads before, pads after), ceil mode, input shape)
+        type Case = (Pair, Pair, ([usize; 2], [usize; 2]), bool, [usize; 4]);
+        let cases: &[Case] = &[
             ((3, 3), (2, 2), ([1, 1], [1, 1]), false, [1, 3, 17, 20]),
             ((5, 5), (1, 1), ([2, 2], [2, 2]), false, [1, 2, 9, 13]),
             ((13, 13), (1, 1), ([6, 6], [6, 6]), false, [1, 2, 13, 13]),

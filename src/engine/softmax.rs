@@ -235,8 +235,14 @@ mod tests {
             let tract = tract.as_slice::<f32>().unwrap();
             let want = reference(&shape, &x, axis);
             for ((a, b), t) in y.iter().zip(&want).zip(tract) {
-                assert!((a - b).abs() <= 1e-6, "{shape:?} axis {axis}: {a} vs f64 {b}");
-                assert!((a - t).abs() <= 1e-6, "{shape:?} axis {axis}: {a} vs tract {t}");
+                assert!(
+                    (a - b).abs() <= 1e-6,
+                    "{shape:?} axis {axis}: {a} vs f64 {b}"
+                );
+                assert!(
+                    (a - t).abs() <= 1e-6,
+                    "{shape:?} axis {axis}: {a} vs tract {t}"
+                );
             }
         }
     }
