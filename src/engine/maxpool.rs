@@ -237,7 +237,18 @@ fn geometry(op: &OptMaxPool, input: &TypedFact) -> Option<PoolGeo> {
     })
 }
 
-/// Swaps tract's `OptMaxPool` for [`SeparableMaxPool`] where [`geometry`] allows.
+/// Whether tract's pool is the slower one: a strided row (tract reads it with `step_by`, one
+/// element at a time) other than 2x2/2 (tract has a kernel of its own for that one), or a kernel of
+/// 25 taps or more (kw + kh passes instead of kw · kh). A 3x3 pool at stride 1 (CenterNet's
+/// heat-map peaks) is six contiguous passes here against nine vectorised ones in tract: too close
+/// to call, and slower here in the dev profile (opt-level 1 does not vectorise lookout's loops;
+/// 57 vs 15 ms measured on CenterNet under load), so it stays tract's.
+fn worth_it(kernel: (usize, usize), stride: (usize, usize)) -> bool {
+    let strided = stride.1 > 1 && !(kernel == (2, 2) && stride == (2, 2));
+    strided || kernel.0 * kernel.1 >= 25
+}
+
+/// Swaps tract's `OptMaxPool` for [`SeparableMaxPool`] where [`geometry`] and [`worth_it`] allow.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SeparableMaxPoolPass;
 
@@ -255,7 +266,7 @@ impl GraphPass for SeparableMaxPoolPass {
         Ok(swap_ops(model, |model, node| {
             let op = node.op_as::<OptMaxPool>()?;
             let input = model.outlet_fact(*node.inputs.first()?).ok()?;
-            let geo = geometry(op, input)?;
+            let geo = geometry(op, input).filter(|g| worth_it(g.kernel, g.stride))?;
             // The plan's output fact must be what this op declares.
             let out = node.outputs.first()?.fact.shape.as_concrete()?;
             if out.len() != 4 || (out[2], out[3]) != geo.out_hw {
