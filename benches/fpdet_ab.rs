@@ -6,8 +6,8 @@
 //!     cargo run --example fpdet_ab -- FILE.onnx N,C,H,W [ROUNDS] [ITERS] [THREADS]
 //!
 //! e.g. `cargo run --example fpdet_ab -- ../shared/models/fastestdet/FastestDet.onnx 1,3,352,352
-//! 5 10 1,2`. Each round runs every (plan, threads) `ITERS` times in turn; the figure is the median
-//! over all runs. Then one interleaved profile per plan at one thread: the ms of the operator kinds
+//! 5 10 1,2`. ROUNDS x ITERS times, every (plan, threads) runs once, in turn; the figure is the
+//! median over all runs. Then one interleaved profile per plan at one thread: the ms of the operator kinds
 //! this pass set swaps (and what they replace). Prints the build profile, date, load average before
 //! and after, and the largest output difference from tract's plan.
 
@@ -103,9 +103,10 @@ fn main() -> anyhow::Result<()> {
         outputs.push(out.iter().map(|(_, v)| v.data.to_vec()).collect::<Vec<_>>());
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); engines.len()];
-    for _ in 0..rounds {
+    // Run by run across the plans, so that a change of load hits them all alike.
+    for _ in 0..rounds * iters {
         for (i, (_, _, e)) in engines.iter().enumerate() {
-            for _ in 0..iters {
+            {
                 let t = Instant::now();
                 e.run_slice(&shape, &input)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;

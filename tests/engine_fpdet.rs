@@ -5,7 +5,8 @@
 //! * The fixture `tests/fixtures/models/fpdet/fpdet.onnx` (written with onnxruntime's outputs by
 //!   `models/tools/make_fpdet_fixture.py`) has FastestDet's `Transpose → Softmax → Transpose`, a
 //!   softmax over axis 1 and axis 0, and max pools 3x3/2 (pad 1), 5/9/13 stride 1 (YOLOX's SPP),
-//!   2x2/2 (left to tract), 3x2/(3,2) with asymmetric pads and ceil mode: every output is compared with tract's
+//!   2x2/2, 3x2/(3,2) with asymmetric pads and ceil mode (the pass takes the 5/9/13 ones; the op's
+//!   unit tests hold it to tract's on the strided ones): every output is compared with tract's
 //!   untouched plan (max pools bit-identical, softmax within 1e-6 absolute: the same `exp` per
 //!   element, the sum in another order) and with onnxruntime's recorded output (1e-5 absolute:
 //!   another `exp`).
@@ -158,11 +159,11 @@ fn fixture_matches_tracts_plan_and_onnxruntime() {
     let (tract, ours, softmax, pools) = plans(&dir.join("fpdet.onnx"), &shape);
     // The last-axis softmax stays tract's (its vectorised path); whether the FastestDet pattern's
     // transposes fold into its softmax is tract's choice (in FastestDet itself they do), so the
-    // softmaxes over axes 1 and 2 at least. Every pool but the 2x2/2 one (tract has a kernel for
-    // that one: `maxpool::worth_it`).
+    // softmaxes over axes 1 and 2 at least. Of the pools, the 5/9/13 ones (`maxpool::worth_it`);
+    // the strided ones are checked against tract by the op's unit tests.
     println!("swapped: {softmax} softmax, {pools} max pool");
     assert!(
-        softmax >= 2 && pools == 5,
+        softmax >= 2 && pools == 3,
         "nodes swapped: {softmax} softmax, {pools} max pool"
     );
     let x = Tensor::from_shape(&shape, &read_f32(&dir.join("input.bin"))).unwrap();
@@ -201,7 +202,7 @@ fn fastestdet_matches_tracts_plan() {
         &root().join("../shared/models/fastestdet/FastestDet.onnx"),
         &[1, 3, 352, 352],
         1,
-        1,
+        0,
     );
 }
 

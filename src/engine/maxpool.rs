@@ -1,9 +1,8 @@
 //! A separable f32 max pool for NCHW tract plans, split over channels.
 //!
-//! tract 0.23.9's `OptMaxPool` folds every kernel tap into every output row: a 3x3 pool costs nine
-//! passes over the output, and a strided one reads its input with `step_by`, one element at a
-//! time (FastestDet's 3x3/2 stem pool over 24 × 176 × 176 took 3–5 ms, 9 % of its inference;
-//! YOLOX-Nano's SPP pools 5/9/13 and NanoDet-g's stem pool likewise), all on the calling thread.
+//! tract 0.23.9's `OptMaxPool` folds every kernel tap into every output row: a k x k pool costs
+//! k² passes over the output (YOLOX-Nano's SPP pools 5, 9 and 13: 275 passes), and a strided one
+//! reads its input with `step_by`, one element at a time, all on the calling thread.
 //!
 //! A max over a rectangle is a max over its columns of a max over its rows, so [`SeparableMaxPool`]
 //! takes each input row's horizontal max once (kw taps, into a row of the output's width) and then
@@ -13,6 +12,7 @@
 //!
 //! It takes the maximum with tract's comparison (`if acc < v { v } else { acc }`), so outputs are
 //! bit-identical to tract's, NaN handling included; padded taps are skipped as tract skips them.
+//! The pass takes only the pools where it measured faster ([`worth_it`]).
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::OptMaxPool;
@@ -237,15 +237,17 @@ fn geometry(op: &OptMaxPool, input: &TypedFact) -> Option<PoolGeo> {
     })
 }
 
-/// Whether tract's pool is the slower one: a strided row (tract reads it with `step_by`, one
-/// element at a time) other than 2x2/2 (tract has a kernel of its own for that one), or a kernel of
-/// 25 taps or more (kw + kh passes instead of kw · kh). A 3x3 pool at stride 1 (CenterNet's
-/// heat-map peaks) is six contiguous passes here against nine vectorised ones in tract: too close
-/// to call, and slower here in the dev profile (opt-level 1 does not vectorise lookout's loops;
-/// 57 vs 15 ms measured on CenterNet under load), so it stays tract's.
-fn worth_it(kernel: (usize, usize), stride: (usize, usize)) -> bool {
-    let strided = stride.1 > 1 && !(kernel == (2, 2) && stride == (2, 2));
-    strided || kernel.0 * kernel.1 >= 25
+/// Whether tract's pool is measurably the slower one: kernels of 25 taps or more (YOLOX's SPP
+/// pools 5, 9, 13: kw + kh passes instead of kw · kh; 2.2 vs 4.1–4.5 ms for the three in the
+/// interleaved dev-build A/B of `benches/GRAPH_REWRITES.md` section 7).
+///
+/// Strided rows (FastestDet's and NanoDet-g's 3x3/2 stem pools, which tract reads with `step_by`)
+/// are computed right here too (unit-tested against tract), but measured at par or slower in the
+/// dev profile, where lookout is built at opt-level 1 and its loops are not vectorised (1.45 vs
+/// 1.04–1.31 ms, 7.6 vs 6.8–8.1 ms), and a 3x3 pool at stride 1 (CenterNet) slower still (57 vs
+/// 15 ms): they stay tract's until a release-build A/B says otherwise.
+fn worth_it(kernel: (usize, usize), _stride: (usize, usize)) -> bool {
+    kernel.0 * kernel.1 >= 25
 }
 
 /// Swaps tract's `OptMaxPool` for [`SeparableMaxPool`] where [`geometry`] and [`worth_it`] allow.
