@@ -431,8 +431,9 @@ pub fn plain_tract() -> bool {
     std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")
 }
 
-/// Set to `0` to leave out the fp32 detector ops alone ([`AxisSoftmax`], [`SeparableMaxPool`]) while keeping lookout's
-/// other passes: the A/B switch for them, as [`PLAIN_TRACT_ENV`] is for all passes.
+/// Set to `0` to leave out the fp32 detector ops alone ([`AxisSoftmax`], [`SeparableMaxPool`])
+/// while keeping lookout's other passes: the A/B switch for them, as [`PLAIN_TRACT_ENV`] is for all
+/// passes.
 pub const FPDET_ENV: &str = "LOOKOUT_FPDET";
 
 /// Whether the fp32 detector ops are wanted: not under [`PLAIN_TRACT_ENV`] (where no pass runs
