@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 mod dynquant;
 mod fold;
+mod maxpool;
 pub mod onnx;
 mod par;
 pub mod pass;
@@ -23,15 +24,18 @@ mod qdq;
 mod quantize;
 mod resize;
 pub mod session;
+mod softmax;
 mod topk;
 pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fold::fold_const_chains;
+pub use maxpool::{SeparableMaxPool, SeparableMaxPoolPass};
 pub use pin::{pin_single_selections, PinnedNonZero};
 pub use qconcat::QConcat;
 pub use qconv::QConv;
 pub use qdq::QdqConvPass;
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
+pub use softmax::{AxisSoftmax, AxisSoftmaxPass};
 pub use topk::SelectTopk;
 
 pub use pass::Rewrites;
@@ -432,6 +436,17 @@ pub fn plain_tract() -> bool {
     std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")
 }
 
+/// Set to `0` to leave out the fp32 detector ops alone ([`AxisSoftmax`], [`SeparableMaxPool`])
+/// while keeping lookout's other passes: the A/B switch for them, as [`PLAIN_TRACT_ENV`] is for all
+/// passes.
+pub const FPDET_ENV: &str = "LOOKOUT_FPDET";
+
+/// Whether the fp32 detector ops are wanted: not under [`PLAIN_TRACT_ENV`] (where no pass runs
+/// anyway) and not turned off by [`FPDET_ENV`]`=0`.
+pub fn fpdet_enabled() -> bool {
+    !plain_tract() && !std::env::var(FPDET_ENV).is_ok_and(|v| v == "0")
+}
+
 /// [`FastDynQuantize`] and [`fold_const_chains`] on an optimised graph loaded outside [`optimize`]
 /// (multi-input sessions, text encoders), unless [`PLAIN_TRACT_ENV`] asks for tract's own plan: the
 /// dynamic activation quantisation in front of every int8 matmul, and the constant work tract
@@ -489,6 +504,8 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(quantize::FastQuantizePass),
         Box::new(dynquant::FastDynQuantizePass),
         Box::new(fold::FoldConstPass),
+        Box::new(softmax::AxisSoftmaxPass),
+        Box::new(maxpool::SeparableMaxPoolPass),
     ]
 }
 

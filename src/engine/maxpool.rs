@@ -1,0 +1,382 @@
+//! A separable f32 max pool for NCHW tract plans, split over channels.
+//!
+//! tract 0.23.9's `OptMaxPool` folds every kernel tap into every output row: a k x k pool costs
+//! k² passes over the output (YOLOX-Nano's SPP pools 5, 9 and 13: 275 passes), and a strided one
+//! reads its input with `step_by`, one element at a time, all on the calling thread.
+//!
+//! A max over a rectangle is a max over its columns of a max over its rows, so [`SeparableMaxPool`]
+//! takes each input row's horizontal max once (kw taps, into a row of the output's width) and then
+//! the vertical max of kh such rows: kw + kh passes instead of kw · kh. A strided row is first
+//! split into its `stride` phases (`x[j·s + p]` as row `p`), so every pass is a contiguous,
+//! vectorisable loop. Planes (batch × channel) split over tract's thread pool.
+//!
+//! It takes the maximum with tract's comparison (`if acc < v { v } else { acc }`), so outputs are
+//! bit-identical to tract's, NaN handling included; padded taps are skipped as tract skips them.
+//! The pass takes only the pools where it measured faster ([`worth_it`]).
+
+use tract_core::internal::*;
+use tract_core::ops::cnn::OptMaxPool;
+use tract_core::ops::nn::DataFormat;
+
+use super::pass::{swap_ops, GraphPass};
+
+/// The geometry of one 2-D pool over NCHW planes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct PoolGeo {
+    pub in_hw: (usize, usize),
+    pub out_hw: (usize, usize),
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    /// Padding before the first row and column (what after-padding there is follows from the
+    /// output size: taps past the input are skipped).
+    pub pad: (usize, usize),
+}
+
+/// Largest horizontal stride taken (a row splits into at most this many phases).
+const MAX_STRIDE: usize = 8;
+
+/// Max pool over the two last axes of a contiguous NCHW f32 tensor, dilation 1, no index output.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct SeparableMaxPool {
+    pub geo: PoolGeo,
+}
+
+impl Op for SeparableMaxPool {
+    fn name(&self) -> StaticName {
+        "SeparableMaxPool".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}", self.geo)])
+    }
+
+    op_as_typed_op!();
+}
+
+/// tract's max step (`OptMaxPool`'s `fold_max`): keeps `acc` unless `v` compares greater.
+#[inline(always)]
+fn max_step(acc: f32, v: f32) -> f32 {
+    if acc < v {
+        v
+    } else {
+        acc
+    }
+}
+
+/// `out[o] = max(out[o], x[o·s + d])` over the `o` for which the tap is inside `x`, with the row
+/// split into its `s` phases (`phases[p][j] = x[j·s + p]`).
+fn fold_tap(out: &mut [f32], phases: &[&[f32]], d: isize) {
+    let s = phases.len() as isize;
+    let (p, q) = (d.rem_euclid(s) as usize, d.div_euclid(s));
+    let phase = phases[p];
+    // o + q must index the phase: o in [max(0, −q), min(out.len(), phase.len() − q)).
+    let lo = (-q).max(0) as usize;
+    let hi = (phase.len() as isize - q).clamp(0, out.len() as isize) as usize;
+    if lo >= hi {
+        return;
+    }
+    fold_max(
+        &mut out[lo..hi],
+        &phase[(lo as isize + q) as usize..][..hi - lo],
+    );
+}
+
+/// `acc[i] = max(acc[i], v[i])`, as a plain indexed loop: it vectorises in release builds and
+/// stays call-free in the dev profile's opt-level 1, where iterator adaptors are not all inlined.
+#[inline]
+fn fold_max(acc: &mut [f32], v: &[f32]) {
+    let n = acc.len().min(v.len());
+    let (acc, v) = (&mut acc[..n], &v[..n]);
+    for i in 0..n {
+        acc[i] = max_step(acc[i], v[i]);
+    }
+}
+
+impl SeparableMaxPool {
+    /// One plane: `x` is `in_h × in_w`, `y` is `out_h × out_w`; `rows` (in_h × out_w) and
+    /// `scratch` (in_w) are scratch.
+    fn plane(&self, x: &[f32], y: &mut [f32], rows: &mut [f32], scratch: &mut [f32]) {
+        let g = &self.geo;
+        let ((ih, iw), (oh, ow)) = (g.in_hw, g.out_hw);
+        let (kh, kw) = g.kernel;
+        let (sh, sw) = g.stride;
+        let (ph, pw) = (g.pad.0 as isize, g.pad.1 as isize);
+        // Horizontal: every input row's max over its kw taps at each output column. A strided row
+        // is first split into its phases, one contiguous run each (`scratch`, `iw` floats).
+        for (iy, hrow) in rows.chunks_exact_mut(ow).enumerate().take(ih) {
+            let xrow = &x[iy * iw..][..iw];
+            hrow.fill(f32::MIN);
+            if sw == 1 {
+                for kx in 0..kw {
+                    fold_tap(hrow, &[xrow], kx as isize - pw);
+                }
+                continue;
+            }
+            let mut at = 0;
+            for p in 0..sw {
+                let len = (iw + sw - 1 - p) / sw;
+                for j in 0..len {
+                    scratch[at + j] = xrow[j * sw + p];
+                }
+                at += len;
+            }
+            let mut split: [&[f32]; MAX_STRIDE] = [&[]; MAX_STRIDE];
+            let mut rest = &scratch[..iw];
+            for (p, phase) in split.iter_mut().enumerate().take(sw) {
+                let (now, later) = rest.split_at((iw + sw - 1 - p) / sw);
+                *phase = now;
+                rest = later;
+            }
+            for kx in 0..kw {
+                fold_tap(hrow, &split[..sw], kx as isize - pw);
+            }
+        }
+        // Vertical: each output row is the max of kh horizontal rows.
+        for (oy, yrow) in y.chunks_exact_mut(ow).enumerate().take(oh) {
+            yrow.fill(f32::MIN);
+            for ky in 0..kh {
+                let iy = (oy * sh + ky) as isize - ph;
+                if iy < 0 || iy >= ih as isize {
+                    continue;
+                }
+                let hrow = &rows[iy as usize * ow..][..ow];
+                fold_max(yrow, hrow);
+            }
+        }
+    }
+}
+
+impl EvalOp for SeparableMaxPool {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let g = &self.geo;
+        let shape = input.shape();
+        ensure!(
+            input.datum_type() == f32::datum_type()
+                && shape.len() == 4
+                && (shape[2], shape[3]) == g.in_hw,
+            "SeparableMaxPool: input {:?} {shape:?}, planned for f32 [n, c, {}, {}]",
+            input.datum_type(),
+            g.in_hw.0,
+            g.in_hw.1
+        );
+        let (ih, iw) = g.in_hw;
+        let (oh, ow) = g.out_hw;
+        let mut output = Tensor::zero::<f32>(&[shape[0], shape[1], oh, ow])?;
+        if output.len() == 0 {
+            return Ok(tvec!(output.into_tvalue()));
+        }
+        let x = input.try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
+        let mut y = output.try_as_plain_ram_mut()?;
+        let y = y.as_slice_mut::<f32>()?;
+        let total = x.len();
+        tract_linalg::multithread::par_chunks_mut(y, oh * ow, total, |first, planes| {
+            let mut rows = vec![0f32; ih * ow];
+            let mut scratch = vec![0f32; iw];
+            for (i, yp) in planes.chunks_exact_mut(oh * ow).enumerate() {
+                let xp = &x[(first + i) * ih * iw..][..ih * iw];
+                self.plane(xp, yp, &mut rows, &mut scratch);
+            }
+            Ok(())
+        })?;
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for SeparableMaxPool {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let shape = &inputs[0].shape;
+        ensure!(
+            shape.rank() == 4,
+            "SeparableMaxPool: rank-{} input",
+            shape.rank()
+        );
+        let (oh, ow) = self.geo.out_hw;
+        Ok(tvec!(f32::fact([
+            shape[0].clone(),
+            shape[1].clone(),
+            oh.to_dim(),
+            ow.to_dim()
+        ])))
+    }
+
+    as_op!();
+}
+
+/// The geometry of `op` on `input`, when [`SeparableMaxPool`] computes the same thing: f32 NCHW
+/// with a concrete shape, two spatial axes, dilation 1, no index output.
+fn geometry(op: &OptMaxPool, input: &TypedFact) -> Option<PoolGeo> {
+    let spec = &op.pool_spec;
+    if op.with_index_outputs.is_some()
+        || spec.data_format != DataFormat::NCHW
+        || input.datum_type != f32::datum_type()
+        || spec.kernel_shape.len() != 2
+        || spec.dilations().iter().any(|d| *d != 1)
+    {
+        return None;
+    }
+    let shape = input.shape.as_concrete()?;
+    if shape.len() != 4 {
+        return None;
+    }
+    let geo = op.geometry.to_concrete(shape).ok()?;
+    let patch = &geo.patch;
+    let (k, s) = (&patch.spec.kernel_shape, &patch.spec.strides);
+    if patch.output_shape.len() != 2 || s.iter().any(|s| *s == 0 || *s > MAX_STRIDE) {
+        return None;
+    }
+    Some(PoolGeo {
+        in_hw: (shape[2], shape[3]),
+        out_hw: (patch.output_shape[0], patch.output_shape[1]),
+        kernel: (k[0], k[1]),
+        stride: (s[0], s[1]),
+        pad: (patch.pad_before[0], patch.pad_before[1]),
+    })
+}
+
+/// Whether tract's pool is measurably the slower one: kernels of 25 taps or more (YOLOX's SPP
+/// pools 5, 9, 13: kw + kh passes instead of kw · kh; 2.2 vs 4.1–4.5 ms for the three in the
+/// interleaved dev-build A/B of `benches/GRAPH_REWRITES.md` section 7).
+///
+/// Strided rows (FastestDet's and NanoDet-g's 3x3/2 stem pools, which tract reads with `step_by`)
+/// are computed right here too (unit-tested against tract), but measured at par or slower in the
+/// dev profile, where lookout is built at opt-level 1 and its loops are not vectorised (1.45 vs
+/// 1.04–1.31 ms, 7.6 vs 6.8–8.1 ms), and a 3x3 pool at stride 1 (CenterNet) slower still (57 vs
+/// 15 ms): they stay tract's until a release-build A/B says otherwise.
+fn worth_it(kernel: (usize, usize), _stride: (usize, usize)) -> bool {
+    kernel.0 * kernel.1 >= 25
+}
+
+/// Swaps tract's `OptMaxPool` for [`SeparableMaxPool`] where [`geometry`] and [`worth_it`] allow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeparableMaxPoolPass;
+
+impl GraphPass for SeparableMaxPoolPass {
+    fn name(&self) -> &'static str {
+        "SeparableMaxPool"
+    }
+    fn replaces(&self) -> &'static str {
+        "MaxPool"
+    }
+    fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
+        if !super::fpdet_enabled() {
+            return Ok(0);
+        }
+        Ok(swap_ops(model, |model, node| {
+            let op = node.op_as::<OptMaxPool>()?;
+            let input = model.outlet_fact(*node.inputs.first()?).ok()?;
+            let geo = geometry(op, input).filter(|g| worth_it(g.kernel, g.stride))?;
+            // The plan's output fact must be what this op declares.
+            let out = node.outputs.first()?.fact.shape.as_concrete()?;
+            if out.len() != 4 || (out[2], out[3]) != geo.out_hw {
+                return None;
+            }
+            Some(Box::new(SeparableMaxPool { geo }) as Box<dyn TypedOp>)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_core::ops::cnn::{MaxPool, PaddingSpec, PoolSpec};
+
+    type Pair = (usize, usize);
+
+    /// tract's own max pool (the op `OptMaxPool` comes from) on `x`.
+    fn tract_pool(
+        x: &Tensor,
+        k: (usize, usize),
+        s: (usize, usize),
+        pads: ([usize; 2], [usize; 2]),
+        ceil: bool,
+    ) -> (Tensor, Option<PoolGeo>) {
+        let spec = PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![k.0, k.1],
+            padding: PaddingSpec::ExplicitOnnxPool(
+                pads.0.iter().copied().collect(),
+                pads.1.iter().copied().collect(),
+                ceil,
+            ),
+            dilations: None,
+            strides: Some(tvec![s.0, s.1]),
+            input_channels: x.shape()[1],
+            output_channels: x.shape()[1],
+        };
+        let shape: TVec<TDim> = x.shape().iter().map(|d| d.to_dim()).collect();
+        let op = MaxPool::new(spec.clone(), None);
+        let out = op
+            .eval(&EvalContext::out_of_plan(), tvec!(x.clone().into_tvalue()))
+            .unwrap()
+            .remove(0)
+            .into_tensor();
+        let opt = OptMaxPool {
+            pool_spec: spec.clone(),
+            with_index_outputs: None,
+            geometry: spec.compute_geo(&shape).unwrap(),
+        };
+        (out, geometry(&opt, &f32::fact(x.shape())))
+    }
+
+    #[test]
+    fn bit_identical_to_tract() {
+        // (kernel, strides, (pads before, pads after), ceil mode, input shape)
+        type Case = (Pair, Pair, ([usize; 2], [usize; 2]), bool, [usize; 4]);
+        let cases: &[Case] = &[
+            ((3, 3), (2, 2), ([1, 1], [1, 1]), false, [1, 3, 17, 20]),
+            ((5, 5), (1, 1), ([2, 2], [2, 2]), false, [1, 2, 9, 13]),
+            ((13, 13), (1, 1), ([6, 6], [6, 6]), false, [1, 2, 13, 13]),
+            ((2, 2), (2, 2), ([0, 0], [0, 0]), false, [2, 2, 7, 9]),
+            ((3, 2), (3, 2), ([1, 0], [0, 1]), true, [1, 2, 11, 10]),
+            ((3, 3), (2, 2), ([0, 0], [0, 0]), true, [1, 1, 8, 8]),
+        ];
+        for &(k, s, pads, ceil, shape) in cases {
+            let len: usize = shape.iter().product();
+            let mut v: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919 % 1009) as f32 - 500.0) / 13.0)
+                .collect();
+            v[len / 3] = f32::NAN;
+            let x = Tensor::from_shape(&shape, &v).unwrap();
+            let (want, geo) = tract_pool(&x, k, s, pads, ceil);
+            let geo = geo.expect("a geometry SeparableMaxPool takes");
+            let got = SeparableMaxPool { geo }
+                .eval(&EvalContext::out_of_plan(), tvec!(x.into_tvalue()))
+                .unwrap()
+                .remove(0)
+                .into_tensor();
+            assert_eq!(want.shape(), got.shape(), "{k:?} {s:?} {pads:?}");
+            let a = want.try_as_plain_ram().unwrap();
+            let b = got.try_as_plain_ram().unwrap();
+            let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+            for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "{k:?} {s:?} {pads:?} ceil {ceil}: element {i}: tract {a} ours {b}"
+                );
+            }
+        }
+    }
+
+    /// Split over three threads: the same bytes as on one.
+    #[test]
+    fn threads_give_the_same_values() {
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let shape = [2usize, 9, 40, 50];
+        let len: usize = shape.iter().product();
+        let v: Vec<f32> = (0..len).map(|i| ((i * 31 % 977) as f32) / 50.0).collect();
+        let x = Tensor::from_shape(&shape, &v).unwrap();
+        let (want, geo) = tract_pool(&x, (3, 3), (2, 2), ([1, 1], [1, 1]), false);
+        let op = SeparableMaxPool { geo: geo.unwrap() };
+        let got = multithread_tract_scope(Executor::multithread(3), || {
+            op.eval(&EvalContext::out_of_plan(), tvec!(x.into_tvalue()))
+                .unwrap()
+                .remove(0)
+                .into_tensor()
+        });
+        assert_eq!(want, got);
+    }
+}
