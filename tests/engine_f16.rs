@@ -106,6 +106,11 @@ fn check_model(dir: &str, reference: &str) {
     let mut f32_det = load(dir, Precision::F32, None).expect("f32 load");
     let mut f16_det = load(dir, Precision::F16, None).unwrap_or_else(|e| panic!("f16 load: {e}"));
     println!("{dir}: FP16 arithmetic native: {}", f16_native());
+    // The session boundary stays f32: nothing above engine/ sees f16.
+    let e = f16_det.engine();
+    for t in e.inputs().iter().chain(e.outputs()) {
+        assert_eq!(t.dtype, "F32", "{dir}: f16 plan's {} is {}", t.name, t.dtype);
+    }
     let conf = f32_det.manifest().thresholds.conf;
     let mut matched = 0;
     for name in ["messi5.jpg", "fruits.jpg", "basketball1.png"] {
