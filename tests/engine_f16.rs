@@ -109,7 +109,11 @@ fn check_model(dir: &str, reference: &str) {
     // The session boundary stays f32: nothing above engine/ sees f16.
     let e = f16_det.engine();
     for t in e.inputs().iter().chain(e.outputs()) {
-        assert_eq!(t.dtype, "F32", "{dir}: f16 plan's {} is {}", t.name, t.dtype);
+        assert_eq!(
+            t.dtype, "F32",
+            "{dir}: f16 plan's {} is {}",
+            t.name, t.dtype
+        );
     }
     let conf = f32_det.manifest().thresholds.conf;
     let mut matched = 0;
