@@ -74,7 +74,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let report = serde_json::json!({
-        "model": det.name(), "variant": det.manifest().model.variant, "threads": a.threads, "precision": a.precision.as_str(),
+        "model": det.name(), "variant": det.manifest().model.variant, "threads": a.threads,
+        "precision": a.precision.as_str(),
         "iters": samples.len(), "image": [img.width(), img.height()], "detections": first.len(),
         "load_ms": load_ms, "first_detection_ms": first_ms,
         "median_ms": {"total": total, "preprocess": pre, "inference": inf, "postprocess": post},

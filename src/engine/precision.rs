@@ -2,12 +2,13 @@
 //! f16 on ARM cores with FP16 arithmetic (Cortex-A76 in a Pi 5, A78 in a Jetson Orin). f16 is
 //! tract's own machinery: its `FloatPrecisionTranslator` rewrites the typed graph to f16 before
 //! optimisation, and tract-linalg then picks its `arm64fp16` kernels at run time when the CPU
-//! reports FP16 (`asimdhp` in `/proc/cpuinfo`, or `TRACT_CPU_ISA=+fp16`). The session boundary
-//! stays f32 (a cast after the input, one before each output), so nothing above `engine/` changes.
+//! reports FP16 (`asimdhp` in `/proc/cpuinfo`, or an A55/A75 part number; `TRACT_CPU_ISA=+fp16`
+//! switches the matrix kernels only, not the depthwise convolution). The session boundary stays
+//! f32 (a cast after the input, one before each output), so nothing above `engine/` changes.
 //!
 //! Where the CPU has no FP16 arithmetic (every x86 lookout targets, a Pi 4's A72, an old Jetson's
-//! A57) tract computes f16 by converting every element to f32 and back: slower than f32 and less
-//! exact, so [`check_supported`] refuses it with an error naming the key, unless
+//! A57) tract computes f16 by converting every element to f32 and back: slower than f32 and no
+//! more exact, so [`check_supported`] refuses it with an error naming the key, unless
 //! [`F16_EMULATED_ENV`] asks for the emulated run (tests and A/B checks of the rewrite on x86).
 
 use std::path::Path;
