@@ -44,6 +44,7 @@ fn load(rel: &str) -> Engine {
     let opts = EngineOptions {
         threads: 1,
         input_shape: Some(FIXTURE_SHAPE.to_vec()),
+        ..Default::default()
     };
     Engine::load(&common::fixture(rel), &opts).unwrap_or_else(|e| panic!("loading {rel}: {e}"))
 }
@@ -150,6 +151,7 @@ fn shipped_matches_reference(case_dir: &str, model_dir: &str) {
         threads: 1,
         conf: case["conf"].as_f64().map(|v| v as f32),
         iou: case["iou"].as_f64().map(|v| v as f32),
+        ..Default::default()
     };
     let mut det = ModelDetector::load(manifest.clone(), &opts).unwrap();
 
@@ -250,6 +252,7 @@ fn engine_and_untouched_tract(model_dir: &str, ours_ops: &[&str]) -> (Vec<f32>, 
         &EngineOptions {
             threads: 1,
             input_shape: Some(shape.clone()),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -476,6 +479,7 @@ fn engine_output(model_dir: &str, threads: usize) -> Vec<f32> {
         &EngineOptions {
             threads,
             input_shape: Some(shape.clone()),
+            ..Default::default()
         },
     )
     .unwrap();

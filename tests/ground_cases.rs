@@ -168,6 +168,7 @@ fn evaluate(name: &str, cases: &[Case]) -> Outcome {
             threads: 1,
             conf: Some(DETECTOR_CONF),
             iou: None,
+            ..Default::default()
         },
     )
     .expect("load detector");

@@ -89,6 +89,7 @@ fn check_case(case_path: &std::path::Path) -> Result<Option<String>, String> {
         threads: 1,
         conf: Some(case.conf),
         iou: Some(case.iou),
+        ..Default::default()
     };
     let mut det = ModelDetector::load(manifest, &opts).map_err(|e| e.to_string())?;
     let input = image::open(dir.join("input.png"))

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use lookout::detect::{Detector, DetectorOptions, ModelDetector};
+use lookout::detect::{Detector, DetectorOptions, ModelDetector, Precision};
 use lookout::{imageio, models};
 
 #[derive(clap::Args)]
@@ -16,6 +16,9 @@ pub struct BenchArgs {
     /// Inference threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Arithmetic precision: f32, or f16 on ARM CPUs with FP16 arithmetic (Pi 5, Orin).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Timed iterations (after 3 warm-up runs).
     #[arg(long, default_value_t = 30)]
     iters: usize,
@@ -36,6 +39,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         manifest,
         &DetectorOptions {
             threads: a.threads,
+            precision: a.precision,
             ..Default::default()
         },
     )?;
@@ -71,6 +75,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let report = serde_json::json!({
         "model": det.name(), "variant": det.manifest().model.variant, "threads": a.threads,
+        "precision": a.precision.as_str(),
         "iters": samples.len(), "image": [img.width(), img.height()], "detections": first.len(),
         "load_ms": load_ms, "first_detection_ms": first_ms,
         "median_ms": {"total": total, "preprocess": pre, "inference": inf, "postprocess": post},

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use lookout::detect::{Detector, DetectorOptions, ModelDetector};
+use lookout::detect::{Detector, DetectorOptions, ModelDetector, Precision};
 use lookout::schema::{DetectError, DetectRecord};
 use lookout::{annotate, imageio, models};
 
@@ -24,6 +24,9 @@ pub struct DetectArgs {
     /// Inference threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Arithmetic precision: f32, or f16 on ARM CPUs with FP16 arithmetic (Pi 5, Orin).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// One JSON object per image per line on stdout.
     #[arg(long)]
     json: bool,
@@ -78,6 +81,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
         threads: a.threads,
         conf: a.conf,
         iou: a.iou,
+        precision: a.precision,
     };
     let mut det = ModelDetector::load(manifest, &opts)?;
     let files = expand_inputs(&a.inputs)?;

@@ -66,6 +66,7 @@ pub fn run(a: GroundArgs) -> anyhow::Result<ExitCode> {
             threads: a.threads,
             conf: Some(a.conf),
             iou: None,
+            ..Default::default()
         },
     )?;
     let em = EmbeddingManifest::find(&a.embedding)?;

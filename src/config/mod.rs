@@ -484,6 +484,10 @@ pub struct DetectorConfig {
     /// Only these labels go on to tracking (empty = all).
     #[serde(default)]
     pub classes: Vec<String>,
+    /// "f32" (default) or "f16": half-precision arithmetic where the CPU has it (Pi 5, Orin;
+    /// docs/precision.md). Refused at load on a CPU without FP16 arithmetic.
+    #[serde(default)]
+    pub precision: crate::detect::Precision,
 }
 
 fn default_model() -> String {
@@ -502,6 +506,7 @@ impl Default for DetectorConfig {
             threads: 1,
             workers: 1,
             classes: vec![],
+            precision: Default::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ use std::time::Instant;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+pub use crate::engine::Precision;
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::geometry::BBox;
@@ -98,6 +99,8 @@ pub struct DetectorOptions {
     pub threads: usize,
     pub conf: Option<f32>,
     pub iou: Option<f32>,
+    /// f32, or f16 where the CPU has FP16 arithmetic (`[detector] precision`).
+    pub precision: Precision,
 }
 
 pub struct ModelDetector {
@@ -130,6 +133,7 @@ impl ModelDetector {
             &EngineOptions {
                 threads: opts.threads.max(1),
                 input_shape: Some(manifest.input.shape.clone()),
+                precision: opts.precision,
             },
         )?;
         if let (Some(want), Some(got)) = (&manifest.input.name, engine.inputs().first()) {

@@ -18,6 +18,7 @@ pub mod onnx;
 mod par;
 pub mod pass;
 mod pin;
+mod precision;
 mod qconcat;
 mod qconv;
 mod qdq;
@@ -30,6 +31,7 @@ pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fold::fold_const_chains;
 pub use maxpool::{SeparableMaxPool, SeparableMaxPoolPass};
 pub use pin::{pin_single_selections, PinnedNonZero};
+pub use precision::{f16_native, Precision, F16_EMULATED_ENV};
 pub use qconcat::QConcat;
 pub use qconv::QConv;
 pub use qdq::QdqConvPass;
@@ -48,6 +50,8 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Pin the first input to this shape. Checked against what the file declares.
     pub input_shape: Option<Vec<usize>>,
+    /// The float arithmetic's precision ([`Precision::F16`] only where the CPU has FP16).
+    pub precision: Precision,
 }
 
 impl Default for EngineOptions {
@@ -55,6 +59,7 @@ impl Default for EngineOptions {
         EngineOptions {
             threads: 1,
             input_shape: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -144,6 +149,7 @@ impl Engine {
     /// Load an ONNX file. Errors name the file and say what is wrong with it: missing, truncated,
     /// not ONNX, an operator tract lacks, or an input shape that disagrees with `opts.input_shape`.
     pub fn load(path: &Path, opts: &EngineOptions) -> Result<Engine> {
+        precision::check_supported(opts.precision, path)?;
         let file = onnx::OnnxFile::read(path)?;
         let proto = &file.proto;
         let onnx = tract_onnx::onnx().with_ignore_value_info(true);
@@ -210,7 +216,7 @@ impl Engine {
                     )
                 })?;
         }
-        let (typed, rewrites) = optimize(model)
+        let (typed, rewrites) = optimize_at(model, opts.precision)
             .map_err(|e| Error::model(path, format!("cannot analyse/optimise: {}", chain(&e))))?;
         if !rewrites.is_empty() {
             log::debug!("{}: {rewrites}", path.display());
@@ -511,11 +517,25 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
 
 /// tract's analysis and optimisation, with lookout's faster ops swapped in where they compute the
 /// same thing (each op's module says how it is checked against tract's).
-pub fn optimize(mut model: InferenceModel) -> TractResult<(TypedModel, Rewrites)> {
+pub fn optimize(model: InferenceModel) -> TractResult<(TypedModel, Rewrites)> {
+    optimize_at(model, Precision::F32)
+}
+
+/// [`optimize`] at a precision. f16 is tract's own rewrite (its `FloatPrecisionTranslator`, see
+/// `precision.rs`), not one of lookout's passes, so it applies under [`PLAIN_TRACT_ENV`] too: the
+/// A/B then compares tract's f16 plan with lookout's. lookout's ops met in an f16 graph
+/// (`SelectTopk`, `PlannedResize`) hand non-f32 tensors to tract's own implementation.
+pub fn optimize_at(
+    mut model: InferenceModel,
+    precision: Precision,
+) -> TractResult<(TypedModel, Rewrites)> {
     if !plain_tract() {
         qdq::annotate(&mut model);
     }
     let mut typed = model.into_typed()?;
+    if precision == Precision::F16 {
+        typed = precision::to_f16(&typed)?;
+    }
     if plain_tract() {
         return Ok((typed.into_optimized()?, Rewrites::default()));
     }

@@ -94,6 +94,7 @@ impl Runtime {
             threads: cfg.detector.threads,
             conf: cfg.detector.conf,
             iou: cfg.detector.iou,
+            precision: cfg.detector.precision,
         };
         let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
         for _ in 0..cfg.detector.workers {

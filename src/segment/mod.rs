@@ -85,6 +85,7 @@ impl PersonSegmenter {
             &EngineOptions {
                 threads: threads.max(1),
                 input_shape: Some(manifest.input.shape.to_vec()),
+                ..Default::default()
             },
         )?;
         let want = manifest.input_hw();
