@@ -17,6 +17,7 @@ pub mod onnx;
 pub mod pass;
 mod pin;
 mod qconv;
+mod qmatmul;
 mod quantize;
 mod resize;
 pub mod session;
@@ -25,6 +26,7 @@ pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fold::fold_const_chains;
 pub use pin::{pin_single_selections, PinnedNonZero};
 pub use qconv::QConv;
+pub use qmatmul::{replace_qmatmul, QMatMul, NO_QMATMUL_ENV};
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
 pub use topk::SelectTopk;
@@ -471,6 +473,22 @@ pub(crate) fn pin_for_run(model: TypedModel, path: &Path) -> Result<TypedModel> 
     Ok(model)
 }
 
+/// [`QMatMul`] for every `MatMulInteger` with a constant weight, on a typed graph before
+/// decluttering (multi-input sessions), unless [`PLAIN_TRACT_ENV`] or [`NO_QMATMUL_ENV`] asks for
+/// tract's own plan: a decoder's one-token int8 matmuls then run a matrix-vector kernel.
+pub(crate) fn qmatmul_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
+    if plain_tract() {
+        return Ok(());
+    }
+    let n = qmatmul::QMatMulPass
+        .run(model)
+        .map_err(|e| Error::model(path, format!("cannot swap MatMulInteger: {}", chain(&e))))?;
+    if n > 0 {
+        log::debug!("{}: {n} MatMulInteger as QMatMul", path.display());
+    }
+    Ok(())
+}
+
 /// lookout's graph passes, in the order they run (the registry of [`pass::GraphPass`]es: the op
 /// files implement the contract, only this list names them). After optimisation the passes swap
 /// ops one for one, so their order there does not matter.
@@ -482,6 +500,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(quantize::FastQuantizePass),
         Box::new(dynquant::FastDynQuantizePass),
         Box::new(fold::FoldConstPass),
+        Box::new(qmatmul::QMatMulPass),
     ]
 }
 
