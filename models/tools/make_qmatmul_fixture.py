@@ -12,6 +12,12 @@ column (`qmm-s8-pc.onnx`). For seq = 1 (a decoder step) and seq = 5 (a prefill) 
 f32), the independent reference tests/engine_qmatmul.rs holds lookout to.
 Needs numpy, onnx, onnxruntime (models/tools/requirements-qmatmul.txt):
 python models/tools/make_qmatmul_fixture.py
+
+With `--bench DIR` it writes instead, for benches/qmatmul_ab.rs, int8 files with SmolVLM-256M's
+decoder matmul sizes (random weights): `layer-int8.onnx` (one layer's q, k, v, o, gate, up, down:
+hidden 576, MLP 1536, 3 KV heads of 64) and `lm_head-int8.onnx` (576 x 49 280), and Florence-2-base's
+(`florence-layer-int8.onnx`: 768, MLP 3072; `florence-lm_head-int8.onnx`: 768 x 51 289). Not committed
+(up to 40 MB each).
 """
 import os
 import tempfile
@@ -53,7 +59,54 @@ def fp32_model(rng):
     return model
 
 
+def bench_model(path, hidden, mlp, kv, vocab, rng):
+    """One decoder layer's projections (vocab = 0) or an lm_head, as fp32, quantised next to it."""
+    w = lambda k, n: numpy_helper.from_array(rng.normal(0, 0.05, (k, n)).astype(np.float32), f"w{k}x{n}_{len(inits)}")
+    inits, nodes, outs = [], [], []
+
+    def mm(x, k, n, out):
+        t = w(k, n)
+        inits.append(t)
+        nodes.append(helper.make_node("MatMul", [x, t.name], [out], name=out))
+        return out
+
+    if vocab:
+        outs.append((mm("x", hidden, vocab, "logits"), vocab))
+    else:
+        for name, n in [("q", hidden), ("k", kv), ("v", kv)]:
+            outs.append((mm("x", hidden, n, name), n))
+        outs.append((mm(mm("x", hidden, hidden, "o_in"), hidden, hidden, "o"), hidden))
+        g, u = mm("o", hidden, mlp, "gate"), mm("o", hidden, mlp, "up")
+        nodes.append(helper.make_node("Mul", [g, u], ["gu"], name="gu"))
+        outs.append((mm("gu", mlp, hidden, "down"), hidden))
+    graph = helper.make_graph(
+        nodes, "bench",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "seq", hidden])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, "seq", n]) for o, n in outs],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "fp32.onnx")
+        onnx.save(model, src)
+        quantize_dynamic(src, path, weight_type=QuantType.QInt8)
+
+
+def bench(out):
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(5)
+    bench_model(os.path.join(out, "layer-int8.onnx"), 576, 1536, 192, 0, rng)
+    bench_model(os.path.join(out, "lm_head-int8.onnx"), 576, 0, 0, 49280, rng)
+    bench_model(os.path.join(out, "florence-layer-int8.onnx"), 768, 3072, 768, 0, rng)
+    bench_model(os.path.join(out, "florence-lm_head-int8.onnx"), 768, 0, 0, 51289, rng)
+    print("wrote", sorted(os.listdir(out)))
+
+
 def main():
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--bench":
+        return bench(sys.argv[2])
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(12)
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,9 +32,9 @@ use super::pass::{GraphPass, Stage};
 /// Set to `1` to leave every `MatMulInteger` to tract (the A/B of this pass alone).
 pub const NO_QMATMUL_ENV: &str = "LOOKOUT_NO_QMATMUL";
 
-/// k is padded to this many values so the kernels run no tails.
-const KPAD: usize = 16;
-/// Columns per kernel call (the kernels compute four dot products sharing the activation loads).
+/// k is padded to this many values so the kernels run no tails (one 256-bit load of bytes).
+const KPAD: usize = 32;
+/// Columns per kernel step (four dot products sharing the activation loads).
 const COLS: usize = 4;
 
 /// The weight, packed at load.
@@ -46,12 +46,17 @@ struct Packed {
     kp: usize,
     /// `[n rounded up to COLS][kp]`: column j of W as i8 (u8 weights shifted by −128), zero padded.
     wt: Vec<i8>,
+    /// Σ_k wt[j, k] (the stored, shifted column): compensates an i8 activation flipped to u8.
+    wt_sum: Vec<i32>,
     /// Σ_k W[k, j] of the file's weight (before any shift).
     colsum: Vec<i32>,
     /// The weight's zero point per column.
     w0: Vec<i32>,
     /// 128 when the file's weight is u8 (the shift to add back, times Σ x), else 0.
     shift: i32,
+    /// tract's own plan of the same product, for activations of more than one row (a prefill, a
+    /// vision encoder), where its matrix kernels beat this op's matrix-vector loop.
+    many_rows: Arc<TypedRunnableModel>,
 }
 
 /// Drop-in replacement for the integer einsum tract wires for `MatMulInteger` with a constant
@@ -76,11 +81,11 @@ impl Op for QMatMul {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "k:{} n:{} {} weight, kernel {}",
+            "k:{} n:{} {} weight, one-row kernel {}",
             self.w.k,
             self.w.n,
             if self.w.shift != 0 { "u8" } else { "i8" },
-            kernel_name()
+            Kernel::detect().name()
         )])
     }
 
@@ -93,23 +98,25 @@ impl EvalOp for QMatMul {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let p = &*self.w;
         let x = &inputs[0];
-        let x0 = inputs[1].cast_to_scalar::<i32>()?;
         let shape = x.shape();
         ensure!(
             shape.last() == Some(&p.k),
             "QMatMul: activation of shape {shape:?}, expected last axis {}",
             p.k
         );
+        let rows = x.len() / p.k;
+        if rows != 1 {
+            return p.many_rows.run(inputs);
+        }
+        let x0 = inputs[1].cast_to_scalar::<i32>()?;
         let signed = x.datum_type().unquantized() == i8::datum_type();
-        let bytes = x.as_bytes();
-        let rows = bytes.len() / p.k;
         let mut out_shape: TVec<usize> = shape.into();
         *out_shape.last_mut().expect("rank checked at load") = p.n;
         let mut y = unsafe { Tensor::uninitialized::<i32>(&out_shape)? };
         {
             let mut plain = y.try_as_plain_ram_mut()?;
             let ys = plain.as_slice_mut::<i32>()?;
-            matmul(p, bytes, signed, x0, rows, ys);
+            gemv(p, x.as_bytes(), signed, x0, ys);
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -126,64 +133,48 @@ impl TypedOp for QMatMul {
     as_op!();
 }
 
-/// `ys[r, j]` for every activation row `r` (see the module doc for the formula).
-fn matmul(p: &Packed, xs: &[u8], signed: bool, x0: i32, rows: usize, ys: &mut [i32]) {
-    // The activation rows widened to i16 (zero padded to kp), and their sums.
-    let mut x16 = vec![0i16; rows * p.kp];
-    let mut sx = vec![0i32; rows];
-    for r in 0..rows {
-        let row = &xs[r * p.k..(r + 1) * p.k];
-        let dst = &mut x16[r * p.kp..r * p.kp + p.k];
-        if signed {
-            for (d, &b) in dst.iter_mut().zip(row) {
-                *d = b as i8 as i16;
-            }
-        } else {
-            for (d, &b) in dst.iter_mut().zip(row) {
-                *d = b as i16;
-            }
-        }
-        sx[r] = dst.iter().map(|&v| v as i32).sum();
+/// `ys[j]` for the one activation row `xs` (see the module doc for the formula).
+fn gemv(p: &Packed, xs: &[u8], signed: bool, x0: i32, ys: &mut [i32]) {
+    // The kernels multiply u8 by i8: an i8 activation is flipped to u8 (x + 128), and 128 · Σ wt
+    // taken off again below. Zero padded to kp.
+    let mut xu = vec![0u8; p.kp];
+    let flip = if signed { 0x80 } else { 0 };
+    for (d, &b) in xu.iter_mut().zip(xs) {
+        *d = b ^ flip;
     }
-    let kx0w0 = p.k as i32 * x0;
-    let finish = |r: usize, j: usize, dot: i32| -> i32 {
-        // Σ x·W, then the zero-point compensation; wrapping like tract's i32 arithmetic (never
-        // reached for the sizes this op takes).
-        let xw = dot.wrapping_add(p.shift.wrapping_mul(sx[r]));
-        xw.wrapping_sub(p.w0[j].wrapping_mul(sx[r]))
-            .wrapping_sub(x0.wrapping_mul(p.colsum[j]))
-            .wrapping_add(kx0w0.wrapping_mul(p.w0[j]))
+    let sx: i32 = if signed {
+        xs.iter().map(|&b| b as i8 as i32).sum()
+    } else {
+        xs.iter().map(|&b| b as i32).sum()
     };
+    let xoff = if signed { 128 } else { 0 };
+    let kernel = Kernel::detect();
     let blocks = p.n.div_ceil(COLS);
     let out = SyncPtr(ys.as_mut_ptr());
-    // One task: column blocks [b0, b1) for every row.
     let task = |b0: usize, b1: usize| {
-        let mut w16 = Vec::new();
-        for b in b0..b1 {
-            let j0 = b * COLS;
-            let wb = &p.wt[j0 * p.kp..(j0 + COLS) * p.kp];
-            let store = |r: usize, d: [i32; COLS]| {
-                for (c, &dot) in d.iter().enumerate() {
-                    let j = j0 + c;
-                    if j < p.n {
-                        // SAFETY: tasks write disjoint columns of `ys`, in bounds (r < rows, j < n).
-                        unsafe { *out.get().add(r * p.n + j) = finish(r, j, dot) };
-                    }
-                }
-            };
-            if rows == 1 {
-                store(0, dot4_i8(&x16, wb, p.kp));
-            } else {
-                // Several rows: widen the block once, then every row reads i16 from cache.
-                w16.clear();
-                w16.extend(wb.iter().map(|&v| v as i16));
-                for r in 0..rows {
-                    store(r, dot4_i16(&x16[r * p.kp..(r + 1) * p.kp], &w16, p.kp));
-                }
-            }
+        let mut dots = vec![0i32; (b1 - b0) * COLS];
+        kernel.dots(
+            &xu,
+            &p.wt[b0 * COLS * p.kp..b1 * COLS * p.kp],
+            p.kp,
+            &mut dots,
+        );
+        let j1 = (b1 * COLS).min(p.n);
+        for (j, &dot) in (b0 * COLS..j1).zip(&dots) {
+            // Σ x·W, then the zero-point compensation, in wrapping i32 like tract's (never
+            // wrapping for the sizes this op takes).
+            let xw = dot
+                .wrapping_sub(xoff * p.wt_sum[j])
+                .wrapping_add(p.shift.wrapping_mul(sx));
+            let y = xw
+                .wrapping_sub(p.w0[j].wrapping_mul(sx))
+                .wrapping_sub(x0.wrapping_mul(p.colsum[j]))
+                .wrapping_add((p.k as i32 * x0).wrapping_mul(p.w0[j]));
+            // SAFETY: tasks write disjoint columns of `ys`, and j < n = ys.len().
+            unsafe { *out.get().add(j) = y };
         }
     };
-    par_blocks(blocks, rows * p.kp * p.n, task);
+    par_blocks(blocks, p.kp * p.n, task);
 }
 
 #[derive(Clone, Copy)]
@@ -220,54 +211,84 @@ fn par_blocks(blocks: usize, macs: usize, task: impl Fn(usize, usize) + Sync + S
     task(0, blocks);
 }
 
-fn kernel_name() -> &'static str {
+/// The one-row kernel this CPU runs: u8 activation · i8 columns, i32 dot products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// x86-64 `vpdpbusd` (AVX-VNNI or AVX-512 VNNI): four u8·i8 products into each i32 lane.
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        return "avx2";
-    }
+    AvxVnni,
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+    /// x86-64 AVX2: widened to i16, `vpmaddwd` (two i16 products into each i32 lane, exact for
+    /// |x| ≤ 255, |w| ≤ 128).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// aarch64 NEON (baseline): widened to i16, `vmlal_s16`.
     #[cfg(target_arch = "aarch64")]
-    return "neon";
-    #[allow(unreachable_code)]
-    "portable"
+    Neon,
+    Portable,
 }
 
-/// Four dot products of the i16 row `x` (length `kp`) with the four i8 columns in `w` (`4 · kp`).
-fn dot4_i8(x: &[i16], w: &[i8], kp: usize) -> [i32; COLS] {
-    debug_assert!(x.len() >= kp && w.len() == COLS * kp && kp % KPAD == 0);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 detected; lengths checked above (kp a multiple of 16).
-        return unsafe { x86::dot4_i8(x.as_ptr(), w.as_ptr(), kp) };
+impl Kernel {
+    fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avxvnni") {
+                return Kernel::AvxVnni;
+            }
+            if std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+            {
+                return Kernel::Avx512Vnni;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Kernel::Avx2;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        return Kernel::Neon;
+        #[allow(unreachable_code)]
+        Kernel::Portable
     }
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: NEON is baseline on aarch64; lengths as above.
-    return unsafe { arm::dot4_i8(x.as_ptr(), w.as_ptr(), kp) };
-    #[allow(unreachable_code)]
-    portable_dot4(x, kp, |c, i| w[c * kp + i] as i32)
-}
 
-/// As [`dot4_i8`], with the columns already widened to i16.
-fn dot4_i16(x: &[i16], w: &[i16], kp: usize) -> [i32; COLS] {
-    debug_assert!(x.len() >= kp && w.len() == COLS * kp && kp % KPAD == 0);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 detected; lengths checked above.
-        return unsafe { x86::dot4_i16(x.as_ptr(), w.as_ptr(), kp) };
+    fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => "avx-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => "avx512-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => "neon",
+            Kernel::Portable => "portable",
+        }
     }
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: NEON is baseline on aarch64; lengths as above.
-    return unsafe { arm::dot4_i16(x.as_ptr(), w.as_ptr(), kp) };
-    #[allow(unreachable_code)]
-    portable_dot4(x, kp, |c, i| w[c * kp + i] as i32)
-}
 
-#[inline(always)]
-fn portable_dot4(x: &[i16], kp: usize, w: impl Fn(usize, usize) -> i32) -> [i32; COLS] {
-    let mut acc = [0i32; COLS];
-    for (c, a) in acc.iter_mut().enumerate() {
-        *a = (0..kp).map(|i| x[i] as i32 * w(c, i)).sum();
+    /// `dots[j] = Σ_k x[k] · w[j, k]` for the `dots.len()` (a multiple of COLS) columns of `w`
+    /// (`[dots.len()][kp]`), `x` of length kp.
+    fn dots(self, x: &[u8], w: &[i8], kp: usize, dots: &mut [i32]) {
+        assert!(
+            x.len() == kp && kp % KPAD == 0 && dots.len() % COLS == 0 && w.len() == dots.len() * kp
+        );
+        // SAFETY (every arm): the CPU feature was detected by `detect`, and the lengths are
+        // checked above; the kernels read kp values of x and of each of the columns.
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::AvxVnni => unsafe { x86::dots_avxvnni(x, w, kp, dots) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => unsafe { x86::dots_avx512vnni(x, w, kp, dots) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { x86::dots_avx2(x, w, kp, dots) },
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => unsafe { arm::dots(x, w, kp, dots) },
+            Kernel::Portable => {
+                for (d, col) in dots.iter_mut().zip(w.chunks_exact(kp)) {
+                    *d = x.iter().zip(col).map(|(&a, &b)| a as i32 * b as i32).sum();
+                }
+            }
+        }
     }
-    acc
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -283,37 +304,60 @@ mod x86 {
         _mm_cvtsi128_si32(s)
     }
 
-    /// `vpmaddwd` multiplies i16 pairs and adds adjacent products into i32: exact for |x| ≤ 255
-    /// and |w| ≤ 128 (each pair sum ≤ 2 · 32 640).
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn dot4_i8(x: *const i16, w: *const i8, kp: usize) -> [i32; COLS] {
-        let mut acc = [_mm256_setzero_si256(); COLS];
-        let mut i = 0;
-        while i < kp {
-            let xv = _mm256_loadu_si256(x.add(i) as *const __m256i);
-            for (c, a) in acc.iter_mut().enumerate() {
-                let wb = _mm_loadu_si128(w.add(c * kp + i) as *const __m128i);
-                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, _mm256_cvtepi8_epi16(wb)));
+    /// One kernel body per instruction set: `$step(acc, x 32 bytes, w 32 bytes)` accumulates
+    /// 32 products. Four columns per pass, each with its own accumulator (named, not an array,
+    /// so a build at opt-level 1 keeps them in registers).
+    macro_rules! dots_kernel {
+        ($name:ident, $feature:literal, $step:expr) => {
+            #[target_feature(enable = $feature)]
+            pub unsafe fn $name(x: &[u8], w: &[i8], kp: usize, dots: &mut [i32]) {
+                let step = $step;
+                let xp = x.as_ptr();
+                for (b, out) in dots.chunks_exact_mut(COLS).enumerate() {
+                    let w0 = w.as_ptr().add(b * COLS * kp);
+                    let (w1, w2, w3) = (w0.add(kp), w0.add(2 * kp), w0.add(3 * kp));
+                    let (mut a0, mut a1, mut a2, mut a3) = (
+                        _mm256_setzero_si256(),
+                        _mm256_setzero_si256(),
+                        _mm256_setzero_si256(),
+                        _mm256_setzero_si256(),
+                    );
+                    let mut i = 0;
+                    while i < kp {
+                        let xv = _mm256_loadu_si256(xp.add(i) as *const __m256i);
+                        let ld = |p: *const i8| _mm256_loadu_si256(p.add(i) as *const __m256i);
+                        a0 = step(a0, xv, ld(w0));
+                        a1 = step(a1, xv, ld(w1));
+                        a2 = step(a2, xv, ld(w2));
+                        a3 = step(a3, xv, ld(w3));
+                        i += 32;
+                    }
+                    out[0] = hsum(a0);
+                    out[1] = hsum(a1);
+                    out[2] = hsum(a2);
+                    out[3] = hsum(a3);
+                }
             }
-            i += 16;
-        }
-        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+        };
     }
 
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn dot4_i16(x: *const i16, w: *const i16, kp: usize) -> [i32; COLS] {
-        let mut acc = [_mm256_setzero_si256(); COLS];
-        let mut i = 0;
-        while i < kp {
-            let xv = _mm256_loadu_si256(x.add(i) as *const __m256i);
-            for (c, a) in acc.iter_mut().enumerate() {
-                let wv = _mm256_loadu_si256(w.add(c * kp + i) as *const __m256i);
-                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, wv));
-            }
-            i += 16;
-        }
-        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
-    }
+    dots_kernel!(dots_avxvnni, "avx2,avxvnni", |a, x, w| {
+        _mm256_dpbusd_avx_epi32(a, x, w)
+    });
+    dots_kernel!(dots_avx512vnni, "avx2,avx512vnni,avx512vl", |a, x, w| {
+        _mm256_dpbusd_epi32(a, x, w)
+    });
+    // AVX2: both halves widened to i16 (u8 zero-extended, i8 sign-extended), `vpmaddwd`.
+    dots_kernel!(dots_avx2, "avx2", |a, x: __m256i, w: __m256i| {
+        let xl = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(x));
+        let xh = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(x, 1));
+        let wl = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
+        let wh = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1));
+        _mm256_add_epi32(
+            a,
+            _mm256_add_epi32(_mm256_madd_epi16(xl, wl), _mm256_madd_epi16(xh, wh)),
+        )
+    });
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -321,45 +365,36 @@ mod arm {
     use super::COLS;
     use std::arch::aarch64::*;
 
-    /// `vmlal_s16`: i16 × i16 products accumulated into i32 lanes, exact.
-    pub unsafe fn dot4_i8(x: *const i16, w: *const i8, kp: usize) -> [i32; COLS] {
-        let mut acc = [vdupq_n_s32(0); COLS];
-        let mut i = 0;
-        while i < kp {
-            let xv = vld1q_s16(x.add(i));
-            for (c, a) in acc.iter_mut().enumerate() {
-                let wv = vmovl_s8(vld1_s8(w.add(c * kp + i)));
-                *a = vmlal_s16(*a, vget_low_s16(xv), vget_low_s16(wv));
-                *a = vmlal_high_s16(*a, xv, wv);
+    /// 8 products per step: x widened u8 → i16 (≤ 255, fits), w i8 → i16, `vmlal_s16` into i32.
+    pub unsafe fn dots(x: &[u8], w: &[i8], kp: usize, dots: &mut [i32]) {
+        let xp = x.as_ptr();
+        for (b, out) in dots.chunks_exact_mut(COLS).enumerate() {
+            let wp = w.as_ptr().add(b * COLS * kp);
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                vdupq_n_s32(0),
+                vdupq_n_s32(0),
+                vdupq_n_s32(0),
+                vdupq_n_s32(0),
+            );
+            let mut i = 0;
+            while i < kp {
+                let xv = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(xp.add(i))));
+                let xl = vget_low_s16(xv);
+                let mac = |a: int32x4_t, c: usize| {
+                    let wv = vmovl_s8(vld1_s8(wp.add(c * kp + i)));
+                    vmlal_high_s16(vmlal_s16(a, xl, vget_low_s16(wv)), xv, wv)
+                };
+                a0 = mac(a0, 0);
+                a1 = mac(a1, 1);
+                a2 = mac(a2, 2);
+                a3 = mac(a3, 3);
+                i += 8;
             }
-            i += 8;
+            out[0] = vaddvq_s32(a0);
+            out[1] = vaddvq_s32(a1);
+            out[2] = vaddvq_s32(a2);
+            out[3] = vaddvq_s32(a3);
         }
-        [
-            vaddvq_s32(acc[0]),
-            vaddvq_s32(acc[1]),
-            vaddvq_s32(acc[2]),
-            vaddvq_s32(acc[3]),
-        ]
-    }
-
-    pub unsafe fn dot4_i16(x: *const i16, w: *const i16, kp: usize) -> [i32; COLS] {
-        let mut acc = [vdupq_n_s32(0); COLS];
-        let mut i = 0;
-        while i < kp {
-            let xv = vld1q_s16(x.add(i));
-            for (c, a) in acc.iter_mut().enumerate() {
-                let wv = vld1q_s16(w.add(c * kp + i));
-                *a = vmlal_s16(*a, vget_low_s16(xv), vget_low_s16(wv));
-                *a = vmlal_high_s16(*a, xv, wv);
-            }
-            i += 8;
-        }
-        [
-            vaddvq_s32(acc[0]),
-            vaddvq_s32(acc[1]),
-            vaddvq_s32(acc[2]),
-            vaddvq_s32(acc[3]),
-        ]
     }
 }
 
@@ -509,17 +544,75 @@ fn plan(model: &TypedModel, node: &TypedNode) -> TractResult<QMatMul> {
         len if len == n => w0s,
         len => bail!("weight zero point of {len} values for {n} columns"),
     };
+    let many_rows =
+        many_rows_plan(model, node, op, &w).context("planning tract's product for several rows")?;
     Ok(QMatMul {
-        w: Arc::new(pack(w.as_bytes(), wdt == i8::datum_type(), k, n, w0)),
+        w: Arc::new(pack(
+            w.as_bytes(),
+            wdt == i8::datum_type(),
+            k,
+            n,
+            w0,
+            many_rows,
+        )),
     })
 }
 
+/// tract's own plan of the einsum at `node` alone (its constants copied in, lookout's constant
+/// folding applied): what [`QMatMul`] runs for activations of more than one row. Its activation
+/// dimensions other than k are fresh symbols, bound by each run's input.
+fn many_rows_plan(
+    model: &TypedModel,
+    node: &TypedNode,
+    op: &EinSum,
+    w: &Arc<Tensor>,
+) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut sub = TypedModel::default();
+    let x_fact = model.outlet_fact(node.inputs[0])?;
+    let rank = x_fact.rank();
+    let shape: TVec<TDim> = x_fact
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d.to_i64() {
+            Ok(v) if i == rank - 1 || v == 1 => TDim::from(v),
+            _ => TDim::from(sub.symbols.sym(&format!("qmm_{i}"))),
+        })
+        .collect();
+    let mut wires = tvec![sub.add_source("x", x_fact.datum_type.fact(shape))?];
+    for slot in 1..9 {
+        let wire = if slot == 3 {
+            sub.add_source("x0", model.outlet_fact(node.inputs[3])?.without_value())?
+        } else if slot == 1 {
+            sub.add_const("w", w.clone())?
+        } else {
+            let v = const_value(model, node.inputs[slot], 4)
+                .with_context(|| format!("input {slot} is not a constant"))?;
+            sub.add_const(format!("c{slot}"), v)?
+        };
+        wires.push(wire);
+    }
+    let y = sub.wire_node("einsum", op.clone(), &wires)?;
+    sub.select_output_outlets(&y)?;
+    let mut sub = sub.into_optimized()?;
+    super::fold::fold_const_chains(&mut sub)?;
+    sub.into_runnable()
+}
+
 /// Transposes `[k][n]` weight bytes into the kernels' layout (see [`Packed`]).
-fn pack(bytes: &[u8], signed: bool, k: usize, n: usize, w0: Vec<i32>) -> Packed {
+fn pack(
+    bytes: &[u8],
+    signed: bool,
+    k: usize,
+    n: usize,
+    w0: Vec<i32>,
+    many_rows: Arc<TypedRunnableModel>,
+) -> Packed {
     let kp = k.div_ceil(KPAD) * KPAD;
     let np = n.div_ceil(COLS) * COLS;
     let mut wt = vec![0i8; np * kp];
     let mut colsum = vec![0i32; n];
+    let mut wt_sum = vec![0i32; n];
     for kk in 0..k {
         let row = &bytes[kk * n..(kk + 1) * n];
         for (j, &b) in row.iter().enumerate() {
@@ -530,6 +623,7 @@ fn pack(bytes: &[u8], signed: bool, k: usize, n: usize, w0: Vec<i32>) -> Packed 
             };
             wt[j * kp + kk] = v;
             colsum[j] += s;
+            wt_sum[j] += v as i32;
         }
     }
     Packed {
@@ -537,9 +631,11 @@ fn pack(bytes: &[u8], signed: bool, k: usize, n: usize, w0: Vec<i32>) -> Packed 
         n,
         kp,
         wt,
+        wt_sum,
         colsum,
         w0,
         shift: if signed { 0 } else { 128 },
+        many_rows,
     }
 }
 
@@ -559,39 +655,56 @@ mod tests {
             .collect()
     }
 
-    /// The packed kernels against the formula's definition, for u8 and i8 weights and
-    /// activations, per-column zero points, k and n not multiples of the padding, 1 and 3 rows.
+    /// The one-row product against the formula's definition, for u8 and i8 weights and
+    /// activations, per-column zero points, k and n not multiples of the padding.
     #[test]
-    fn equals_definition() {
-        for (k, n, rows) in [
-            (1, 1, 1),
-            (17, 5, 1),
-            (48, 24, 3),
-            (100, 9, 2),
-            (576, 13, 1),
-        ] {
+    fn gemv_equals_definition() {
+        let empty = Arc::new(TypedModel::default())
+            .into_runnable()
+            .expect("empty plan");
+        for (k, n) in [(1, 1), (17, 5), (48, 24), (100, 9), (576, 13)] {
             for (w_signed, x_signed) in [(false, false), (true, false), (true, true), (false, true)]
             {
                 let w = lcg(k * n, 3 + k as u64);
-                let x = lcg(rows * k, 11 + n as u64);
+                let x = lcg(k, 11 + n as u64);
                 let w0: Vec<i32> = (0..n).map(|j| (j as i32 * 37) % 200 - 60).collect();
                 let x0 = 77;
-                let p = pack(&w, w_signed, k, n, w0.clone());
-                let mut ys = vec![0; rows * n];
-                matmul(&p, &x, x_signed, x0, rows, &mut ys);
+                let p = pack(&w, w_signed, k, n, w0.clone(), empty.clone());
+                let mut ys = vec![0; n];
+                gemv(&p, &x, x_signed, x0, &mut ys);
                 let val = |b: u8, s: bool| if s { b as i8 as i32 } else { b as i32 };
-                for r in 0..rows {
-                    for j in 0..n {
-                        let want: i32 = (0..k)
-                            .map(|kk| {
-                                (val(x[r * k + kk], x_signed) - x0)
-                                    * (val(w[kk * n + j], w_signed) - w0[j])
-                            })
-                            .sum();
-                        assert_eq!(ys[r * n + j], want, "k {k} n {n} r {r} j {j}");
-                    }
+                for j in 0..n {
+                    let want: i32 = (0..k)
+                        .map(|kk| {
+                            (val(x[kk], x_signed) - x0) * (val(w[kk * n + j], w_signed) - w0[j])
+                        })
+                        .sum();
+                    assert_eq!(ys[j], want, "k {k} n {n} j {j}");
                 }
             }
+        }
+    }
+
+    /// Every kernel this CPU has gives the portable loop's dot products, on extreme bytes too.
+    #[test]
+    fn kernels_agree() {
+        let kp = 96;
+        let mut x = lcg(kp, 5);
+        let mut w: Vec<i8> = lcg(8 * kp, 9).into_iter().map(|b| b as i8).collect();
+        x[..8].fill(255);
+        w[..8].fill(-128);
+        w[kp..kp + 8].fill(127);
+        let mut want = vec![0; 8];
+        Kernel::Portable.dots(&x, &w, kp, &mut want);
+        let mut kernels = vec![Kernel::detect()];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            kernels.push(Kernel::Avx2);
+        }
+        for kernel in kernels {
+            let mut got = vec![0; 8];
+            kernel.dots(&x, &w, kp, &mut got);
+            assert_eq!(got, want, "{}", kernel.name());
         }
     }
 }
