@@ -7,7 +7,9 @@
 //! Every symbolic input dimension is a session symbol; DIM=VALUE gives its run-time value (default
 //! 1): e.g. `past_decoder_sequence_length=20 encoder_sequence_length=577` for Florence-2's
 //! decoder_with_past, `past_sequence_length=100 sequence_length=1` for SmolVLM's merged decoder.
-//! Inputs are zeros (i64, bool: true) and small deterministic values (f32).
+//! VALUE may also be `N!` (the dimension fixed to N, as lookout's loaders fix the batch) or `A+B`
+//! (the sum of two symbols, as SmolVLM's `total_sequence_length=past_sequence_length+sequence_length`).
+//! Inputs are ones (i64), true (bool) and small deterministic values (f32).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +17,12 @@ use std::time::Instant;
 
 use lookout::engine::onnx::{ElemType, OnnxFile};
 use lookout::engine::session::{Dim, InputSpec, Session, SessionOptions, Value};
+
+fn value_of(given: &HashMap<String, String>, name: &str) -> usize {
+    given
+        .get(name)
+        .map_or(1, |v| v.trim_end_matches('!').parse().expect("DIM=VALUE"))
+}
 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,12 +36,22 @@ fn main() -> anyhow::Result<()> {
             .expect("usage: FILE.onnx [RUNS] [DIM=VALUE ...]"),
     );
     let runs: usize = args.get(1).map_or(Ok(5), |r| r.parse())?;
-    let dims: HashMap<String, usize> = args
+    let specs_given: HashMap<String, String> = args
         .iter()
         .skip(2)
         .filter_map(|a| a.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.parse().expect("DIM=VALUE")))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let value = |name: &str| -> usize {
+        match specs_given.get(name).map(|v| v.as_str()) {
+            None => 1,
+            Some(v) => match v.split_once('+') {
+                Some((a, b)) => value_of(&specs_given, a) + value_of(&specs_given, b),
+                None => v.trim_end_matches('!').parse().expect("DIM=VALUE"),
+            },
+        }
+    };
     let file = OnnxFile::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let graph = file.proto().graph.as_ref().expect("graph");
     let declared = file.declared_inputs();
@@ -58,9 +76,15 @@ fn main() -> anyhow::Result<()> {
                     concrete.push(*v as usize);
                 }
                 Some(V::DimParam(p)) => {
-                    let name: &'static str = Box::leak(p.clone().into_boxed_str());
-                    shape.push(Dim::Sym(name));
-                    concrete.push(*dims.get(p).unwrap_or(&1));
+                    let given = specs_given.get(p).map(|v| v.as_str()).unwrap_or("1");
+                    shape.push(if let Some((a, b)) = given.split_once('+') {
+                        Dim::Sum(leak(a), leak(b))
+                    } else if let Some(n) = given.strip_suffix('!') {
+                        Dim::Fixed(n.parse()?)
+                    } else {
+                        Dim::Sym(leak(p))
+                    });
+                    concrete.push(value(p));
                 }
                 None => anyhow::bail!("{}: a dimension without value", d.name),
             }

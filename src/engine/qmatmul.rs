@@ -23,6 +23,7 @@
 //! `LOOKOUT_PLAIN_TRACT=1` or `LOOKOUT_NO_QMATMUL=1` (an A/B of this pass alone).
 
 use tract_core::internal::*;
+use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::cast::Cast;
 use tract_core::ops::change_axes::AxisOp;
 use tract_core::ops::einsum::EinSum;
@@ -65,11 +66,14 @@ struct Packed {
 #[derive(Debug, Clone)]
 pub struct QMatMul {
     w: Arc<Packed>,
+    /// Whether the `Cast(f32) → Mul(scale)` behind the product is fused in: a third input, the
+    /// scale (one value or one per column), and an f32 output.
+    scaled: bool,
 }
 
 impl PartialEq for QMatMul {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.w, &other.w)
+        Arc::ptr_eq(&self.w, &other.w) && self.scaled == other.scaled
     }
 }
 impl Eq for QMatMul {}
@@ -81,11 +85,12 @@ impl Op for QMatMul {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "k:{} n:{} {} weight, one-row kernel {}",
+            "k:{} n:{} {} weight, one-row kernel {}{}",
             self.w.k,
             self.w.n,
             if self.w.shift != 0 { "u8" } else { "i8" },
-            Kernel::detect().name()
+            Kernel::detect().name(),
+            if self.scaled { ", scaled to f32" } else { "" }
         )])
     }
 
@@ -106,19 +111,54 @@ impl EvalOp for QMatMul {
         );
         let rows = x.len() / p.k;
         if rows != 1 {
+            // tract's plan, with the Cast → Mul when they are fused here (its kernels store f32).
             return p.many_rows.run(inputs);
         }
-        let x0 = inputs[1].cast_to_scalar::<i32>()?;
-        let signed = x.datum_type().unquantized() == i8::datum_type();
-        let mut out_shape: TVec<usize> = shape.into();
-        *out_shape.last_mut().expect("rank checked at load") = p.n;
-        let mut y = unsafe { Tensor::uninitialized::<i32>(&out_shape)? };
-        {
-            let mut plain = y.try_as_plain_ram_mut()?;
-            let ys = plain.as_slice_mut::<i32>()?;
-            gemv(p, x.as_bytes(), signed, x0, ys);
+        let y = {
+            let x0 = inputs[1].cast_to_scalar::<i32>()?;
+            let signed = x.datum_type().unquantized() == i8::datum_type();
+            let mut out_shape: TVec<usize> = shape.into();
+            *out_shape.last_mut().expect("rank checked at load") = p.n;
+            let mut y = unsafe { Tensor::uninitialized::<i32>(&out_shape)? };
+            {
+                let mut plain = y.try_as_plain_ram_mut()?;
+                let ys = plain.as_slice_mut::<i32>()?;
+                gemv(p, x.as_bytes(), signed, x0, ys);
+            }
+            y.into_tvalue()
+        };
+        if !self.scaled {
+            return Ok(tvec!(y));
         }
-        Ok(tvec!(y.into_tvalue()))
+        let scale = inputs[2].try_as_plain_ram()?;
+        let scale = scale.as_slice::<f32>()?;
+        ensure!(
+            scale.len() == 1 || scale.len() == p.n,
+            "QMatMul: {} scales for {} columns",
+            scale.len(),
+            p.n
+        );
+        let acc = y.try_as_plain_ram()?;
+        let acc = acc.as_slice::<i32>()?;
+        let mut out = unsafe { Tensor::uninitialized::<f32>(y.shape())? };
+        {
+            let mut plain = out.try_as_plain_ram_mut()?;
+            let os = plain.as_slice_mut::<f32>()?;
+            // tract's Cast then Mul, element by element: the same two roundings, the same bits.
+            if scale.len() == 1 {
+                let s = scale[0];
+                for (o, &a) in os.iter_mut().zip(acc) {
+                    *o = a as f32 * s;
+                }
+            } else {
+                for (orow, arow) in os.chunks_exact_mut(p.n).zip(acc.chunks_exact(p.n)) {
+                    for ((o, &a), &s) in orow.iter_mut().zip(arow).zip(scale) {
+                        *o = a as f32 * s;
+                    }
+                }
+            }
+        }
+        Ok(tvec!(out.into_tvalue()))
     }
 }
 
@@ -127,7 +167,11 @@ impl TypedOp for QMatMul {
         let mut shape: TVec<TDim> = inputs[0].shape.iter().cloned().collect();
         ensure!(!shape.is_empty(), "QMatMul: scalar activation");
         *shape.last_mut().expect("not empty") = self.w.n.into();
-        Ok(tvec!(i32::fact(shape)))
+        Ok(tvec!(if self.scaled {
+            f32::fact(shape)
+        } else {
+            i32::fact(shape)
+        }))
     }
 
     as_op!();
@@ -435,20 +479,53 @@ pub fn replace_qmatmul(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in candidates {
         let node = model.node(id);
-        match plan(model, node) {
-            Ok(op) => {
+        // With the scale fused, tract's plan for several rows must end in the same Cast → Mul.
+        let tail = scale_tail(model, node);
+        match plan(model, node, tail.map(|t| t.1)) {
+            Ok(mut op) => {
                 let mut patch = TypedModelPatch::new(format!("QMatMul {}", node.name));
                 let x = patch.tap_model(model, node.inputs[0])?;
                 let x0 = patch.tap_model(model, node.inputs[3])?;
-                let y = patch.wire_node(&node.name, op, &[x, x0])?[0];
-                patch.shunt_outside(model, id.into(), y)?;
+                let (mut inputs, mut end) = (vec![x, x0], OutletId::from(id));
+                if let Some((mul, scale)) = tail {
+                    op.scaled = true;
+                    inputs.push(patch.tap_model(model, scale)?);
+                    end = mul.into();
+                }
+                let y = patch.wire_node(&node.name, op, &inputs)?[0];
+                patch.shunt_outside(model, end, y)?;
                 patch.apply(model)?;
                 replaced += 1;
             }
-            Err(why) => log::debug!("{}: left to tract's integer einsum: {why}", node.name),
+            Err(why) => log::debug!("{}: left to tract's integer einsum: {why:#}", node.name),
         }
     }
     Ok(replaced)
+}
+
+/// The `Cast(f32) → Mul(scale)` onnxruntime writes behind a `MatMulInteger`, when the product has
+/// no other consumer and the scale is one value or one per column: the Mul's node and the scale.
+fn scale_tail(model: &TypedModel, node: &TypedNode) -> Option<(usize, OutletId)> {
+    let cast = model.single_succ(node.id).ok()??;
+    if cast.op_as::<Cast>()?.to != f32::datum_type() || cast.outputs[0].successors.len() != 1 {
+        return None;
+    }
+    let mul = model.single_succ(cast.id).ok()??;
+    let bin = mul.op_as::<TypedBinOp>()?;
+    if bin.0.name() != "Mul" || bin.1.is_some() || mul.inputs.len() != 2 {
+        return None;
+    }
+    let scale = *mul.inputs.iter().find(|i| i.node != cast.id)?;
+    let fact = model.outlet_fact(scale).ok()?;
+    let out = model.outlet_fact(OutletId::new(cast.id, 0)).ok()?;
+    // The scale only broadcasts: ones everywhere but the last axis, which is 1 or n.
+    let dims: Vec<Option<i64>> = fact.shape.iter().map(|d| d.to_i64().ok()).collect();
+    let (last, rest) = dims.split_last()?;
+    let fits = fact.datum_type == f32::datum_type()
+        && fact.rank() == out.rank()
+        && rest.iter().all(|d| *d == Some(1))
+        && (*last == Some(1) || out.shape.last() == fact.shape.last());
+    fits.then_some((mul.id, scale))
 }
 
 /// The value of `outlet` when it is a constant, possibly behind axis changes and casts (the
@@ -478,7 +555,7 @@ fn scalar(model: &TypedModel, node: &TypedNode, slot: usize) -> TractResult<f64>
     t.cast_to_scalar::<f64>()
 }
 
-fn plan(model: &TypedModel, node: &TypedNode) -> TractResult<QMatMul> {
+fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractResult<QMatMul> {
     let op = node.op_as::<EinSum>().context("not an einsum")?;
     ensure!(
         node.inputs.len() == 9,
@@ -544,8 +621,8 @@ fn plan(model: &TypedModel, node: &TypedNode) -> TractResult<QMatMul> {
         len if len == n => w0s,
         len => bail!("weight zero point of {len} values for {n} columns"),
     };
-    let many_rows =
-        many_rows_plan(model, node, op, &w).context("planning tract's product for several rows")?;
+    let many_rows = many_rows_plan(model, node, op, &w, scale)
+        .context("planning tract's product for several rows")?;
     Ok(QMatMul {
         w: Arc::new(pack(
             w.as_bytes(),
@@ -555,27 +632,28 @@ fn plan(model: &TypedModel, node: &TypedNode) -> TractResult<QMatMul> {
             w0,
             many_rows,
         )),
+        scaled: false,
     })
 }
 
 /// tract's own plan of the einsum at `node` alone (its constants copied in, lookout's constant
-/// folding applied): what [`QMatMul`] runs for activations of more than one row. Its activation
-/// dimensions other than k are fresh symbols, bound by each run's input.
+/// folding applied): what [`QMatMul`] runs for activations of more than one row. The activation's
+/// symbolic dimensions are fresh symbols of its own, bound by each run's input.
 fn many_rows_plan(
     model: &TypedModel,
     node: &TypedNode,
     op: &EinSum,
     w: &Arc<Tensor>,
+    scale: Option<OutletId>,
 ) -> TractResult<Arc<TypedRunnableModel>> {
     let mut sub = TypedModel::default();
     let x_fact = model.outlet_fact(node.inputs[0])?;
-    let rank = x_fact.rank();
     let shape: TVec<TDim> = x_fact
         .shape
         .iter()
         .enumerate()
         .map(|(i, d)| match d.to_i64() {
-            Ok(v) if i == rank - 1 || v == 1 => TDim::from(v),
+            Ok(v) => TDim::from(v),
             _ => TDim::from(sub.symbols.sym(&format!("qmm_{i}"))),
         })
         .collect();
@@ -592,7 +670,12 @@ fn many_rows_plan(
         };
         wires.push(wire);
     }
-    let y = sub.wire_node("einsum", op.clone(), &wires)?;
+    let mut y = sub.wire_node("einsum", op.clone(), &wires)?;
+    if let Some(scale) = scale {
+        let s = sub.add_source("scale", model.outlet_fact(scale)?.without_value())?;
+        let c = sub.wire_node("cast", Cast::new(f32::datum_type()), &y)?[0];
+        y = sub.wire_node("scaled", tract_core::ops::math::mul(), &[c, s])?;
+    }
     sub.select_output_outlets(&y)?;
     let mut sub = sub.into_optimized()?;
     super::fold::fold_const_chains(&mut sub)?;
