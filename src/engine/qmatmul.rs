@@ -21,6 +21,12 @@
 //! summed into i32), aarch64 NEON (`vmovl_s8` + `vmlal_s16`), and a portable loop. Output columns
 //! are split over tract's thread pool when the plan runs with several threads. Skipped under
 //! `LOOKOUT_PLAIN_TRACT=1` or `LOOKOUT_NO_QMATMUL=1` (an A/B of this pass alone).
+//!
+//! Only where the activation can have one row: a product known at load to have several (a vision
+//! encoder's 1 024 patch tokens) stays tract's, whose plan there also fuses the bias `Add` behind
+//! and measured faster (benches/VLM_SMOLVLM.md). A decoder's row count is a symbol (prompt, then one
+//! token): for several rows at run time the op runs tract's own plan of the same product, built at
+//! load — which costs a second packed copy of each weight (+160 MB peak RSS on SmolVLM-256M).
 
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
@@ -576,6 +582,19 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
     );
     let r = x_fact.rank();
     ensure!(r >= 2, "activation of rank {r}");
+    // Rows known at load to be several (a vision encoder's patch tokens): tract's whole plan, which
+    // also fuses the bias Add behind into its kernels, measured faster than this op's fallback.
+    let rows: Option<i64> = x_fact
+        .shape
+        .iter()
+        .take(r - 1)
+        .map(|d| d.to_i64().ok())
+        .product();
+    ensure!(
+        rows.is_none_or(|m| m == 1),
+        "{} activation rows: left to tract's matrix kernels",
+        rows.unwrap_or_default()
+    );
     let axes = &op.axes;
     ensure!(
         axes.rank(InOut::In(1)) == r && axes.rank(InOut::Out(0)) == r,
