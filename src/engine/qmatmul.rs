@@ -803,6 +803,7 @@ mod tests {
         w[kp..kp + 8].fill(127);
         let mut want = vec![0; 8];
         Kernel::Portable.dots(&x, &w, kp, &mut want);
+        #[allow(unused_mut)] // pushed to on x86-64 only
         let mut kernels = vec![Kernel::detect()];
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
