@@ -1,32 +1,36 @@
-//! `QMatMul`: the integer product of onnxruntime's dynamically quantised MatMul
-//! (`MatMulInteger(x_q, W_q, x_zp, w_zp)` with a constant weight) as one op with the weight packed
-//! at load and an int8 matrix-vector kernel for the one-token rows of a decoder.
+//! `QMatMul`: onnxruntime's dynamically quantised MatMul with a constant weight —
+//! `MatMulInteger(x_q, W_q, x_zp, w_zp) → Cast(f32) → Mul(x_scale · w_scale)` — as one op, with the
+//! weight packed at load and an int8 matrix-vector kernel for a decoder's one-token rows.
 //!
-//! Why it matters: tract lowers `MatMulInteger` into its int8 matrix kernels, whose x86 tiles are
-//! 8×8: with one activation row (a decoder's token) 7/8 of every tile is padding, and the activation
-//! is packed and its zero-point compensation computed through separate nodes on every call. The
-//! VLMs' int8 decode therefore ran slower than their fp32.
+//! Why: tract lowers each such MatMul into an integer einsum plus, per call, an activation packing
+//! node, zero-point compensation nodes, the i32 → f32 `Cast` and the scale `Mul`; with one activation
+//! row that work around the kernel costs as much as the product. (The brief's first suspect, 8×8
+//! int8 tiles padding a one-row product, is not what costs on x86 with VNNI: tract 0.23.9 picks VNNI
+//! kernels there and its lm_head product runs at about memory bandwidth; other CPUs: not measured.)
 //!
-//! What it computes, exactly as tract's einsum does, in i32 (exact: `255 · 255 · k` stays far below
-//! 2^31 for the VLMs' k ≤ 4096, where tract's i32 accumulation is just as exact):
+//! What it computes, exactly as tract's einsum does, in i32 (exact: `255 · 128 · k` stays far below
+//! 2^31 for the VLMs' k ≤ 4096, and tract's i32 accumulation is just as exact):
 //! `y[r, j] = Σ_k (x[r, k] − x0) · (W[k, j] − w0[j])`
-//! `       = Σ x·W − w0[j] · Σ_k x[r, k] − x0 · colsum[j] + k · x0 · w0[j]`.
-//! The activation quantisation in front (`DynamicQuantizeLinear`, often shared by the q, k and v
-//! projections) and the `Cast → Mul` by the scales behind stay tract's (or `FastDynQuantize`), so
-//! the output is bit-identical to tract's plan (tests/engine_qmatmul.rs).
+//! `       = Σ x·W − w0[j] · Σ_k x[r, k] − x0 · colsum[j] + k · x0 · w0[j]`,
+//! then, when the `Cast → Mul` behind has no other use, `y as f32 · scale[j]`: the same two roundings
+//! as tract's nodes, so the output is bit-identical to tract's plan (tests/engine_qmatmul.rs). The
+//! activation quantisation in front (`DynamicQuantizeLinear`, shared by the q, k and v projections)
+//! stays tract's (or `FastDynQuantize`).
 //!
-//! The weight is stored transposed (`[n][k]`, k padded to 16) as i8: u8 weights are shifted by
-//! −128 at load and `128 · Σ x` added back, so one signed kernel serves both. The activation row is
-//! widened to i16 once; kernels: x86-64 AVX2 (`vpmovsxbw` + `vpmaddwd`, exact: two i16 products
-//! summed into i32), aarch64 NEON (`vmovl_s8` + `vmlal_s16`), and a portable loop. Output columns
-//! are split over tract's thread pool when the plan runs with several threads. Skipped under
-//! `LOOKOUT_PLAIN_TRACT=1` or `LOOKOUT_NO_QMATMUL=1` (an A/B of this pass alone).
+//! The weight is stored transposed (`[n][k]`, k padded to 32) as i8: u8 weights are shifted by −128
+//! at load and `128 · Σ x` added back, so one kernel (u8 activation · i8 weight) serves both; an i8
+//! activation is flipped to u8 and `128 · Σ w` taken off. Kernels: x86-64 `vpdpbusd` (AVX-VNNI or
+//! AVX-512 VNNI), else AVX2 (`vpmaddwd` on values widened to i16, exact); aarch64 NEON (`vmovl` +
+//! `vmlal_s16`); a portable loop. Output columns are split over tract's thread pool when the plan runs
+//! with several threads and the product is large. Skipped under `LOOKOUT_PLAIN_TRACT=1` or
+//! `LOOKOUT_NO_QMATMUL=1` (an A/B of this pass alone).
 //!
 //! Only where the activation can have one row: a product known at load to have several (a vision
-//! encoder's 1 024 patch tokens) stays tract's, whose plan there also fuses the bias `Add` behind
-//! and measured faster (benches/VLM_SMOLVLM.md). A decoder's row count is a symbol (prompt, then one
-//! token): for several rows at run time the op runs tract's own plan of the same product, built at
-//! load — which costs a second packed copy of each weight (+160 MB peak RSS on SmolVLM-256M).
+//! encoder's 1 024 patch tokens) stays tract's, whose whole plan also fuses the bias `Add` behind and
+//! measured faster. A decoder's row count is a symbol (the prompt, then one token): for several rows
+//! at run time the op runs tract's own plan of the same product (einsum → Cast → Mul), built at load
+//! from the same constants — which holds each weight twice (+115–220 MB peak RSS on SmolVLM-256M and
+//! Florence-2-base int8; benches/VLM_SMOLVLM.md, VLM_FLORENCE2.md).
 
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
@@ -636,7 +640,8 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
         "activation's k is {}, the weight's {k}",
         x_fact.shape[r - 1]
     );
-    ensure!(k > 0 && n > 0 && k <= 1 << 16, "k = {k}, n = {n}");
+    // 255 · 255 · 2^15 < 2^31: no sum, in this op or in tract's, can wrap.
+    ensure!(k > 0 && n > 0 && k <= 1 << 15, "k = {k}, n = {n}");
     let w0t = const_value(model, node.inputs[5], 4).context("weight zero point not constant")?;
     let w0t = w0t.cast_to::<i32>()?;
     let w0s = w0t.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
