@@ -74,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             let opts = EngineOptions {
                 threads: t,
                 input_shape: Some(shape.clone()),
+                ..Default::default()
             };
             let e = Engine::load(&path, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
             engines.push((label, t, e));

@@ -154,6 +154,7 @@ fn engine_output(model_dir: &str, threads: usize, x: &[f32]) -> (Vec<f32>, Vec<S
         &EngineOptions {
             threads,
             input_shape: Some(shape.clone()),
+            ..Default::default()
         },
     )
     .unwrap();

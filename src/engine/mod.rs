@@ -22,6 +22,7 @@ mod precision;
 mod qconcat;
 mod qconv;
 mod qdq;
+mod qmatmul;
 mod quantize;
 mod resize;
 pub mod session;
@@ -35,6 +36,7 @@ pub use precision::{f16_native, Precision, F16_EMULATED_ENV};
 pub use qconcat::QConcat;
 pub use qconv::QConv;
 pub use qdq::QdqConvPass;
+pub use qmatmul::{replace_qmatmul, QMatMul, NO_QMATMUL_ENV};
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
 pub use softmax::{AxisSoftmax, AxisSoftmaxPass};
@@ -497,6 +499,22 @@ pub(crate) fn pin_for_run(model: TypedModel, path: &Path) -> Result<TypedModel> 
     Ok(model)
 }
 
+/// [`QMatMul`] for every `MatMulInteger` with a constant weight, on a typed graph before
+/// decluttering (multi-input sessions), unless [`PLAIN_TRACT_ENV`] or [`NO_QMATMUL_ENV`] asks for
+/// tract's own plan: a decoder's one-token int8 matmuls then run a matrix-vector kernel.
+pub(crate) fn qmatmul_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
+    if plain_tract() {
+        return Ok(());
+    }
+    let n = qmatmul::QMatMulPass
+        .run(model)
+        .map_err(|e| Error::model(path, format!("cannot swap MatMulInteger: {}", chain(&e))))?;
+    if n > 0 {
+        log::debug!("{}: {n} MatMulInteger as QMatMul", path.display());
+    }
+    Ok(())
+}
+
 /// lookout's graph passes, in the order they run (the registry of [`pass::GraphPass`]es: the op
 /// files implement the contract, only this list names them). After optimisation the passes swap
 /// ops one for one, so their order there does not matter.
@@ -512,6 +530,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(fold::FoldConstPass),
         Box::new(softmax::AxisSoftmaxPass),
         Box::new(maxpool::SeparableMaxPoolPass),
+        Box::new(qmatmul::QMatMulPass),
     ]
 }
 

@@ -213,7 +213,8 @@ impl Session {
         let typed = model
             .into_typed()
             .map_err(|e| Error::model(path, format!("cannot analyse: {}", chain(&e))))?;
-        let typed = super::pin_for_run(typed, path)?;
+        let mut typed = super::pin_for_run(typed, path)?;
+        super::qmatmul_for_run(&mut typed, path)?;
         let mut typed = typed
             .into_decluttered()
             .and_then(|m| m.into_optimized())
