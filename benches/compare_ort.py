@@ -180,8 +180,8 @@ def main() -> None:
     for mpath in manifests():
         m = common.load_manifest(mpath)
         name = m["model"]["name"]
-        if "input" not in m:
-            continue  # not a detector (the MiniLM text embedder)
+        if "input" not in m or m["model"].get("kind", "detector") != "detector":
+            continue  # not a detector (the MiniLM text embedder, the person segmenter, OCR)
         if args.only and name not in args.only:
             continue
         onnx = common.model_path(m)
@@ -232,7 +232,13 @@ def main() -> None:
         print(f"e2e {name:22} run {r['run_fps']:6.2f} fps  detector {r['det_fps']:6.2f} fps  ratio {r['ratio']:.3f}  "
               f"outside inference {r['outside_pct']:.1f} %  start-up {r['startup_ms']:.0f} ms", flush=True)
 
-    vlm = [] if args.no_vlm else vlm_rows(args)
+    vlm = []
+    if not args.no_vlm:
+        try:
+            vlm = vlm_rows(args)
+        except (subprocess.CalledProcessError, OSError, KeyError, ValueError) as e:
+            # The detector rows are still worth writing; the VLM benches' own tables are copied instead.
+            print(f"VLM rows failed, copying the VLM benches' tables instead: {e}", file=sys.stderr)
 
     args.load_after = os.getloadavg()
     if args.write:
