@@ -431,7 +431,8 @@ def write_results(rows: list[dict], e2e: list[dict], vlm: list[dict], args) -> N
     lines += [
         "",
         "\"plain tract\" is the same binary with `LOOKOUT_PLAIN_TRACT=1`: tract's own plan, without lookout's",
-        "QConv, FastQuantize, FastDynQuantize, SelectTopk, PlannedResize and constant folding (src/engine/),",
+        "QConv, QdqConv, QConcat, QMatMul, FastQuantize, FastDynQuantize, SelectTopk, PlannedResize, AxisSoftmax,",
+        "SeparableMaxPool and constant folding (src/engine/),",
         "measured in the same run. OpenVINO \"—\": its ONNX frontend refuses the file (both QLinearConv files; 2026.4.1",
         "says a QLinearConv's dequantization scale count must match the input shape dimension of its axis).",
         "\"outside inference\" is lookout's pre-processing, decode and NMS as a share of inference time;",
