@@ -11,6 +11,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod convint;
 mod dynquant;
 mod fold;
 mod maxpool;
@@ -28,6 +29,8 @@ mod resize;
 pub mod session;
 mod softmax;
 mod topk;
+mod zeroterm;
+pub use convint::{replace_conv_integer, NO_CONVINT_ENV};
 pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fold::fold_const_chains;
 pub use maxpool::{SeparableMaxPool, SeparableMaxPoolPass};
@@ -41,6 +44,7 @@ pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
 pub use softmax::{AxisSoftmax, AxisSoftmaxPass};
 pub use topk::SelectTopk;
+pub use zeroterm::{drop_zero_terms, NO_ZEROTERM_ENV};
 
 pub use pass::Rewrites;
 use pass::{GraphPass, Stage};
@@ -455,10 +459,11 @@ pub fn fpdet_enabled() -> bool {
     !plain_tract() && !std::env::var(FPDET_ENV).is_ok_and(|v| v == "0")
 }
 
-/// [`FastDynQuantize`] and [`fold_const_chains`] on an optimised graph loaded outside [`optimize`]
-/// (multi-input sessions, text encoders), unless [`PLAIN_TRACT_ENV`] asks for tract's own plan: the
-/// dynamic activation quantisation in front of every int8 matmul, and the constant work tract
-/// leaves to run on every call for weights over 4 MiB (a VLM's `lm_head`).
+/// [`FastDynQuantize`], [`fold_const_chains`] and [`drop_zero_terms`] on an optimised graph loaded
+/// outside [`optimize`] (multi-input sessions, text encoders), unless [`PLAIN_TRACT_ENV`] asks for
+/// tract's own plan: the dynamic activation quantisation in front of every int8 matmul, the
+/// constant work tract leaves to run on every call for weights over 4 MiB (a VLM's `lm_head`), and
+/// the compensation for a weight zero point that is 0.
 pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if !plain_tract() {
         let n = dynquant::FastDynQuantizePass.run(model).map_err(|e| {
@@ -475,6 +480,11 @@ pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
         }
         fold_const_chains(model)
             .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
+        let n = drop_zero_terms(model)
+            .map_err(|e| Error::model(path, format!("cannot drop zero terms: {}", chain(&e))))?;
+        if n > 0 {
+            log::debug!("{}: {n} integer x+0 / x-0 dropped", path.display());
+        }
     }
     Ok(())
 }
@@ -499,10 +509,12 @@ pub(crate) fn pin_for_run(model: TypedModel, path: &Path) -> Result<TypedModel> 
     Ok(model)
 }
 
-/// [`QMatMul`] for every `MatMulInteger` with a constant weight, on a typed graph before
-/// decluttering (multi-input sessions), unless [`PLAIN_TRACT_ENV`] or [`NO_QMATMUL_ENV`] asks for
-/// tract's own plan: a decoder's one-token int8 matmuls then run a matrix-vector kernel.
-pub(crate) fn qmatmul_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
+/// [`QMatMul`] for every `MatMulInteger` with a constant weight and an exact f32 convolution for
+/// every `ConvInteger` whose sums f32 holds (`convint.rs`), on a typed graph before decluttering
+/// (multi-input sessions), unless [`PLAIN_TRACT_ENV`] asks for tract's own plan (or
+/// [`NO_QMATMUL_ENV`], [`NO_CONVINT_ENV`] for one of them): a decoder's one-token int8 matmuls then
+/// run a matrix-vector kernel, a vision encoder's depthwise int8 convolutions tract's float kernels.
+pub(crate) fn int8_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if plain_tract() {
         return Ok(());
     }
@@ -511,6 +523,12 @@ pub(crate) fn qmatmul_for_run(model: &mut TypedModel, path: &Path) -> Result<()>
         .map_err(|e| Error::model(path, format!("cannot swap MatMulInteger: {}", chain(&e))))?;
     if n > 0 {
         log::debug!("{}: {n} MatMulInteger as QMatMul", path.display());
+    }
+    let n = convint::ConvIntegerPass
+        .run(model)
+        .map_err(|e| Error::model(path, format!("cannot swap ConvInteger: {}", chain(&e))))?;
+    if n > 0 {
+        log::debug!("{}: {n} ConvInteger as exact f32 Conv", path.display());
     }
     Ok(())
 }
@@ -531,6 +549,8 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(softmax::AxisSoftmaxPass),
         Box::new(maxpool::SeparableMaxPoolPass),
         Box::new(qmatmul::QMatMulPass),
+        Box::new(convint::ConvIntegerPass),
+        Box::new(zeroterm::ZeroTermPass),
     ]
 }
 

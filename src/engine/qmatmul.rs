@@ -545,7 +545,11 @@ fn scale_tail(model: &TypedModel, node: &TypedNode) -> Option<(usize, OutletId)>
 
 /// The value of `outlet` when it is a constant, possibly behind axis changes and casts (the
 /// broadcast `AddAxis` tract wires in front of a weight before constants are propagated).
-fn const_value(model: &TypedModel, outlet: OutletId, depth: usize) -> Option<Arc<Tensor>> {
+pub(super) fn const_value(
+    model: &TypedModel,
+    outlet: OutletId,
+    depth: usize,
+) -> Option<Arc<Tensor>> {
     let fact = model.outlet_fact(outlet).ok()?;
     if let Some(k) = &fact.konst {
         return Some(k.clone());
@@ -666,7 +670,7 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
 }
 
 /// tract's own plan of the einsum at `node` alone (its constants copied in, lookout's constant
-/// folding applied): what [`QMatMul`] runs for activations of more than one row. The activation's
+/// folding and zero-term dropping applied): what [`QMatMul`] runs for activations of more than one row. The activation's
 /// symbolic dimensions are fresh symbols of its own, bound by each run's input.
 fn many_rows_plan(
     model: &TypedModel,
@@ -708,6 +712,7 @@ fn many_rows_plan(
     sub.select_output_outlets(&y)?;
     let mut sub = sub.into_optimized()?;
     super::fold::fold_const_chains(&mut sub)?;
+    super::zeroterm::drop_zero_terms(&mut sub)?;
     sub.into_runnable()
 }
 

@@ -214,7 +214,7 @@ impl Session {
             .into_typed()
             .map_err(|e| Error::model(path, format!("cannot analyse: {}", chain(&e))))?;
         let mut typed = super::pin_for_run(typed, path)?;
-        super::qmatmul_for_run(&mut typed, path)?;
+        super::int8_for_run(&mut typed, path)?;
         let mut typed = typed
             .into_decluttered()
             .and_then(|m| m.into_optimized())
