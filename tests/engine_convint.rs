@@ -8,6 +8,8 @@
 //! take, computed by the script from the quantised weights. Outputs must be bit-identical to tract's
 //! untouched plan (the f32 sums are exact integers) and agree with onnxruntime's to float rounding.
 
+mod common;
+
 use std::path::PathBuf;
 
 use lookout::engine::replace_conv_integer;
@@ -18,11 +20,7 @@ fn dir() -> PathBuf {
 }
 
 fn f32s(name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    common::read_f32(&dir().join(name))
 }
 
 /// The file planned with or without the pass, and how many convolutions it swapped.
@@ -47,15 +45,7 @@ fn plan(file: &str, pass: bool) -> (Arc<TypedRunnableModel>, usize) {
 fn run(plan: &Arc<TypedRunnableModel>, x: &[f32]) -> Vec<f32> {
     let input = Tensor::from_shape(&[1, 8, 20, 20], x).expect("input");
     let out = plan.run(tvec!(input.into())).expect("run");
-    out.iter()
-        .flat_map(|t| {
-            t.try_as_plain_ram()
-                .expect("plain")
-                .as_slice::<f32>()
-                .expect("f32")
-                .to_vec()
-        })
-        .collect()
+    common::f32_outputs(&out)
 }
 
 #[test]
@@ -73,18 +63,9 @@ fn exact_float_convs_equal_tract_and_onnxruntime() {
         let got = run(&ours, &x);
         let want = run(&tract, &x);
         assert_eq!(got.len(), 8 * 400 + 16 * 25 + 8 * 100);
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.to_bits(), w.to_bits(), "{file} #{i}: {g} vs tract {w}");
-        }
+        common::assert_bits_eq(&got, &want, file);
         let ort = f32s(&format!("{file}.bin"));
-        assert_eq!(ort.len(), got.len());
-        let scale = ort.iter().fold(0f32, |m, v| m.max(v.abs()));
-        for (i, (g, o)) in got.iter().zip(&ort).enumerate() {
-            assert!(
-                (g - o).abs() <= 1e-5 * scale,
-                "{file} #{i}: {g} vs onnxruntime {o}"
-            );
-        }
+        common::assert_near_onnxruntime(&got, &ort, 1e-5, file);
     }
 }
 

@@ -14,8 +14,7 @@
 //!   plan with the passes against tract's plan, within 1e-4 of the largest output value (float
 //!   rounding of the softmax only; the max pools change nothing), at 1 and 2 threads.
 
-#[path = "support/skip.rs"]
-mod skip_switch;
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -93,7 +92,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// A whole detector: the plan with the passes against tract's at 1 and 2 threads.
 fn detector(path: &Path, shape: &[usize], want_softmax: usize, want_pools: usize) {
     if !path.exists() {
-        skip_switch::skip(&format!(
+        common::skip(&format!(
             "{} absent (../shared/models is not committed)",
             path.display()
         ));
@@ -129,14 +128,6 @@ fn detector(path: &Path, shape: &[usize], want_softmax: usize, want_pools: usize
     }
 }
 
-fn read_f32(path: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
 /// The fixture's outputs, in graph order, and the tolerance against onnxruntime for each: the
 /// four softmaxes (tract's `exp` against onnxruntime's), then the max pools (exact).
 const FIXTURE_OUTPUTS: [(&str, f32); 10] = [
@@ -166,8 +157,8 @@ fn fixture_matches_tracts_plan_and_onnxruntime() {
         softmax >= 2 && pools == 3,
         "nodes swapped: {softmax} softmax, {pools} max pool"
     );
-    let x = Tensor::from_shape(&shape, &read_f32(&dir.join("input.bin"))).unwrap();
-    let ort = read_f32(&dir.join("ort.bin"));
+    let x = Tensor::from_shape(&shape, &common::read_f32(&dir.join("input.bin"))).unwrap();
+    let ort = common::read_f32(&dir.join("ort.bin"));
     let want = run(&tract, 1, &x);
     assert_eq!(want.len(), FIXTURE_OUTPUTS.len());
     for threads in [1, 2, 3] {

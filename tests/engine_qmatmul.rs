@@ -8,6 +8,8 @@
 //! tract's untouched plan (i32 accumulation is exact in both, and the Cast → Mul behind is tract's
 //! in both) and agree with onnxruntime's to float rounding.
 
+mod common;
+
 use std::path::PathBuf;
 
 use lookout::engine::replace_qmatmul;
@@ -18,11 +20,7 @@ fn dir() -> PathBuf {
 }
 
 fn f32s(name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    common::read_f32(&dir().join(name))
 }
 
 /// The file planned for `seq` rows (`None`: a symbol, as a decoder's sequence length), with or
@@ -56,15 +54,7 @@ fn plan(file: &str, seq: Option<usize>, qmatmul: bool) -> (Arc<TypedRunnableMode
 fn run(plan: &Arc<TypedRunnableModel>, x: &[f32], seq: usize) -> Vec<f32> {
     let input = Tensor::from_shape(&[1, seq, 72], x).expect("input");
     let out = plan.run(tvec!(input.into())).expect("run");
-    out.iter()
-        .flat_map(|t| {
-            t.try_as_plain_ram()
-                .expect("plain")
-                .as_slice::<f32>()
-                .expect("f32")
-                .to_vec()
-        })
-        .collect()
+    common::f32_outputs(&out)
 }
 
 #[test]
@@ -90,22 +80,10 @@ fn qmatmul_equals_tract_and_onnxruntime() {
             let got = run(&ours, &x, seq);
             let want = run(&tract, &x, seq);
             assert_eq!(got.len(), seq * (37 + 11));
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(
-                    g.to_bits(),
-                    w.to_bits(),
-                    "{file} seq {seq} #{i}: {g} vs tract {w}"
-                );
-            }
+            let what = format!("{file} seq {seq}");
+            common::assert_bits_eq(&got, &want, &what);
             let ort = f32s(&format!("{file}-{seq}.bin"));
-            assert_eq!(ort.len(), got.len());
-            let scale = ort.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for (i, (g, o)) in got.iter().zip(&ort).enumerate() {
-                assert!(
-                    (g - o).abs() <= 1e-5 * scale,
-                    "{file} seq {seq} #{i}: {g} vs onnxruntime {o}"
-                );
-            }
+            common::assert_near_onnxruntime(&got, &ort, 1e-5, &what);
         }
     }
 }

@@ -9,6 +9,8 @@
 //! weights have a zero point: nothing goes. Outputs must be bit-identical to tract's plan (integer `x ± 0`)
 //! and agree with onnxruntime's to float rounding.
 
+mod common;
+
 use std::path::PathBuf;
 
 use lookout::engine::drop_zero_terms;
@@ -19,11 +21,7 @@ fn dir() -> PathBuf {
 }
 
 fn f32s(name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    common::read_f32(&dir().join(name))
 }
 
 /// tract's optimised plan for 5 rows, with or without the pass; how many terms it dropped and how
@@ -48,15 +46,7 @@ fn plan(file: &str, pass: bool) -> (Arc<TypedRunnableModel>, usize, usize) {
 fn run(plan: &Arc<TypedRunnableModel>, x: &[f32]) -> Vec<f32> {
     let input = Tensor::from_shape(&[1, 5, 72], x).expect("input");
     let out = plan.run(tvec!(input.into())).expect("run");
-    out.iter()
-        .flat_map(|t| {
-            t.try_as_plain_ram()
-                .expect("plain")
-                .as_slice::<f32>()
-                .expect("f32")
-                .to_vec()
-        })
-        .collect()
+    common::f32_outputs(&out)
 }
 
 #[test]
@@ -78,17 +68,9 @@ fn zero_point_terms_dropped_exactly() {
         let got = run(&ours, &x);
         let want = run(&tract, &x);
         assert_eq!(got.len(), 5 * (37 + 11));
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.to_bits(), w.to_bits(), "{file} #{i}: {g} vs tract {w}");
-        }
+        common::assert_bits_eq(&got, &want, file);
         let ort = f32s(&format!("{file}-5.bin"));
-        let scale = ort.iter().fold(0f32, |m, v| m.max(v.abs()));
-        for (i, (g, o)) in got.iter().zip(&ort).enumerate() {
-            assert!(
-                (g - o).abs() <= 1e-5 * scale,
-                "{file} #{i}: {g} vs onnxruntime {o}"
-            );
-        }
+        common::assert_near_onnxruntime(&got, &ort, 1e-5, file);
     }
 }
 

@@ -28,7 +28,7 @@ use tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_core::ops::math;
 
 use super::pass::{GraphPass, Stage};
-use super::qmatmul::const_value;
+use super::qmatmul::{const_value, scalar};
 
 /// Set to `1` to leave every `ConvInteger` to tract's integer convolution.
 pub const NO_CONVINT_ENV: &str = "LOOKOUT_NO_CONVINT";
@@ -138,10 +138,7 @@ fn plan(model: &TypedModel, node: &TypedNode) -> TractResult<Plan> {
     );
     // ConvInteger has no bias and unit scales (tract-onnx wires them as constants).
     for (slot, want) in [(4, 1.0), (6, 1.0), (7, 0.0), (8, 1.0)] {
-        let t = const_value(model, node.inputs[slot], 4)
-            .with_context(|| format!("input {slot} is not a constant"))?;
-        ensure!(t.len() == 1, "input {slot} is not a scalar");
-        let v = t.cast_to_scalar::<f64>()?;
+        let v = scalar(model, node, slot)?;
         ensure!(v == want, "input {slot} is {v}, not {want}");
     }
     let bias = const_value(model, node.inputs[2], 4).context("bias is not a constant")?;

@@ -567,7 +567,7 @@ pub(super) fn const_value(
 }
 
 /// The scalar constant at input `slot`, as f64.
-fn scalar(model: &TypedModel, node: &TypedNode, slot: usize) -> TractResult<f64> {
+pub(super) fn scalar(model: &TypedModel, node: &TypedNode, slot: usize) -> TractResult<f64> {
     let t = const_value(model, node.inputs[slot], 4)
         .with_context(|| format!("input {slot} is not a constant"))?;
     ensure!(t.len() == 1, "input {slot} is not a scalar");
@@ -670,8 +670,8 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
 }
 
 /// tract's own plan of the einsum at `node` alone (its constants copied in, lookout's constant
-/// folding and zero-term dropping applied): what [`QMatMul`] runs for activations of more than one row. The activation's
-/// symbolic dimensions are fresh symbols of its own, bound by each run's input.
+/// folding and zero-term dropping applied): what [`QMatMul`] runs for activations of more than one
+/// row. The activation's symbolic dimensions are fresh symbols of its own, bound by each run's input.
 fn many_rows_plan(
     model: &TypedModel,
     node: &TypedNode,

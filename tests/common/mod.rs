@@ -97,3 +97,46 @@ impl Drop for Kill {
         let _ = self.0.wait();
     }
 }
+
+/// A little-endian f32 file (the fixtures numpy's `tofile` writes in models/tools/*.py).
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Every output of a tract run, in order, flattened into one f32 vector.
+pub fn f32_outputs(outputs: &[tract_onnx::prelude::TValue]) -> Vec<f32> {
+    outputs
+        .iter()
+        .flat_map(|t| {
+            t.try_as_plain_ram()
+                .expect("plain")
+                .as_slice::<f32>()
+                .expect("f32")
+                .to_vec()
+        })
+        .collect()
+}
+
+/// `got` equals `want` bit for bit (a lookout op against tract's untouched plan).
+pub fn assert_bits_eq(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what} #{i}: {g} vs tract {w}");
+    }
+}
+
+/// `got` within `rel` times the reference's largest magnitude of onnxruntime's `reference`.
+pub fn assert_near_onnxruntime(got: &[f32], reference: &[f32], rel: f32, what: &str) {
+    assert_eq!(got.len(), reference.len(), "{what}: lengths");
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (g, o)) in got.iter().zip(reference).enumerate() {
+        assert!(
+            (g - o).abs() <= rel * scale,
+            "{what} #{i}: {g} vs onnxruntime {o}"
+        );
+    }
+}
