@@ -432,7 +432,7 @@ def write_results(rows: list[dict], e2e: list[dict], vlm: list[dict], args) -> N
         "",
         "\"plain tract\" is the same binary with `LOOKOUT_PLAIN_TRACT=1`: tract's own plan, without lookout's",
         "QConv, QdqConv, QConcat, QMatMul, FastQuantize, FastDynQuantize, SelectTopk, PlannedResize, AxisSoftmax,",
-        "SeparableMaxPool, ConvInteger as exact f32 convolutions, dropped zero terms and constant folding",
+        "SeparableMaxPool, ConvInteger as exact f32 convolutions, dropped zero terms, RowMatMul and constant folding",
         "(src/engine/),",
         "measured in the same run. OpenVINO \"—\": its ONNX frontend refuses the file (both QLinearConv files; 2026.4.1",
         "says a QLinearConv's dequantization scale count must match the input shape dimension of its axis).",

@@ -25,6 +25,8 @@ fn value_of(given: &HashMap<String, String>, name: &str) -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `RUST_LOG=lookout=debug` shows which products each pass took and why it left the others.
+    env_logger::init();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut threads = 1;
     if let Some(i) = args.iter().position(|a| a == "--threads") {

@@ -27,7 +27,7 @@ use tract_core::ops::cast::{cast, Cast};
 use tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_core::ops::math;
 
-use super::pass::{GraphPass, Stage};
+use super::pass::{env_off, GraphPass, Stage};
 use super::qmatmul::{const_value, scalar};
 
 /// Set to `1` to leave every `ConvInteger` to tract's integer convolution.
@@ -51,7 +51,7 @@ impl GraphPass for ConvIntegerPass {
         Stage::BeforeOptimise
     }
     fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
-        if std::env::var(NO_CONVINT_ENV).is_ok_and(|v| v == "1") {
+        if env_off(NO_CONVINT_ENV) {
             return Ok(0);
         }
         replace_conv_integer(model)

@@ -26,6 +26,7 @@ mod qdq;
 mod qmatmul;
 mod quantize;
 mod resize;
+mod rowmatmul;
 pub mod session;
 mod softmax;
 mod topk;
@@ -42,6 +43,7 @@ pub use qdq::QdqConvPass;
 pub use qmatmul::{replace_qmatmul, QMatMul, NO_QMATMUL_ENV};
 pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
+pub use rowmatmul::{replace_row_matmul, RowMatMul, NO_ROWMATMUL_ENV};
 pub use softmax::{AxisSoftmax, AxisSoftmaxPass};
 pub use topk::SelectTopk;
 pub use zeroterm::{drop_zero_terms, NO_ZEROTERM_ENV};
@@ -533,6 +535,25 @@ pub(crate) fn int8_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`RowMatMul`] for every decoder-attention product (one query row against a past or an
+/// encoder's keys), on the decluttered graph of a multi-input session, unless [`PLAIN_TRACT_ENV`]
+/// (or [`NO_ROWMATMUL_ENV`]) asks for tract's own plan.
+pub(crate) fn rows_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
+    if plain_tract() {
+        return Ok(());
+    }
+    let n = rowmatmul::RowMatMulPass.run(model).map_err(|e| {
+        Error::model(
+            path,
+            format!("cannot swap the attention products: {}", chain(&e)),
+        )
+    })?;
+    if n > 0 {
+        log::debug!("{}: {n} attention products as RowMatMul", path.display());
+    }
+    Ok(())
+}
+
 /// lookout's graph passes, in the order they run (the registry of [`pass::GraphPass`]es: the op
 /// files implement the contract, only this list names them). After optimisation the passes swap
 /// ops one for one, so their order there does not matter.
@@ -550,6 +571,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(maxpool::SeparableMaxPoolPass),
         Box::new(qmatmul::QMatMulPass),
         Box::new(convint::ConvIntegerPass),
+        Box::new(rowmatmul::RowMatMulPass),
         Box::new(zeroterm::ZeroTermPass),
     ]
 }
@@ -591,7 +613,11 @@ pub fn optimize_at(
     // The early passes need constant parameters: propagate constants first.
     tract_core::optim::Optimizer::prop_consts().optimize(&mut typed)?;
     run(&mut typed, Stage::BeforeOptimise)?;
-    let mut typed = typed.into_optimized()?;
+    // tract's `into_optimized` in its two halves, with the passes that need its decluttering
+    // between them.
+    typed.declutter()?;
+    run(&mut typed, Stage::BeforeCodegen)?;
+    typed.optimize()?;
     run(&mut typed, Stage::AfterOptimise)?;
     Ok((typed, rewrites))
 }

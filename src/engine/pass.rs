@@ -13,6 +13,9 @@ pub enum Stage {
     /// On the typed model after constant propagation, before decluttering and codegen (which
     /// rewrite the ops a pass would look for).
     BeforeOptimise,
+    /// On the decluttered model, before codegen: tract's own rewrites have run (a transpose folded
+    /// into a matrix product's axes), its kernels are not chosen yet.
+    BeforeCodegen,
     /// On the optimised model, swapping ops in place.
     AfterOptimise,
 }
@@ -28,6 +31,11 @@ pub trait GraphPass {
     }
     /// Swaps every node it recognises; returns how many.
     fn run(&self, model: &mut TypedModel) -> TractResult<usize>;
+}
+
+/// Whether the switch `var` (`LOOKOUT_NO_QMATMUL`, …) is set to `1`: the A/B of one pass, off.
+pub fn env_off(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
 }
 
 /// Replaces, in place, the op of every node for which `swap` gives a new one: same inputs, same

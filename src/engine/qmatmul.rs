@@ -38,7 +38,7 @@ use tract_core::ops::cast::Cast;
 use tract_core::ops::change_axes::AxisOp;
 use tract_core::ops::einsum::EinSum;
 
-use super::pass::{GraphPass, Stage};
+use super::pass::{env_off, GraphPass, Stage};
 
 /// Set to `1` to leave every `MatMulInteger` to tract (the A/B of this pass alone).
 pub const NO_QMATMUL_ENV: &str = "LOOKOUT_NO_QMATMUL";
@@ -473,7 +473,7 @@ impl GraphPass for QMatMulPass {
         Stage::BeforeOptimise
     }
     fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
-        if std::env::var(NO_QMATMUL_ENV).is_ok_and(|v| v == "1") {
+        if env_off(NO_QMATMUL_ENV) {
             return Ok(0);
         }
         replace_qmatmul(model)

@@ -217,7 +217,10 @@ impl Session {
         super::int8_for_run(&mut typed, path)?;
         let mut typed = typed
             .into_decluttered()
-            .and_then(|m| m.into_optimized())
+            .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
+        super::rows_for_run(&mut typed, path)?;
+        typed
+            .optimize()
             .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
         super::fold_for_run(&mut typed, path)?;
         let executor = if opts.threads > 1 {

@@ -20,7 +20,7 @@ use tract_core::ops::binary::{OptBinByScalar, OptBinUnicast, TypedBinOp};
 use tract_core::ops::cast::Cast;
 use tract_core::ops::change_axes::AxisOp;
 
-use super::pass::{GraphPass, Stage};
+use super::pass::{env_off, GraphPass, Stage};
 
 /// Removes `x + 0` and `x − 0` on integers where the 0 is known at load; after optimisation.
 pub struct ZeroTermPass;
@@ -110,7 +110,7 @@ pub const NO_ZEROTERM_ENV: &str = "LOOKOUT_NO_ZEROTERM";
 /// Drops every integer `x + 0` / `x − 0` whose zero is known at load; returns how many (none under
 /// [`NO_ZEROTERM_ENV`]`=1`).
 pub fn drop_zero_terms(model: &mut TypedModel) -> TractResult<usize> {
-    if std::env::var(NO_ZEROTERM_ENV).is_ok_and(|v| v == "1") {
+    if env_off(NO_ZEROTERM_ENV) {
         return Ok(0);
     }
     let candidates: Vec<usize> = model
