@@ -315,19 +315,30 @@ fn im2col_packed_k4(
     let kp = k.div_ceil(4) * 4;
     let panel_len = kp * r;
     let panels = n.div_ceil(r);
-    let mut blob = unsafe { Blob::new_for_size_and_align(panels * panel_len, format.align) };
+    // tract's AMX kernels load the packed columns in tiles of 64 k (16 rows of r · 4 bytes), past
+    // the end of a panel whose k is not a multiple of 64: the last panel's tile can reach past
+    // the blob, and that read faulted (SIGSEGV in `avx512amx_mmm_i32_16x16`, nanodet-g-int8 on
+    // an AMX Xeon). The rows read there meet the zero k-padding of the weights, so their values do
+    // not count; they only have to be readable. tract's own `PackedI8K4::pack_view` allocates no
+    // such slack either (an upstream bug).
+    let slack = (k.div_ceil(64) * 64 - kp) * r;
+    let mut blob =
+        unsafe { Blob::new_for_size_and_align(panels * panel_len + slack, format.align) };
     let packed = blob.as_bytes_mut();
-    if n % r != 0 {
-        // The lanes past the last column are read by the kernel; keep them at zero.
-        packed[(panels - 1) * panel_len..].fill(0);
-    }
+    // The lanes past the last column are read by the kernel; keep them and the slack at zero.
+    packed[if n % r != 0 {
+        (panels - 1) * panel_len
+    } else {
+        panels * panel_len
+    }..]
+        .fill(0);
     let pad = pad_value(signed, x0);
     // Runs of whole panels are independent (each a contiguous part of the blob, its columns a
     // contiguous range of output positions): with threads, a few runs per thread.
     let runs = if threads() > 1 { threads() * 4 } else { 1 };
     let per_run = panels.div_ceil(runs).max(1);
     for_each_chunk(
-        packed,
+        &mut packed[..panels * panel_len],
         per_run * panel_len,
         Vec::new,
         |i, part: &mut [u8], rows: &mut Vec<i8>| {
@@ -898,7 +909,8 @@ mod tests {
     }
 
     /// The direct PackedI8K4 writer produces the bytes tract's own packer does, for panel widths
-    /// 8 and 16 (SIMD and scalar lanes), k not a multiple of 4 and a partial last panel.
+    /// 8 and 16 (SIMD and scalar lanes), k not a multiple of 4 and a partial last panel; and
+    /// zeroed slack behind them for the AMX kernels' 64-k tiles (see `im2col_packed_k4`).
     #[test]
     fn packed_im2col_equals_tract_packing() {
         let geo = Geometry {
@@ -926,11 +938,12 @@ mod tests {
                     theirs.downcast_ref::<EagerPackedInput>().unwrap(),
                 );
                 assert_eq!(ours.panel_bytes, theirs.panel_bytes);
-                assert_eq!(
-                    ours.packed.as_bytes(),
-                    theirs.packed.as_bytes(),
-                    "r {r} signed {signed}"
-                );
+                let (ours, theirs) = (ours.packed.as_bytes(), theirs.packed.as_bytes());
+                assert_eq!(&ours[..theirs.len()], theirs, "r {r} signed {signed}");
+                // Then zeros, as far as an AMX tile of 64 k from the last panel reaches: k = 9
+                // packs 12 rows of r lanes, the tile reads 64.
+                assert_eq!(ours.len() - theirs.len(), (64 - 12) * r);
+                assert!(ours[theirs.len()..].iter().all(|&b| b == 0));
             }
         }
     }

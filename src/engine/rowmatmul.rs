@@ -15,15 +15,15 @@
 //! from the summed and column lengths: a decoder's query length against its past or the encoder's
 //! length. Other row axes have known lengths (grouped-query attention's query heads per key head).
 //! A product whose rows are known at load to be at most [`MAX_ROWS`] (a decoder loaded for one
-//! token per step, as lookout's Florence-2 loader fixes it) is taken too.
-//! An encoder's self-attention (query and key lengths the same symbol) and every product of known
-//! size stay tract's, whose plan fuses the mask and scale behind. When the rows turn out to be
-//! more than [`MAX_ROWS`] at run time (a prompt's prefill) the op runs tract's own plan of the same
-//! einsum, built at load.
+//! token per step, as lookout's Florence-2 loader fixes it) is taken too. An encoder's
+//! self-attention (query and key lengths the same symbol) and products known to have more rows
+//! stay tract's, whose plan fuses the mask and scale behind. When the rows turn out to be more than
+//! [`MAX_ROWS`] at run time (a prompt's prefill) the op runs tract's own plan of the same einsum,
+//! built at load.
 //!
 //! Not bit-identical to tract: its kernels and these loops add the k products in different orders
 //! (f32 rounding). tests/engine_rowmatmul.rs holds the outputs to tract's plan and onnxruntime
-//! within 1e-5 relative, and the VLM tests hold the generated tokens to onnxruntime's. Skipped
+//! within 1e-5 of the largest output, and the VLM tests hold the generated tokens to onnxruntime's. Skipped
 //! under `LOOKOUT_PLAIN_TRACT=1` or `LOOKOUT_NO_ROWMATMUL=1` (the A/B of this pass alone).
 
 use tract_core::internal::*;
