@@ -12,7 +12,8 @@ prefill, decode, peak RSS) when those models exist; otherwise the VLM benches' o
 
     cargo build --release --bin lookout --example florence2_bench
     /opt/ortvenv/bin/python benches/compare_ort.py --write      # venv: pip install -r models/tools/requirements-reference.txt
-                                                                 # (+ requirements-openvino.txt for the OpenVINO columns)
+                                                                 # (+ requirements-openvino.txt for the OpenVINO columns,
+                                                                 # + tokenizers==0.23.3 for the Florence-2 rows)
 
 No assertion is made on speed anywhere; these are measurements.
 """

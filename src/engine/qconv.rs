@@ -320,7 +320,8 @@ fn im2col_packed_k4(
     // the blob, and that read faulted (SIGSEGV in `avx512amx_mmm_i32_16x16`, nanodet-g-int8 on
     // an AMX Xeon). The rows read there meet the zero k-padding of the weights, so their values do
     // not count; they only have to be readable. tract's own `PackedI8K4::pack_view` allocates no
-    // such slack either (an upstream bug).
+    // such slack either (an upstream bug, for the products tract packs itself);
+    // `TRACT_CPU_ISA=-amx-int8` takes the AMX kernels out of tract's choice.
     let slack = (k.div_ceil(64) * 64 - kp) * r;
     let mut blob =
         unsafe { Blob::new_for_size_and_align(panels * panel_len + slack, format.align) };
