@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use lookout::engine::pass::GraphPass;
-use lookout::engine::{fold_const_chains, replace_qmatmul, FastDynQuantizePass};
+use lookout::engine::{fold_const_chains, replace_qmatmul, run_options, FastDynQuantizePass};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
@@ -26,16 +26,7 @@ fn plan(
     let mut m = m.into_decluttered()?.into_optimized()?;
     FastDynQuantizePass.run(&mut m)?;
     fold_const_chains(&mut m)?;
-    let executor = if threads > 1 {
-        tract_linalg::multithread::Executor::multithread(threads)
-    } else {
-        tract_linalg::multithread::Executor::SingleThread
-    };
-    let opts = RunOptions {
-        executor: Some(executor),
-        ..Default::default()
-    };
-    Ok((m.into_runnable_with_options(&opts)?, n))
+    Ok((m.into_runnable_with_options(&run_options(threads))?, n))
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -44,16 +44,10 @@ fn plans(path: &Path, shape: &[usize]) -> (TypedModel, TypedModel, usize, usize)
 }
 
 fn run(model: &TypedModel, threads: usize, input: &Tensor) -> TVec<Tensor> {
-    let executor = if threads > 1 {
-        tract_linalg::multithread::Executor::multithread(threads)
-    } else {
-        tract_linalg::multithread::Executor::SingleThread
-    };
-    let opts = RunOptions {
-        executor: Some(executor),
-        ..Default::default()
-    };
-    let plan = model.clone().into_runnable_with_options(&opts).unwrap();
+    let plan = model
+        .clone()
+        .into_runnable_with_options(&lookout::engine::run_options(threads))
+        .unwrap();
     plan.run(tvec!(input.clone().into()))
         .unwrap()
         .into_iter()

@@ -14,7 +14,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use lookout::engine::replace_row_matmul;
+use lookout::engine::{replace_row_matmul, run_options};
 use tract_onnx::prelude::*;
 
 fn dir() -> PathBuf {
@@ -48,16 +48,10 @@ fn plan_with(pass: bool, threads: usize, one_token: bool) -> (Arc<TypedRunnableM
         0
     };
     model.optimize().expect("optimise");
-    let executor = if threads > 1 {
-        tract_linalg::multithread::Executor::multithread(threads)
-    } else {
-        tract_linalg::multithread::Executor::SingleThread
-    };
-    let opts = RunOptions {
-        executor: Some(executor),
-        ..Default::default()
-    };
-    (model.into_runnable_with_options(&opts).expect("plan"), n)
+    let plan = model
+        .into_runnable_with_options(&run_options(threads))
+        .expect("plan");
+    (plan, n)
 }
 
 const PAST: usize = 37;

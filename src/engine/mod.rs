@@ -257,19 +257,8 @@ impl Engine {
             }
         }
 
-        let executor = if opts.threads > 1 {
-            Some(tract_linalg::multithread::Executor::multithread(
-                opts.threads,
-            ))
-        } else {
-            Some(tract_linalg::multithread::Executor::SingleThread)
-        };
-        let run_opts = RunOptions {
-            executor,
-            ..Default::default()
-        };
         let plan = typed
-            .into_runnable_with_options(&run_opts)
+            .into_runnable_with_options(&run_options(opts.threads))
             .map_err(|e| Error::model(path, format!("cannot plan: {}", chain(&e))))?;
         Ok(Engine {
             path: path.to_path_buf(),
@@ -446,6 +435,20 @@ pub(crate) fn profile_plan(
 pub const PLAIN_TRACT_ENV: &str = "LOOKOUT_PLAIN_TRACT";
 
 /// Whether [`PLAIN_TRACT_ENV`] asks for tract's own plan.
+/// The options tract runs a plan with: its thread pool of `threads` (lookout's own ops share it,
+/// `par.rs`), or the calling thread alone for 1.
+pub fn run_options(threads: usize) -> RunOptions {
+    let executor = if threads > 1 {
+        tract_linalg::multithread::Executor::multithread(threads)
+    } else {
+        tract_linalg::multithread::Executor::SingleThread
+    };
+    RunOptions {
+        executor: Some(executor),
+        ..Default::default()
+    }
+}
+
 pub fn plain_tract() -> bool {
     std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")
 }

@@ -218,6 +218,14 @@ impl EvalOp for RowMatMul {
             // output, row-major, is `blocks` runs of `nd` values in `outer`'s order, or not.
             let n_last = ax.n == dims.len() - 1;
             let kernel = Kernel::detect();
+            let geometry = |ostride| Block {
+                ak,
+                bk,
+                bn,
+                kd,
+                nd,
+                ostride,
+            };
             let block = |blk: usize, out: &mut [f32], ostride: usize| {
                 let (mut ao, mut bo, mut rest) = (0, 0, blk);
                 for &(d, sa, sb) in outer.iter().rev() {
@@ -226,7 +234,7 @@ impl EvalOp for RowMatMul {
                     ao += i * sa;
                     bo += i * sb;
                 }
-                kernel.block(&a[ao..], ak, &b[bo..], bk, bn, kd, nd, out, ostride);
+                kernel.block(&geometry(ostride), &a[ao..], &b[bo..], out);
             };
             if n_last {
                 let per = blocks_per_chunk(blocks, nd * kd);
@@ -305,62 +313,47 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// One block's `nd` outputs (`out[j · ostride]`): `Σ_k a[k · ak] · b[k · bk + j · bn]`.
-    #[allow(clippy::too_many_arguments)]
-    fn block(
-        self,
-        a: &[f32],
-        ak: usize,
-        b: &[f32],
-        bk: usize,
-        bn: usize,
-        kd: usize,
-        nd: usize,
-        out: &mut [f32],
-        ostride: usize,
-    ) {
+    fn block(self, g: &Block, a: &[f32], b: &[f32], out: &mut [f32]) {
         match self {
-            Kernel::Portable => block(a, ak, b, bk, bn, kd, nd, out, ostride),
+            Kernel::Portable => block(g, a, b, out),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU has AVX2 and FMA (checked in `detect`).
-            Kernel::Avx2Fma => unsafe { block_avx2(a, ak, b, bk, bn, kd, nd, out, ostride) },
+            Kernel::Avx2Fma => unsafe { block_avx2(g, a, b, out) },
         }
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn block_avx2(
-    a: &[f32],
+/// One block's `nd` outputs, `out[j · ostride] = Σ_k a[k · ak] · b[k · bk + j · bn]` for k below
+/// `kd`: the strides of a row of `a`, of the `b` it meets, and of the output.
+#[derive(Clone, Copy)]
+struct Block {
     ak: usize,
-    b: &[f32],
     bk: usize,
     bn: usize,
     kd: usize,
     nd: usize,
-    out: &mut [f32],
     ostride: usize,
-) {
-    block(a, ak, b, bk, bn, kd, nd, out, ostride)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2(g: &Block, a: &[f32], b: &[f32], out: &mut [f32]) {
+    block(g, a, b, out)
 }
 
 /// Lanes of partial sums in a dot product: two 256-bit registers' worth, so the loop vectorises.
 const LANES: usize = 16;
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn block(
-    a: &[f32],
-    ak: usize,
-    b: &[f32],
-    bk: usize,
-    bn: usize,
-    kd: usize,
-    nd: usize,
-    out: &mut [f32],
-    ostride: usize,
-) {
+fn block(g: &Block, a: &[f32], b: &[f32], out: &mut [f32]) {
+    let Block {
+        ak,
+        bk,
+        bn,
+        kd,
+        nd,
+        ostride,
+    } = *g;
     if ak == 1 && bk == 1 {
         // q · Kᵀ: each output a dot product of two contiguous rows.
         let x = &a[..kd];
@@ -552,13 +545,21 @@ mod tests {
         let want = naive(&a, &b, kd, nd);
         for kernel in [Kernel::Portable, Kernel::detect()] {
             let mut dot_out = vec![0f32; nd];
-            kernel.block(&a, 1, &bt, 1, kd, kd, nd, &mut dot_out, 1);
+            let g = |ak, bk, bn, ostride| Block {
+                ak,
+                bk,
+                bn,
+                kd,
+                nd,
+                ostride,
+            };
+            kernel.block(&g(1, 1, kd, 1), &a, &bt, &mut dot_out);
             let mut axpy_out = vec![0f32; nd];
-            kernel.block(&a, 1, &b, nd, 1, kd, nd, &mut axpy_out, 1);
+            kernel.block(&g(1, nd, 1, 1), &a, &b, &mut axpy_out);
             // a strided along k: every other value of a doubled-up copy.
             let a2: Vec<f32> = a.iter().flat_map(|&v| [v, f32::NAN]).collect();
             let mut strided = vec![0f32; 2 * nd];
-            kernel.block(&a2, 2, &bt, 1, kd, kd, nd, &mut strided, 2);
+            kernel.block(&g(2, 1, kd, 2), &a2, &bt, &mut strided);
             for j in 0..nd {
                 for (got, what) in [
                     (dot_out[j], "dot"),
@@ -603,16 +604,9 @@ mod tests {
                 assert_eq!(replace_row_matmul(&mut model).unwrap(), 1);
             }
             model.optimize().unwrap();
-            let executor = if threads > 1 {
-                tract_linalg::multithread::Executor::multithread(threads)
-            } else {
-                tract_linalg::multithread::Executor::SingleThread
-            };
-            let opts = RunOptions {
-                executor: Some(executor),
-                ..Default::default()
-            };
-            model.into_runnable_with_options(&opts).unwrap()
+            model
+                .into_runnable_with_options(&super::super::run_options(threads))
+                .unwrap()
         };
         let val = |n: usize, seed: usize| -> Vec<f32> {
             (0..n)

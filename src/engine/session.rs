@@ -223,17 +223,8 @@ impl Session {
             .optimize()
             .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
         super::fold_for_run(&mut typed, path)?;
-        let executor = if opts.threads > 1 {
-            tract_linalg::multithread::Executor::multithread(opts.threads)
-        } else {
-            tract_linalg::multithread::Executor::SingleThread
-        };
-        let run_opts = RunOptions {
-            executor: Some(executor),
-            ..Default::default()
-        };
         let plan = typed
-            .into_runnable_with_options(&run_opts)
+            .into_runnable_with_options(&super::run_options(opts.threads))
             .map_err(|e| Error::model(path, format!("cannot plan: {}", chain(&e))))?;
         Ok(Session {
             path: path.to_path_buf(),
