@@ -471,18 +471,7 @@ pub fn fpdet_enabled() -> bool {
 /// the compensation for a weight zero point that is 0.
 pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if !plain_tract() {
-        let n = dynquant::FastDynQuantizePass.run(model).map_err(|e| {
-            Error::model(
-                path,
-                format!("cannot swap DynamicQuantizeLinear: {}", chain(&e)),
-            )
-        })?;
-        if n > 0 {
-            log::debug!(
-                "{}: {n} DynamicQuantizeLinear as FastDynQuantize",
-                path.display()
-            );
-        }
+        swap_for_run(&dynquant::FastDynQuantizePass, model, path)?;
         fold_const_chains(model)
             .map_err(|e| Error::model(path, format!("cannot fold constants: {}", chain(&e))))?;
         let n = drop_zero_terms(model)
@@ -523,19 +512,8 @@ pub(crate) fn int8_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if plain_tract() {
         return Ok(());
     }
-    let n = qmatmul::QMatMulPass
-        .run(model)
-        .map_err(|e| Error::model(path, format!("cannot swap MatMulInteger: {}", chain(&e))))?;
-    if n > 0 {
-        log::debug!("{}: {n} MatMulInteger as QMatMul", path.display());
-    }
-    let n = convint::ConvIntegerPass
-        .run(model)
-        .map_err(|e| Error::model(path, format!("cannot swap ConvInteger: {}", chain(&e))))?;
-    if n > 0 {
-        log::debug!("{}: {n} ConvInteger as exact f32 Conv", path.display());
-    }
-    Ok(())
+    swap_for_run(&qmatmul::QMatMulPass, model, path)?;
+    swap_for_run(&convint::ConvIntegerPass, model, path)
 }
 
 /// [`RowMatMul`] for every decoder-attention product (one query row against a past or an
@@ -545,14 +523,25 @@ pub(crate) fn rows_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if plain_tract() {
         return Ok(());
     }
-    let n = rowmatmul::RowMatMulPass.run(model).map_err(|e| {
+    swap_for_run(&rowmatmul::RowMatMulPass, model, path)
+}
+
+/// One of lookout's passes on a session's graph (the `*_for_run` steps): a failure names the file
+/// and what the pass swaps, the count goes to the debug log.
+fn swap_for_run(pass: &dyn GraphPass, model: &mut TypedModel, path: &Path) -> Result<()> {
+    let n = pass.run(model).map_err(|e| {
         Error::model(
             path,
-            format!("cannot swap the attention products: {}", chain(&e)),
+            format!("cannot swap {}: {}", pass.replaces(), chain(&e)),
         )
     })?;
     if n > 0 {
-        log::debug!("{}: {n} attention products as RowMatMul", path.display());
+        log::debug!(
+            "{}: {n} {} as {}",
+            path.display(),
+            pass.replaces(),
+            pass.name()
+        );
     }
     Ok(())
 }

@@ -681,15 +681,7 @@ fn many_rows_plan(
 ) -> TractResult<Arc<TypedRunnableModel>> {
     let mut sub = TypedModel::default();
     let x_fact = model.outlet_fact(node.inputs[0])?;
-    let shape: TVec<TDim> = x_fact
-        .shape
-        .iter()
-        .enumerate()
-        .map(|(i, d)| match d.to_i64() {
-            Ok(v) => TDim::from(v),
-            _ => TDim::from(sub.symbols.sym(&format!("qmm_{i}"))),
-        })
-        .collect();
+    let shape = fresh_symbols(&sub, &x_fact.shape, "qmm");
     let mut wires = tvec![sub.add_source("x", x_fact.datum_type.fact(shape))?];
     for slot in 1..9 {
         let wire = if slot == 3 {
@@ -714,6 +706,19 @@ fn many_rows_plan(
     super::fold::fold_const_chains(&mut sub)?;
     super::zeroterm::drop_zero_terms(&mut sub)?;
     sub.into_runnable()
+}
+
+/// `shape` for a sub-model of one op: known lengths kept, each symbolic one a fresh symbol of
+/// `sub`'s (`{prefix}_{axis}`), so the sub-plan binds it from each run's input alone.
+pub(super) fn fresh_symbols(sub: &TypedModel, shape: &ShapeFact, prefix: &str) -> TVec<TDim> {
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d.to_i64() {
+            Ok(v) => TDim::from(v),
+            _ => TDim::from(sub.symbols.sym(&format!("{prefix}_{i}"))),
+        })
+        .collect()
 }
 
 /// Transposes `[k][n]` weight bytes into the kernels' layout (see [`Packed`]).

@@ -30,6 +30,7 @@ use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
 
 use super::pass::{env_off, GraphPass, Stage};
+use super::qmatmul::fresh_symbols;
 
 /// Set to `1` to leave every run-time × run-time product to tract.
 pub const NO_ROWMATMUL_ENV: &str = "LOOKOUT_NO_ROWMATMUL";
@@ -501,15 +502,7 @@ fn many_rows_plan(
     let mut wires = tvec![];
     for (slot, &input) in node.inputs.iter().enumerate() {
         let fact = model.outlet_fact(input)?;
-        let shape: TVec<TDim> = fact
-            .shape
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match d.to_i64() {
-                Ok(v) => TDim::from(v),
-                _ => TDim::from(sub.symbols.sym(&format!("rmm_{slot}_{i}"))),
-            })
-            .collect();
+        let shape = fresh_symbols(&sub, &fact.shape, &format!("rmm_{slot}"));
         wires.push(sub.add_source(format!("in{slot}"), f32::fact(shape))?);
     }
     let y = sub.wire_node("einsum", op.clone(), &wires)?;
