@@ -161,7 +161,7 @@ impl Outcome {
 }
 
 fn evaluate(name: &str, cases: &[Case]) -> Outcome {
-    let manifest = models::find(models::DEFAULT_MODEL).expect("default detector");
+    let manifest = models::find(models::GROUND_MODEL).expect("grounding's default detector");
     let mut det = ModelDetector::load(
         manifest,
         &DetectorOptions {

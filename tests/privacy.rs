@@ -16,6 +16,9 @@ const PATIENCE: Duration = Duration::from_secs(300);
 const PHOTO: &str = "tests/fixtures/images/basketball1.png";
 /// nanodet-g's two confident people in the photo (`lookout detect`), x1 y1 x2 y2.
 const PEOPLE: [[u32; 4]; 2] = [[35, 84, 170, 475], [424, 24, 637, 480]];
+/// The fp32 model, named: the right-hand player scores 0.609 there and 0.594 in the int8 default,
+/// either side of the 0.6 a new track needs; these tests are about the blur, not that margin.
+const MODEL: &str = "nanodet-g";
 
 struct Run {
     child: Child,
@@ -40,6 +43,7 @@ fn start(privacy: &str) -> Run {
     .unwrap();
     let mut child = common::lookout()
         .args(["run", "--http", "127.0.0.1:0", "--broker", "none"])
+        .args(["--model", MODEL])
         .arg("--source")
         .arg(format!("file:{PHOTO}?loop&fps=5"))
         .arg("--config")
@@ -179,6 +183,7 @@ fn store_media_are_cut_from_the_blurred_frame() {
     let store = tmp.path().join("store");
     let out = common::lookout()
         .args(["run", "--broker", "none", "--max-frames", "20"])
+        .args(["--model", MODEL])
         .arg("--source")
         .arg(format!("file:{PHOTO}?loop"))
         .arg("--config")

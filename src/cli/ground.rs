@@ -18,7 +18,7 @@ use lookout::{annotate, imageio, models};
 #[derive(clap::Args)]
 pub struct GroundArgs {
     /// Detector: a model name (a folder under the model paths) or a model folder / model.toml.
-    #[arg(long, default_value = models::DEFAULT_MODEL)]
+    #[arg(long, default_value = models::GROUND_MODEL)]
     pub model: String,
     /// Detection score threshold.
     #[arg(long, default_value_t = lookout::ground::DETECTOR_CONF)]
