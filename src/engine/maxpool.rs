@@ -245,7 +245,10 @@ fn geometry(op: &OptMaxPool, input: &TypedFact) -> Option<PoolGeo> {
 /// are computed right here too (unit-tested against tract), but measured at par or slower in the
 /// dev profile, where lookout is built at opt-level 1 and its loops are not vectorised (1.45 vs
 /// 1.04–1.31 ms, 7.6 vs 6.8–8.1 ms), and a 3x3 pool at stride 1 (CenterNet) slower still (57 vs
-/// 15 ms): they stay tract's until a release-build A/B says otherwise.
+/// 15 ms): they stay tract's. A release build taking every pool (2026-12-06, Xeon, while CI ran:
+/// load 2.6–3.1, `lookout bench --profile`, 2 rounds against `LOOKOUT_FPDET=0`): nanodet-g's 3x3/2
+/// stem pool 2.06 / 2.10 ms in tract, 2.00 / 1.42 ms here; CenterNet's 3x3/1 2.19 / 2.27 vs
+/// 2.87 / 1.65 ms. At most 2 % of the model, inside the spread: not worth the switch yet.
 fn worth_it(kernel: (usize, usize), _stride: (usize, usize)) -> bool {
     kernel.0 * kernel.1 >= 25
 }
