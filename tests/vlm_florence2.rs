@@ -176,11 +176,19 @@ fn fp32_greedy_tokens_and_logits_match_transformers() {
     assert_eq!(m.vision_runs(), 1);
 }
 
+/// At 1 thread and at 2 (where every run of the sessions starts on their thread pool,
+/// `engine::on_pool`).
 #[test]
 fn int8_tokens_match_onnxruntime() {
+    for threads in [1, 2] {
+        int8_tokens_match_onnxruntime_at(threads);
+    }
+}
+
+fn int8_tokens_match_onnxruntime_at(threads: usize) {
     let r = reference();
     let max_new = r["max_new_tokens"].as_u64().unwrap() as usize;
-    let mut m = florence2::load(&fixture(), "_int8", 1).unwrap();
+    let mut m = florence2::load(&fixture(), "_int8", threads).unwrap();
     let img = image();
     for (i, case) in r["cases"].as_array().unwrap().iter().enumerate() {
         let p = prompt(case);
@@ -201,7 +209,11 @@ fn int8_tokens_match_onnxruntime() {
             gen.token_ids,
             int8["min_top1_margin"].as_f64().unwrap()
         );
-        assert_eq!(gen.token_ids, ids(&int8["tokens"]), "{p}: int8 tokens");
+        assert_eq!(
+            gen.token_ids,
+            ids(&int8["tokens"]),
+            "{p}: int8 tokens at {threads} thread(s)"
+        );
     }
 }
 

@@ -261,10 +261,7 @@ impl Engine {
         }
 
         let options = run_options(opts.threads);
-        let pool = match &options.executor {
-            Some(tract_linalg::multithread::Executor::MultiThread(p)) => Some(p.clone()),
-            _ => None,
-        };
+        let pool = run_pool(&options);
         let plan = typed
             .into_runnable_with_options(&options)
             .map_err(|e| Error::model(path, format!("cannot plan: {}", chain(&e))))?;
@@ -313,30 +310,12 @@ impl Engine {
     }
 
     fn run_tensor(&self, tensor: Tensor) -> Result<Outputs> {
-        let run = || -> TractResult<Vec<Tensor>> {
-            Ok(self
-                .plan
-                .run(tvec!(tensor.into()))?
-                .into_iter()
-                .map(|t| t.into_tensor())
-                .collect())
-        };
-        // With threads, the whole run goes onto the pool. Run from this thread instead, every
-        // parallel section of the plan (tract's matrix products, QConv's im2col and requantisation,
-        // QConcat, FastQuantize: ~100 in nanodet-g) is a job injected from outside the pool that
-        // this thread then sleeps on, and each such hand-off cost ~70 µs here (QConcat's 12 nodes:
-        // 1.09 ms at 1 thread, 1.95 ms at 2). From a pool thread a section is a local job the other
-        // thread steals. nanodet-g-int8-qdq at 2 threads: 35.0 → 27.0 ms (1 thread: 33.1 ms),
-        // `benches/GRAPH_REWRITES.md` section 9. `LOOKOUT_NO_POOL_RUN=1` is the A/B switch.
-        let out = match &self.pool {
-            Some(pool) if !pass::env_off(NO_POOL_RUN_ENV) => pool.install(run),
-            _ => run(),
-        }
-        .map_err(|e| Error::model(&self.path, format!("inference failed: {}", chain(&e))))?;
+        let out = on_pool(self.pool.as_deref(), || self.plan.run(tvec!(tensor.into())))
+            .map_err(|e| Error::model(&self.path, format!("inference failed: {}", chain(&e))))?;
         let mut tensors = TVec::new();
         for t in out {
             if t.datum_type() == f32::datum_type() {
-                tensors.push(t.into());
+                tensors.push(t);
             } else {
                 // A shape-derived output (e.g. a detection count after NonMaxSuppression) can be a
                 // symbolic dimension tract does not resolve; decoders treat such outputs as absent.
@@ -474,9 +453,34 @@ pub fn run_options(threads: usize) -> RunOptions {
     }
 }
 
-/// Set to `1` to run a detector's plan from the calling thread even with `threads > 1` (the A/B
-/// of [`Engine::run_tensor`]'s start on the pool).
+/// Set to `1` to run a plan from the calling thread even with `threads > 1` (the A/B of
+/// [`on_pool`]).
 pub const NO_POOL_RUN_ENV: &str = "LOOKOUT_NO_POOL_RUN";
+
+/// The thread pool `options` give a plan (`threads > 1`), kept to start its runs on ([`on_pool`]).
+pub(crate) fn run_pool(options: &RunOptions) -> Option<Arc<rayon::ThreadPool>> {
+    match &options.executor {
+        Some(tract_linalg::multithread::Executor::MultiThread(p)) => Some(p.clone()),
+        _ => None,
+    }
+}
+
+/// Runs `run` (one run of a plan) on `pool`, when there is one. From the calling thread, every
+/// parallel section of the plan (tract's matrix products, QConv's im2col and requantisation,
+/// QConcat, FastQuantize: ~100 in nanodet-g) is a job injected from outside the pool that this
+/// thread then sleeps on, and each such hand-off cost ~70 µs here (QConcat's 12 nodes: 1.09 ms at
+/// 1 thread, 1.95 ms at 2). From a pool thread a section is a local job the other thread steals.
+/// nanodet-g-int8-qdq at 2 threads: 35.0 → 27.9 ms (1 thread: 34.8 ms), `benches/GRAPH_REWRITES.md`
+/// section 9. [`NO_POOL_RUN_ENV`]`=1` is the A/B switch.
+pub(crate) fn on_pool<R: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    run: impl FnOnce() -> R + Send,
+) -> R {
+    match pool {
+        Some(pool) if !pass::env_off(NO_POOL_RUN_ENV) => pool.install(run),
+        _ => run(),
+    }
+}
 
 pub fn plain_tract() -> bool {
     std::env::var(PLAIN_TRACT_ENV).is_ok_and(|v| v == "1")

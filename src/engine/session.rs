@@ -111,6 +111,8 @@ impl Default for SessionOptions {
 pub struct Session {
     path: PathBuf,
     plan: Arc<TypedRunnableModel>,
+    /// The plan's thread pool (`threads > 1`), each run starts on it ([`super::on_pool`]).
+    pool: Option<Arc<rayon::ThreadPool>>,
     input_names: Vec<String>,
     output_names: Vec<String>,
 }
@@ -223,12 +225,15 @@ impl Session {
             .optimize()
             .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
         super::fold_for_run(&mut typed, path)?;
+        let options = super::run_options(opts.threads);
+        let pool = super::run_pool(&options);
         let plan = typed
-            .into_runnable_with_options(&super::run_options(opts.threads))
+            .into_runnable_with_options(&options)
             .map_err(|e| Error::model(path, format!("cannot plan: {}", chain(&e))))?;
         Ok(Session {
             path: path.to_path_buf(),
             plan,
+            pool,
             input_names: graph_inputs,
             output_names,
         })
@@ -260,9 +265,9 @@ impl Session {
                 ),
             ));
         }
-        let out = self
-            .plan
-            .run(inputs.into_iter().map(|v| v.0).collect())
+        let inputs = inputs.into_iter().map(|v| v.0).collect();
+        // On the plan's pool, as `Engine::run_tensor` does and for the same reason.
+        let out = super::on_pool(self.pool.as_deref(), || self.plan.run(inputs))
             .map_err(|e| Error::model(&self.path, format!("inference failed: {}", chain(&e))))?;
         Ok(out.into_iter().map(Value).collect())
     }
