@@ -457,10 +457,15 @@ pub fn run_options(threads: usize) -> RunOptions {
 /// [`on_pool`]).
 pub const NO_POOL_RUN_ENV: &str = "LOOKOUT_NO_POOL_RUN";
 
-/// The thread pool `options` give a plan (`threads > 1`), kept to start its runs on ([`on_pool`]).
+/// The thread pool `options` give a plan (`threads > 1`), kept to start its runs on ([`on_pool`]);
+/// none under [`NO_POOL_RUN_ENV`]`=1`, read here at load rather than on every run.
 pub(crate) fn run_pool(options: &RunOptions) -> Option<Arc<rayon::ThreadPool>> {
     match &options.executor {
-        Some(tract_linalg::multithread::Executor::MultiThread(p)) => Some(p.clone()),
+        Some(tract_linalg::multithread::Executor::MultiThread(p))
+            if !pass::env_off(NO_POOL_RUN_ENV) =>
+        {
+            Some(p.clone())
+        }
         _ => None,
     }
 }
@@ -471,14 +476,14 @@ pub(crate) fn run_pool(options: &RunOptions) -> Option<Arc<rayon::ThreadPool>> {
 /// thread then sleeps on, and each such hand-off cost ~70 µs here (QConcat's 12 nodes: 1.09 ms at
 /// 1 thread, 1.95 ms at 2). From a pool thread a section is a local job the other thread steals.
 /// nanodet-g-int8-qdq at 2 threads: 35.0 → 27.9 ms (1 thread: 34.8 ms), `benches/GRAPH_REWRITES.md`
-/// section 9. [`NO_POOL_RUN_ENV`]`=1` is the A/B switch.
+/// section 9. [`NO_POOL_RUN_ENV`]`=1` is the A/B switch ([`run_pool`] then gives no pool).
 pub(crate) fn on_pool<R: Send>(
     pool: Option<&rayon::ThreadPool>,
     run: impl FnOnce() -> R + Send,
 ) -> R {
     match pool {
-        Some(pool) if !pass::env_off(NO_POOL_RUN_ENV) => pool.install(run),
-        _ => run(),
+        Some(pool) => pool.install(run),
+        None => run(),
     }
 }
 
