@@ -92,6 +92,53 @@ fn fold_max(acc: &mut [f32], v: &[f32]) {
     }
 }
 
+/// `even[j] = x[2j]`, `odd[j] = x[2j + 1]` (`even` holds `x.len().div_ceil(2)`, `odd` the rest):
+/// a stride-2 row's two phases. The element-wise loop does not vectorise (its loads are strided);
+/// a plane of nanodet-g's 3x3/2 stem pool spent most of its time here.
+fn deinterleave2(x: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    assert!(even.len() == x.len().div_ceil(2) && odd.len() == x.len() / 2);
+    let pairs = x.len() / 2;
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SSE is part of x86_64; j + 4 <= pairs keeps every load and store in bounds.
+        unsafe {
+            while j + 4 <= pairs {
+                let a = _mm_loadu_ps(x.as_ptr().add(2 * j));
+                let b = _mm_loadu_ps(x.as_ptr().add(2 * j + 4));
+                _mm_storeu_ps(
+                    even.as_mut_ptr().add(j),
+                    _mm_shuffle_ps(a, b, 0b10_00_10_00),
+                );
+                _mm_storeu_ps(odd.as_mut_ptr().add(j), _mm_shuffle_ps(a, b, 0b11_01_11_01));
+                j += 4;
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use std::arch::aarch64::*;
+        // NEON is part of aarch64; LD2 splits even and odd lanes; j + 4 <= pairs keeps every
+        // load and store in bounds.
+        unsafe {
+            while j + 4 <= pairs {
+                let v = vld2q_f32(x.as_ptr().add(2 * j));
+                vst1q_f32(even.as_mut_ptr().add(j), v.0);
+                vst1q_f32(odd.as_mut_ptr().add(j), v.1);
+                j += 4;
+            }
+        }
+    }
+    for j in j..pairs {
+        even[j] = x[2 * j];
+        odd[j] = x[2 * j + 1];
+    }
+    if x.len() % 2 == 1 {
+        even[pairs] = x[2 * pairs];
+    }
+}
+
 impl SeparableMaxPool {
     /// One plane: `x` is `in_h × in_w`, `y` is `out_h × out_w`; `rows` (in_h × out_w) and
     /// `scratch` (in_w) are scratch.
@@ -112,13 +159,18 @@ impl SeparableMaxPool {
                 }
                 continue;
             }
-            let mut at = 0;
-            for p in 0..sw {
-                let len = (iw + sw - 1 - p) / sw;
-                for j in 0..len {
-                    scratch[at + j] = xrow[j * sw + p];
+            if sw == 2 {
+                let (even, odd) = scratch[..iw].split_at_mut(iw.div_ceil(2));
+                deinterleave2(xrow, even, odd);
+            } else {
+                let mut at = 0;
+                for p in 0..sw {
+                    let len = (iw + sw - 1 - p) / sw;
+                    for j in 0..len {
+                        scratch[at + j] = xrow[j * sw + p];
+                    }
+                    at += len;
                 }
-                at += len;
             }
             let mut split: [&[f32]; MAX_STRIDE] = [&[]; MAX_STRIDE];
             let mut rest = &scratch[..iw];
@@ -237,20 +289,20 @@ fn geometry(op: &OptMaxPool, input: &TypedFact) -> Option<PoolGeo> {
     })
 }
 
-/// Whether tract's pool is measurably the slower one: kernels of 25 taps or more (YOLOX's SPP
-/// pools 5, 9, 13: kw + kh passes instead of kw · kh; 2.2 vs 4.1–4.5 ms for the three in the
-/// interleaved dev-build A/B of `benches/GRAPH_REWRITES.md` section 7).
+/// Whether tract's pool is measurably the slower one:
+/// - kernels of 25 taps or more (YOLOX's SPP pools 5, 9, 13: kw + kh passes instead of kw · kh;
+///   2.2 vs 4.1–4.5 ms for the three in the interleaved dev-build A/B of `benches/GRAPH_REWRITES.md`
+///   section 7);
+/// - rows at stride 2 (FastestDet's and NanoDet-g's 3x3/2 stem pools, which tract reads with
+///   `step_by` on one thread), since their phases are split with SIMD ([`deinterleave2`]): release
+///   build, nanodet-g-int8-qdq, 2 rounds of `lookout bench --profile` (2026-12-06, Xeon): 2.04–2.07
+///   → 0.79–0.85 ms at 1 thread, 2.07–2.10 → 0.61–0.70 ms at 2. With the split as a scalar loop it
+///   was 1.40 ms at 1 thread, inside the spread of the whole model, and stayed tract's.
 ///
-/// Strided rows (FastestDet's and NanoDet-g's 3x3/2 stem pools, which tract reads with `step_by`)
-/// are computed right here too (unit-tested against tract), but measured at par or slower in the
-/// dev profile, where lookout is built at opt-level 1 and its loops are not vectorised (1.45 vs
-/// 1.04–1.31 ms, 7.6 vs 6.8–8.1 ms), and a 3x3 pool at stride 1 (CenterNet) slower still (57 vs
-/// 15 ms): they stay tract's. A release build taking every pool (2026-12-06, Xeon, while CI ran:
-/// load 2.6–3.1, `lookout bench --profile`, 2 rounds against `LOOKOUT_FPDET=0`): nanodet-g's 3x3/2
-/// stem pool 2.06 / 2.10 ms in tract, 2.00 / 1.42 ms here; CenterNet's 3x3/1 2.19 / 2.27 vs
-/// 2.87 / 1.65 ms. At most 2 % of the model, inside the spread: not worth the switch yet.
-fn worth_it(kernel: (usize, usize), _stride: (usize, usize)) -> bool {
-    kernel.0 * kernel.1 >= 25
+/// A 3x3 pool at stride 1 (CenterNet) measured slower here (57 vs 15 ms in the dev profile; 2.87 /
+/// 1.65 vs 2.19 / 2.27 ms in a release build): it stays tract's, as do other strides.
+fn worth_it(kernel: (usize, usize), stride: (usize, usize)) -> bool {
+    kernel.0 * kernel.1 >= 25 || stride.1 == 2
 }
 
 /// Swaps tract's `OptMaxPool` for [`SeparableMaxPool`] where [`geometry`] and [`worth_it`] allow.

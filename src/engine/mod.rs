@@ -368,7 +368,7 @@ impl Engine {
                 format!("input buffer does not fit shape {shape:?}: {e}"),
             )
         })?;
-        profile_plan(&self.plan, tvec!(tensor.into()), runs)
+        profile_plan(&self.plan, self.pool.as_deref(), tvec!(tensor.into()), runs)
             .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))
     }
 }
@@ -376,9 +376,11 @@ impl Engine {
 /// Runs `plan` on `inputs` `runs` times timing every node (tract's evaluation hook); time per
 /// operator kind, slowest first. Shared by detectors ([`Engine::profile`]) and multi-input graphs
 /// ([`session::Session::profile`]). With `RUST_LOG=debug` every node is logged with the kernel it
-/// picked and its shapes.
+/// picked and its shapes. The runs start on `pool` as real runs do ([`on_pool`]), so a profile
+/// at several threads shows what a run at several threads spends.
 pub(crate) fn profile_plan(
     plan: &Arc<TypedRunnableModel>,
+    pool: Option<&rayon::ThreadPool>,
     inputs: TVec<TValue>,
     runs: usize,
 ) -> TractResult<Vec<OpProfile>> {
@@ -388,17 +390,20 @@ pub(crate) fn profile_plan(
     // node id -> (op name, node name, total seconds)
     let mut per_node: HashMap<usize, (String, String, f64)> = HashMap::new();
     let runs = runs.max(1);
-    for _ in 0..runs {
-        state.run_plan_with_eval(inputs.clone(), |ctx, st, node, inputs| {
-            let t = Instant::now();
-            let r = tract_core::plan::eval(ctx, st, node, inputs);
-            let e = per_node
-                .entry(node.id)
-                .or_insert_with(|| (node.op().name().to_string(), node.name.clone(), 0.0));
-            e.2 += t.elapsed().as_secs_f64();
-            r
-        })?;
-    }
+    on_pool(pool, || -> TractResult<()> {
+        for _ in 0..runs {
+            state.run_plan_with_eval(inputs.clone(), |ctx, st, node, inputs| {
+                let t = Instant::now();
+                let r = tract_core::plan::eval(ctx, st, node, inputs);
+                let e = per_node
+                    .entry(node.id)
+                    .or_insert_with(|| (node.op().name().to_string(), node.name.clone(), 0.0));
+                e.2 += t.elapsed().as_secs_f64();
+                r
+            })?;
+        }
+        Ok(())
+    })?;
     if log::log_enabled!(log::Level::Debug) {
         // The kernel a matmul picked, and its shapes, are in the op's info:
         // what one needs to know why a node is slow.

@@ -301,9 +301,60 @@ fn im2col(g: &Geometry, x: &[u8], signed: bool, x0: i32) -> TractResult<Tensor> 
     Ok(tract_ndarray::Array2::from_shape_vec((k, n), b)?.into_tensor())
 }
 
+/// The input as the kernel multiplies it (u8 flipped to i8), each channel plane surrounded by its
+/// padding (the zero-point value), so that every tap of every output position is a plain offset:
+/// position `(oy, ox)` starts at `oy·sh·wp + ox·sw`, tap `(c, ky, kx)` adds
+/// `c·hp·wp + ky·dh·wp + kx·dw`. 32 bytes of slack at the end let a 16-lane stride-2 load read
+/// its 32 bytes from any position's last tap.
+struct PaddedInput {
+    data: Vec<i8>,
+    wp: usize,
+    /// Per im2col row `kk = (c, ky, kx)`: the offset its tap adds.
+    taps: Vec<usize>,
+}
+
+impl PaddedInput {
+    fn new(g: &Geometry, x: &[u8], signed: bool, pad: i8) -> PaddedInput {
+        let (sh, sw) = g.stride;
+        let (dh, dw) = g.dilation;
+        let (ph, pw) = g.pad;
+        // Far enough for the last output's last tap, and for every input row and column.
+        let hp = ((g.out_h - 1) * sh + (g.kh - 1) * dh + 1).max(ph + g.in_h);
+        let wp = ((g.out_w - 1) * sw + (g.kw - 1) * dw + 1).max(pw + g.in_w);
+        let plane = hp * wp;
+        let mut data = vec![pad; g.c_in * plane + 32];
+        for c in 0..g.c_in {
+            let src = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+            for (y, line) in src.chunks_exact(g.in_w).enumerate() {
+                let dst = &mut data[c * plane + (y + ph) * wp + pw..][..g.in_w];
+                for (d, s) in dst.iter_mut().zip(line) {
+                    *d = to_i8(*s, signed);
+                }
+            }
+        }
+        let taps = (0..g.k())
+            .map(|kk| {
+                let (c, tap) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
+                c * plane + (tap / g.kw) * dh * wp + (tap % g.kw) * dw
+            })
+            .collect();
+        PaddedInput { data, wp, taps }
+    }
+
+    /// Where output position `pos` starts.
+    fn base(&self, g: &Geometry, pos: usize) -> usize {
+        (pos / g.out_w) * g.stride.0 * self.wp + (pos % g.out_w) * g.stride.1
+    }
+}
+
 /// im2col written straight into tract's `PackedI8K4` layout (panels of `r` columns; in a panel,
-/// element `(k, lane)` at `(k/4)·r·4 + lane·4 + k%4`), four rows at a time, instead of a plain
-/// matrix that tract then re-packs one byte at a time.
+/// element `(k, lane)` at `(k/4)·r·4 + lane·4 + k%4`), from a padded copy of the input
+/// ([`PaddedInput`]), panel by panel. Where a 16-column panel lies in one output row at stride
+/// 1 or 2 (most panels), each of its rows is one 16-byte load (two for stride 2) and four rows are
+/// interleaved in registers; other panels gather byte by byte. Writing plain im2col rows and then
+/// interleaving them (the first version) spent more time on im2col than the AMX kernel spent on the
+/// product: nanodet-g-int8-qdq's 31 QConv nodes went 16.6 → 11.8 ms at 1 thread, 13.7 → 9.4 ms at 2
+/// (release, `lookout bench --profile`, Xeon, 2026-12-06).
 fn im2col_packed_k4(
     g: &Geometry,
     x: &[u8],
@@ -326,36 +377,20 @@ fn im2col_packed_k4(
     let mut blob =
         unsafe { Blob::new_for_size_and_align(panels * panel_len + slack, format.align) };
     let packed = blob.as_bytes_mut();
-    // The lanes past the last column are read by the kernel; keep them and the slack at zero.
-    packed[if n % r != 0 {
-        (panels - 1) * panel_len
-    } else {
-        panels * panel_len
-    }..]
-        .fill(0);
-    let pad = pad_value(signed, x0);
-    // Runs of whole panels are independent (each a contiguous part of the blob, its columns a
-    // contiguous range of output positions): with threads, a few runs per thread.
+    packed[panels * panel_len..].fill(0);
+    let xp = PaddedInput::new(g, x, signed, pad_value(signed, x0));
+    // Runs of whole panels are independent (each a contiguous part of the blob): with threads, a
+    // few runs per thread.
     let runs = if threads() > 1 { threads() * 4 } else { 1 };
     let per_run = panels.div_ceil(runs).max(1);
     for_each_chunk(
         &mut packed[..panels * panel_len],
         per_run * panel_len,
-        Vec::new,
-        |i, part: &mut [u8], rows: &mut Vec<i8>| {
-            let c0 = i * per_run * r;
-            let cols = (n - c0).min(per_run * r);
-            rows.resize(4 * cols, 0);
-            for kb in 0..kp / 4 {
-                for (j, row) in rows.chunks_exact_mut(cols).enumerate() {
-                    let kk = kb * 4 + j;
-                    if kk < k {
-                        im2col_row(g, x, signed, pad, kk, row, c0);
-                    } else {
-                        row.fill(0);
-                    }
-                }
-                interleave4(rows, cols, r, &mut part[kb * r * 4..], panel_len);
+        || (),
+        |i, part: &mut [u8], _| {
+            for (j, dst) in part.chunks_exact_mut(panel_len).enumerate() {
+                let col0 = (i * per_run + j) * r;
+                pack_panel(g, &xp, k, r, col0, (n - col0).min(r), dst);
             }
         },
     );
@@ -371,74 +406,183 @@ fn im2col_packed_k4(
     })
 }
 
-/// Four rows of `n` bytes into `r`-lane panels: panel `p` gets, at `p·panel_len`, lane by lane,
-/// the four bytes of column `p·r + lane`.
-fn interleave4(rows: &[i8], n: usize, r: usize, dst: &mut [u8], panel_len: usize) {
-    let (r0, rest) = rows.split_at(n);
-    let (r1, rest) = rest.split_at(n);
-    let (r2, r3) = rest.split_at(n);
-    for p in 0..n.div_ceil(r) {
-        let col = p * r;
-        let lanes = r.min(n - col);
-        let out = &mut dst[p * panel_len..][..4 * lanes];
-        if lanes == 16 && simd::interleave16(&r0[col..], &r1[col..], &r2[col..], &r3[col..], out) {
-            continue;
+/// One packed panel: output positions `col0 .. col0 + lanes` (`lanes <= r`; the lanes past them
+/// are zero, as are the rows past `k`).
+fn pack_panel(
+    g: &Geometry,
+    xp: &PaddedInput,
+    k: usize,
+    r: usize,
+    col0: usize,
+    lanes: usize,
+    dst: &mut [u8],
+) {
+    if r == 16 {
+        if let Some(segs) = Segments::of(g, xp, col0, lanes) {
+            if simd::gather_interleave16(&xp.data, &segs.0[..segs.1], &xp.taps, g.stride.1, dst) {
+                return;
+            }
         }
+    }
+    let bases: Vec<usize> = (col0..col0 + lanes).map(|p| xp.base(g, p)).collect();
+    for (kb, out) in dst.chunks_exact_mut(4 * r).enumerate() {
         for (lane, o) in out.chunks_exact_mut(4).enumerate() {
-            let c = col + lane;
-            o.copy_from_slice(&[r0[c] as u8, r1[c] as u8, r2[c] as u8, r3[c] as u8]);
+            for (j, o) in o.iter_mut().enumerate() {
+                let kk = 4 * kb + j;
+                *o = match bases.get(lane) {
+                    Some(b) if kk < k => xp.data[b + xp.taps[kk]] as u8,
+                    _ => 0,
+                };
+            }
         }
     }
 }
 
+/// A 16-lane panel as at most 4 runs of lanes that each lie in one output row, at column stride 1
+/// or 2: run `(off, mask)` gives the lanes `mask` selects (0xff bytes) the bytes at
+/// `off + tap + lane·stride`. Lanes past `lanes` are in no run, so they stay zero.
+struct Segments([(usize, [u8; 16]); 4], usize);
+
+impl Segments {
+    fn of(g: &Geometry, xp: &PaddedInput, col0: usize, lanes: usize) -> Option<Segments> {
+        let sw = g.stride.1;
+        if sw != 1 && sw != 2 {
+            return None;
+        }
+        let mut segs = Segments([(0, [0; 16]); 4], 0);
+        let mut l0 = 0;
+        while l0 < lanes {
+            let ox = (col0 + l0) % g.out_w;
+            let len = (g.out_w - ox).min(lanes - l0);
+            if segs.1 == segs.0.len() {
+                return None;
+            }
+            // Lane l of the run reads `base + (l - l0)·sw`: the load starts l0·sw earlier (a
+            // run that is not the first starts a row, at least one padded row in).
+            let off = xp.base(g, col0 + l0).checked_sub(l0 * sw)?;
+            let mask = std::array::from_fn(|l| if (l0..l0 + len).contains(&l) { 0xff } else { 0 });
+            segs.0[segs.1] = (off, mask);
+            segs.1 += 1;
+            l0 += len;
+        }
+        Some(segs)
+    }
+}
+
 mod simd {
-    /// 16 columns of 4 rows → 64 bytes, column by column. False where no SIMD path exists.
+    /// A 16-lane panel (`out`, column by column in groups of four rows): row `kk` is
+    /// `taps[kk]`'s bytes of every run in `segs` (see `Segments`), zero past `taps` (k padding).
+    /// False where no SIMD path exists.
     #[cfg(target_arch = "x86_64")]
-    pub fn interleave16(r0: &[i8], r1: &[i8], r2: &[i8], r3: &[i8], out: &mut [u8]) -> bool {
+    pub fn gather_interleave16(
+        data: &[i8],
+        segs: &[(usize, [u8; 16])],
+        taps: &[usize],
+        sw: usize,
+        out: &mut [u8],
+    ) -> bool {
         use std::arch::x86_64::*;
+        let max_tap = taps.iter().max().copied().unwrap_or(0);
         assert!(
-            r0.len() >= 16 && r1.len() >= 16 && r2.len() >= 16 && r3.len() >= 16 && out.len() >= 64
+            (sw == 1 || sw == 2)
+                && out.len() >= taps.len().div_ceil(4) * 64
+                && segs.iter().all(|(off, _)| off + max_tap + 32 <= data.len())
         );
-        // SSE2 is part of x86_64; the bounds are checked above.
+        // SSE2 is part of x86_64; every load is inside `data` (checked above: a stride-2 row
+        // reads 32 bytes).
         unsafe {
-            let a0 = _mm_loadu_si128(r0.as_ptr() as *const __m128i);
-            let a1 = _mm_loadu_si128(r1.as_ptr() as *const __m128i);
-            let a2 = _mm_loadu_si128(r2.as_ptr() as *const __m128i);
-            let a3 = _mm_loadu_si128(r3.as_ptr() as *const __m128i);
-            let t0 = _mm_unpacklo_epi8(a0, a1);
-            let t1 = _mm_unpackhi_epi8(a0, a1);
-            let t2 = _mm_unpacklo_epi8(a2, a3);
-            let t3 = _mm_unpackhi_epi8(a2, a3);
-            let o = out.as_mut_ptr() as *mut __m128i;
-            _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
-            _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(t0, t2));
-            _mm_storeu_si128(o.add(2), _mm_unpacklo_epi16(t1, t3));
-            _mm_storeu_si128(o.add(3), _mm_unpackhi_epi16(t1, t3));
+            let even = _mm_set1_epi16(0x00ff);
+            let load = |p: *const __m128i| -> __m128i {
+                if sw == 1 {
+                    _mm_loadu_si128(p)
+                } else {
+                    // The low byte of every 16-bit lane, packed (each 0..=255: no saturation).
+                    _mm_packus_epi16(
+                        _mm_and_si128(_mm_loadu_si128(p), even),
+                        _mm_and_si128(_mm_loadu_si128(p.add(1)), even),
+                    )
+                }
+            };
+            let whole = segs.len() == 1 && segs[0].1 == [0xff; 16];
+            let row = |kk: usize| -> __m128i {
+                let Some(&tap) = taps.get(kk) else {
+                    return _mm_setzero_si128();
+                };
+                if whole {
+                    return load(data.as_ptr().add(segs[0].0 + tap) as *const __m128i);
+                }
+                let mut v = _mm_setzero_si128();
+                for (off, mask) in segs {
+                    let x = load(data.as_ptr().add(off + tap) as *const __m128i);
+                    let m = _mm_loadu_si128(mask.as_ptr() as *const __m128i);
+                    v = _mm_or_si128(v, _mm_and_si128(x, m));
+                }
+                v
+            };
+            for kb in 0..taps.len().div_ceil(4) {
+                let kk = 4 * kb;
+                let (a0, a1, a2, a3) = (row(kk), row(kk + 1), row(kk + 2), row(kk + 3));
+                let t0 = _mm_unpacklo_epi8(a0, a1);
+                let t1 = _mm_unpackhi_epi8(a0, a1);
+                let t2 = _mm_unpacklo_epi8(a2, a3);
+                let t3 = _mm_unpackhi_epi8(a2, a3);
+                let o = out.as_mut_ptr().add(64 * kb) as *mut __m128i;
+                _mm_storeu_si128(o, _mm_unpacklo_epi16(t0, t2));
+                _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(t0, t2));
+                _mm_storeu_si128(o.add(2), _mm_unpacklo_epi16(t1, t3));
+                _mm_storeu_si128(o.add(3), _mm_unpackhi_epi16(t1, t3));
+            }
         }
         true
     }
 
     #[cfg(target_arch = "aarch64")]
-    pub fn interleave16(r0: &[i8], r1: &[i8], r2: &[i8], r3: &[i8], out: &mut [u8]) -> bool {
+    pub fn gather_interleave16(
+        data: &[i8],
+        segs: &[(usize, [u8; 16])],
+        taps: &[usize],
+        sw: usize,
+        out: &mut [u8],
+    ) -> bool {
         use std::arch::aarch64::*;
+        let max_tap = taps.iter().max().copied().unwrap_or(0);
         assert!(
-            r0.len() >= 16 && r1.len() >= 16 && r2.len() >= 16 && r3.len() >= 16 && out.len() >= 64
+            (sw == 1 || sw == 2)
+                && out.len() >= taps.len().div_ceil(4) * 64
+                && segs.iter().all(|(off, _)| off + max_tap + 32 <= data.len())
         );
-        // NEON is part of aarch64; ST4 stores the four registers interleaved byte by byte.
+        // NEON is part of aarch64; every load is inside `data` (checked above); LD2 splits even
+        // and odd bytes, ST4 stores four registers interleaved byte by byte.
         unsafe {
-            let v = uint8x16x4_t(
-                vld1q_u8(r0.as_ptr() as *const u8),
-                vld1q_u8(r1.as_ptr() as *const u8),
-                vld1q_u8(r2.as_ptr() as *const u8),
-                vld1q_u8(r3.as_ptr() as *const u8),
-            );
-            vst4q_u8(out.as_mut_ptr(), v);
+            let row = |kk: usize| -> uint8x16_t {
+                let Some(&tap) = taps.get(kk) else {
+                    return vdupq_n_u8(0);
+                };
+                let mut v = vdupq_n_u8(0);
+                for (off, mask) in segs {
+                    let p = data.as_ptr().add(off + tap) as *const u8;
+                    let x = if sw == 1 { vld1q_u8(p) } else { vld2q_u8(p).0 };
+                    v = vorrq_u8(v, vandq_u8(x, vld1q_u8(mask.as_ptr())));
+                }
+                v
+            };
+            for kb in 0..taps.len().div_ceil(4) {
+                let kk = 4 * kb;
+                let v = uint8x16x4_t(row(kk), row(kk + 1), row(kk + 2), row(kk + 3));
+                vst4q_u8(out.as_mut_ptr().add(64 * kb), v);
+            }
         }
         true
     }
 
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    pub fn interleave16(_: &[i8], _: &[i8], _: &[i8], _: &[i8], _: &mut [u8]) -> bool {
+    pub fn gather_interleave16(
+        _: &[i8],
+        _: &[(usize, [u8; 16])],
+        _: &[usize],
+        _: usize,
+        _: &mut [u8],
+    ) -> bool {
         false
     }
 }
@@ -910,41 +1054,64 @@ mod tests {
     }
 
     /// The direct PackedI8K4 writer produces the bytes tract's own packer does, for panel widths
-    /// 8 and 16 (SIMD and scalar lanes), k not a multiple of 4 and a partial last panel; and
-    /// zeroed slack behind them for the AMX kernels' 64-k tiles (see `im2col_packed_k4`).
+    /// 8 and 16 (16: the SIMD rows of one output line at stride 1 and 2, and the byte gathers
+    /// where a panel spans two lines), k not a multiple of 4, a partial last panel, dilation, an
+    /// implicit padding after the image, 1x1, and lines shorter than a panel (4 runs of lanes, and
+    /// 6: the byte gathers); and zeroed slack behind them for the AMX
+    /// kernels' 64-k tiles (see `im2col_packed_k4`).
     #[test]
     fn packed_im2col_equals_tract_packing() {
-        let geo = Geometry {
-            c_in: 3,
-            c_out: 1,
-            in_h: 7,
-            in_w: 9,
-            out_h: 4,
-            out_w: 9,
-            kh: 3,
-            kw: 1,
-            stride: (2, 1),
-            dilation: (1, 1),
-            pad: (1, 0),
-        };
-        let x: Vec<u8> = (0..3 * 7 * 9).map(|i| (i * 37 % 251) as u8).collect();
-        for signed in [false, true] {
-            let plain = im2col(&geo, &x, signed, 17).unwrap();
-            for r in [8, 16] {
-                let format = PackedI8K4::new(r);
-                let ours = im2col_packed_k4(&geo, &x, signed, 17, &format);
-                let theirs = format.prepare_one(&plain, 0, 1).unwrap();
-                let (ours, theirs) = (
-                    ours.downcast_ref::<EagerPackedInput>().unwrap(),
-                    theirs.downcast_ref::<EagerPackedInput>().unwrap(),
-                );
-                assert_eq!(ours.panel_bytes, theirs.panel_bytes);
-                let (ours, theirs) = (ours.packed.as_bytes(), theirs.packed.as_bytes());
-                assert_eq!(&ours[..theirs.len()], theirs, "r {r} signed {signed}");
-                // Then zeros, as far as an AMX tile of 64 k from the last panel reaches: k = 9
-                // packs 12 rows of r lanes, the tile reads 64.
-                assert_eq!(ours.len() - theirs.len(), (64 - 12) * r);
-                assert!(ours[theirs.len()..].iter().all(|&b| b == 0));
+        #[rustfmt::skip]
+        let cases = [
+            // c_in, in_h, in_w, out_h, out_w, kh, kw, stride, dilation, pad
+            (3, 7, 9, 4, 9, 3, 1, (2, 1), (1, 1), (1, 0)),
+            (3, 20, 37, 20, 37, 3, 3, (1, 1), (1, 1), (1, 1)),
+            (2, 21, 40, 11, 20, 3, 3, (2, 2), (1, 1), (1, 1)),
+            (5, 16, 32, 16, 32, 1, 1, (1, 1), (1, 1), (0, 0)),
+            (2, 19, 35, 19, 35, 3, 3, (1, 1), (2, 2), (2, 2)),
+            (3, 18, 34, 9, 17, 3, 3, (2, 2), (1, 1), (0, 0)),
+            (2, 8, 8, 4, 4, 3, 3, (2, 2), (1, 1), (1, 1)),
+            (2, 6, 6, 3, 3, 3, 3, (2, 2), (1, 1), (1, 1)),
+        ];
+        for (c_in, in_h, in_w, out_h, out_w, kh, kw, stride, dilation, pad) in cases {
+            let geo = Geometry {
+                c_in,
+                c_out: 1,
+                in_h,
+                in_w,
+                out_h,
+                out_w,
+                kh,
+                kw,
+                stride,
+                dilation,
+                pad,
+            };
+            let x: Vec<u8> = (0..c_in * in_h * in_w)
+                .map(|i| (i * 37 % 251) as u8)
+                .collect();
+            let (k, kp) = (geo.k(), geo.k().div_ceil(4) * 4);
+            for signed in [false, true] {
+                let plain = im2col(&geo, &x, signed, 17).unwrap();
+                for r in [8, 16] {
+                    let format = PackedI8K4::new(r);
+                    let ours = im2col_packed_k4(&geo, &x, signed, 17, &format);
+                    let theirs = format.prepare_one(&plain, 0, 1).unwrap();
+                    let (ours, theirs) = (
+                        ours.downcast_ref::<EagerPackedInput>().unwrap(),
+                        theirs.downcast_ref::<EagerPackedInput>().unwrap(),
+                    );
+                    assert_eq!(ours.panel_bytes, theirs.panel_bytes);
+                    let (ours, theirs) = (ours.packed.as_bytes(), theirs.packed.as_bytes());
+                    assert_eq!(
+                        &ours[..theirs.len()],
+                        theirs,
+                        "{geo:?} r {r} signed {signed}"
+                    );
+                    // Then zeros, as far as an AMX tile of 64 k from the last panel reaches.
+                    assert_eq!(ours.len() - theirs.len(), (k.div_ceil(64) * 64 - kp) * r);
+                    assert!(ours[theirs.len()..].iter().all(|&b| b == 0));
+                }
             }
         }
     }

@@ -275,8 +275,13 @@ impl Session {
     /// Time per operator kind over `runs` runs on `inputs`, slowest first (see
     /// [`super::Engine::profile`]): where a VLM graph's time goes.
     pub fn profile(&self, inputs: Vec<Value>, runs: usize) -> Result<Vec<super::OpProfile>> {
-        super::profile_plan(&self.plan, inputs.into_iter().map(|v| v.0).collect(), runs)
-            .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))
+        super::profile_plan(
+            &self.plan,
+            self.pool.as_deref(),
+            inputs.into_iter().map(|v| v.0).collect(),
+            runs,
+        )
+        .map_err(|e| Error::model(&self.path, format!("profile: {}", chain(&e))))
     }
 }
 
