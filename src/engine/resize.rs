@@ -7,10 +7,12 @@
 //! inference). [`PlannedResize`] uses tract's own per-axis plan (same taps, same weights) and the
 //! same arithmetic per element (`0 + w0·s0 + w1·s1 …`, zero weights skipped, in tap order), so its
 //! output is bit-identical; it only runs the `inner == 1` case as a flat loop and skips the copy
-//! of the input tract makes. Other element types and axes go through tract's code.
+//! of the input tract makes. With threads, each axis pass splits its planes (rows, for the last
+//! axis) over tract's pool. Other element types go through tract's code.
 
 use tract_core::internal::*;
 
+use super::par::{for_each_chunk, threads};
 use super::pass::{swap_ops, GraphPass};
 use tract_core::ops::nn::resize::{resample_axis, AxisPlan, Resize};
 
@@ -72,11 +74,26 @@ impl EvalOp for PlannedResize {
                 None => input.try_as_plain_ram()?.as_slice::<f32>()?,
             };
             let mut out = vec![0f32; src.len() / len_in.max(1) * len_out];
-            if axis + 1 == shape.len() {
-                resample_last_axis(src, len_in, &plan, 0.0, &mut out);
-            } else {
-                resample_axis(src, &shape, axis, &plan, 0.0, &mut out);
-            }
+            let inner: usize = shape[axis + 1..].iter().product();
+            // Blocks (one `len_in × inner` run of the input, the `len_out × inner` run it gives)
+            // are independent: with threads, a few runs of blocks per thread.
+            let (block_in, block_out) = (len_in * inner, len_out * inner);
+            let blocks = out.len().checked_div(block_out).unwrap_or(0);
+            let per_run = blocks.div_ceil(if threads() > 1 { threads() * 4 } else { 1 });
+            let last = axis + 1 == shape.len();
+            for_each_chunk(
+                &mut out,
+                per_run.max(1) * block_out,
+                || (),
+                |i, out, _| {
+                    let src = &src[i * per_run * block_in..][..out.len() / len_out * len_in];
+                    if last {
+                        resample_last_axis(src, len_in, &plan, 0.0, out);
+                    } else {
+                        resample_axis(src, &shape, axis, &plan, 0.0, out);
+                    }
+                },
+            );
             data = Some(out);
             shape[axis] = len_out;
         }
@@ -217,5 +234,37 @@ mod tests {
             }
         }
         assert_eq!(checked, 81);
+    }
+
+    /// Split over three threads (planes for the H pass, rows for the W pass, with a last run
+    /// shorter than the others): the same bits as on one.
+    #[test]
+    fn threads_give_the_same_values() {
+        use tract_core::ops::nn::resize::{CoordTransformer, Interpolator, Nearest};
+        use tract_linalg::multithread::{multithread_tract_scope, Executor};
+        let shape = [1usize, 7, 13, 11];
+        let x = Tensor::from_shape(&shape, &lcg(shape.iter().product(), 9)).unwrap();
+        let op = PlannedResize {
+            inner: Resize {
+                coord_transformer: CoordTransformer::HalfPixel,
+                interpolator: Interpolator::Linear,
+                nearest: Nearest::Floor,
+                optional_scales_input: Some(1),
+                optional_sizes_input: None,
+            },
+        };
+        let inputs = || {
+            tvec!(
+                x.clone().into_tvalue(),
+                tensor1(&[1f32, 1.0, 2.0, 2.0]).into_tvalue()
+            )
+        };
+        let ctx = EvalContext::out_of_plan();
+        let one = op.eval(&ctx, inputs()).unwrap().remove(0).into_tensor();
+        let three = multithread_tract_scope(Executor::multithread(3), || {
+            op.eval(&ctx, inputs()).unwrap().remove(0).into_tensor()
+        });
+        assert_eq!(one.shape(), &[1, 7, 26, 22]);
+        assert_eq!(one, three);
     }
 }
