@@ -216,7 +216,8 @@ impl EvalOp for SeparableMaxPool {
         );
         let (ih, iw) = g.in_hw;
         let (oh, ow) = g.out_hw;
-        let mut output = Tensor::zero::<f32>(&[shape[0], shape[1], oh, ow])?;
+        // Every element is written by `plane` (each output row starts from a fill).
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&[shape[0], shape[1], oh, ow])? };
         if output.len() == 0 {
             return Ok(tvec!(output.into_tvalue()));
         }
