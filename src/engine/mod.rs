@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 mod convint;
 mod dynquant;
+mod fconv;
 mod fold;
 mod maxpool;
 pub mod onnx;
@@ -33,6 +34,7 @@ mod topk;
 mod zeroterm;
 pub use convint::{replace_conv_integer, NO_CONVINT_ENV};
 pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
+pub use fconv::{PanelConv, PanelConvPass, NO_PANELCONV_ENV};
 pub use fold::fold_const_chains;
 pub use maxpool::{SeparableMaxPool, SeparableMaxPoolPass};
 pub use pin::{pin_single_selections, PinnedNonZero};
@@ -604,6 +606,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(fold::FoldConstPass),
         Box::new(softmax::AxisSoftmaxPass),
         Box::new(maxpool::SeparableMaxPoolPass),
+        Box::new(fconv::PanelConvPass),
         Box::new(qmatmul::QMatMulPass),
         Box::new(convint::ConvIntegerPass),
         Box::new(rowmatmul::RowMatMulPass),

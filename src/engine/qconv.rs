@@ -45,27 +45,96 @@ use super::quantize::{round_ties_even_nonneg, store_8bit};
 
 /// Convolution geometry, all concrete (the rewrite only takes pinned shapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Geometry {
-    c_in: usize,
-    c_out: usize,
-    in_h: usize,
-    in_w: usize,
-    out_h: usize,
-    out_w: usize,
-    kh: usize,
-    kw: usize,
-    stride: (usize, usize),
-    dilation: (usize, usize),
+pub(super) struct Geometry {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: (usize, usize),
+    pub dilation: (usize, usize),
     /// Padding before (top, left).
-    pad: (usize, usize),
+    pub pad: (usize, usize),
 }
 
 impl Geometry {
-    fn k(&self) -> usize {
+    /// The geometry of `conv` on a `[1, C, H, W]` input of `shape`, checked against the output
+    /// shape the plan gives it; or why it is not one (another layout, batch, rank).
+    pub(super) fn of(
+        conv: &Conv,
+        shape: &[usize],
+        out_shape: &[usize],
+    ) -> Result<Geometry, String> {
+        if conv.kernel_fmt != KernelFormat::OIHW {
+            return Err(format!("kernel format {:?}", conv.kernel_fmt));
+        }
+        let ps = &conv.pool_spec;
+        if ps.data_format != DataFormat::NCHW || ps.kernel_shape.len() != 2 {
+            return Err(format!(
+                "data format {:?}, {}-d kernel",
+                ps.data_format,
+                ps.kernel_shape.len()
+            ));
+        }
+        if shape.len() != 4 || shape[0] != 1 {
+            return Err(format!("input shape {shape:?} (want [1, C, H, W])"));
+        }
+        let computed = ps.computed_padding(&shape[2..]);
+        let strides = ps.strides();
+        let dilations = ps.dilations();
+        let geo = Geometry {
+            c_in: shape[1],
+            c_out: ps.output_channels,
+            in_h: shape[2],
+            in_w: shape[3],
+            out_h: computed[0].convoluted,
+            out_w: computed[1].convoluted,
+            kh: ps.kernel_shape[0],
+            kw: ps.kernel_shape[1],
+            stride: (strides[0], strides[1]),
+            dilation: (dilations[0], dilations[1]),
+            pad: (computed[0].pad_before, computed[1].pad_before),
+        };
+        if out_shape != [1, geo.c_out, geo.out_h, geo.out_w] {
+            return Err(format!(
+                "output shape {out_shape:?} disagrees with the geometry {geo:?}"
+            ));
+        }
+        Ok(geo)
+    }
+
+    pub(super) fn k(&self) -> usize {
         self.c_in * self.kh * self.kw
     }
-    fn n(&self) -> usize {
+    pub(super) fn n(&self) -> usize {
         self.out_h * self.out_w
+    }
+    /// Height and width of the padded planes of [`fill_padded`]: far enough for the last
+    /// output's last tap, and for every input row and column.
+    pub(super) fn padded_hw(&self) -> (usize, usize) {
+        let (sh, sw) = self.stride;
+        let (dh, dw) = self.dilation;
+        let hp = ((self.out_h - 1) * sh + (self.kh - 1) * dh + 1).max(self.pad.0 + self.in_h);
+        let wp = ((self.out_w - 1) * sw + (self.kw - 1) * dw + 1).max(self.pad.1 + self.in_w);
+        (hp, wp)
+    }
+    /// Where output position `pos` starts in a padded plane `wp` wide.
+    pub(super) fn base(&self, wp: usize, pos: usize) -> usize {
+        (pos / self.out_w) * self.stride.0 * wp + (pos % self.out_w) * self.stride.1
+    }
+    /// Per im2col row `kk = (c, ky, kx)`: the offset its tap adds in padded planes `hp × wp`.
+    pub(super) fn taps(&self, hp: usize, wp: usize) -> Vec<usize> {
+        (0..self.k())
+            .map(|kk| {
+                let (c, tap) = (kk / (self.kh * self.kw), kk % (self.kh * self.kw));
+                c * hp * wp
+                    + (tap / self.kw) * self.dilation.0 * wp
+                    + (tap % self.kw) * self.dilation.1
+            })
+            .collect()
     }
     /// Output positions `[lo, hi)` along one axis whose input coordinate `o·s − p + t·d` is inside
     /// `[0, len)`.
@@ -301,6 +370,45 @@ fn im2col(g: &Geometry, x: &[u8], signed: bool, x0: i32) -> TractResult<Tensor> 
     Ok(tract_ndarray::Array2::from_shape_vec((k, n), b)?.into_tensor())
 }
 
+/// Writes `x` (`[C, H, W]`) into `dst` as `C` planes of [`Geometry::padded_hw`], each row through
+/// `copy` and every other element `pad`: every element of `dst` once. With threads, a few planes
+/// per task (the copy ran on one thread between parallel sections, and the others idled).
+pub(super) fn fill_padded<T: Copy + Send + Sync>(
+    g: &Geometry,
+    x: &[T],
+    pad: T,
+    dst: &mut [T],
+    copy: impl Fn(&mut [T], &[T]) + Sync + Send,
+) {
+    let (hp, wp) = g.padded_hw();
+    let (ph, pw) = g.pad;
+    let plane = hp * wp;
+    let per = g
+        .c_in
+        .div_ceil(if threads() > 1 { threads() * 4 } else { 1 });
+    for_each_chunk(
+        &mut dst[..g.c_in * plane],
+        per.max(1) * plane,
+        || (),
+        |i, planes, _| {
+            for (j, dst) in planes.chunks_exact_mut(plane).enumerate() {
+                let c = i * per + j;
+                let src = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+                dst[..ph * wp].fill(pad);
+                for (line, row) in dst[ph * wp..].chunks_exact_mut(wp).enumerate() {
+                    let Some(s) = src.get(line * g.in_w..(line + 1) * g.in_w) else {
+                        row.fill(pad);
+                        continue;
+                    };
+                    row[..pw].fill(pad);
+                    copy(&mut row[pw..pw + g.in_w], s);
+                    row[pw + g.in_w..].fill(pad);
+                }
+            }
+        },
+    );
+}
+
 /// The input as the kernel multiplies it (u8 flipped to i8), each channel plane surrounded by its
 /// padding (the zero-point value), so that every tap of every output position is a plain offset:
 /// position `(oy, ox)` starts at `oy·sh·wp + ox·sw`, tap `(c, ky, kx)` adds
@@ -315,63 +423,36 @@ struct PaddedInput {
 
 impl PaddedInput {
     fn new(g: &Geometry, x: &[u8], signed: bool, pad: i8) -> PaddedInput {
-        let (sh, sw) = g.stride;
-        let (dh, dw) = g.dilation;
-        let (ph, pw) = g.pad;
-        // Far enough for the last output's last tap, and for every input row and column.
-        let hp = ((g.out_h - 1) * sh + (g.kh - 1) * dh + 1).max(ph + g.in_h);
-        let wp = ((g.out_w - 1) * sw + (g.kw - 1) * dw + 1).max(pw + g.in_w);
-        let plane = hp * wp;
-        // Every byte of the planes is written below, each once (the slack's value is never used:
-        // its bytes only fill lanes that are masked or dropped).
-        let mut data = unsafe { Blob::new_for_size_and_align(g.c_in * plane + 32, 16) };
-        // Planes are independent: with threads, a few planes per task (this copy ran on one
-        // thread between the parallel packing sections, and the other thread idled through it).
-        let per = g
-            .c_in
-            .div_ceil(if threads() > 1 { threads() * 4 } else { 1 });
-        for_each_chunk(
-            &mut data.as_bytes_mut()[..g.c_in * plane],
-            per.max(1) * plane,
-            || (),
-            |i, planes, _| {
-                for (j, dst) in planes.chunks_exact_mut(plane).enumerate() {
-                    let c = i * per + j;
-                    let src = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
-                    let pad = pad as u8;
-                    dst[..ph * wp].fill(pad);
-                    for (line, row) in dst[ph * wp..].chunks_exact_mut(wp).enumerate() {
-                        let Some(s) = src.get(line * g.in_w..(line + 1) * g.in_w) else {
-                            row.fill(pad);
-                            continue;
-                        };
-                        row[..pw].fill(pad);
-                        // What `to_i8` does, one loop per case so that each vectorises.
-                        let d = &mut row[pw..pw + g.in_w];
-                        if signed {
-                            d.copy_from_slice(s);
-                        } else {
-                            for (d, s) in d.iter_mut().zip(s) {
-                                *d = s ^ 0x80;
-                            }
-                        }
-                        row[pw + g.in_w..].fill(pad);
+        let (hp, wp) = g.padded_hw();
+        // Every byte of the planes is written by `fill_padded`, each once (the slack's value is
+        // never used: its bytes only fill lanes that are masked or dropped).
+        let mut data = unsafe { Blob::new_for_size_and_align(g.c_in * hp * wp + 32, 16) };
+        fill_padded(
+            g,
+            x,
+            pad as u8,
+            &mut data.as_bytes_mut()[..g.c_in * hp * wp],
+            |d, s| {
+                // What `to_i8` does, one loop per case so that each vectorises.
+                if signed {
+                    d.copy_from_slice(s);
+                } else {
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d = s ^ 0x80;
                     }
                 }
             },
         );
-        let taps = (0..g.k())
-            .map(|kk| {
-                let (c, tap) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
-                c * plane + (tap / g.kw) * dh * wp + (tap % g.kw) * dw
-            })
-            .collect();
-        PaddedInput { data, wp, taps }
+        PaddedInput {
+            data,
+            wp,
+            taps: g.taps(hp, wp),
+        }
     }
 
     /// Where output position `pos` starts.
     fn base(&self, g: &Geometry, pos: usize) -> usize {
-        (pos / g.out_w) * g.stride.0 * self.wp + (pos % g.out_w) * g.stride.1
+        g.base(self.wp, pos)
     }
 }
 
@@ -834,17 +915,6 @@ pub(super) fn plan_parts(
     ) {
         return Err(format!("output type {:?}", out_fact.datum_type));
     }
-    if conv.kernel_fmt != KernelFormat::OIHW {
-        return Err(format!("kernel format {:?}", conv.kernel_fmt));
-    }
-    let ps = &conv.pool_spec;
-    if ps.data_format != DataFormat::NCHW || ps.kernel_shape.len() != 2 {
-        return Err(format!(
-            "data format {:?}, {}-d kernel",
-            ps.data_format,
-            ps.kernel_shape.len()
-        ));
-    }
     let x_fact = model
         .outlet_fact(node.inputs[0])
         .map_err(|e| e.to_string())?;
@@ -853,35 +923,12 @@ pub(super) fn plan_parts(
         return Err(format!("input type {x_dt:?}"));
     }
     let shape = x_fact.shape.as_concrete().ok_or("symbolic input shape")?;
-    if shape.len() != 4 || shape[0] != 1 {
-        return Err(format!("input shape {shape:?} (want [1, C, H, W])"));
-    }
     let out_shape = out_fact
         .shape
         .as_concrete()
         .ok_or("symbolic output shape")?
         .to_vec();
-    let computed = ps.computed_padding(&shape[2..]);
-    let strides = ps.strides();
-    let dilations = ps.dilations();
-    let geo = Geometry {
-        c_in: shape[1],
-        c_out: ps.output_channels,
-        in_h: shape[2],
-        in_w: shape[3],
-        out_h: computed[0].convoluted,
-        out_w: computed[1].convoluted,
-        kh: ps.kernel_shape[0],
-        kw: ps.kernel_shape[1],
-        stride: (strides[0], strides[1]),
-        dilation: (dilations[0], dilations[1]),
-        pad: (computed[0].pad_before, computed[1].pad_before),
-    };
-    if out_shape != [1, geo.c_out, geo.out_h, geo.out_w] {
-        return Err(format!(
-            "output shape {out_shape:?} disagrees with the geometry {geo:?}"
-        ));
-    }
+    let geo = Geometry::of(conv, shape, &out_shape)?;
     let depthwise = conv.group > 1 && conv.group == geo.c_in && conv.group == geo.c_out;
     if conv.group != 1 && !depthwise {
         return Err(format!("group {}", conv.group));

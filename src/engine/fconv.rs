@@ -1,0 +1,668 @@
+//! A float convolution whose im2col panels are copied from a padded copy of the input.
+//!
+//! tract 0.23.9 runs a 3x3 f32 convolution too narrow for its direct spatial kernel (an output
+//! row under 128 points) as a `Pad` node, then a lazy im2col that gathers every element of every
+//! packed panel through two offset tables (`LazyIm2colInput::write`), then its matrix product.
+//! In nanodet-g-int8-qdq's float stem (two 3x3 convs, 288 taps, 104x104 outputs) the gathers took
+//! more time than the products. [`PanelConv`] keeps tract's f32 kernel and its choice of it
+//! (`MmmDispatch::pick`), and the bias and LeakyRelu tract fuses into it, and replaces the rest:
+//! - the input is copied once into padded planes ([`super::qconv::fill_padded`], split over the
+//!   pool), so every tap of every output position is a plain offset and no `Pad` node runs;
+//! - the matrix product asks for its B panels one at a time ([`PanelInput`], a lazy input as
+//!   tract's own): where a panel's `r` columns lie in one output row at stride 1 (most of them),
+//!   each of its k rows is one copy of `r` contiguous floats; other panels are gathered.
+//!
+//! The products and their order are tract's, so the output is tract's up to the order in which the
+//! kernel adds the bias (checked in `tests/engine_fconv.rs` against tract's plan and onnxruntime).
+//! [`NO_PANELCONV_ENV`]`=1` leaves every conv to tract (the A/B switch).
+
+use std::fmt;
+use std::sync::Arc;
+
+use tract_core::internal::*;
+use tract_core::ops::cnn::conv::Conv;
+use tract_core::ops::element_wise::ElementWiseOp;
+use tract_core::ops::identity::Identity;
+use tract_core::ops::nn::LeakyRelu;
+use tract_linalg::mmm::EagerPackedInput;
+use tract_linalg::mmm::{
+    AsInputValue, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul, PackedExoticFact, Query,
+};
+use tract_linalg::pack::PackedFormat;
+use tract_linalg::{BinOp, WeightType};
+
+use super::pass::{env_off, GraphPass, Stage};
+use super::qconv::{fill_padded, Geometry};
+
+/// Set to `1` to leave every f32 convolution to tract (the A/B of [`PanelConv`]).
+pub const NO_PANELCONV_ENV: &str = "LOOKOUT_NO_PANELCONV";
+
+#[derive(Debug)]
+struct Params {
+    geo: Geometry,
+    mmm: Box<dyn MatMatMul>,
+    packing: usize,
+    packed_w: Box<dyn MMMInputValue>,
+    /// How the kernel wants its B panels (`r` columns, k rows of them, and its alignment).
+    b_format: PackedFormat,
+    /// Per output channel.
+    bias: Tensor,
+    /// The slope of a LeakyRelu fused into the kernel's store, as tract fuses it.
+    leaky: Option<Tensor>,
+}
+
+/// Drop-in replacement for an f32 [`Conv`] node (and the LeakyRelu after it, when there is one):
+/// same inputs (it reads only the activation; the weights are packed at load).
+#[derive(Debug, Clone)]
+pub struct PanelConv {
+    params: Arc<Params>,
+}
+
+impl PartialEq for PanelConv {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.params, &other.params)
+    }
+}
+impl Eq for PanelConv {}
+
+impl Op for PanelConv {
+    fn name(&self) -> StaticName {
+        "PanelConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let p = &*self.params;
+        let g = &p.geo;
+        Ok(vec![format!(
+            "{}x{} stride {:?} dilation {:?} pad {:?}, {}→{} channels{}, matmul m:{} k:{} n:{} with {}",
+            g.kh,
+            g.kw,
+            g.stride,
+            g.dilation,
+            g.pad,
+            g.c_in,
+            g.c_out,
+            if p.leaky.is_some() { ", LeakyRelu" } else { "" },
+            g.c_out,
+            g.k(),
+            g.n(),
+            p.mmm.name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for PanelConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let p = &*self.params;
+        let g = &p.geo;
+        let x = &inputs[0];
+        ensure!(
+            x.datum_type() == f32::datum_type() && x.len() == g.c_in * g.in_h * g.in_w,
+            "PanelConv: input {:?} of shape {:?}, expected f32 [1, {}, {}, {}]",
+            x.datum_type(),
+            x.shape(),
+            g.c_in,
+            g.in_h,
+            g.in_w
+        );
+        let x = x.try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
+        let (hp, wp) = g.padded_hw();
+        let mut planes = vec![0f32; g.c_in * hp * wp];
+        fill_padded(g, x, 0.0, &mut planes, |d, s| d.copy_from_slice(s));
+        let b = PanelInput {
+            planes: Arc::new(planes),
+            taps: Arc::new(g.taps(hp, wp)),
+            wp,
+            geo: g.clone(),
+            fact: PackedExoticFact {
+                format: Box::new(PanelFormat(p.b_format.clone())),
+                mn: g.n().to_dim(),
+                k: g.k(),
+            },
+            format: PanelFormat(p.b_format.clone()),
+        };
+        let mut c = unsafe { Tensor::uninitialized::<f32>(&[g.c_out, g.n()])? };
+        unsafe {
+            let store = p.mmm.c_view(Some(0), Some(1)).wrap(&c.view_mut());
+            let mut specs = vec![
+                FusedSpec::AddMatMul {
+                    a: AsInputValue::Borrowed(&*p.packed_w),
+                    b: AsInputValue::Borrowed(&b),
+                    packing: p.packing,
+                },
+                FusedSpec::BinPerRow(p.bias.view(), BinOp::Add),
+            ];
+            if let Some(alpha) = &p.leaky {
+                specs.push(FusedSpec::LeakyRelu(alpha));
+            }
+            specs.push(FusedSpec::Store(store));
+            p.mmm.run(g.c_out, g.n(), &specs)?;
+        }
+        let out = c.into_shape(&[1, g.c_out, g.out_h, g.out_w])?;
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for PanelConv {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let g = &self.params.geo;
+        Ok(tvec!(f32::fact([1, g.c_out, g.out_h, g.out_w])))
+    }
+
+    as_op!();
+}
+
+/// The im2col matrix (`k × n`) of one run, handed to tract's kernel panel by panel.
+#[derive(Clone, Debug)]
+struct PanelInput {
+    planes: Arc<Vec<f32>>,
+    taps: Arc<Vec<usize>>,
+    wp: usize,
+    geo: Geometry,
+    format: PanelFormat,
+    fact: PackedExoticFact,
+}
+
+/// The kernel's B packing (`r`-column panels, k rows each), as a format of its own: tract's
+/// kernel loop asks whether B is a plain `PackedFormat` (packed once, up front) and, when it is
+/// not, walks the output column-panel first so that each lazily made panel is made once (as for
+/// its own lazy im2col). Seen as a plain `PackedFormat`, a panel was remade for every row tile:
+/// nanodet-g's fp32 convs took 1.8x tract's time.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct PanelFormat(PackedFormat);
+
+impl fmt::Display for PanelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PanelIm2col({})", self.0)
+    }
+}
+
+impl MMMInputFormat for PanelFormat {
+    fn prepare_tensor(&self, _t: &Tensor, _k_axis: usize, _mn_axis: usize) -> TractResult<Tensor> {
+        bail!("PanelFormat: made by PanelConv only")
+    }
+    fn prepare_one_view(
+        &self,
+        _t: &TensorView,
+        _k_axis: usize,
+        _mn_axis: usize,
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        bail!("PanelFormat: made by PanelConv only")
+    }
+    fn precursor(&self) -> WeightType {
+        self.0.precursor()
+    }
+    fn r(&self) -> usize {
+        self.0.r
+    }
+    fn k_alignment(&self) -> usize {
+        1
+    }
+    fn mem_size(&self, k: TDim, mn: TDim) -> TDim {
+        k * mn * self.0.dt.size_of()
+    }
+    fn extract_at_mn_f16(
+        &self,
+        _data: &EagerPackedInput,
+        _mn: usize,
+        _slice: &mut [f16],
+    ) -> TractResult<()> {
+        bail!("PanelFormat: no extraction")
+    }
+    fn extract_at_mn_f32(
+        &self,
+        _data: &EagerPackedInput,
+        _mn: usize,
+        _slice: &mut [f32],
+    ) -> TractResult<()> {
+        bail!("PanelFormat: no extraction")
+    }
+}
+
+impl PartialEq for PanelInput {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.planes, &other.planes)
+    }
+}
+impl Eq for PanelInput {}
+
+impl std::hash::Hash for PanelInput {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.planes) as usize, self.taps.len(), self.wp).hash(state);
+    }
+}
+
+impl fmt::Display for PanelInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PanelInput (k={} n={})", self.taps.len(), self.geo.n())
+    }
+}
+
+impl PanelInput {
+    /// Panel `i` into `out` (`k` rows of `r` floats, then zeros to the end): columns
+    /// `i·r .. i·r + r` of the im2col matrix, zero past `n`.
+    fn panel(&self, i: usize, out: &mut [f32]) {
+        let (g, r, k) = (&self.geo, self.format.0.r, self.taps.len());
+        let col0 = i * r;
+        let lanes = r.min(g.n().saturating_sub(col0));
+        let (rows, rest) = out.split_at_mut(k * r);
+        rest.fill(0.0);
+        let planes = &self.planes[..];
+        if lanes == r && col0 % g.out_w + r <= g.out_w && g.stride.1 == 1 {
+            let base = g.base(self.wp, col0);
+            match r {
+                8 => copy_rows::<8>(planes, base, &self.taps, rows),
+                12 => copy_rows::<12>(planes, base, &self.taps, rows),
+                16 => copy_rows::<16>(planes, base, &self.taps, rows),
+                _ => {
+                    for (row, tap) in rows.chunks_exact_mut(r).zip(self.taps.iter()) {
+                        row.copy_from_slice(&planes[base + tap..][..r]);
+                    }
+                }
+            }
+            return;
+        }
+        let bases: Vec<usize> = (col0..col0 + lanes).map(|p| g.base(self.wp, p)).collect();
+        for (row, tap) in rows.chunks_exact_mut(r).zip(self.taps.iter()) {
+            for (lane, o) in row.iter_mut().enumerate() {
+                *o = bases.get(lane).map_or(0.0, |b| planes[b + tap]);
+            }
+        }
+    }
+}
+
+/// Every row of a panel whose `R` columns are contiguous in the planes: `R` floats from
+/// `base + tap` (a fixed-size copy, not a `memcpy` call per row).
+fn copy_rows<const R: usize>(planes: &[f32], base: usize, taps: &[usize], rows: &mut [f32]) {
+    for (row, tap) in rows.chunks_exact_mut(R).zip(taps) {
+        let src: &[f32; R] = planes[base + tap..][..R].try_into().expect("R floats");
+        let dst: &mut [f32; R] = row.try_into().expect("R floats");
+        *dst = *src;
+    }
+}
+
+impl MMMInputValue for PanelInput {
+    fn format(&self) -> &dyn MMMInputFormat {
+        &self.format
+    }
+    fn scratch_panel_buffer_layout(&self) -> Option<std::alloc::Layout> {
+        Some(self.format.0.single_panel_layout(self.taps.len(), 4))
+    }
+    fn panel_bytes(&self, i: usize, buffer: Option<*mut u8>) -> TractResult<*const u8> {
+        let buffer = buffer.context("PanelInput: no scratch buffer for a panel")?;
+        let len = self.format.0.single_panel_len(self.taps.len());
+        // SAFETY: tract hands a buffer of `scratch_panel_buffer_layout` (f32-aligned, `len`
+        // floats), used by this call alone.
+        let out = unsafe { std::slice::from_raw_parts_mut(buffer as *mut f32, len) };
+        self.panel(i, out);
+        Ok(buffer)
+    }
+    fn mn(&self) -> usize {
+        self.geo.n()
+    }
+    fn k(&self) -> usize {
+        self.taps.len()
+    }
+    fn exotic_fact(&self) -> &dyn ExoticFact {
+        &self.fact
+    }
+    fn extract_at_mn_f16(&self, _mn: usize, _slice: &mut [f16]) -> TractResult<()> {
+        bail!("PanelInput: no extraction")
+    }
+    fn extract_at_mn_f32(&self, _mn: usize, _slice: &mut [f32]) -> TractResult<()> {
+        bail!("PanelInput: no extraction")
+    }
+}
+
+/// The [`PanelConv`] for an f32 conv node, or why it stays with tract.
+fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<PanelConv, String> {
+    if conv.q_params.is_some() || conv.group != 1 || node.inputs.len() != 3 {
+        return Err(format!(
+            "quantized, grouped ({}) or {} inputs",
+            conv.group,
+            node.inputs.len()
+        ));
+    }
+    let x_fact = model
+        .outlet_fact(node.inputs[0])
+        .map_err(|e| e.to_string())?;
+    if x_fact.datum_type != f32::datum_type() {
+        return Err(format!("input type {:?}", x_fact.datum_type));
+    }
+    let shape = x_fact.shape.as_concrete().ok_or("symbolic input shape")?;
+    let out_shape = node.outputs[0]
+        .fact
+        .shape
+        .as_concrete()
+        .ok_or("symbolic output shape")?;
+    let geo = Geometry::of(conv, shape, out_shape)?;
+    // A 1x1 conv at stride 1 is a plain matrix product of the input in tract: nothing to gather.
+    if geo.kh * geo.kw == 1 && geo.stride == (1, 1) {
+        return Err("1x1 at stride 1".into());
+    }
+    // tract's direct spatial conv takes output rows of 128 points or more with at most 576 taps
+    // (`Conv::can_direct_spatial`, where its kernels exist), and beats a matrix product there:
+    // nanodet-g's stem conv (3→32, 27 taps, 208x208) 2.8 ms in it, 5.8 ms here.
+    if geo.out_w >= 128 && geo.k() <= 576 {
+        return Err(format!(
+            "tract's direct spatial conv shape ({} taps, rows of {})",
+            geo.k(),
+            geo.out_w
+        ));
+    }
+    let konst = |ix: usize| {
+        model
+            .outlet_fact(node.inputs[ix])
+            .ok()
+            .and_then(|f| f.konst.clone())
+            .ok_or(format!("input {ix} is not a constant"))
+    };
+    let kernel = konst(1)?;
+    let bias = konst(2)?;
+    if kernel.shape() != [geo.c_out, geo.c_in, geo.kh, geo.kw] {
+        return Err(format!("kernel shape {:?}", kernel.shape()));
+    }
+    let bias = bias
+        .cast_to::<f32>()
+        .map_err(|e| format!("bias: {e}"))?
+        .into_owned();
+    let bias: Vec<f32> = match bias.len() {
+        1 => vec![bias.cast_to_scalar::<f32>().map_err(|e| e.to_string())?; geo.c_out],
+        l if l == geo.c_out => bias
+            .try_as_plain_ram()
+            .and_then(|b| Ok(b.as_slice::<f32>()?.to_vec()))
+            .map_err(|e| e.to_string())?,
+        l => return Err(format!("{l} biases for {} channels", geo.c_out)),
+    };
+    let query = Query {
+        weight: f32::datum_type().into(),
+        activation: f32::datum_type(),
+        accumulators: tvec!(f32::datum_type()),
+        store: None,
+        allow_extractor: false,
+        m: Some(geo.c_out),
+        k: Some(geo.k()),
+        n: Some(geo.n()),
+    };
+    let (mmm, packing, _) = tract_linalg::MmmDispatch::native()
+        .pick(&query)
+        .ok_or("no f32 matmul kernel")?;
+    let b_format = mmm.packings()[packing]
+        .1
+        .downcast_ref::<PackedFormat>()
+        .ok_or("the kernel's B packing is not a plain PackedFormat")?
+        .clone();
+    if b_format.dt != f32::datum_type() {
+        return Err(format!("the kernel packs B as {:?}", b_format.dt));
+    }
+    let a = kernel
+        .clone()
+        .into_tensor()
+        .into_shape(&[geo.c_out, geo.k()])
+        .map_err(|e| e.to_string())?;
+    let packed_w = mmm.packings()[packing]
+        .0
+        .prepare_one(&a, 1, 0)
+        .map_err(|e| format!("packing the weights: {e}"))?;
+    let bias = tensor1(&bias);
+    // Kernels say which fused operations they run (an unsupported one fails at run time: SVE's
+    // f32 kernel under qemu-aarch64 refused the LeakyRelu, "returned error 1").
+    if !mmm.can_fuse(&FusedSpec::BinPerRow(bias.view(), BinOp::Add)) {
+        return Err(format!("{} cannot add a bias per row", mmm.name()));
+    }
+    Ok(PanelConv {
+        params: Arc::new(Params {
+            geo,
+            mmm,
+            packing,
+            packed_w,
+            b_format,
+            bias,
+            leaky: None,
+        }),
+    })
+}
+
+/// The slope of `node` when it is an f32 LeakyRelu.
+fn leaky_alpha(node: &TypedNode) -> Option<f32> {
+    let ew = node.op_as::<ElementWiseOp>()?;
+    Some(ew.0.downcast_ref::<LeakyRelu>()?.alpha)
+}
+
+/// Swaps tract's f32 [`Conv`] (group 1, NCHW, batch 1, not 1x1) for [`PanelConv`], with the
+/// LeakyRelu after it folded in (that node becomes an identity, which tract then removes). Runs on
+/// the decluttered model, before tract picks its conv kernels.
+pub struct PanelConvPass;
+
+impl GraphPass for PanelConvPass {
+    fn name(&self) -> &'static str {
+        "PanelConv"
+    }
+    fn replaces(&self) -> &'static str {
+        "f32 Conv"
+    }
+    fn stage(&self) -> Stage {
+        Stage::BeforeCodegen
+    }
+    fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
+        if env_off(NO_PANELCONV_ENV) {
+            return Ok(0);
+        }
+        let mut swaps = vec![];
+        for node in model.nodes() {
+            let Some(conv) = node.op_as::<Conv>() else {
+                continue;
+            };
+            match plan(model, node, conv) {
+                Ok(mut op) => {
+                    // The LeakyRelu that alone reads this conv's output, unless that output is
+                    // also a model output.
+                    let succ = model.outlet_successors(OutletId::new(node.id, 0));
+                    let leaky = match succ {
+                        [only] if !model.outputs.contains(&OutletId::new(node.id, 0)) => {
+                            leaky_alpha(&model.nodes()[only.node]).map(|a| (only.node, a))
+                        }
+                        _ => None,
+                    };
+                    let leaky = leaky.filter(|(_, alpha)| {
+                        op.params
+                            .mmm
+                            .can_fuse(&FusedSpec::LeakyRelu(&tensor0(*alpha)))
+                    });
+                    if let Some((_, alpha)) = leaky {
+                        if let Some(p) = Arc::get_mut(&mut op.params) {
+                            p.leaky = Some(tensor0(alpha));
+                        }
+                    }
+                    swaps.push((node.id, op, leaky.map(|(id, _)| id)));
+                }
+                Err(why) => log::debug!("{}: left to tract's conv: {why}", node.name),
+            }
+        }
+        let n = swaps.len();
+        for (id, op, leaky) in swaps {
+            model.node_mut(id).op = Box::new(op);
+            if let Some(leaky) = leaky {
+                model.node_mut(leaky).op = Box::new(Identity);
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
+    use tract_core::ops::nn::{leaky_relu, DataFormat};
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    type Pair = (usize, usize);
+    /// c_in, c_out, input (h, w), kernel, stride, dilation, pads (before, after).
+    type Case = (
+        usize,
+        usize,
+        Pair,
+        Pair,
+        Pair,
+        Pair,
+        ([usize; 2], [usize; 2]),
+    );
+
+    /// One conv (`c_in → c_out`, kernel, stride, dilation, pads before and after) on a
+    /// `[1, c_in, h, w]` source, with a LeakyRelu after it when `leaky`, and (when `shared`) its
+    /// output also a model output, so that the LeakyRelu cannot be folded in.
+    #[allow(clippy::too_many_arguments)]
+    fn model(
+        c_in: usize,
+        c_out: usize,
+        hw: Pair,
+        k: Pair,
+        s: Pair,
+        d: Pair,
+        pads: ([usize; 2], [usize; 2]),
+        leaky: bool,
+        shared: bool,
+    ) -> TypedModel {
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([1, c_in, hw.0, hw.1])).unwrap();
+        let w = Tensor::from_shape(
+            &[c_out, c_in, k.0, k.1],
+            &values(c_out * c_in * k.0 * k.1, 7),
+        )
+        .unwrap();
+        let w = m.add_const("w", w).unwrap();
+        let b = m.add_const("b", tensor1(&values(c_out, 11))).unwrap();
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![k.0, k.1],
+                padding: PaddingSpec::Explicit(
+                    pads.0.iter().copied().collect(),
+                    pads.1.iter().copied().collect(),
+                ),
+                dilations: Some(tvec![d.0, d.1]),
+                strides: Some(tvec![s.0, s.1]),
+                input_channels: c_in,
+                output_channels: c_out,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let y = m.wire_node("conv", conv, &[x, w, b]).unwrap()[0];
+        let mut outputs = vec![];
+        if leaky {
+            outputs.push(m.wire_node("leaky", leaky_relu(0.1), &[y]).unwrap()[0]);
+        }
+        if shared || !leaky {
+            outputs.push(y);
+        }
+        m.select_output_outlets(&outputs).unwrap();
+        m
+    }
+
+    fn run(model: &TypedModel, threads: usize, x: &Tensor) -> Vec<Tensor> {
+        let plan = model
+            .clone()
+            .into_runnable_with_options(&super::super::run_options(threads))
+            .unwrap();
+        let go = || {
+            plan.run(tvec!(x.clone().into()))
+                .unwrap()
+                .into_iter()
+                .map(|t| t.into_tensor())
+                .collect()
+        };
+        if threads > 1 {
+            multithread_tract_scope(Executor::multithread(threads), go)
+        } else {
+            go()
+        }
+    }
+
+    /// Against tract's own plan of the same conv: one-row panels at stride 1, gathered panels
+    /// (stride 2, lines shorter than a panel, a partial last panel), dilation, a 1x3 kernel,
+    /// padding after only, with and without a fused LeakyRelu, at 1 and 3 threads.
+    #[test]
+    fn same_as_tracts_plan() {
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            (8, 16, (20, 37), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1])),
+            (5, 12, (21, 40), (3, 3), (2, 2), (1, 1), ([1, 1], [1, 1])),
+            (4, 8, (9, 7), (3, 3), (1, 1), (2, 2), ([2, 2], [2, 2])),
+            (6, 4, (13, 30), (1, 3), (1, 1), (1, 1), ([0, 1], [0, 1])),
+            (3, 20, (16, 16), (3, 3), (2, 2), (1, 1), ([0, 0], [1, 1])),
+        ];
+        for &(c_in, c_out, hw, k, s, d, pads) in cases {
+            for (leaky, shared) in [(false, false), (true, false), (true, true)] {
+                let tract = model(c_in, c_out, hw, k, s, d, pads, leaky, shared);
+                let mut ours = tract.clone().into_decluttered().unwrap();
+                let n = PanelConvPass.run(&mut ours).unwrap();
+                assert_eq!(n, 1, "{c_in}→{c_out} {hw:?} k {k:?} s {s:?}");
+                let ours = ours.into_optimized().unwrap();
+                let names: Vec<String> = ours
+                    .nodes()
+                    .iter()
+                    .map(|n| n.op().name().to_string())
+                    .collect();
+                assert!(names.iter().any(|n| n == "PanelConv"), "{names:?}");
+                // Folded in: no LeakyRelu left, unless the conv's output is read twice or the
+                // kernel cannot fuse one (SVE's f32 kernel, under qemu-aarch64).
+                let op = ours
+                    .nodes()
+                    .iter()
+                    .find_map(|n| n.op_as::<PanelConv>())
+                    .unwrap();
+                let fused = op.params.leaky.is_some();
+                assert!(!fused || (leaky && !shared));
+                assert_eq!(
+                    names.iter().any(|n| n.contains("LeakyRelu")),
+                    leaky && !fused,
+                    "{names:?}"
+                );
+                if leaky && !shared && cfg!(target_arch = "x86_64") {
+                    assert!(fused, "x86-64's f32 kernels fuse a LeakyRelu");
+                }
+                let tract = tract.into_optimized().unwrap();
+                let x = Tensor::from_shape(&[1, c_in, hw.0, hw.1], &values(c_in * hw.0 * hw.1, 3))
+                    .unwrap();
+                let want = run(&tract, 1, &x);
+                for threads in [1, 3] {
+                    let got = run(&ours, threads, &x);
+                    assert_eq!(want.len(), got.len());
+                    for (a, b) in want.iter().zip(&got) {
+                        assert_eq!(a.shape(), b.shape());
+                        let a = a.to_plain_array_view::<f32>().unwrap();
+                        let b = b.to_plain_array_view::<f32>().unwrap();
+                        for (x, y) in a.iter().zip(b.iter()) {
+                            assert!(
+                                (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                                "{c_in}→{c_out} {hw:?} k {k:?} s {s:?} d {d:?} leaky {leaky} \
+                                 threads {threads}: tract {x}, ours {y}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
