@@ -6,7 +6,7 @@
 //! In nanodet-g-int8-qdq's float stem (two 3x3 convs, 288 taps, 104x104 outputs) the gathers took
 //! more time than the products. [`PanelConv`] keeps tract's f32 kernel and its choice of it
 //! (`MmmDispatch::pick`), and the bias and LeakyRelu tract fuses into it, and replaces the rest:
-//! - the input is copied once into padded planes ([`super::qconv::fill_padded`], split over the
+//! - the input is copied once into padded planes ([`super::im2col::fill_padded`], split over the
 //!   pool), so every tap of every output position is a plain offset and no `Pad` node runs;
 //! - the matrix product asks for its B panels one at a time ([`PanelInput`], a lazy input as
 //!   tract's own): where a panel's `r` columns lie in one output row at stride 1 (most of them),
@@ -31,8 +31,8 @@ use tract_linalg::mmm::{
 use tract_linalg::pack::PackedFormat;
 use tract_linalg::{BinOp, WeightType};
 
+use super::im2col::{fill_padded, Geometry};
 use super::pass::{env_off, GraphPass, Stage};
-use super::qconv::{fill_padded, Geometry};
 
 /// Set to `1` to leave every f32 convolution to tract (the A/B of [`PanelConv`]).
 pub const NO_PANELCONV_ENV: &str = "LOOKOUT_NO_PANELCONV";

@@ -15,6 +15,7 @@ mod convint;
 mod dynquant;
 mod fconv;
 mod fold;
+mod im2col;
 mod maxpool;
 pub mod onnx;
 mod par;
