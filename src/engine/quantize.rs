@@ -77,8 +77,27 @@ impl TypedOp for FastQuantize {
     as_op!();
 }
 
-/// `out[i] = clamp(round_ties_even(x[i] · scale) + zp)` as u8 (or i8 bytes).
+/// `out[i] = clamp(round_ties_even(x[i] · scale) + zp)` as u8 (or i8 bytes). Compiled a second
+/// time for AVX2 and picked at run time where the CPU has it, as `QConv`'s requantization (same
+/// operations, so the same bytes).
 pub fn quantize(xs: &[f32], scale: f32, zp: i32, signed: bool, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { quantize_avx2(xs, scale, zp, signed, out) };
+        return;
+    }
+    quantize_any(xs, scale, zp, signed, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2(xs: &[f32], scale: f32, zp: i32, signed: bool, out: &mut [u8]) {
+    quantize_any(xs, scale, zp, signed, out)
+}
+
+#[inline(always)]
+fn quantize_any(xs: &[f32], scale: f32, zp: i32, signed: bool, out: &mut [u8]) {
     let zp = zp as f32;
     store_8bit(xs, signed, out, |x| {
         let v = x * scale;
