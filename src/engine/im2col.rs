@@ -11,7 +11,7 @@ use tract_core::ops::nn::DataFormat;
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact};
 use tract_linalg::pack::PackedI8K4;
 
-use super::par::{for_each_chunk, threads};
+use super::par::{for_each_chunk, per_task};
 
 /// Convolution geometry, all concrete (the rewrite only takes pinned shapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,12 +211,10 @@ pub(super) fn fill_padded<T: Copy + Send + Sync>(
     let (hp, wp) = g.padded_hw();
     let (ph, pw) = g.pad;
     let plane = hp * wp;
-    let per = g
-        .c_in
-        .div_ceil(if threads() > 1 { threads() * 4 } else { 1 });
+    let per = per_task(g.c_in);
     for_each_chunk(
         &mut dst[..g.c_in * plane],
-        per.max(1) * plane,
+        per * plane,
         || (),
         |i, planes, _| {
             for (j, dst) in planes.chunks_exact_mut(plane).enumerate() {
@@ -247,6 +245,9 @@ struct PaddedInput {
     wp: usize,
     /// Per im2col row `kk = (c, ky, kx)`: the offset its tap adds.
     taps: Vec<usize>,
+    /// The largest of `taps`, for the bound a panel's SIMD loads are checked against (once per
+    /// run here, not once per panel).
+    max_tap: usize,
 }
 
 impl PaddedInput {
@@ -271,10 +272,12 @@ impl PaddedInput {
                 }
             },
         );
+        let taps = g.taps(hp, wp);
         PaddedInput {
             data,
             wp,
-            taps: g.taps(hp, wp),
+            max_tap: taps.iter().copied().max().unwrap_or(0),
+            taps,
         }
     }
 
@@ -316,10 +319,8 @@ pub(super) fn im2col_packed_k4(
     let packed = blob.as_bytes_mut();
     packed[panels * panel_len..].fill(0);
     let xp = PaddedInput::new(g, x, signed, pad_value(signed, x0));
-    // Runs of whole panels are independent (each a contiguous part of the blob): with threads, a
-    // few runs per thread.
-    let runs = if threads() > 1 { threads() * 4 } else { 1 };
-    let per_run = panels.div_ceil(runs).max(1);
+    // Runs of whole panels are independent (each a contiguous part of the blob).
+    let per_run = per_task(panels);
     for_each_chunk(
         &mut packed[..panels * panel_len],
         per_run * panel_len,
@@ -354,17 +355,21 @@ fn pack_panel(
     lanes: usize,
     dst: &mut [u8],
 ) {
-    if r == 16 {
+    if r == 16 && simd::AVAILABLE {
         if let Some(segs) = Segments::of(g, xp, col0, lanes) {
-            if simd::gather_interleave16(
-                xp.data.as_bytes(),
-                &segs.0[..segs.1],
-                &xp.taps,
-                g.stride.1,
-                dst,
-            ) {
-                return;
-            }
+            let (data, segs, sw) = (xp.data.as_bytes(), &segs.0[..segs.1], g.stride.1);
+            // What `gather_interleave16` reads: from each run's offset plus any tap, 16 bytes
+            // (32 at stride 2); what it writes: 64 bytes per four taps.
+            assert!(
+                (sw == 1 || sw == 2)
+                    && dst.len() >= xp.taps.len().div_ceil(4) * 64
+                    && segs
+                        .iter()
+                        .all(|(off, _)| off + xp.max_tap + 32 <= data.len())
+            );
+            // SAFETY: the bounds are checked just above (`max_tap` is the largest of `taps`).
+            unsafe { simd::gather_interleave16(data, segs, &xp.taps, sw, dst) };
+            return;
         }
     }
     let bases: Vec<usize> = (col0..col0 + lanes).map(|p| xp.base(g, p)).collect();
@@ -413,26 +418,25 @@ impl Segments {
 }
 
 mod simd {
+    /// Whether this architecture has [`gather_interleave16`].
+    pub const AVAILABLE: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
     /// A 16-lane panel (`out`, column by column in groups of four rows): row `kk` is
     /// `taps[kk]`'s bytes of every run in `segs` (see `Segments`), zero past `taps` (k padding).
-    /// False where no SIMD path exists.
+    ///
+    /// # Safety
+    /// `sw` is 1 or 2, `out` holds `taps.len().div_ceil(4) * 64` bytes, and every run's offset
+    /// plus every tap plus 32 is within `data` (a stride-2 row reads 32 bytes).
     #[cfg(target_arch = "x86_64")]
-    pub fn gather_interleave16(
+    pub unsafe fn gather_interleave16(
         data: &[u8],
         segs: &[(usize, [u8; 16])],
         taps: &[usize],
         sw: usize,
         out: &mut [u8],
-    ) -> bool {
+    ) {
         use std::arch::x86_64::*;
-        let max_tap = taps.iter().max().copied().unwrap_or(0);
-        assert!(
-            (sw == 1 || sw == 2)
-                && out.len() >= taps.len().div_ceil(4) * 64
-                && segs.iter().all(|(off, _)| off + max_tap + 32 <= data.len())
-        );
-        // SSE2 is part of x86_64; every load is inside `data` (checked above: a stride-2 row
-        // reads 32 bytes).
+        // SSE2 is part of x86_64; the bounds are the caller's (see Safety).
         unsafe {
             let even = _mm_set1_epi16(0x00ff);
             let load = |p: *const __m128i| -> __m128i {
@@ -476,25 +480,22 @@ mod simd {
                 _mm_storeu_si128(o.add(3), _mm_unpackhi_epi16(t1, t3));
             }
         }
-        true
     }
 
+    /// See the x86-64 version.
+    ///
+    /// # Safety
+    /// As there.
     #[cfg(target_arch = "aarch64")]
-    pub fn gather_interleave16(
+    pub unsafe fn gather_interleave16(
         data: &[u8],
         segs: &[(usize, [u8; 16])],
         taps: &[usize],
         sw: usize,
         out: &mut [u8],
-    ) -> bool {
+    ) {
         use std::arch::aarch64::*;
-        let max_tap = taps.iter().max().copied().unwrap_or(0);
-        assert!(
-            (sw == 1 || sw == 2)
-                && out.len() >= taps.len().div_ceil(4) * 64
-                && segs.iter().all(|(off, _)| off + max_tap + 32 <= data.len())
-        );
-        // NEON is part of aarch64; every load is inside `data` (checked above); LD2 splits even
+        // NEON is part of aarch64; the bounds are the caller's (see Safety); LD2 splits even
         // and odd bytes, ST4 stores four registers interleaved byte by byte.
         unsafe {
             let row = |kk: usize| -> uint8x16_t {
@@ -515,18 +516,21 @@ mod simd {
                 vst4q_u8(out.as_mut_ptr().add(64 * kb), v);
             }
         }
-        true
     }
 
+    /// Never called ([`AVAILABLE`] is false here).
+    ///
+    /// # Safety
+    /// None needed.
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    pub fn gather_interleave16(
+    pub unsafe fn gather_interleave16(
         _: &[u8],
         _: &[(usize, [u8; 16])],
         _: &[usize],
         _: usize,
         _: &mut [u8],
-    ) -> bool {
-        false
+    ) {
+        unreachable!("no SIMD panel gather on this architecture")
     }
 }
 

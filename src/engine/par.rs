@@ -12,6 +12,14 @@ pub(super) fn threads() -> usize {
     }
 }
 
+/// How many of `count` independent items one task takes when they are shared out over the pool:
+/// a few tasks per thread (so that one slow task does not hold the others up), and all of them
+/// in one task when the run has one thread. At least 1.
+pub(super) fn per_task(count: usize) -> usize {
+    let tasks = if threads() > 1 { threads() * 4 } else { 1 };
+    count.div_ceil(tasks).max(1)
+}
+
 /// Calls `f(i, chunk, scratch)` for every `n`-long chunk `i` of `out` (the last may be shorter): on
 /// tract's thread pool when the plan runs with one (`threads > 1`: tract sets it around every
 /// run), else in order on this thread. Each worker gets its own scratch from `init`.

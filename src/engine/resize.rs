@@ -12,7 +12,7 @@
 
 use tract_core::internal::*;
 
-use super::par::{for_each_chunk, threads};
+use super::par::{for_each_chunk, per_task};
 use super::pass::{swap_ops, GraphPass};
 use tract_core::ops::nn::resize::{resample_axis, AxisPlan, Resize};
 
@@ -76,14 +76,13 @@ impl EvalOp for PlannedResize {
             let mut out = vec![0f32; src.len() / len_in.max(1) * len_out];
             let inner: usize = shape[axis + 1..].iter().product();
             // Blocks (one `len_in × inner` run of the input, the `len_out × inner` run it gives)
-            // are independent: with threads, a few runs of blocks per thread.
+            // are independent.
             let (block_in, block_out) = (len_in * inner, len_out * inner);
-            let blocks = out.len().checked_div(block_out).unwrap_or(0);
-            let per_run = blocks.div_ceil(if threads() > 1 { threads() * 4 } else { 1 });
+            let per_run = per_task(out.len().checked_div(block_out).unwrap_or(0));
             let last = axis + 1 == shape.len();
             for_each_chunk(
                 &mut out,
-                per_run.max(1) * block_out,
+                per_run * block_out,
                 || (),
                 |i, out, _| {
                     let src = &src[i * per_run * block_in..][..out.len() / len_out * len_in];
