@@ -9,8 +9,28 @@ mod common;
 /// bias) and one it leaves to tract (grouped), on u8 and on i8 activations
 /// (`models/tools/make_qconv_fixture.py`): every conv's output equals tract's untouched plan and
 /// onnxruntime's (recorded by the script), byte for byte.
+///
+/// On x86 with AVX2 it runs three times: with QConv's own choice of int8 kernel, with tract's
+/// kernel and with lookout's AVX2 kernel (`LOOKOUT_I8_KERNEL`, read when a plan is made; this is the
+/// only test in this binary, so nothing else sees the variable change).
 #[test]
 fn qconv_equals_tract_and_onnxruntime_in_every_geometry() {
+    let kernels: &[Option<&str>] = if cfg!(target_arch = "x86_64") {
+        &[None, Some("tract"), Some("avx2")]
+    } else {
+        &[None]
+    };
+    for kernel in kernels {
+        match kernel {
+            Some(k) => std::env::set_var(lookout::engine::I8_KERNEL_ENV, k),
+            None => std::env::remove_var(lookout::engine::I8_KERNEL_ENV),
+        }
+        check_every_geometry(kernel.unwrap_or("default"));
+    }
+    std::env::remove_var(lookout::engine::I8_KERNEL_ENV);
+}
+
+fn check_every_geometry(kernel: &str) {
     use tract_onnx::prelude::*;
     for (tag, dt) in [("u8", u8::datum_type()), ("i8", i8::datum_type())] {
         let path = common::fixture(&format!("models/qconv/qconv-{tag}.onnx"));
@@ -28,7 +48,11 @@ fn qconv_equals_tract_and_onnxruntime_in_every_geometry() {
                 .unwrap()
         };
         let (ours, rewrites) = lookout::engine::optimize(load()).unwrap();
-        assert_eq!(rewrites.count("QConv"), 8, "{tag}: {rewrites}");
+        assert_eq!(
+            rewrites.count("QConv"),
+            8,
+            "{tag} ({kernel} kernel): {rewrites}"
+        );
         let ours = ours
             .into_runnable()
             .unwrap()
@@ -44,13 +68,13 @@ fn qconv_equals_tract_and_onnxruntime_in_every_geometry() {
         assert_eq!(ours.len(), 9);
         let mut ort_offset = 0;
         for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
-            assert_eq!(a.shape(), b.shape(), "{tag} output {i}");
+            assert_eq!(a.shape(), b.shape(), "{tag} ({kernel} kernel) output {i}");
             let differing = |x: &[u8], y: &[u8]| x.iter().zip(y).filter(|(p, q)| p != q).count();
             let n = a.len();
             assert_eq!(
                 differing(a.as_bytes(), b.as_bytes()),
                 0,
-                "{tag} output {i}: differs from tract's"
+                "{tag} ({kernel} kernel) output {i}: differs from tract's"
             );
             if i < 8 {
                 // The grouped conv (last) is tract's own and is not in the onnxruntime file.
@@ -59,13 +83,13 @@ fn qconv_equals_tract_and_onnxruntime_in_every_geometry() {
                 assert_eq!(
                     differing(a.as_bytes(), reference),
                     0,
-                    "{tag} output {i}: differs from onnxruntime's"
+                    "{tag} ({kernel} kernel) output {i}: differs from onnxruntime's"
                 );
             }
             let distinct: std::collections::BTreeSet<u8> = a.as_bytes().iter().copied().collect();
             assert!(
                 distinct.len() > 16,
-                "{tag} output {i}: degenerate ({} distinct values)",
+                "{tag} ({kernel} kernel) output {i}: degenerate ({} distinct values)",
                 distinct.len()
             );
         }

@@ -11,7 +11,7 @@ use tract_core::ops::nn::DataFormat;
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact};
 use tract_linalg::pack::PackedI8K4;
 
-use super::par::{for_each_chunk, per_task};
+use super::par::{for_each_chunk, for_each_range, per_task};
 
 /// Convolution geometry, all concrete (the rewrite only takes pinned shapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +342,39 @@ pub(super) fn im2col_packed_k4(
         panel_bytes: panel_len,
         mn: n,
     })
+}
+
+/// Columns per panel of [`for_each_panel16`].
+pub(super) const PANEL: usize = 16;
+
+/// The packed im2col of [`im2col_packed_k4`] with `r` = [`PANEL`], a panel at a time and never
+/// whole: `f(col0, lanes, panel, scratch)` for every panel (output positions `col0 .. col0 +
+/// lanes`; `panel` is k rounded up to 4, times 16 bytes), panels shared out over the pool, each
+/// worker packing into its own buffer, which is still in the first-level cache when `f` multiplies
+/// it ([`super::i8gemm`]).
+pub(super) fn for_each_panel16<S>(
+    g: &Geometry,
+    x: &[u8],
+    signed: bool,
+    x0: i32,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(usize, usize, &[u8], &mut S) + Sync + Send,
+) {
+    let (k, n) = (g.k(), g.n());
+    let panel_len = k.div_ceil(4) * 4 * PANEL;
+    let xp = PaddedInput::new(g, x, signed, pad_value(signed, x0));
+    for_each_range(
+        n.div_ceil(PANEL),
+        || (vec![0u8; panel_len], init()),
+        |panels, (buf, s)| {
+            for p in panels {
+                let col0 = p * PANEL;
+                let lanes = (n - col0).min(PANEL);
+                pack_panel(g, &xp, k, PANEL, col0, lanes, buf);
+                f(col0, lanes, buf, s);
+            }
+        },
+    );
 }
 
 /// One packed panel: output positions `col0 .. col0 + lanes` (`lanes <= r`; the lanes past them

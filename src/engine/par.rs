@@ -46,3 +46,31 @@ pub(super) fn for_each_chunk<T: Send, S>(
         f(i, chunk, &mut s);
     }
 }
+
+/// Calls `f(range, scratch)` for runs of `0 .. count` ([`per_task`] items each) that together
+/// cover it once: on tract's thread pool like [`for_each_chunk`], for work whose outputs are not
+/// one slice cut in order (a convolution writing a few columns of every channel).
+pub(super) fn for_each_range<S>(
+    count: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(std::ops::Range<usize>, &mut S) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let per = per_task(count);
+    let runs = count.div_ceil(per);
+    let run = |i: usize| i * per..((i + 1) * per).min(count);
+    if let Executor::MultiThread(pool) = current_tract_executor() {
+        if pool.current_num_threads() > 1 && runs > 1 {
+            pool.install(|| {
+                (0..runs)
+                    .into_par_iter()
+                    .for_each_init(&init, |s, i| f(run(i), s))
+            });
+            return;
+        }
+    }
+    let mut s = init();
+    for i in 0..runs {
+        f(run(i), &mut s);
+    }
+}

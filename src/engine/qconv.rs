@@ -8,7 +8,9 @@
 //! rest of the chain over 70 %, which made int8 slower than fp32.
 //!
 //! [`QConv`] keeps tract's integer kernel and its choice of it (`MmmDispatch::pick`, same query as
-//! tract's conv), and replaces everything around it:
+//! tract's conv) — except where that choice is tract's AVX2 (or AVX) int8 kernel, on x86 without
+//! VNNI or AMX: there it runs its own ([`super::i8gemm`], [`I8_KERNEL_ENV`]) — and replaces
+//! everything around it:
 //! - the weights are shifted by their zero point once, at load, and packed for the kernel once;
 //! - the input's zero point is folded into a per-output-channel constant (`x0 · Σw`), so the
 //!   matmul needs no column sums: im2col writes raw values (u8 flipped to i8), and a padded tap
@@ -37,7 +39,8 @@ use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul, Query
 use tract_linalg::pack::PackedI8K4;
 use tract_linalg::BinOp;
 
-use super::im2col::{im2col, im2col_packed_k4, Geometry};
+use super::i8gemm;
+use super::im2col::{for_each_panel16, im2col, im2col_packed_k4, Geometry};
 use super::par::for_each_chunk;
 use super::quantize::{round_ties_even_nonneg, store_8bit};
 
@@ -50,9 +53,18 @@ enum Kernel {
         packing: usize,
         packed_w: Box<dyn MMMInputValue>,
     },
+    /// im2col panels × lookout's AVX2 kernel, requantized in the same pass ([`super::i8gemm`]:
+    /// x86 without VNNI or AMX, where tract's int8 kernel stalls).
+    Avx2 { w: i8gemm::Weights },
     /// One filter per channel, `kh·kw` taps each, zero-point shifted.
     Depthwise { w: Vec<i32> },
 }
+
+/// Which int8 matrix kernel [`QConv`] runs: `tract` (tract's choice, always) or `avx2`
+/// ([`super::i8gemm`] wherever the CPU has AVX2); unset, lookout's AVX2 kernel replaces tract's
+/// AVX2 and AVX int8 kernels (`avx2_mmm_i32_8x8`, `avx_mmm_i32_8x4`) and nothing else. For A/B
+/// runs and for tests that check both on one machine.
+pub const I8_KERNEL_ENV: &str = "LOOKOUT_I8_KERNEL";
 
 #[derive(Debug)]
 struct Params {
@@ -99,6 +111,12 @@ impl Op for QConv {
                 g.n(),
                 mmm.name()
             ),
+            Kernel::Avx2 { .. } => format!(
+                "matmul m:{} k:{} n:{} with lookout's avx2 int8 kernel",
+                g.c_out,
+                g.k(),
+                g.n()
+            ),
             Kernel::Depthwise { .. } => "depthwise".to_string(),
         };
         Ok(vec![format!(
@@ -126,6 +144,9 @@ impl EvalOp for QConv {
             g.in_w
         );
         let bytes = x.as_bytes();
+        let mut out = unsafe {
+            Tensor::uninitialized_dt(p.out_fact.datum_type, &[1, g.c_out, g.out_h, g.out_w])?
+        };
         let acc = match &p.kernel {
             Kernel::Matmul {
                 mmm,
@@ -156,10 +177,35 @@ impl EvalOp for QConv {
                 }
                 c
             }
+            Kernel::Avx2 { w } => {
+                let bias = p.row_bias.try_as_plain_ram()?;
+                let rq = i8gemm::Requant {
+                    bias: bias.as_slice::<i32>()?,
+                    scale: &p.scale,
+                    y0: p.y0,
+                    signed: p.out_fact.datum_type.unquantized().is_signed(),
+                };
+                let dst = i8gemm::Output::new(out.as_bytes_mut(), g.n());
+                for_each_panel16(
+                    g,
+                    bytes,
+                    p.x_signed,
+                    p.x0,
+                    || (),
+                    |col0, lanes, panel, _| {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: `Kernel::Avx2` is only planned where the CPU has AVX2; each panel
+                        // writes its own columns.
+                        unsafe {
+                            i8gemm::panel(panel, w, &rq, col0, lanes, &dst)
+                        };
+                        #[cfg(not(target_arch = "x86_64"))]
+                        unreachable!("{col0} {lanes} {}: Kernel::Avx2 off x86", panel.len());
+                    },
+                );
+                return Ok(tvec!(out.into_tvalue()));
+            }
             Kernel::Depthwise { w } => depthwise(g, bytes, p.x_signed, p.x0, w, &p.row_bias)?,
-        };
-        let mut out = unsafe {
-            Tensor::uninitialized_dt(p.out_fact.datum_type, &[1, g.c_out, g.out_h, g.out_w])?
         };
         let acc = acc.try_as_plain_ram()?;
         let acc = acc.as_slice::<i32>()?;
@@ -283,7 +329,7 @@ fn requant(acc: &[i32], n: usize, scale: &[f32], y0: i32, signed: bool, out: &mu
 
 /// One channel of [`requant`].
 #[inline(always)]
-fn requant_channel(acc: &[i32], s: f32, y0: f32, signed: bool, out: &mut [u8]) {
+pub(super) fn requant_channel(acc: &[i32], s: f32, y0: f32, signed: bool, out: &mut [u8]) {
     store_8bit(acc, signed, out, |a| {
         let v = a as f32;
         round_ties_even_nonneg(v.abs() * s).copysign(v) + y0
@@ -298,6 +344,18 @@ fn requant_channel(acc: &[i32], s: f32, y0: f32, signed: bool, out: &mut [u8]) {
 #[target_feature(enable = "avx2")]
 unsafe fn requant_channel_avx2(acc: &[i32], s: f32, y0: f32, signed: bool, out: &mut [u8]) {
     requant_channel(acc, s, y0, signed, out)
+}
+
+/// Whether [`QConv`] runs [`i8gemm`] instead of tract's pick `tract_kernel` ([`I8_KERNEL_ENV`]).
+fn own_avx2_kernel(tract_kernel: &str) -> bool {
+    if !i8gemm::available() {
+        return false;
+    }
+    match std::env::var(I8_KERNEL_ENV).as_deref() {
+        Ok("tract") => false,
+        Ok("avx2") => true,
+        _ => matches!(tract_kernel, "avx2_mmm_i32_8x8" | "avx_mmm_i32_8x4"),
+    }
 }
 
 /// A constant input of `node` as a tensor, or why not.
@@ -502,6 +560,22 @@ pub(super) fn plan_parts(
         let (mmm, packing, _) = tract_linalg::MmmDispatch::native()
             .pick(&query)
             .ok_or("no i8 matmul kernel")?;
+        if own_avx2_kernel(mmm.name()) {
+            return Ok(QConv {
+                params: Arc::new(Params {
+                    kernel: Kernel::Avx2 {
+                        w: i8gemm::Weights::pack(&w, geo.c_out, geo.k()),
+                    },
+                    geo,
+                    x0,
+                    x_signed: x_dt == DatumType::I8,
+                    row_bias: tensor1(&row_bias),
+                    scale,
+                    y0,
+                    out_fact,
+                }),
+            });
+        }
         let w8: Vec<i8> = w.iter().map(|v| *v as i8).collect();
         let a = tract_ndarray::Array2::from_shape_vec((geo.c_out, geo.k()), w8)
             .map_err(|e| e.to_string())?
