@@ -38,12 +38,17 @@ pub(super) struct Weights {
 
 impl Weights {
     pub(super) fn pack(w: &[i32], c_out: usize, k: usize) -> Weights {
+        Weights::pack_with(c_out, k, |c, kk| w[c * k + kk] as i16)
+    }
+
+    /// [`Weights::pack`] from any source: `get(c, kk)` is channel `c`'s weight `kk`.
+    pub(super) fn pack_with(c_out: usize, k: usize, get: impl Fn(usize, usize) -> i16) -> Weights {
         let kq = k.div_ceil(4);
         let mut data = vec![0i16; c_out.div_ceil(NR) * kq * NR * 4];
-        for (c, row) in w.chunks_exact(k).take(c_out).enumerate() {
+        for c in 0..c_out {
             let (p, j) = (c / NR, c % NR);
-            for (kk, v) in row.iter().enumerate() {
-                data[((p * kq + kk / 4) * NR + j) * 4 + kk % 4] = *v as i16;
+            for kk in 0..k {
+                data[((p * kq + kk / 4) * NR + j) * 4 + kk % 4] = get(c, kk);
             }
         }
         Weights { w: data, c_out, kq }
@@ -100,6 +105,49 @@ pub(super) fn available() -> bool {
     }
 }
 
+/// Which int8 matrix kernel QConv and QMatMul run: `tract` (tract's choice, always) or `avx2`
+/// (this module's wherever the CPU has AVX2); unset, this kernel replaces tract's AVX2 and AVX
+/// int8 kernels (`avx2_mmm_i32_8x8`, `avx_mmm_i32_8x4`) and nothing else. For A/B runs and for
+/// tests that check both on one machine; read when a plan is made.
+pub const I8_KERNEL_ENV: &str = "LOOKOUT_I8_KERNEL";
+
+/// Whether to run this kernel where tract would run `tract_kernel` ([`I8_KERNEL_ENV`]).
+pub(super) fn replaces(tract_kernel: &str) -> bool {
+    if !available() {
+        return false;
+    }
+    match std::env::var(I8_KERNEL_ENV).as_deref() {
+        Ok("tract") => false,
+        Ok("avx2") => true,
+        _ => matches!(tract_kernel, "avx2_mmm_i32_8x8" | "avx_mmm_i32_8x4"),
+    }
+}
+
+/// Whether lookout's AVX2 int8 kernel runs this machine's int8 products (QConv, and QMatMul's
+/// several-row products) in place of tract's ([`I8_KERNEL_ENV`] as now set).
+pub fn own_int8_kernel() -> bool {
+    replaces(&tract_pick(None, 64, None))
+}
+
+/// The int8 kernel tract picks for an `m × k × n` product (i8 × i8 → i32), by name.
+pub(super) fn tract_pick(m: Option<usize>, k: usize, n: Option<usize>) -> String {
+    use tract_core::internal::*;
+    let query = tract_linalg::mmm::Query {
+        weight: i8::datum_type().into(),
+        activation: i8::datum_type(),
+        accumulators: tvec!(i32::datum_type()),
+        store: None,
+        allow_extractor: false,
+        m,
+        k: Some(k),
+        n,
+    };
+    tract_linalg::MmmDispatch::native()
+        .pick(&query)
+        .map(|(mmm, _, _)| mmm.name().to_string())
+        .unwrap_or_default()
+}
+
 /// Multiplies one packed 16-column panel (`panel_len` bytes) by every channel's weights and stores
 /// the requantized bytes of columns `col0 .. col0 + lanes` of every channel into `out`.
 ///
@@ -126,10 +174,63 @@ pub(super) unsafe fn panel(
     unsafe { x86::panel(panel, w, rq, col0, lanes, out) }
 }
 
+/// The plain products of one packed 16-column panel with every channel: `out[c][col]` = Σ_k
+/// panel column `col` · channel `c` (all 16 columns; those past the data are the padding's).
+///
+/// # Safety
+/// The CPU has AVX2 ([`available`]).
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn sums(panel: &[u8], w: &Weights, out: &mut [[i32; 16]]) {
+    assert!(panel.len() >= w.panel_len() && out.len() >= w.c_out);
+    // SAFETY: AVX2 is the caller's promise; the reads and writes are within the bounds above.
+    unsafe { x86::sums(panel, w, out) }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Output, Requant, Weights, NR};
     use std::arch::x86_64::*;
+
+    /// The kernel's loop: for every channel `c` of `$w`, the 16 sums of the panel `$panel` ·
+    /// channel `c` as two vectors (columns 0–7 and 8–15), handed to `$each(c, c0_7, c8_15)`. A
+    /// macro so that each caller's epilogue is compiled into its own AVX2 function, not called.
+    macro_rules! for_each_channel {
+        ($panel:expr, $w:expr, |$c:ident, $lo8:ident, $hi8:ident| $each:block) => {{
+            let (w, kq) = ($w, $w.kq);
+            let x = $panel.as_ptr();
+            for p in 0..w.c_out.div_ceil(NR) {
+                let wp = w.w.as_ptr().add(p * kq * NR * 4);
+                // acc[j][i]: channel j, columns 4i .. 4i+4, two pair sums per column.
+                let mut acc = [[_mm256_setzero_si256(); 4]; NR];
+                for q in 0..kq {
+                    let xq = x.add(q * 64) as *const __m128i;
+                    let a = [
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(xq)),
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(xq.add(1))),
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(xq.add(2))),
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(xq.add(3))),
+                    ];
+                    let wq = wp.add(q * NR * 4);
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let b = _mm256_set1_epi64x((wq.add(j * 4) as *const i64).read_unaligned());
+                        for (acc, a) in acc.iter_mut().zip(&a) {
+                            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(*a, b));
+                        }
+                    }
+                }
+                for (j, acc) in acc.iter().enumerate() {
+                    let $c = p * NR + j;
+                    if $c >= w.c_out {
+                        break;
+                    }
+                    // hadd of columns 0-3 and 4-7: [0 1 4 5 | 2 3 6 7]; the permute orders them.
+                    let $lo8 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[0], acc[1]), 0xD8);
+                    let $hi8 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[2], acc[3]), 0xD8);
+                    $each
+                }
+            }
+        }};
+    }
 
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn panel(
@@ -140,57 +241,36 @@ mod x86 {
         lanes: usize,
         out: &Output,
     ) {
-        let kq = w.kq;
         let (lo, hi) = if rq.signed { (-128, 127) } else { (0, 255) };
-        let x = panel.as_ptr();
-        for p in 0..w.c_out.div_ceil(NR) {
-            let wp = w.w.as_ptr().add(p * kq * NR * 4);
-            // acc[j][i]: channel j, columns 4i .. 4i+4, two pair sums per column.
-            let mut acc = [[_mm256_setzero_si256(); 4]; NR];
-            for q in 0..kq {
-                let xq = x.add(q * 64) as *const __m128i;
-                let a = [
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128(xq)),
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128(xq.add(1))),
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128(xq.add(2))),
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128(xq.add(3))),
-                ];
-                let wq = wp.add(q * NR * 4);
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    let b = _mm256_set1_epi64x((wq.add(j * 4) as *const i64).read_unaligned());
-                    for (acc, a) in acc.iter_mut().zip(&a) {
-                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(*a, b));
-                    }
-                }
+        for_each_channel!(panel, w, |c, c0_7, c8_15| {
+            let bytes = requant16(
+                c0_7,
+                c8_15,
+                rq.bias[c],
+                rq.scale[c],
+                rq.y0,
+                lo,
+                hi,
+                rq.signed,
+            );
+            let dst = out.ptr.add(c * out.n + col0);
+            if lanes == 16 {
+                _mm_storeu_si128(dst as *mut __m128i, bytes);
+            } else {
+                let mut tmp = [0u8; 16];
+                _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, bytes);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, lanes);
             }
-            for (j, acc) in acc.iter().enumerate() {
-                let c = p * NR + j;
-                if c >= w.c_out {
-                    break;
-                }
-                // hadd of columns 0-3 and 4-7: [0 1 4 5 | 2 3 6 7]; the permute puts them in order.
-                let c0_7 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[0], acc[1]), 0xD8);
-                let c8_15 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[2], acc[3]), 0xD8);
-                let bytes = requant16(
-                    c0_7,
-                    c8_15,
-                    rq.bias[c],
-                    rq.scale[c],
-                    rq.y0,
-                    lo,
-                    hi,
-                    rq.signed,
-                );
-                let dst = out.ptr.add(c * out.n + col0);
-                if lanes == 16 {
-                    _mm_storeu_si128(dst as *mut __m128i, bytes);
-                } else {
-                    let mut tmp = [0u8; 16];
-                    _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, bytes);
-                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, lanes);
-                }
-            }
-        }
+        });
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sums(panel: &[u8], w: &Weights, out: &mut [[i32; 16]]) {
+        for_each_channel!(panel, w, |c, c0_7, c8_15| {
+            let o = out[c].as_mut_ptr() as *mut __m256i;
+            _mm256_storeu_si256(o, c0_7);
+            _mm256_storeu_si256(o.add(1), c8_15);
+        });
     }
 
     /// `qconv::requant_channel` on 16 accumulators: `(acc + bias)` as f32 times the scale,
@@ -272,7 +352,7 @@ mod tests {
             let kq = k.div_ceil(4);
             let val = |seed: &mut u64| -> i32 {
                 if extreme {
-                    if lcg(seed) % 2 == 0 {
+                    if lcg(seed).is_multiple_of(2) {
                         -128
                     } else {
                         127

@@ -9,7 +9,7 @@
 //!
 //! [`QConv`] keeps tract's integer kernel and its choice of it (`MmmDispatch::pick`, same query as
 //! tract's conv) — except where that choice is tract's AVX2 (or AVX) int8 kernel, on x86 without
-//! VNNI or AMX: there it runs its own ([`super::i8gemm`], [`I8_KERNEL_ENV`]) — and replaces
+//! VNNI or AMX: there it runs its own ([`super::i8gemm`], [`super::I8_KERNEL_ENV`]) — and replaces
 //! everything around it:
 //! - the weights are shifted by their zero point once, at load, and packed for the kernel once;
 //! - the input's zero point is folded into a per-output-channel constant (`x0 · Σw`), so the
@@ -59,12 +59,6 @@ enum Kernel {
     /// One filter per channel, `kh·kw` taps each, zero-point shifted.
     Depthwise { w: Vec<i32> },
 }
-
-/// Which int8 matrix kernel [`QConv`] runs: `tract` (tract's choice, always) or `avx2`
-/// ([`super::i8gemm`] wherever the CPU has AVX2); unset, lookout's AVX2 kernel replaces tract's
-/// AVX2 and AVX int8 kernels (`avx2_mmm_i32_8x8`, `avx_mmm_i32_8x4`) and nothing else. For A/B
-/// runs and for tests that check both on one machine.
-pub const I8_KERNEL_ENV: &str = "LOOKOUT_I8_KERNEL";
 
 #[derive(Debug)]
 struct Params {
@@ -346,18 +340,6 @@ unsafe fn requant_channel_avx2(acc: &[i32], s: f32, y0: f32, signed: bool, out: 
     requant_channel(acc, s, y0, signed, out)
 }
 
-/// Whether [`QConv`] runs [`i8gemm`] instead of tract's pick `tract_kernel` ([`I8_KERNEL_ENV`]).
-fn own_avx2_kernel(tract_kernel: &str) -> bool {
-    if !i8gemm::available() {
-        return false;
-    }
-    match std::env::var(I8_KERNEL_ENV).as_deref() {
-        Ok("tract") => false,
-        Ok("avx2") => true,
-        _ => matches!(tract_kernel, "avx2_mmm_i32_8x8" | "avx_mmm_i32_8x4"),
-    }
-}
-
 /// A constant input of `node` as a tensor, or why not.
 fn konst(model: &TypedModel, node: &TypedNode, ix: usize) -> Result<Arc<Tensor>, String> {
     model
@@ -560,7 +542,7 @@ pub(super) fn plan_parts(
         let (mmm, packing, _) = tract_linalg::MmmDispatch::native()
             .pick(&query)
             .ok_or("no i8 matmul kernel")?;
-        if own_avx2_kernel(mmm.name()) {
+        if i8gemm::replaces(mmm.name()) {
             return Ok(QConv {
                 params: Arc::new(Params {
                     kernel: Kernel::Avx2 {

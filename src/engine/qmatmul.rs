@@ -38,6 +38,7 @@ use tract_core::ops::cast::Cast;
 use tract_core::ops::change_axes::AxisOp;
 use tract_core::ops::einsum::EinSum;
 
+use super::i8gemm;
 use super::pass::{env_off, GraphPass, Stage};
 
 /// Set to `1` to leave every `MatMulInteger` to tract (the A/B of this pass alone).
@@ -47,6 +48,17 @@ pub const NO_QMATMUL_ENV: &str = "LOOKOUT_NO_QMATMUL";
 const KPAD: usize = 32;
 /// Columns per kernel step (four dot products sharing the activation loads).
 const COLS: usize = 4;
+
+/// Products of several activation rows.
+#[derive(Debug)]
+enum ManyRows {
+    /// tract's own plan of the same product, whose matrix kernels beat this op's matrix-vector
+    /// loop.
+    Tract(Arc<TypedRunnableModel>),
+    /// lookout's AVX2 int8 kernel, the weight packed for it ([`i8gemm`]): x86 without VNNI, where
+    /// tract's plan would run its AVX2 int8 kernel (which stalls there).
+    Avx2(i8gemm::Weights),
+}
 
 /// The weight, packed at load.
 #[derive(Debug)]
@@ -65,9 +77,8 @@ struct Packed {
     w0: Vec<i32>,
     /// 128 when the file's weight is u8 (the shift to add back, times Σ x), else 0.
     shift: i32,
-    /// tract's own plan of the same product, for activations of more than one row (a prefill, a
-    /// vision encoder), where its matrix kernels beat this op's matrix-vector loop.
-    many_rows: Arc<TypedRunnableModel>,
+    /// How activations of more than one row (a prefill, a vision encoder) are multiplied.
+    many_rows: ManyRows,
 }
 
 /// Drop-in replacement for the integer einsum tract wires for `MatMulInteger` with a constant
@@ -120,11 +131,24 @@ impl EvalOp for QMatMul {
             p.k
         );
         let rows = x.len() / p.k;
-        if rows != 1 {
-            // tract's plan, with the Cast → Mul when they are fused here (its kernels store f32).
-            return p.many_rows.run(inputs);
-        }
-        let y = {
+        let y = if rows != 1 {
+            let w16 = match &p.many_rows {
+                // tract's plan, with the Cast → Mul when they are fused here (its kernels store f32).
+                ManyRows::Tract(plan) => return plan.run(inputs),
+                ManyRows::Avx2(w16) => w16,
+            };
+            let x0 = inputs[1].cast_to_scalar::<i32>()?;
+            let signed = x.datum_type().unquantized() == i8::datum_type();
+            let mut out_shape: TVec<usize> = shape.into();
+            *out_shape.last_mut().expect("rank checked at load") = p.n;
+            let mut y = unsafe { Tensor::uninitialized::<i32>(&out_shape)? };
+            {
+                let mut plain = y.try_as_plain_ram_mut()?;
+                let ys = plain.as_slice_mut::<i32>()?;
+                gemm(p, w16, x.as_bytes(), rows, signed, x0, ys);
+            }
+            y.into_tvalue()
+        } else {
             let x0 = inputs[1].cast_to_scalar::<i32>()?;
             let signed = x.datum_type().unquantized() == i8::datum_type();
             let mut out_shape: TVec<usize> = shape.into();
@@ -187,6 +211,75 @@ impl TypedOp for QMatMul {
     as_op!();
 }
 
+/// `ys[r·n + j]` for the activation rows `xs` on lookout's AVX2 kernel ([`ManyRows::Avx2`]), 16
+/// rows a panel, panels shared over the pool; the same formula as [`gemv`].
+fn gemm(
+    p: &Packed,
+    w16: &i8gemm::Weights,
+    xs: &[u8],
+    rows: usize,
+    signed: bool,
+    x0: i32,
+    ys: &mut [i32],
+) {
+    let (k, n) = (p.k, p.n);
+    assert!(xs.len() >= rows * k && ys.len() >= rows * n);
+    let out = SyncPtr(ys.as_mut_ptr());
+    // The kernel multiplies i8: `xu − 128`, with xu the u8 `gemv` multiplies (x for u8
+    // activations, x flipped for i8 ones), which is the raw byte of an i8 activation and a u8 one
+    // flipped. Hence Σ xu·wt = dot + 128 · Σ wt.
+    let flip = if signed { 0 } else { 0x80 };
+    let xoff = if signed { 128 } else { 0 };
+    super::par::for_each_range(
+        rows.div_ceil(16),
+        || (vec![0u8; w16.panel_len()], vec![[0i32; 16]; n]),
+        |panels, (buf, sums)| {
+            for panel in panels {
+                let r0 = panel * 16;
+                let lanes = (rows - r0).min(16);
+                buf.fill(0);
+                let mut sx = [0i32; 16];
+                for (l, sx) in sx.iter_mut().enumerate().take(lanes) {
+                    let row = &xs[(r0 + l) * k..][..k];
+                    for (kk, &b) in row.iter().enumerate() {
+                        buf[(kk / 4) * 64 + l * 4 + kk % 4] = b ^ flip;
+                    }
+                    *sx = if signed {
+                        row.iter().map(|&b| b as i8 as i32).sum()
+                    } else {
+                        row.iter().map(|&b| b as i32).sum()
+                    };
+                }
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `ManyRows::Avx2` is only planned where the CPU has AVX2.
+                unsafe {
+                    i8gemm::sums(buf, w16, sums)
+                };
+                for (l, &sx) in sx.iter().enumerate().take(lanes) {
+                    for (j, s) in sums.iter().enumerate() {
+                        let dot = s[l].wrapping_add(128i32.wrapping_mul(p.wt_sum[j]));
+                        let y = compensate(p, j, dot, xoff, sx, x0);
+                        // SAFETY: panels write disjoint rows of `ys`; (r0 + l)·n + j < rows·n.
+                        unsafe { *out.get().add((r0 + l) * n + j) = y };
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Σ (x − x0)·(W − w0) for column `j` from `dot` = Σ xu·wt (see the module doc), in wrapping i32
+/// like tract's (never wrapping for the sizes this op takes).
+#[inline(always)]
+fn compensate(p: &Packed, j: usize, dot: i32, xoff: i32, sx: i32, x0: i32) -> i32 {
+    let xw = dot
+        .wrapping_sub(xoff * p.wt_sum[j])
+        .wrapping_add(p.shift.wrapping_mul(sx));
+    xw.wrapping_sub(p.w0[j].wrapping_mul(sx))
+        .wrapping_sub(x0.wrapping_mul(p.colsum[j]))
+        .wrapping_add((p.k as i32 * x0).wrapping_mul(p.w0[j]))
+}
+
 /// `ys[j]` for the one activation row `xs` (see the module doc for the formula).
 fn gemv(p: &Packed, xs: &[u8], signed: bool, x0: i32, ys: &mut [i32]) {
     // The kernels multiply u8 by i8: an i8 activation is flipped to u8 (x + 128), and 128 · Σ wt
@@ -215,15 +308,7 @@ fn gemv(p: &Packed, xs: &[u8], signed: bool, x0: i32, ys: &mut [i32]) {
         );
         let j1 = (b1 * COLS).min(p.n);
         for (j, &dot) in (b0 * COLS..j1).zip(&dots) {
-            // Σ x·W, then the zero-point compensation, in wrapping i32 like tract's (never
-            // wrapping for the sizes this op takes).
-            let xw = dot
-                .wrapping_sub(xoff * p.wt_sum[j])
-                .wrapping_add(p.shift.wrapping_mul(sx));
-            let y = xw
-                .wrapping_sub(p.w0[j].wrapping_mul(sx))
-                .wrapping_sub(x0.wrapping_mul(p.colsum[j]))
-                .wrapping_add((p.k as i32 * x0).wrapping_mul(p.w0[j]));
+            let y = compensate(p, j, dot, xoff, sx, x0);
             // SAFETY: tasks write disjoint columns of `ys`, and j < n = ys.len().
             unsafe { *out.get().add(j) = y };
         }
@@ -590,8 +675,13 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
     );
     let r = x_fact.rank();
     ensure!(r >= 2, "activation of rank {r}");
-    // Rows known at load to be several (a vision encoder's patch tokens): tract's whole plan, which
-    // also fuses the bias Add behind into its kernels, measured faster than this op's fallback.
+    // Where tract's int8 kernel would be its AVX2 one (x86 without VNNI), lookout's own multiplies
+    // several rows too ([`i8gemm`]), and tract's plan is not built.
+    let k_known = x_fact.shape[r - 1].to_usize().unwrap_or(64);
+    let own_kernel = i8gemm::replaces(&i8gemm::tract_pick(None, k_known, None));
+    // Else rows known at load to be several (a vision encoder's patch tokens): tract's whole plan,
+    // which also fuses the bias Add behind into its kernels, measured faster than this op's
+    // fallback.
     let rows: Option<i64> = x_fact
         .shape
         .iter()
@@ -599,7 +689,7 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
         .map(|d| d.to_i64().ok())
         .product();
     ensure!(
-        rows.is_none_or(|m| m == 1),
+        rows.is_none_or(|m| m == 1) || own_kernel,
         "{} activation rows: left to tract's matrix kernels",
         rows.unwrap_or_default()
     );
@@ -654,17 +744,22 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
         len if len == n => w0s,
         len => bail!("weight zero point of {len} values for {n} columns"),
     };
-    let many_rows = many_rows_plan(model, node, op, &w, scale)
-        .context("planning tract's product for several rows")?;
+    let w_signed = wdt == i8::datum_type();
+    let many_rows = if own_kernel {
+        // The stored weight (u8 shifted by −128, as `pack` stores it), widened for the kernel.
+        let bytes = w.as_bytes();
+        ManyRows::Avx2(i8gemm::Weights::pack_with(n, k, |j, kk| {
+            let b = bytes[kk * n + j];
+            (if w_signed { b as i8 } else { (b ^ 0x80) as i8 }) as i16
+        }))
+    } else {
+        ManyRows::Tract(
+            many_rows_plan(model, node, op, &w, scale)
+                .context("planning tract's product for several rows")?,
+        )
+    };
     Ok(QMatMul {
-        w: Arc::new(pack(
-            w.as_bytes(),
-            wdt == i8::datum_type(),
-            k,
-            n,
-            w0,
-            many_rows,
-        )),
+        w: Arc::new(pack(w.as_bytes(), w_signed, k, n, w0, many_rows)),
         scaled: false,
     })
 }
@@ -728,7 +823,7 @@ fn pack(
     k: usize,
     n: usize,
     w0: Vec<i32>,
-    many_rows: Arc<TypedRunnableModel>,
+    many_rows: ManyRows,
 ) -> Packed {
     let kp = k.div_ceil(KPAD) * KPAD;
     let np = n.div_ceil(COLS) * COLS;
@@ -791,7 +886,14 @@ mod tests {
                 let x = lcg(k, 11 + n as u64);
                 let w0: Vec<i32> = (0..n).map(|j| (j as i32 * 37) % 200 - 60).collect();
                 let x0 = 77;
-                let p = pack(&w, w_signed, k, n, w0.clone(), empty.clone());
+                let p = pack(
+                    &w,
+                    w_signed,
+                    k,
+                    n,
+                    w0.clone(),
+                    ManyRows::Tract(empty.clone()),
+                );
                 let mut ys = vec![0; n];
                 gemv(&p, &x, x_signed, x0, &mut ys);
                 let val = |b: u8, s: bool| if s { b as i8 as i32 } else { b as i32 };
@@ -802,6 +904,60 @@ mod tests {
                         })
                         .sum();
                     assert_eq!(ys[j], want, "k {k} n {n} j {j}");
+                }
+            }
+        }
+    }
+
+    /// The several-row product on lookout's AVX2 kernel against the formula's definition: u8 and
+    /// i8 weights and activations, per-column zero points, rows that fill no panel, one, and a
+    /// part of a second, extreme bytes in the first row.
+    #[test]
+    fn avx2_rows_equal_definition() {
+        if !i8gemm::available() {
+            eprintln!("skipped: no AVX2");
+            return;
+        }
+        let empty = Arc::new(TypedModel::default())
+            .into_runnable()
+            .expect("empty plan");
+        for (rows, k, n) in [(2, 1, 1), (16, 17, 5), (21, 48, 24), (35, 100, 9)] {
+            for (w_signed, x_signed) in [(false, false), (true, false), (true, true), (false, true)]
+            {
+                let w = lcg(k * n, 3 + k as u64);
+                let mut x = lcg(rows * k, 11 + n as u64);
+                x[..k].fill(if x_signed { 0x80 } else { 255 });
+                let w0: Vec<i32> = (0..n).map(|j| (j as i32 * 37) % 200 - 60).collect();
+                let x0 = 77;
+                let w16 = i8gemm::Weights::pack_with(n, k, |j, kk| {
+                    let b = w[kk * n + j];
+                    (if w_signed { b as i8 } else { (b ^ 0x80) as i8 }) as i16
+                });
+                let p = pack(
+                    &w,
+                    w_signed,
+                    k,
+                    n,
+                    w0.clone(),
+                    ManyRows::Tract(empty.clone()),
+                );
+                let mut ys = vec![0; rows * n];
+                gemm(&p, &w16, &x, rows, x_signed, x0, &mut ys);
+                let val = |b: u8, s: bool| if s { b as i8 as i32 } else { b as i32 };
+                for r in 0..rows {
+                    for j in 0..n {
+                        let want: i32 = (0..k)
+                            .map(|kk| {
+                                (val(x[r * k + kk], x_signed) - x0)
+                                    * (val(w[kk * n + j], w_signed) - w0[j])
+                            })
+                            .sum();
+                        assert_eq!(
+                            ys[r * n + j],
+                            want,
+                            "rows {rows} k {k} n {n} row {r} col {j}"
+                        );
+                    }
                 }
             }
         }
