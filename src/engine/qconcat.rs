@@ -314,7 +314,7 @@ fn table(dt: DatumType, chain: &[&TypedNode], q: &TypedNode) -> TractResult<[u8;
 fn lookup(table: &[u8; 256], src: &[u8], dst: &mut [u8]) {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
-    #[allow(unused_mut)]
+    #[allow(unused_mut, unused_assignments)] // assigned on x86-64 (maybe) or aarch64 only
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512vbmi") && is_x86_feature_detected!("avx512bw") {

@@ -194,7 +194,10 @@ impl EvalOp for QConv {
                             i8gemm::panel(panel, w, &rq, col0, lanes, &dst)
                         };
                         #[cfg(not(target_arch = "x86_64"))]
-                        unreachable!("{col0} {lanes} {}: Kernel::Avx2 off x86", panel.len());
+                        {
+                            let _ = (w, &rq, &dst, col0, lanes, panel);
+                            unreachable!("Kernel::Avx2 is only planned on x86");
+                        }
                     },
                 );
                 return Ok(tvec!(out.into_tvalue()));
