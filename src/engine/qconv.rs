@@ -546,33 +546,23 @@ pub(super) fn plan_parts(
             .pick(&query)
             .ok_or("no i8 matmul kernel")?;
         if i8gemm::replaces(mmm.name()) {
-            return Ok(QConv {
-                params: Arc::new(Params {
-                    kernel: Kernel::Avx2 {
-                        w: i8gemm::Weights::pack(&w, geo.c_out, geo.k()),
-                    },
-                    geo,
-                    x0,
-                    x_signed: x_dt == DatumType::I8,
-                    row_bias: tensor1(&row_bias),
-                    scale,
-                    y0,
-                    out_fact,
-                }),
-            });
-        }
-        let w8: Vec<i8> = w.iter().map(|v| *v as i8).collect();
-        let a = tract_ndarray::Array2::from_shape_vec((geo.c_out, geo.k()), w8)
-            .map_err(|e| e.to_string())?
-            .into_tensor();
-        let packed_w = mmm.packings()[packing]
-            .0
-            .prepare_one(&a, 1, 0)
-            .map_err(|e| format!("packing the weights: {e}"))?;
-        Kernel::Matmul {
-            mmm,
-            packing,
-            packed_w,
+            Kernel::Avx2 {
+                w: i8gemm::Weights::pack(&w, geo.c_out, geo.k()),
+            }
+        } else {
+            let w8: Vec<i8> = w.iter().map(|v| *v as i8).collect();
+            let a = tract_ndarray::Array2::from_shape_vec((geo.c_out, geo.k()), w8)
+                .map_err(|e| e.to_string())?
+                .into_tensor();
+            let packed_w = mmm.packings()[packing]
+                .0
+                .prepare_one(&a, 1, 0)
+                .map_err(|e| format!("packing the weights: {e}"))?;
+            Kernel::Matmul {
+                mmm,
+                packing,
+                packed_w,
+            }
         }
     };
     Ok(QConv {

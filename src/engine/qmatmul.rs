@@ -131,12 +131,13 @@ impl EvalOp for QMatMul {
             p.k
         );
         let rows = x.len() / p.k;
-        let y = if rows != 1 {
-            let w16 = match &p.many_rows {
-                // tract's plan, with the Cast → Mul when they are fused here (its kernels store f32).
-                ManyRows::Tract(plan) => return plan.run(inputs),
-                ManyRows::Avx2(w16) => w16,
-            };
+        let several = match (rows, &p.many_rows) {
+            (1, _) => None,
+            // tract's plan, with the Cast → Mul when they are fused here (its kernels store f32).
+            (_, ManyRows::Tract(plan)) => return plan.run(inputs),
+            (_, ManyRows::Avx2(w16)) => Some(w16),
+        };
+        let y = {
             let x0 = inputs[1].cast_to_scalar::<i32>()?;
             let signed = x.datum_type().unquantized() == i8::datum_type();
             let mut out_shape: TVec<usize> = shape.into();
@@ -145,19 +146,10 @@ impl EvalOp for QMatMul {
             {
                 let mut plain = y.try_as_plain_ram_mut()?;
                 let ys = plain.as_slice_mut::<i32>()?;
-                gemm(p, w16, x.as_bytes(), rows, signed, x0, ys);
-            }
-            y.into_tvalue()
-        } else {
-            let x0 = inputs[1].cast_to_scalar::<i32>()?;
-            let signed = x.datum_type().unquantized() == i8::datum_type();
-            let mut out_shape: TVec<usize> = shape.into();
-            *out_shape.last_mut().expect("rank checked at load") = p.n;
-            let mut y = unsafe { Tensor::uninitialized::<i32>(&out_shape)? };
-            {
-                let mut plain = y.try_as_plain_ram_mut()?;
-                let ys = plain.as_slice_mut::<i32>()?;
-                gemv(p, x.as_bytes(), signed, x0, ys);
+                match several {
+                    Some(w16) => gemm(p, w16, x.as_bytes(), rows, signed, x0, ys),
+                    None => gemv(p, x.as_bytes(), signed, x0, ys),
+                }
             }
             y.into_tvalue()
         };
