@@ -130,11 +130,16 @@ pub(super) fn replaces(tract_kernel: &str) -> bool {
 /// Whether lookout's AVX2 int8 kernel runs this machine's int8 products (QConv, and QMatMul's
 /// several-row products) in place of tract's ([`I8_KERNEL_ENV`] as now set).
 pub fn own_int8_kernel() -> bool {
-    replaces(&tract_pick(None, 64, None))
+    tract_pick(None, 64, None).is_some_and(|(mmm, _)| replaces(mmm.name()))
 }
 
-/// The int8 kernel tract picks for an `m × k × n` product (i8 × i8 → i32), by name.
-pub(super) fn tract_pick(m: Option<usize>, k: usize, n: Option<usize>) -> String {
+/// The int8 kernel tract picks for an `m × k × n` product (i8 × i8 → i32, the query of tract's
+/// own quantized conv), and its packing.
+pub(super) fn tract_pick(
+    m: Option<usize>,
+    k: usize,
+    n: Option<usize>,
+) -> Option<(Box<dyn tract_linalg::mmm::MatMatMul>, usize)> {
     use tract_core::internal::*;
     let query = tract_linalg::mmm::Query {
         weight: i8::datum_type().into(),
@@ -148,8 +153,7 @@ pub(super) fn tract_pick(m: Option<usize>, k: usize, n: Option<usize>) -> String
     };
     tract_linalg::MmmDispatch::native()
         .pick(&query)
-        .map(|(mmm, _, _)| mmm.name().to_string())
-        .unwrap_or_default()
+        .map(|(mmm, packing, _)| (mmm, packing))
 }
 
 /// Multiplies one packed 16-column panel (`panel_len` bytes) by every channel's weights and stores

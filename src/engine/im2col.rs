@@ -348,30 +348,29 @@ pub(super) fn im2col_packed_k4(
 pub(super) const PANEL: usize = 16;
 
 /// The packed im2col of [`im2col_packed_k4`] with `r` = [`PANEL`], a panel at a time and never
-/// whole: `f(col0, lanes, panel, scratch)` for every panel (output positions `col0 .. col0 +
+/// whole: `f(col0, lanes, panel)` for every panel (output positions `col0 .. col0 +
 /// lanes`; `panel` is k rounded up to 4, times 16 bytes), panels shared out over the pool, each
 /// worker packing into its own buffer, which is still in the first-level cache when `f` multiplies
 /// it ([`super::i8gemm`]).
-pub(super) fn for_each_panel16<S>(
+pub(super) fn for_each_panel16(
     g: &Geometry,
     x: &[u8],
     signed: bool,
     x0: i32,
-    init: impl Fn() -> S + Sync + Send,
-    f: impl Fn(usize, usize, &[u8], &mut S) + Sync + Send,
+    f: impl Fn(usize, usize, &[u8]) + Sync + Send,
 ) {
     let (k, n) = (g.k(), g.n());
     let panel_len = k.div_ceil(4) * 4 * PANEL;
     let xp = PaddedInput::new(g, x, signed, pad_value(signed, x0));
     for_each_range(
         n.div_ceil(PANEL),
-        || (vec![0u8; panel_len], init()),
-        |panels, (buf, s)| {
+        || vec![0u8; panel_len],
+        |panels, buf| {
             for p in panels {
                 let col0 = p * PANEL;
                 let lanes = (n - col0).min(PANEL);
                 pack_panel(g, &xp, k, PANEL, col0, lanes, buf);
-                f(col0, lanes, buf, s);
+                f(col0, lanes, buf);
             }
         },
     );

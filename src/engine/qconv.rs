@@ -35,7 +35,7 @@ use tract_core::ops::cnn::conv::Conv;
 
 use super::pass::{GraphPass, Stage};
 
-use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul, Query};
+use tract_linalg::mmm::{AsInputValue, FusedSpec, MMMInputValue, MatMatMul};
 use tract_linalg::pack::PackedI8K4;
 use tract_linalg::BinOp;
 
@@ -180,26 +180,19 @@ impl EvalOp for QConv {
                     signed: p.out_fact.datum_type.unquantized().is_signed(),
                 };
                 let dst = i8gemm::Output::new(out.as_bytes_mut(), g.n());
-                for_each_panel16(
-                    g,
-                    bytes,
-                    p.x_signed,
-                    p.x0,
-                    || (),
-                    |col0, lanes, panel, _| {
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: `Kernel::Avx2` is only planned where the CPU has AVX2; each panel
-                        // writes its own columns.
-                        unsafe {
-                            i8gemm::panel(panel, w, &rq, col0, lanes, &dst)
-                        };
-                        #[cfg(not(target_arch = "x86_64"))]
-                        {
-                            let _ = (w, &rq, &dst, col0, lanes, panel);
-                            unreachable!("Kernel::Avx2 is only planned on x86");
-                        }
-                    },
-                );
+                for_each_panel16(g, bytes, p.x_signed, p.x0, |col0, lanes, panel| {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `Kernel::Avx2` is only planned where the CPU has AVX2; each panel
+                    // writes its own columns.
+                    unsafe {
+                        i8gemm::panel(panel, w, &rq, col0, lanes, &dst)
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    {
+                        let _ = (w, &rq, &dst, col0, lanes, panel);
+                        unreachable!("Kernel::Avx2 is only planned on x86");
+                    }
+                });
                 return Ok(tvec!(out.into_tvalue()));
             }
             Kernel::Depthwise { w } => depthwise(g, bytes, p.x_signed, p.x0, w, &p.row_bias)?,
@@ -532,18 +525,7 @@ pub(super) fn plan_parts(
     let kernel = if depthwise {
         Kernel::Depthwise { w }
     } else {
-        let query = Query {
-            weight: i8::datum_type().into(),
-            activation: i8::datum_type(),
-            accumulators: tvec!(i32::datum_type()),
-            store: None,
-            allow_extractor: false,
-            m: Some(geo.c_out),
-            k: Some(geo.k()),
-            n: Some(geo.n()),
-        };
-        let (mmm, packing, _) = tract_linalg::MmmDispatch::native()
-            .pick(&query)
+        let (mmm, packing) = i8gemm::tract_pick(Some(geo.c_out), geo.k(), Some(geo.n()))
             .ok_or("no i8 matmul kernel")?;
         if i8gemm::replaces(mmm.name()) {
             Kernel::Avx2 {
