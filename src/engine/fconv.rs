@@ -34,6 +34,7 @@ use tract_linalg::mmm::{
 use tract_linalg::pack::PackedFormat;
 use tract_linalg::{BinOp, WeightType};
 
+use super::fdirect;
 use super::im2col::{fill_padded, Geometry};
 use super::pass::{env_off, GraphPass, Stage};
 
@@ -43,6 +44,22 @@ pub const NO_PANELCONV_ENV: &str = "LOOKOUT_NO_PANELCONV";
 #[derive(Debug)]
 struct Params {
     geo: Geometry,
+    kernel: Kernel,
+    /// The slope of a LeakyRelu fused into the kernel's store, as tract fuses it.
+    leaky: Option<Tensor>,
+}
+
+/// Which product runs the conv.
+#[derive(Debug)]
+enum Kernel {
+    /// tract's f32 matrix product on lazily made im2col panels.
+    Tract(TractProduct),
+    /// lookout's direct conv on AVX2 + FMA ([`fdirect`]).
+    Direct(fdirect::Weights),
+}
+
+#[derive(Debug)]
+struct TractProduct {
     mmm: Box<dyn MatMatMul>,
     packing: usize,
     packed_w: Box<dyn MMMInputValue>,
@@ -50,8 +67,23 @@ struct Params {
     b_format: PackedFormat,
     /// Per output channel.
     bias: Tensor,
-    /// The slope of a LeakyRelu fused into the kernel's store, as tract fuses it.
-    leaky: Option<Tensor>,
+}
+
+impl Kernel {
+    /// Whether the kernel can apply a LeakyRelu of slope `alpha` in its store.
+    fn can_fuse_leaky(&self, alpha: f32) -> bool {
+        match self {
+            Kernel::Tract(t) => t.mmm.can_fuse(&FusedSpec::LeakyRelu(&tensor0(alpha))),
+            Kernel::Direct(_) => true,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Kernel::Tract(t) => t.mmm.name().to_string(),
+            Kernel::Direct(_) => "lookout's avx2 direct f32 kernel".into(),
+        }
+    }
 }
 
 /// Drop-in replacement for an f32 [`Conv`] node (and the LeakyRelu after it, when there is one):
@@ -77,7 +109,7 @@ impl Op for PanelConv {
         let p = &*self.params;
         let g = &p.geo;
         Ok(vec![format!(
-            "{}x{} stride {:?} dilation {:?} pad {:?}, {}→{} channels{}, matmul m:{} k:{} n:{} with {}",
+            "{}x{} stride {:?} dilation {:?} pad {:?}, {}→{} channels{}, m:{} k:{} n:{} with {}",
             g.kh,
             g.kw,
             g.stride,
@@ -89,7 +121,7 @@ impl Op for PanelConv {
             g.c_out,
             g.k(),
             g.n(),
-            p.mmm.name()
+            p.kernel.name()
         )])
     }
 
@@ -114,6 +146,26 @@ impl EvalOp for PanelConv {
         );
         let x = x.try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
+        let t = match &p.kernel {
+            Kernel::Tract(t) => t,
+            Kernel::Direct(w) => {
+                let alpha = match &p.leaky {
+                    Some(a) => Some(a.cast_to_scalar::<f32>()?),
+                    None => None,
+                };
+                // SAFETY: `conv` writes every element.
+                let mut out =
+                    unsafe { Tensor::uninitialized::<f32>(&[1, g.c_out, g.out_h, g.out_w])? };
+                fdirect::conv(
+                    g,
+                    w,
+                    alpha,
+                    x,
+                    out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+                );
+                return Ok(tvec!(out.into_tvalue()));
+            }
+        };
         let (hp, wp) = g.padded_hw();
         let mut planes = vec![0f32; g.c_in * hp * wp];
         fill_padded(g, x, 0.0, &mut planes, |d, s| d.copy_from_slice(s));
@@ -123,28 +175,28 @@ impl EvalOp for PanelConv {
             wp,
             geo: g.clone(),
             fact: PackedExoticFact {
-                format: Box::new(PanelFormat(p.b_format.clone())),
+                format: Box::new(PanelFormat(t.b_format.clone())),
                 mn: g.n().to_dim(),
                 k: g.k(),
             },
-            format: PanelFormat(p.b_format.clone()),
+            format: PanelFormat(t.b_format.clone()),
         };
         let mut c = unsafe { Tensor::uninitialized::<f32>(&[g.c_out, g.n()])? };
         unsafe {
-            let store = p.mmm.c_view(Some(0), Some(1)).wrap(&c.view_mut());
+            let store = t.mmm.c_view(Some(0), Some(1)).wrap(&c.view_mut());
             let mut specs = vec![
                 FusedSpec::AddMatMul {
-                    a: AsInputValue::Borrowed(&*p.packed_w),
+                    a: AsInputValue::Borrowed(&*t.packed_w),
                     b: AsInputValue::Borrowed(&b),
-                    packing: p.packing,
+                    packing: t.packing,
                 },
-                FusedSpec::BinPerRow(p.bias.view(), BinOp::Add),
+                FusedSpec::BinPerRow(t.bias.view(), BinOp::Add),
             ];
             if let Some(alpha) = &p.leaky {
                 specs.push(FusedSpec::LeakyRelu(alpha));
             }
             specs.push(FusedSpec::Store(store));
-            p.mmm.run(g.c_out, g.n(), &specs)?;
+            t.mmm.run(g.c_out, g.n(), &specs)?;
         }
         let out = c.into_shape(&[1, g.c_out, g.out_h, g.out_w])?;
         Ok(tvec!(out.into_tvalue()))
@@ -323,7 +375,14 @@ impl MMMInputValue for PanelInput {
 }
 
 /// The [`PanelConv`] for an f32 conv node, or why it stays with tract.
-fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<PanelConv, String> {
+/// `direct`: on lookout's direct kernel ([`fdirect`], which the caller checked the CPU has), else
+/// on tract's matrix product.
+fn plan(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+    direct: bool,
+) -> Result<PanelConv, String> {
     if conv.q_params.is_some() || conv.group != 1 || node.inputs.len() != 3 {
         return Err(format!(
             "quantized, grouped ({}) or {} inputs",
@@ -350,8 +409,13 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<PanelConv, 
     }
     // tract's direct spatial conv takes output rows of 128 points or more with at most 576 taps
     // (`Conv::can_direct_spatial`, where its kernels exist), and beats a matrix product there:
-    // nanodet-g's stem conv (3→32, 27 taps, 208x208) 2.8 ms in it, 5.8 ms here.
-    if geo.out_w >= 128 && geo.k() <= 576 {
+    // nanodet-g's stem conv (3→32, 27 taps, 208x208) 2.8 ms in it, 5.8 ms on tract's product
+    // here; lookout's direct kernel beats both. That kernel reads every tap of an output row
+    // per channel tile: past 288 taps (576 at stride 1) tract's product was faster (nanodet-g:
+    // 128→128 at 52x52, 1152 taps, 14.5 ms direct, 11.8 ms tract's; 64→64 at stride 2, 576 taps,
+    // 5.8 vs 5.0).
+    let direct = direct && (geo.k() <= 288 || (geo.k() <= 576 && geo.stride == (1, 1)));
+    if !direct && geo.out_w >= 128 && geo.k() <= 576 {
         return Err(format!(
             "tract's direct spatial conv shape ({} taps, rows of {})",
             geo.k(),
@@ -382,6 +446,25 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<PanelConv, 
             .map_err(|e| e.to_string())?,
         l => return Err(format!("{l} biases for {} channels", geo.c_out)),
     };
+    let a = kernel
+        .clone()
+        .into_tensor()
+        .into_shape(&[geo.c_out, geo.k()])
+        .map_err(|e| e.to_string())?;
+    if direct {
+        let w = a
+            .cast_to::<f32>()
+            .and_then(|a| Ok(a.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+            .map_err(|e| format!("weights: {e}"))?;
+        let w = fdirect::Weights::pack(&w, &bias, geo.c_out, geo.k());
+        return Ok(PanelConv {
+            params: Arc::new(Params {
+                geo,
+                kernel: Kernel::Direct(w),
+                leaky: None,
+            }),
+        });
+    }
     let query = Query {
         weight: f32::datum_type().into(),
         activation: f32::datum_type(),
@@ -403,11 +486,6 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<PanelConv, 
     if b_format.dt != f32::datum_type() {
         return Err(format!("the kernel packs B as {:?}", b_format.dt));
     }
-    let a = kernel
-        .clone()
-        .into_tensor()
-        .into_shape(&[geo.c_out, geo.k()])
-        .map_err(|e| e.to_string())?;
     let packed_w = mmm.packings()[packing]
         .0
         .prepare_one(&a, 1, 0)
@@ -421,11 +499,13 @@ fn plan(model: &TypedModel, node: &TypedNode, conv: &Conv) -> Result<PanelConv, 
     Ok(PanelConv {
         params: Arc::new(Params {
             geo,
-            mmm,
-            packing,
-            packed_w,
-            b_format,
-            bias,
+            kernel: Kernel::Tract(TractProduct {
+                mmm,
+                packing,
+                packed_w,
+                b_format,
+                bias,
+            }),
             leaky: None,
         }),
     })
@@ -456,12 +536,13 @@ impl GraphPass for PanelConvPass {
         if env_off(NO_PANELCONV_ENV) {
             return Ok(0);
         }
+        let direct = fdirect::chosen();
         let mut swaps = vec![];
         for node in model.nodes() {
             let Some(conv) = node.op_as::<Conv>() else {
                 continue;
             };
-            match plan(model, node, conv) {
+            match plan(model, node, conv, direct) {
                 Ok(mut op) => {
                     // The LeakyRelu that alone reads this conv's output, unless that output is
                     // also a model output.
@@ -472,11 +553,7 @@ impl GraphPass for PanelConvPass {
                         }
                         _ => None,
                     };
-                    let leaky = leaky.filter(|(_, alpha)| {
-                        op.params
-                            .mmm
-                            .can_fuse(&FusedSpec::LeakyRelu(&tensor0(*alpha)))
-                    });
+                    let leaky = leaky.filter(|(_, alpha)| op.params.kernel.can_fuse_leaky(*alpha));
                     if let Some((_, alpha)) = leaky {
                         if let Some(p) = Arc::get_mut(&mut op.params) {
                             p.leaky = Some(tensor0(alpha));
@@ -602,9 +679,40 @@ mod tests {
         }
     }
 
-    /// Against tract's own plan of the same conv: one-row panels at stride 1, gathered panels
-    /// (stride 2, lines shorter than a panel, a partial last panel), dilation, a 1x3 kernel,
-    /// padding after only, with and without a fused LeakyRelu, at 1 and 3 threads.
+    /// Swaps every f32 conv of `model` as [`PanelConvPass`] does, on the kernel asked for.
+    fn swap(model: &mut TypedModel, direct: bool) -> usize {
+        let mut n = 0;
+        for id in 0..model.nodes().len() {
+            let node = &model.nodes()[id];
+            let Some(conv) = node.op_as::<Conv>() else {
+                continue;
+            };
+            let op = plan(model, node, conv, direct).unwrap();
+            let succ = model.outlet_successors(OutletId::new(id, 0)).to_vec();
+            let leaky = match succ[..] {
+                [only] if !model.outputs.contains(&OutletId::new(id, 0)) => {
+                    leaky_alpha(&model.nodes()[only.node]).map(|a| (only.node, a))
+                }
+                _ => None,
+            };
+            let mut op = op;
+            let leaky = leaky.filter(|(_, a)| op.params.kernel.can_fuse_leaky(*a));
+            if let Some((leaky, alpha)) = leaky {
+                Arc::get_mut(&mut op.params).unwrap().leaky = Some(tensor0(alpha));
+                model.node_mut(leaky).op = Box::new(Identity);
+            }
+            model.node_mut(id).op = Box::new(op);
+            n += 1;
+        }
+        n
+    }
+
+    /// Against tract's own plan of the same conv, on tract's product and (where the CPU has AVX2
+    /// and FMA) on lookout's direct kernel: one-row panels at stride 1, gathered panels (stride 2,
+    /// lines shorter than a panel, a partial last panel), dilation, a 1x3 kernel, padding after
+    /// only, rows long enough for tract's direct spatial conv (lookout's kernel only), channel
+    /// counts that are not a multiple of four, with and without a fused LeakyRelu, at 1 and 3
+    /// threads.
     #[test]
     fn same_as_tracts_plan() {
         #[rustfmt::skip]
@@ -614,54 +722,71 @@ mod tests {
             (4, 8, (9, 7), (3, 3), (1, 1), (2, 2), ([2, 2], [2, 2])),
             (6, 4, (13, 30), (1, 3), (1, 1), (1, 1), ([0, 1], [0, 1])),
             (3, 20, (16, 16), (3, 3), (2, 2), (1, 1), ([0, 0], [1, 1])),
+            (3, 7, (11, 270), (3, 3), (2, 2), (1, 1), ([1, 1], [1, 1])),
+            (2, 5, (5, 131), (3, 5), (1, 3), (1, 2), ([1, 2], [0, 3])),
+            (6, 32, (10, 21), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1])),
+            (3, 2, (7, 9), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1])),
         ];
-        for &(c_in, c_out, hw, k, s, d, pads) in cases {
-            for (leaky, shared) in [(false, false), (true, false), (true, true)] {
-                let tract = model(c_in, c_out, hw, k, s, d, pads, leaky, shared);
-                let mut ours = tract.clone().into_decluttered().unwrap();
-                let n = PanelConvPass.run(&mut ours).unwrap();
-                assert_eq!(n, 1, "{c_in}→{c_out} {hw:?} k {k:?} s {s:?}");
-                let ours = ours.into_optimized().unwrap();
-                let names: Vec<String> = ours
-                    .nodes()
-                    .iter()
-                    .map(|n| n.op().name().to_string())
-                    .collect();
-                assert!(names.iter().any(|n| n == "PanelConv"), "{names:?}");
-                // Folded in: no LeakyRelu left, unless the conv's output is read twice or the
-                // kernel cannot fuse one (SVE's f32 kernel, under qemu-aarch64).
-                let op = ours
-                    .nodes()
-                    .iter()
-                    .find_map(|n| n.op_as::<PanelConv>())
-                    .unwrap();
-                let fused = op.params.leaky.is_some();
-                assert!(!fused || (leaky && !shared));
-                assert_eq!(
-                    names.iter().any(|n| n.contains("LeakyRelu")),
-                    leaky && !fused,
-                    "{names:?}"
-                );
-                if leaky && !shared && cfg!(target_arch = "x86_64") {
-                    assert!(fused, "x86-64's f32 kernels fuse a LeakyRelu");
+        let kernels: &[bool] = if fdirect::available() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &direct in kernels {
+            for &(c_in, c_out, hw, k, s, d, pads) in cases {
+                // tract's direct spatial conv keeps rows of 128 or more, unless lookout's runs.
+                if !direct && (hw.1 + pads.0[1] + pads.1[1]) / s.1 >= 128 {
+                    continue;
                 }
-                let tract = tract.into_optimized().unwrap();
-                let x = Tensor::from_shape(&[1, c_in, hw.0, hw.1], &values(c_in * hw.0 * hw.1, 3))
-                    .unwrap();
-                let want = run(&tract, 1, &x);
-                for threads in [1, 3] {
-                    let got = run(&ours, threads, &x);
-                    assert_eq!(want.len(), got.len());
-                    for (a, b) in want.iter().zip(&got) {
-                        assert_eq!(a.shape(), b.shape());
-                        let a = a.to_plain_array_view::<f32>().unwrap();
-                        let b = b.to_plain_array_view::<f32>().unwrap();
-                        for (x, y) in a.iter().zip(b.iter()) {
-                            assert!(
-                                (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
-                                "{c_in}→{c_out} {hw:?} k {k:?} s {s:?} d {d:?} leaky {leaky} \
-                                 threads {threads}: tract {x}, ours {y}"
-                            );
+                for (leaky, shared) in [(false, false), (true, false), (true, true)] {
+                    let tract = model(c_in, c_out, hw, k, s, d, pads, leaky, shared);
+                    let mut ours = tract.clone().into_decluttered().unwrap();
+                    let n = swap(&mut ours, direct);
+                    assert_eq!(n, 1, "{c_in}→{c_out} {hw:?} k {k:?} s {s:?}");
+                    let ours = ours.into_optimized().unwrap();
+                    let names: Vec<String> = ours
+                        .nodes()
+                        .iter()
+                        .map(|n| n.op().name().to_string())
+                        .collect();
+                    assert!(names.iter().any(|n| n == "PanelConv"), "{names:?}");
+                    // Folded in: no LeakyRelu left, unless the conv's output is read twice or the
+                    // kernel cannot fuse one (SVE's f32 kernel, under qemu-aarch64).
+                    let op = ours
+                        .nodes()
+                        .iter()
+                        .find_map(|n| n.op_as::<PanelConv>())
+                        .unwrap();
+                    assert_eq!(matches!(op.params.kernel, Kernel::Direct(_)), direct);
+                    let fused = op.params.leaky.is_some();
+                    assert!(!fused || (leaky && !shared));
+                    assert_eq!(
+                        names.iter().any(|n| n.contains("LeakyRelu")),
+                        leaky && !fused,
+                        "{names:?}"
+                    );
+                    if leaky && !shared && cfg!(target_arch = "x86_64") {
+                        assert!(fused, "x86-64's f32 kernels fuse a LeakyRelu");
+                    }
+                    let tract = tract.into_optimized().unwrap();
+                    let x =
+                        Tensor::from_shape(&[1, c_in, hw.0, hw.1], &values(c_in * hw.0 * hw.1, 3))
+                            .unwrap();
+                    let want = run(&tract, 1, &x);
+                    for threads in [1, 3] {
+                        let got = run(&ours, threads, &x);
+                        assert_eq!(want.len(), got.len());
+                        for (a, b) in want.iter().zip(&got) {
+                            assert_eq!(a.shape(), b.shape());
+                            let a = a.to_plain_array_view::<f32>().unwrap();
+                            let b = b.to_plain_array_view::<f32>().unwrap();
+                            for (x, y) in a.iter().zip(b.iter()) {
+                                assert!(
+                                    (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                                    "{c_in}→{c_out} {hw:?} k {k:?} s {s:?} d {d:?} leaky {leaky} \
+                                 threads {threads} direct {direct}: tract {x}, ours {y}"
+                                );
+                            }
                         }
                     }
                 }

@@ -61,27 +61,48 @@ impl EvalOp for PlannedResize {
                 .collect()
         };
         let input = &inputs[0];
+        let src = input.try_as_plain_ram()?;
+        let src = src.as_slice::<f32>()?;
+        // The axes that change; the last of them writes straight into the output tensor (an
+        // `ArrayD` turned into a tensor afterwards was copied element by element: 1.4 MB took
+        // longer than the resampling).
+        let axes: Vec<(usize, f32)> = scales
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(axis, scale)| !(input.shape()[axis] == output_shape[axis] && scale == 1.0))
+            .collect();
+        // SAFETY: every element is written: by the last pass, or by the copy when none runs.
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&output_shape)? };
         let mut shape: TVec<usize> = input.shape().into();
         let mut data: Option<Vec<f32>> = None;
-        for (axis, scale) in scales.into_iter().enumerate() {
+        for (i, &(axis, scale)) in axes.iter().enumerate() {
             let (len_in, len_out) = (shape[axis], output_shape[axis]);
-            if len_in == len_out && scale == 1.0 {
-                continue;
-            }
             let plan = self.inner.plan_axis(scale, len_in, len_out);
-            let src: &[f32] = match &data {
-                Some(d) => d,
-                None => input.try_as_plain_ram()?.as_slice::<f32>()?,
+            let src: &[f32] = data.as_deref().unwrap_or(src);
+            let len = src.len() / len_in.max(1) * len_out;
+            let mut next = vec![];
+            let mut plain;
+            let dst: &mut [f32] = if i + 1 == axes.len() {
+                plain = out.try_as_plain_ram_mut()?;
+                plain.as_slice_mut::<f32>()?
+            } else {
+                next.resize(len, 0f32);
+                &mut next
             };
-            let mut out = vec![0f32; src.len() / len_in.max(1) * len_out];
+            ensure!(
+                dst.len() == len,
+                "PlannedResize: {} outputs for {len}",
+                dst.len()
+            );
             let inner: usize = shape[axis + 1..].iter().product();
             // Blocks (one `len_in × inner` run of the input, the `len_out × inner` run it gives)
             // are independent.
             let (block_in, block_out) = (len_in * inner, len_out * inner);
-            let per_run = per_task(out.len().checked_div(block_out).unwrap_or(0));
+            let per_run = per_task(len.checked_div(block_out).unwrap_or(0));
             let last = axis + 1 == shape.len();
             for_each_chunk(
-                &mut out,
+                dst,
                 per_run * block_out,
                 || (),
                 |i, out, _| {
@@ -93,13 +114,14 @@ impl EvalOp for PlannedResize {
                     }
                 },
             );
-            data = Some(out);
+            if i + 1 < axes.len() {
+                data = Some(next);
+            }
             shape[axis] = len_out;
         }
-        let out = match data {
-            Some(d) => tract_ndarray::ArrayD::from_shape_vec(&*shape, d)?.into_tensor(),
-            None => input.clone().into_tensor(),
-        };
+        if axes.is_empty() {
+            return Ok(tvec!(input.clone()));
+        }
         Ok(tvec!(out.into_tvalue()))
     }
 }
@@ -112,7 +134,11 @@ impl TypedOp for PlannedResize {
     as_op!();
 }
 
-/// `resample_axis` for the last axis (`inner == 1`), element for element the same arithmetic.
+/// `resample_axis` for the last axis (`inner == 1`), element for element the same arithmetic:
+/// `0 + w0·s0 + w1·s1 …` over the taps whose weight is not zero, in tap order. Where every output
+/// has exactly two such taps (linear interpolation, up or down), a loop over precomputed pairs:
+/// tract's plan loop (window, zero tests, extrapolation test per element) took 3.5 ns per output
+/// of nanodet-g's x2 up-sampling.
 fn resample_last_axis(
     input: &[f32],
     len_in: usize,
@@ -125,21 +151,47 @@ fn resample_last_axis(
     if len_in == 0 || len_out == 0 {
         return;
     }
-    for (src, dst) in input
+    let taps = |x: usize| {
+        let t = x * window..(x + 1) * window;
+        plan.indices[t.clone()]
+            .iter()
+            .zip(&plan.weights[t])
+            .filter(|(_, &w)| w != 0.0)
+    };
+    let pairs: Option<Vec<(usize, f32, usize, f32)>> = (0..len_out)
+        .map(|x| {
+            if plan.extrapolated[x] {
+                return None;
+            }
+            let mut t = taps(x);
+            match (t.next(), t.next(), t.next()) {
+                (Some((&i0, &w0)), Some((&i1, &w1)), None) if i0 < len_in && i1 < len_in => {
+                    Some((i0, w0, i1, w1))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let rows = input
         .chunks_exact(len_in)
-        .zip(output.chunks_exact_mut(len_out))
-    {
+        .zip(output.chunks_exact_mut(len_out));
+    if let Some(pairs) = pairs {
+        for (src, dst) in rows {
+            for (d, &(i0, w0, i1, w1)) in dst.iter_mut().zip(&pairs) {
+                *d = 0.0 + w0 * src[i0] + w1 * src[i1];
+            }
+        }
+        return;
+    }
+    for (src, dst) in rows {
         for (x, d) in dst.iter_mut().enumerate() {
             if plan.extrapolated[x] {
                 *d = extrapolation_value;
                 continue;
             }
             let mut acc = 0.0f32;
-            let taps = x * window..(x + 1) * window;
-            for (&i, &w) in plan.indices[taps.clone()].iter().zip(&plan.weights[taps]) {
-                if w != 0.0 {
-                    acc += w * src[i];
-                }
+            for (&i, &w) in taps(x) {
+                acc += w * src[i];
             }
             *d = acc;
         }
