@@ -56,6 +56,8 @@ enum Kernel {
     Tract(TractProduct),
     /// lookout's direct conv on AVX2 + FMA ([`fdirect`]).
     Direct(fdirect::Weights),
+    /// lookout's depthwise conv (group = channels) on AVX2 + FMA ([`fdirect::depthwise`]).
+    Depthwise(fdirect::DwWeights),
 }
 
 #[derive(Debug)]
@@ -74,7 +76,7 @@ impl Kernel {
     fn can_fuse_leaky(&self, alpha: f32) -> bool {
         match self {
             Kernel::Tract(t) => t.mmm.can_fuse(&FusedSpec::LeakyRelu(&tensor0(alpha))),
-            Kernel::Direct(_) => true,
+            Kernel::Direct(_) | Kernel::Depthwise(_) => true,
         }
     }
 
@@ -82,6 +84,7 @@ impl Kernel {
         match self {
             Kernel::Tract(t) => t.mmm.name().to_string(),
             Kernel::Direct(_) => "lookout's avx2 direct f32 kernel".into(),
+            Kernel::Depthwise(_) => "lookout's avx2 depthwise f32 kernel".into(),
         }
     }
 }
@@ -148,21 +151,21 @@ impl EvalOp for PanelConv {
         let x = x.as_slice::<f32>()?;
         let t = match &p.kernel {
             Kernel::Tract(t) => t,
-            Kernel::Direct(w) => {
+            kernel => {
                 let alpha = match &p.leaky {
                     Some(a) => Some(a.cast_to_scalar::<f32>()?),
                     None => None,
                 };
-                // SAFETY: `conv` writes every element.
+                // SAFETY: the kernels write every element.
                 let mut out =
                     unsafe { Tensor::uninitialized::<f32>(&[1, g.c_out, g.out_h, g.out_w])? };
-                fdirect::conv(
-                    g,
-                    w,
-                    alpha,
-                    x,
-                    out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-                );
+                let mut plain = out.try_as_plain_ram_mut()?;
+                let y = plain.as_slice_mut::<f32>()?;
+                match kernel {
+                    Kernel::Direct(w) => fdirect::conv(g, w, alpha, x, y),
+                    Kernel::Depthwise(w) => fdirect::depthwise(g, w, alpha, x, y),
+                    Kernel::Tract(_) => unreachable!("matched above"),
+                }
                 return Ok(tvec!(out.into_tvalue()));
             }
         };
@@ -383,7 +386,8 @@ fn plan(
     conv: &Conv,
     direct: bool,
 ) -> Result<PanelConv, String> {
-    if conv.q_params.is_some() || conv.group != 1 || node.inputs.len() != 3 {
+    let depthwise = direct && conv.group > 1 && conv.group == conv.pool_spec.output_channels;
+    if conv.q_params.is_some() || (conv.group != 1 && !depthwise) || node.inputs.len() != 3 {
         return Err(format!(
             "quantized, grouped ({}) or {} inputs",
             conv.group,
@@ -403,6 +407,9 @@ fn plan(
         .as_concrete()
         .ok_or("symbolic output shape")?;
     let geo = Geometry::of(conv, shape, out_shape)?;
+    if depthwise && geo.c_in != conv.group {
+        return Err(format!("{} groups of {} channels", conv.group, geo.c_in));
+    }
     // A 1x1 conv at stride 1 is a plain matrix product of the input in tract: nothing to gather.
     if geo.kh * geo.kw == 1 && geo.stride == (1, 1) {
         return Err("1x1 at stride 1".into());
@@ -414,7 +421,8 @@ fn plan(
     // per channel tile: past 288 taps (576 at stride 1) tract's product was faster (nanodet-g:
     // 128→128 at 52x52, 1152 taps, 14.5 ms direct, 11.8 ms tract's; 64→64 at stride 2, 576 taps,
     // 5.8 vs 5.0).
-    let direct = direct && (geo.k() <= 288 || (geo.k() <= 576 && geo.stride == (1, 1)));
+    let direct =
+        depthwise || direct && (geo.k() <= 288 || (geo.k() <= 576 && geo.stride == (1, 1)));
     if !direct && geo.out_w >= 128 && geo.k() <= 576 {
         return Err(format!(
             "tract's direct spatial conv shape ({} taps, rows of {})",
@@ -431,7 +439,8 @@ fn plan(
     };
     let kernel = konst(1)?;
     let bias = konst(2)?;
-    if kernel.shape() != [geo.c_out, geo.c_in, geo.kh, geo.kw] {
+    let per_group = if depthwise { 1 } else { geo.c_in };
+    if kernel.shape() != [geo.c_out, per_group, geo.kh, geo.kw] {
         return Err(format!("kernel shape {:?}", kernel.shape()));
     }
     let bias = bias
@@ -449,18 +458,27 @@ fn plan(
     let a = kernel
         .clone()
         .into_tensor()
-        .into_shape(&[geo.c_out, geo.k()])
+        .into_shape(&[geo.c_out, per_group * geo.kh * geo.kw])
         .map_err(|e| e.to_string())?;
     if direct {
         let w = a
             .cast_to::<f32>()
             .and_then(|a| Ok(a.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
             .map_err(|e| format!("weights: {e}"))?;
-        let w = fdirect::Weights::pack(&w, &bias, geo.c_out, geo.k());
+        let kernel = if depthwise {
+            Kernel::Depthwise(fdirect::DwWeights::new(
+                &w,
+                &bias,
+                geo.c_out,
+                geo.kh * geo.kw,
+            ))
+        } else {
+            Kernel::Direct(fdirect::Weights::pack(&w, &bias, geo.c_out, geo.k()))
+        };
         return Ok(PanelConv {
             params: Arc::new(Params {
                 geo,
-                kernel: Kernel::Direct(w),
+                kernel,
                 leaky: None,
             }),
         });
@@ -605,9 +623,10 @@ mod tests {
         Pair,
         Pair,
         ([usize; 2], [usize; 2]),
+        usize,
     );
 
-    /// One conv (`c_in → c_out`, kernel, stride, dilation, pads before and after) on a
+    /// One conv (`c_in → c_out` in `group` groups, kernel, stride, dilation, pads before and after) on a
     /// `[1, c_in, h, w]` source, with a LeakyRelu after it when `leaky`, and (when `shared`) its
     /// output also a model output, so that the LeakyRelu cannot be folded in.
     #[allow(clippy::too_many_arguments)]
@@ -619,14 +638,15 @@ mod tests {
         s: Pair,
         d: Pair,
         pads: ([usize; 2], [usize; 2]),
+        group: usize,
         leaky: bool,
         shared: bool,
     ) -> TypedModel {
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact([1, c_in, hw.0, hw.1])).unwrap();
         let w = Tensor::from_shape(
-            &[c_out, c_in, k.0, k.1],
-            &values(c_out * c_in * k.0 * k.1, 7),
+            &[c_out, c_in / group, k.0, k.1],
+            &values(c_out * c_in / group * k.0 * k.1, 7),
         )
         .unwrap();
         let w = m.add_const("w", w).unwrap();
@@ -645,7 +665,7 @@ mod tests {
                 output_channels: c_out,
             },
             kernel_fmt: KernelFormat::OIHW,
-            group: 1,
+            group,
             q_params: None,
         };
         let y = m.wire_node("conv", conv, &[x, w, b]).unwrap()[0];
@@ -710,22 +730,27 @@ mod tests {
     /// Against tract's own plan of the same conv, on tract's product and (where the CPU has AVX2
     /// and FMA) on lookout's direct kernel: one-row panels at stride 1, gathered panels (stride 2,
     /// lines shorter than a panel, a partial last panel), dilation, a 1x3 kernel, padding after
-    /// only, rows long enough for tract's direct spatial conv (lookout's kernel only), channel
-    /// counts that are not a multiple of four, with and without a fused LeakyRelu, at 1 and 3
-    /// threads.
+    /// only, rows long enough for tract's direct spatial conv and depthwise convs (3x3, 5x5,
+    /// strided, dilated; lookout's kernels only), channel counts that are not a multiple of four,
+    /// with and without a fused LeakyRelu, at 1 and 3 threads.
     #[test]
     fn same_as_tracts_plan() {
         #[rustfmt::skip]
         let cases: &[Case] = &[
-            (8, 16, (20, 37), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1])),
-            (5, 12, (21, 40), (3, 3), (2, 2), (1, 1), ([1, 1], [1, 1])),
-            (4, 8, (9, 7), (3, 3), (1, 1), (2, 2), ([2, 2], [2, 2])),
-            (6, 4, (13, 30), (1, 3), (1, 1), (1, 1), ([0, 1], [0, 1])),
-            (3, 20, (16, 16), (3, 3), (2, 2), (1, 1), ([0, 0], [1, 1])),
-            (3, 7, (11, 270), (3, 3), (2, 2), (1, 1), ([1, 1], [1, 1])),
-            (2, 5, (5, 131), (3, 5), (1, 3), (1, 2), ([1, 2], [0, 3])),
-            (6, 32, (10, 21), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1])),
-            (3, 2, (7, 9), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1])),
+            (8, 16, (20, 37), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1]), 1),
+            (5, 12, (21, 40), (3, 3), (2, 2), (1, 1), ([1, 1], [1, 1]), 1),
+            (4, 8, (9, 7), (3, 3), (1, 1), (2, 2), ([2, 2], [2, 2]), 1),
+            (6, 4, (13, 30), (1, 3), (1, 1), (1, 1), ([0, 1], [0, 1]), 1),
+            (3, 20, (16, 16), (3, 3), (2, 2), (1, 1), ([0, 0], [1, 1]), 1),
+            (3, 7, (11, 270), (3, 3), (2, 2), (1, 1), ([1, 1], [1, 1]), 1),
+            (2, 5, (5, 131), (3, 5), (1, 3), (1, 2), ([1, 2], [0, 3]), 1),
+            (6, 32, (10, 21), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1]), 1),
+            (3, 2, (7, 9), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1]), 1),
+            // Depthwise (group = channels): lookout's kernel only.
+            (8, 8, (20, 37), (3, 3), (1, 1), (1, 1), ([1, 1], [1, 1]), 8),
+            (5, 5, (21, 70), (3, 3), (2, 2), (1, 1), ([0, 0], [1, 1]), 5),
+            (6, 6, (13, 150), (5, 5), (2, 2), (1, 1), ([1, 1], [2, 2]), 6),
+            (4, 4, (9, 7), (3, 3), (1, 1), (2, 2), ([2, 2], [2, 2]), 4),
         ];
         let kernels: &[bool] = if fdirect::available() {
             &[false, true]
@@ -733,13 +758,14 @@ mod tests {
             &[false]
         };
         for &direct in kernels {
-            for &(c_in, c_out, hw, k, s, d, pads) in cases {
-                // tract's direct spatial conv keeps rows of 128 or more, unless lookout's runs.
-                if !direct && (hw.1 + pads.0[1] + pads.1[1]) / s.1 >= 128 {
+            for &(c_in, c_out, hw, k, s, d, pads, group) in cases {
+                // tract's direct spatial conv keeps rows of 128 or more and grouped convs stay
+                // with tract, unless lookout's kernels run.
+                if !direct && ((hw.1 + pads.0[1] + pads.1[1]) / s.1 >= 128 || group > 1) {
                     continue;
                 }
                 for (leaky, shared) in [(false, false), (true, false), (true, true)] {
-                    let tract = model(c_in, c_out, hw, k, s, d, pads, leaky, shared);
+                    let tract = model(c_in, c_out, hw, k, s, d, pads, group, leaky, shared);
                     let mut ours = tract.clone().into_decluttered().unwrap();
                     let n = swap(&mut ours, direct);
                     assert_eq!(n, 1, "{c_in}→{c_out} {hw:?} k {k:?} s {s:?}");
@@ -757,7 +783,11 @@ mod tests {
                         .iter()
                         .find_map(|n| n.op_as::<PanelConv>())
                         .unwrap();
-                    assert_eq!(matches!(op.params.kernel, Kernel::Direct(_)), direct);
+                    match &op.params.kernel {
+                        Kernel::Tract(_) => assert!(!direct),
+                        Kernel::Direct(_) => assert!(direct && group == 1),
+                        Kernel::Depthwise(_) => assert!(direct && group > 1),
+                    }
                     let fused = op.params.leaky.is_some();
                     assert!(!fused || (leaky && !shared));
                     assert_eq!(

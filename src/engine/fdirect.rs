@@ -160,40 +160,49 @@ impl Layout {
 
 /// `x` (`[c_in, in_h, in_w]`) into the planes of `lay`: zero where the padding is.
 fn fill(g: &Geometry, lay: &Layout, x: &[f32], planes: &mut [f32]) {
-    let (ph, pw) = (g.pad.0, g.pad.1);
-    let plane = lay.hp * lay.wq;
     for_each_chunk(
         planes,
-        plane,
+        lay.hp * lay.wq,
         || (),
         |i, dst, _| {
             let (c, phase) = (i / lay.sw, i % lay.sw);
-            let src = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
-            for (r, row) in dst.chunks_exact_mut(lay.wq).enumerate() {
-                let Some(line) = r
-                    .checked_sub(ph)
-                    .and_then(|y| src.get(y * g.in_w..(y + 1) * g.in_w))
-                else {
-                    row.fill(0.0);
-                    continue;
-                };
-                if lay.sw == 1 {
-                    let n = g.in_w.min(lay.wq.saturating_sub(pw));
-                    row[..pw.min(lay.wq)].fill(0.0);
-                    row[pw.min(lay.wq)..pw.min(lay.wq) + n].copy_from_slice(&line[..n]);
-                    row[pw.min(lay.wq) + n..].fill(0.0);
-                } else {
-                    for (j, o) in row.iter_mut().enumerate() {
-                        *o = (j * lay.sw + phase)
-                            .checked_sub(pw)
-                            .and_then(|ic| line.get(ic))
-                            .copied()
-                            .unwrap_or(0.0);
-                    }
-                }
-            }
+            fill_plane(
+                g,
+                lay,
+                &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w],
+                phase,
+                dst,
+            )
         },
     );
+}
+
+/// Phase `phase` of one channel `src` (`[in_h, in_w]`) into `dst` (`hp × wq`).
+fn fill_plane(g: &Geometry, lay: &Layout, src: &[f32], phase: usize, dst: &mut [f32]) {
+    let (ph, pw) = (g.pad.0, g.pad.1);
+    for (r, row) in dst.chunks_exact_mut(lay.wq).enumerate() {
+        let Some(line) = r
+            .checked_sub(ph)
+            .and_then(|y| src.get(y * g.in_w..(y + 1) * g.in_w))
+        else {
+            row.fill(0.0);
+            continue;
+        };
+        if lay.sw == 1 {
+            let n = g.in_w.min(lay.wq.saturating_sub(pw));
+            row[..pw.min(lay.wq)].fill(0.0);
+            row[pw.min(lay.wq)..pw.min(lay.wq) + n].copy_from_slice(&line[..n]);
+            row[pw.min(lay.wq) + n..].fill(0.0);
+        } else {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = (j * lay.sw + phase)
+                    .checked_sub(pw)
+                    .and_then(|ic| line.get(ic))
+                    .copied()
+                    .unwrap_or(0.0);
+            }
+        }
+    }
 }
 
 /// The output, `[c_out][out_h·out_w]`, written by several tasks at once: each writes only its own
@@ -258,6 +267,90 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
                 };
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = (x, wt, bias, out, channels);
+            }
+        },
+    );
+}
+
+/// A depthwise conv's weights (`[c][kh·kw]`) and bias.
+#[derive(Debug, Clone)]
+pub(super) struct DwWeights {
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    c: usize,
+    taps: usize,
+}
+
+impl DwWeights {
+    /// From `kernel` as `[c][1][kh][kw]` flattened and one bias per channel.
+    pub(super) fn new(kernel: &[f32], bias: &[f32], c: usize, taps: usize) -> DwWeights {
+        DwWeights {
+            w: kernel[..c * taps].to_vec(),
+            bias: bias[..c].to_vec(),
+            c,
+            taps,
+        }
+    }
+}
+
+/// The depthwise conv of `x` (`[1, c, in_h, in_w]`, flattened; group = c) into `out`
+/// (`[c][out_h·out_w]`, every element written), plus the bias, through a LeakyRelu of slope
+/// `leaky`. Each task takes whole channels: it copies one channel's padded (phase-split) planes
+/// into a scratch of its own, which stays in the second-level cache while every output row of
+/// that channel reads it, so the input is read from memory once.
+pub(super) fn depthwise(
+    g: &Geometry,
+    w: &DwWeights,
+    leaky: Option<f32>,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    let n = g.n();
+    assert!(
+        available()
+            && g.c_in == w.c
+            && g.c_out == w.c
+            && w.taps == g.kh * g.kw
+            && x.len() >= w.c * g.in_h * g.in_w
+            && out.len() == w.c * n
+    );
+    // One channel's layout: the same planes, taps within the channel.
+    let g1 = Geometry {
+        c_in: 1,
+        c_out: 1,
+        ..g.clone()
+    };
+    let lay = Layout::of(&g1);
+    let far = lay.row(&g1, g.out_h.saturating_sub(1))
+        + lay.taps.iter().max().copied().unwrap_or(0)
+        + g.out_w.next_multiple_of(COLS);
+    assert!(far <= lay.len(&g1) && g.out_w.next_multiple_of(COLS) <= lay.wq);
+    for_each_chunk(
+        out,
+        n,
+        || vec![0f32; lay.len(&g1)],
+        |c, out, planes| {
+            let src = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+            for (phase, dst) in planes.chunks_exact_mut(lay.hp * lay.wq).enumerate() {
+                fill_plane(&g1, &lay, src, phase, dst);
+            }
+            for (oy, row) in out.chunks_exact_mut(g.out_w).enumerate() {
+                let x = planes[lay.row(&g1, oy)..].as_ptr();
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 and FMA (asserted); reads within `planes` (asserted above), writes
+                // `row` (out_w floats).
+                unsafe {
+                    x86::dw_row(
+                        x,
+                        &lay.taps,
+                        &w.w[c * w.taps..][..w.taps],
+                        w.bias[c],
+                        leaky,
+                        row,
+                    )
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (x, row);
             }
         },
     );
@@ -354,6 +447,62 @@ mod x86 {
                 }
             }
         };
+    }
+
+    /// One output row of a depthwise conv: 64 columns per step (eight accumulators, so that the
+    /// FMA units' latency is covered), then 16 at a time.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `x + tap + x0 + 16` within the planes for every tap and every 16-column step
+    /// up to `row.len()` rounded up to 16; `w` holds `taps.len()` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dw_row(
+        x: *const f32,
+        taps: &[usize],
+        w: &[f32],
+        bias: f32,
+        leaky: Option<f32>,
+        row: &mut [f32],
+    ) {
+        assert!(w.len() >= taps.len());
+        let out_w = row.len();
+        let out = row.as_mut_ptr();
+        let mut x0 = 0;
+        while x0 + 4 * COLS <= out_w {
+            let p = x.add(x0);
+            let z = _mm256_setzero_ps();
+            let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+            let (mut a4, mut a5, mut a6, mut a7) = (z, z, z, z);
+            for (&t, wt) in taps.iter().zip(w) {
+                let b = _mm256_broadcast_ss(wt);
+                let q = p.add(t);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q), b, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(8)), b, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(16)), b, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(24)), b, a3);
+                a4 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(32)), b, a4);
+                a5 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(40)), b, a5);
+                a6 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(48)), b, a6);
+                a7 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(56)), b, a7);
+            }
+            let o = out.add(x0);
+            finish((a0, a1), bias, leaky, o, COLS);
+            finish((a2, a3), bias, leaky, o.add(16), COLS);
+            finish((a4, a5), bias, leaky, o.add(32), COLS);
+            finish((a6, a7), bias, leaky, o.add(48), COLS);
+            x0 += 4 * COLS;
+        }
+        while x0 < out_w {
+            let p = x.add(x0);
+            let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for (&t, wt) in taps.iter().zip(w) {
+                let b = _mm256_broadcast_ss(wt);
+                lo = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(t)), b, lo);
+                hi = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(t + 8)), b, hi);
+            }
+            finish((lo, hi), bias, leaky, out.add(x0), COLS.min(out_w - x0));
+            x0 += COLS;
+        }
     }
 
     row_kernel!(
