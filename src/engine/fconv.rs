@@ -17,6 +17,9 @@
 //! geometries, LeakyRelu fused or not, 1 and 3 threads), and through the real models against
 //! onnxruntime (`tests/reference.rs`: fp32 nanodet-g; `tests/engine_qdq.rs`: the int8 default's
 //! float convs; `tests/graph_rewrites.rs`).
+//! On x86 with AVX2 and FMA the product is lookout's own instead ([`super::fdirect`]): a direct
+//! conv reading the padded planes in place, for convs of up to 288 taps (576 at stride 1) and
+//! for depthwise convs; [`super::F32_KERNEL_ENV`]`=tract` keeps tract's kernel.
 //! [`NO_PANELCONV_ENV`]`=1` leaves every conv to tract (the A/B switch).
 
 use std::fmt;

@@ -16,8 +16,13 @@
 //! chains cover the FMA latency of two units). Bias, LeakyRelu and the store follow while the
 //! accumulators are in registers. Work is shared out by (output row, four-channel tile).
 //!
-//! Sums run in tap order per output, so results differ from tract's kernel (which sums in its own
-//! k order) by rounding only: `fconv`'s test holds them to 1e-5 of tract's plan.
+//! Depthwise convs (group = channels, [`depthwise`]) take the same planes one channel at a time:
+//! a task copies a channel's padded planes into a scratch that stays in the second-level cache and
+//! runs every output row of it, 64 columns (eight accumulators) per step. tract's `DepthWiseConv`
+//! ran CenterNet-MBv3's 24 NCHW depthwise convs in about 37 ms at 1 thread there, this in 15.
+//!
+//! Sums run in tap order per output, so results differ from tract's kernels (which sum in their
+//! own order) by rounding only: `fconv`'s test holds them to 1e-5 of tract's plan.
 
 // Off x86 the kernel is never planned ([`available`] is false): its types are built but not read.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -266,7 +271,7 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
                     }
                 };
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (x, wt, bias, out, channels);
+                let _ = (x, wt, bias, out, channels, leaky);
             }
         },
     );
@@ -350,7 +355,7 @@ pub(super) fn depthwise(
                     )
                 };
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (x, row);
+                let _ = (x, row, leaky);
             }
         },
     );
