@@ -1,7 +1,9 @@
 //! `lookout run` with `[ocr]`: the text on chosen tracked objects reaches their events as
 //! `after.text`. The source is a real photo of a book cover (tests/fixtures/ocr/photos/right.png,
-//! from Debian's opencv-doc) looped as a still camera; nanodet-g sees the cover as a `book` (and a
-//! `tv`, on the same box) at 0.39–0.46, so the tracker's thresholds are lowered to track it.
+//! from Debian's opencv-doc) looped as a still camera; the int8 default sees the cover as a `tv`
+//! at 0.47–0.48 and as a `book` on the same box at 0.30–0.39, so the tests read the `tv`: the
+//! book's score sits at the tracker's thresholds and moves with the last bits of the float convs
+//! (0.39 on tract's f32 kernel, 0.30 on lookout's, 0.32 in onnxruntime; fp32 nanodet-g 0.39).
 
 mod common;
 
@@ -67,20 +69,20 @@ fn texts(recs: &[Value]) -> Vec<(String, String, Option<String>)> {
 
 #[test]
 fn text_on_a_chosen_label_reaches_its_events() {
-    let recs = run(&config("[ocr]\nlabels = [\"book\"]\ninterval_s = 1.0\n")).unwrap();
+    let recs = run(&config("[ocr]\nlabels = [\"tv\"]\ninterval_s = 1.0\n")).unwrap();
     let evs = texts(&recs);
-    let book_end = evs
+    let cover_end = evs
         .iter()
-        .find(|(kind, label, _)| kind == "end" && label == "book")
-        .unwrap_or_else(|| panic!("no end event for the book: {evs:?}"));
-    let text = book_end.2.as_deref().unwrap_or_default();
+        .find(|(kind, label, _)| kind == "end" && label == "tv")
+        .unwrap_or_else(|| panic!("no end event for the cover: {evs:?}"));
+    let text = cover_end.2.as_deref().unwrap_or_default();
     assert!(
         text.contains("ELECTRONICS") && text.contains("BASIC"),
         "the cover says BASIC ELECTRONICS: {evs:?}"
     );
-    // Only the chosen label is read (the tv has the same box).
+    // Only the chosen label is read (a book, when tracked, has the same box).
     for (kind, label, text) in &evs {
-        if label != "book" {
+        if label != "tv" {
             assert_eq!(text, &None, "{kind} {label} was not chosen: {evs:?}");
         }
     }
@@ -91,7 +93,7 @@ fn text_on_a_chosen_label_reaches_its_events() {
     for s in recs.iter().filter(|r| r["record"] == "scene") {
         let t = s["text"].as_str().unwrap();
         if t.contains("reading") {
-            assert!(t.contains("A book reading '"), "{t}");
+            assert!(t.contains("A tv reading '"), "{t}");
         }
     }
 }
@@ -177,18 +179,18 @@ fn the_store_keeps_the_text_with_the_object() {
     use lookout::store::{Kind, Store};
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    let cfg = config("[ocr]\nlabels = [\"book\"]\n");
+    let cfg = config("[ocr]\nlabels = [\"tv\"]\n");
     run_with(&cfg, &["--store".as_ref(), store.as_os_str()]).unwrap();
     let s = Store::open_read(&store).unwrap();
     let objects = s.records(&[Kind::Object], 0.0, f64::MAX).unwrap();
-    let book = objects
+    let cover = objects
         .iter()
-        .find(|r| r.label == "book")
-        .unwrap_or_else(|| panic!("no book object stored: {objects:?}"));
-    let reading = book.reading.as_deref().unwrap_or_default();
-    assert!(reading.contains("ELECTRONICS"), "{book:?}");
+        .find(|r| r.label == "tv")
+        .unwrap_or_else(|| panic!("no tv object (the cover) stored: {objects:?}"));
+    let reading = cover.reading.as_deref().unwrap_or_default();
+    assert!(reading.contains("ELECTRONICS"), "{cover:?}");
     assert!(
-        book.text.contains(&format!("reading '{reading}'")),
-        "{book:?}"
+        cover.text.contains(&format!("reading '{reading}'")),
+        "{cover:?}"
     );
 }
