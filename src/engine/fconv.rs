@@ -152,26 +152,32 @@ impl EvalOp for PanelConv {
         );
         let x = x.try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
-        let t = match &p.kernel {
-            Kernel::Tract(t) => t,
-            kernel => {
-                let alpha = match &p.leaky {
-                    Some(a) => Some(a.cast_to_scalar::<f32>()?),
-                    None => None,
-                };
-                // SAFETY: the kernels write every element.
-                let mut out =
-                    unsafe { Tensor::uninitialized::<f32>(&[1, g.c_out, g.out_h, g.out_w])? };
-                let mut plain = out.try_as_plain_ram_mut()?;
-                let y = plain.as_slice_mut::<f32>()?;
-                match kernel {
-                    Kernel::Direct(w) => fdirect::conv(g, w, alpha, x, y),
-                    Kernel::Depthwise(w) => fdirect::depthwise(g, w, alpha, x, y),
-                    Kernel::Tract(_) => unreachable!("matched above"),
-                }
-                return Ok(tvec!(out.into_tvalue()));
-            }
+        let alpha = p
+            .leaky
+            .as_ref()
+            .map(|a| a.cast_to_scalar::<f32>())
+            .transpose()?;
+        let out = match &p.kernel {
+            Kernel::Tract(t) => t.run(g, p.leaky.as_ref(), x)?,
+            Kernel::Direct(w) => written(g, |y| fdirect::conv(g, w, alpha, x, y))?,
+            Kernel::Depthwise(w) => written(g, |y| fdirect::depthwise(g, w, alpha, x, y))?,
         };
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+/// The conv's output tensor, `[1, c_out, out_h, out_w]`, as `write` fills it (every element).
+fn written(g: &Geometry, write: impl FnOnce(&mut [f32])) -> TractResult<Tensor> {
+    // SAFETY: `write` writes every element (the kernels' contract).
+    let mut out = unsafe { Tensor::uninitialized::<f32>(&[1, g.c_out, g.out_h, g.out_w])? };
+    write(out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+    Ok(out)
+}
+
+impl TractProduct {
+    /// The conv of `x` on tract's kernel: im2col panels made lazily from a padded copy of the
+    /// input, the bias and the LeakyRelu of slope `leaky` fused into the store.
+    fn run(&self, g: &Geometry, leaky: Option<&Tensor>, x: &[f32]) -> TractResult<Tensor> {
         let (hp, wp) = g.padded_hw();
         let mut planes = vec![0f32; g.c_in * hp * wp];
         fill_padded(g, x, 0.0, &mut planes, |d, s| d.copy_from_slice(s));
@@ -181,31 +187,30 @@ impl EvalOp for PanelConv {
             wp,
             geo: g.clone(),
             fact: PackedExoticFact {
-                format: Box::new(PanelFormat(t.b_format.clone())),
+                format: Box::new(PanelFormat(self.b_format.clone())),
                 mn: g.n().to_dim(),
                 k: g.k(),
             },
-            format: PanelFormat(t.b_format.clone()),
+            format: PanelFormat(self.b_format.clone()),
         };
         let mut c = unsafe { Tensor::uninitialized::<f32>(&[g.c_out, g.n()])? };
         unsafe {
-            let store = t.mmm.c_view(Some(0), Some(1)).wrap(&c.view_mut());
+            let store = self.mmm.c_view(Some(0), Some(1)).wrap(&c.view_mut());
             let mut specs = vec![
                 FusedSpec::AddMatMul {
-                    a: AsInputValue::Borrowed(&*t.packed_w),
+                    a: AsInputValue::Borrowed(&*self.packed_w),
                     b: AsInputValue::Borrowed(&b),
-                    packing: t.packing,
+                    packing: self.packing,
                 },
-                FusedSpec::BinPerRow(t.bias.view(), BinOp::Add),
+                FusedSpec::BinPerRow(self.bias.view(), BinOp::Add),
             ];
-            if let Some(alpha) = &p.leaky {
+            if let Some(alpha) = leaky {
                 specs.push(FusedSpec::LeakyRelu(alpha));
             }
             specs.push(FusedSpec::Store(store));
-            t.mmm.run(g.c_out, g.n(), &specs)?;
+            self.mmm.run(g.c_out, g.n(), &specs)?;
         }
-        let out = c.into_shape(&[1, g.c_out, g.out_h, g.out_w])?;
-        Ok(tvec!(out.into_tvalue()))
+        c.into_shape(&[1, g.c_out, g.out_h, g.out_w])
     }
 }
 
@@ -557,43 +562,48 @@ impl GraphPass for PanelConvPass {
         if env_off(NO_PANELCONV_ENV) {
             return Ok(0);
         }
-        let direct = fdirect::chosen();
-        let mut swaps = vec![];
-        for node in model.nodes() {
-            let Some(conv) = node.op_as::<Conv>() else {
-                continue;
-            };
-            match plan(model, node, conv, direct) {
-                Ok(mut op) => {
-                    // The LeakyRelu that alone reads this conv's output, unless that output is
-                    // also a model output.
-                    let succ = model.outlet_successors(OutletId::new(node.id, 0));
-                    let leaky = match succ {
-                        [only] if !model.outputs.contains(&OutletId::new(node.id, 0)) => {
-                            leaky_alpha(&model.nodes()[only.node]).map(|a| (only.node, a))
-                        }
-                        _ => None,
-                    };
-                    let leaky = leaky.filter(|(_, alpha)| op.params.kernel.can_fuse_leaky(*alpha));
-                    if let Some((_, alpha)) = leaky {
-                        if let Some(p) = Arc::get_mut(&mut op.params) {
-                            p.leaky = Some(tensor0(alpha));
-                        }
-                    }
-                    swaps.push((node.id, op, leaky.map(|(id, _)| id)));
-                }
-                Err(why) => log::debug!("{}: left to tract's conv: {why}", node.name),
-            }
-        }
-        let n = swaps.len();
-        for (id, op, leaky) in swaps {
-            model.node_mut(id).op = Box::new(op);
-            if let Some(leaky) = leaky {
-                model.node_mut(leaky).op = Box::new(Identity);
-            }
-        }
-        Ok(n)
+        Ok(swap_convs(model, fdirect::chosen()))
     }
+}
+
+/// Swaps every f32 conv of `model` that [`plan`] takes for a [`PanelConv`] (on lookout's kernels
+/// when `direct`), with the LeakyRelu that alone reads it folded in; how many it swapped.
+fn swap_convs(model: &mut TypedModel, direct: bool) -> usize {
+    let mut swaps = vec![];
+    for node in model.nodes() {
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        match plan(model, node, conv, direct) {
+            Ok(mut op) => {
+                // The LeakyRelu that alone reads this conv's output, unless that output is
+                // also a model output.
+                let succ = model.outlet_successors(OutletId::new(node.id, 0));
+                let leaky = match succ {
+                    [only] if !model.outputs.contains(&OutletId::new(node.id, 0)) => {
+                        leaky_alpha(&model.nodes()[only.node]).map(|a| (only.node, a))
+                    }
+                    _ => None,
+                };
+                let leaky = leaky.filter(|(_, alpha)| op.params.kernel.can_fuse_leaky(*alpha));
+                if let Some((_, alpha)) = leaky {
+                    if let Some(p) = Arc::get_mut(&mut op.params) {
+                        p.leaky = Some(tensor0(alpha));
+                    }
+                }
+                swaps.push((node.id, op, leaky.map(|(id, _)| id)));
+            }
+            Err(why) => log::debug!("{}: left to tract's conv: {why}", node.name),
+        }
+    }
+    let n = swaps.len();
+    for (id, op, leaky) in swaps {
+        model.node_mut(id).op = Box::new(op);
+        if let Some(leaky) = leaky {
+            model.node_mut(leaky).op = Box::new(Identity);
+        }
+    }
+    n
 }
 
 #[cfg(test)]
@@ -629,8 +639,8 @@ mod tests {
         usize,
     );
 
-    /// One conv (`c_in → c_out` in `group` groups, kernel, stride, dilation, pads before and after) on a
-    /// `[1, c_in, h, w]` source, with a LeakyRelu after it when `leaky`, and (when `shared`) its
+    /// One conv (`c_in → c_out` in `group` groups, kernel, stride, dilation, pads before and
+    /// after) on a `[1, c_in, h, w]` source, with a LeakyRelu after it when `leaky`, and (when `shared`) its
     /// output also a model output, so that the LeakyRelu cannot be folded in.
     #[allow(clippy::too_many_arguments)]
     fn model(
@@ -702,34 +712,6 @@ mod tests {
         }
     }
 
-    /// Swaps every f32 conv of `model` as [`PanelConvPass`] does, on the kernel asked for.
-    fn swap(model: &mut TypedModel, direct: bool) -> usize {
-        let mut n = 0;
-        for id in 0..model.nodes().len() {
-            let node = &model.nodes()[id];
-            let Some(conv) = node.op_as::<Conv>() else {
-                continue;
-            };
-            let op = plan(model, node, conv, direct).unwrap();
-            let succ = model.outlet_successors(OutletId::new(id, 0)).to_vec();
-            let leaky = match succ[..] {
-                [only] if !model.outputs.contains(&OutletId::new(id, 0)) => {
-                    leaky_alpha(&model.nodes()[only.node]).map(|a| (only.node, a))
-                }
-                _ => None,
-            };
-            let mut op = op;
-            let leaky = leaky.filter(|(_, a)| op.params.kernel.can_fuse_leaky(*a));
-            if let Some((leaky, alpha)) = leaky {
-                Arc::get_mut(&mut op.params).unwrap().leaky = Some(tensor0(alpha));
-                model.node_mut(leaky).op = Box::new(Identity);
-            }
-            model.node_mut(id).op = Box::new(op);
-            n += 1;
-        }
-        n
-    }
-
     /// Against tract's own plan of the same conv, on tract's product and (where the CPU has AVX2
     /// and FMA) on lookout's direct kernel: one-row panels at stride 1, gathered panels (stride 2,
     /// lines shorter than a panel, a partial last panel), dilation, a 1x3 kernel, padding after
@@ -770,7 +752,7 @@ mod tests {
                 for (leaky, shared) in [(false, false), (true, false), (true, true)] {
                     let tract = model(c_in, c_out, hw, k, s, d, pads, group, leaky, shared);
                     let mut ours = tract.clone().into_decluttered().unwrap();
-                    let n = swap(&mut ours, direct);
+                    let n = swap_convs(&mut ours, direct);
                     assert_eq!(n, 1, "{c_in}→{c_out} {hw:?} k {k:?} s {s:?}");
                     let ours = ours.into_optimized().unwrap();
                     let names: Vec<String> = ours

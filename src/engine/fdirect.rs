@@ -11,10 +11,11 @@
 //! Here no im2col is made. The input is copied once into padded planes, split by column phase
 //! when the stride along a row is above one (phase `p` of a row holds its padded columns
 //! `p, p + s, p + 2s, …`), so that for every tap the 16 inputs of 16 neighbouring outputs of a row
-//! are 16 contiguous floats: two unaligned loads. Per tap, four output channels' weights are
-//! broadcast and multiplied into eight accumulators (16 columns × 4 channels; 8 independent FMA
-//! chains cover the FMA latency of two units). Bias, LeakyRelu and the store follow while the
-//! accumulators are in registers. Work is shared out by (output row, four-channel tile).
+//! are 16 contiguous floats: two unaligned loads. Per tap, six output channels' weights (four in a
+//! last tile or two) are broadcast and multiplied into 12 (8) accumulators, 16 columns × 6 (4)
+//! channels: at least 8 independent FMA chains, which cover the FMA latency of two units. Bias,
+//! LeakyRelu and the store follow while the accumulators are in registers. Work is shared out by
+//! (output row, channel tile).
 //!
 //! Depthwise convs (group = channels, [`depthwise`]) take the same planes one channel at a time:
 //! a task copies a channel's padded planes into a scratch that stays in the second-level cache and
@@ -161,6 +162,16 @@ impl Layout {
     fn row(&self, g: &Geometry, oy: usize) -> usize {
         oy * g.stride.0 * self.wq
     }
+
+    /// Asserts that every read stays within `len` floats of planes: the last row's last 16-column
+    /// step reads up to its end from the farthest tap, and no step runs past a plane row.
+    fn assert_reads_within(&self, g: &Geometry, len: usize) {
+        let cols = g.out_w.next_multiple_of(COLS);
+        let far = self.row(g, g.out_h.saturating_sub(1))
+            + self.taps.iter().max().copied().unwrap_or(0)
+            + cols;
+        assert!(far <= len && cols <= self.wq);
+    }
 }
 
 /// `x` (`[c_in, in_h, in_w]`) into the planes of `lay`: zero where the padding is.
@@ -194,10 +205,11 @@ fn fill_plane(g: &Geometry, lay: &Layout, src: &[f32], phase: usize, dst: &mut [
             continue;
         };
         if lay.sw == 1 {
-            let n = g.in_w.min(lay.wq.saturating_sub(pw));
-            row[..pw.min(lay.wq)].fill(0.0);
-            row[pw.min(lay.wq)..pw.min(lay.wq) + n].copy_from_slice(&line[..n]);
-            row[pw.min(lay.wq) + n..].fill(0.0);
+            let pw = pw.min(lay.wq);
+            let n = g.in_w.min(lay.wq - pw);
+            row[..pw].fill(0.0);
+            row[pw..pw + n].copy_from_slice(&line[..n]);
+            row[pw + n..].fill(0.0);
         } else {
             for (j, o) in row.iter_mut().enumerate() {
                 *o = (j * lay.sw + phase)
@@ -238,12 +250,7 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
     let lay = Layout::of(g);
     let mut planes = vec![0f32; lay.len(g)];
     fill(g, &lay, x, &mut planes);
-    // Every read stays in `planes`: the last row's last step reads up to its 16-column end from
-    // the farthest tap.
-    let far = lay.row(g, g.out_h.saturating_sub(1))
-        + lay.taps.iter().max().copied().unwrap_or(0)
-        + g.out_w.next_multiple_of(COLS);
-    assert!(far <= planes.len() && g.out_w.next_multiple_of(COLS) <= lay.wq);
+    lay.assert_reads_within(g, planes.len());
     let tiles = w.tiles.len();
     let dst = Output(out.as_mut_ptr());
     for_each_range(
@@ -326,10 +333,7 @@ pub(super) fn depthwise(
         ..g.clone()
     };
     let lay = Layout::of(&g1);
-    let far = lay.row(&g1, g.out_h.saturating_sub(1))
-        + lay.taps.iter().max().copied().unwrap_or(0)
-        + g.out_w.next_multiple_of(COLS);
-    assert!(far <= lay.len(&g1) && g.out_w.next_multiple_of(COLS) <= lay.wq);
+    lay.assert_reads_within(&g1, lay.len(&g1));
     for_each_chunk(
         out,
         n,

@@ -130,7 +130,12 @@ pub(super) fn replaces(tract_kernel: &str) -> bool {
 /// Whether lookout's AVX2 int8 kernel runs this machine's int8 products (QConv, and QMatMul's
 /// several-row products) in place of tract's ([`I8_KERNEL_ENV`] as now set).
 pub fn own_int8_kernel() -> bool {
-    tract_pick(None, 64, None).is_some_and(|(mmm, _)| replaces(mmm.name()))
+    replaces_at(64)
+}
+
+/// Whether this kernel runs int8 products of depth `k` where tract would run its pick.
+pub(super) fn replaces_at(k: usize) -> bool {
+    tract_pick(None, k, None).is_some_and(|(mmm, _)| replaces(mmm.name()))
 }
 
 /// The int8 kernel tract picks for an `m × k × n` product (i8 × i8 → i32, the query of tract's

@@ -670,8 +670,7 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
     // Where tract's int8 kernel would be its AVX2 one (x86 without VNNI), lookout's own multiplies
     // several rows too ([`i8gemm`]), and tract's plan is not built.
     let k_known = x_fact.shape[r - 1].to_usize().unwrap_or(64);
-    let own_kernel = i8gemm::tract_pick(None, k_known, None)
-        .is_some_and(|(mmm, _)| i8gemm::replaces(mmm.name()));
+    let own_kernel = i8gemm::replaces_at(k_known);
     // Else rows known at load to be several (a vision encoder's patch tokens): tract's whole plan,
     // which also fuses the bias Add behind into its kernels, measured faster than this op's
     // fallback.

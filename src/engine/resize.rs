@@ -61,18 +61,21 @@ impl EvalOp for PlannedResize {
                 .collect()
         };
         let input = &inputs[0];
-        let src = input.try_as_plain_ram()?;
-        let src = src.as_slice::<f32>()?;
-        // The axes that change; the last of them writes straight into the output tensor (an
-        // `ArrayD` turned into a tensor afterwards was copied element by element: 1.4 MB took
-        // longer than the resampling).
+        // The axes that change.
         let axes: Vec<(usize, f32)> = scales
             .iter()
             .copied()
             .enumerate()
             .filter(|&(axis, scale)| !(input.shape()[axis] == output_shape[axis] && scale == 1.0))
             .collect();
-        // SAFETY: every element is written: by the last pass, or by the copy when none runs.
+        if axes.is_empty() {
+            return Ok(tvec!(input.clone()));
+        }
+        let src = input.try_as_plain_ram()?;
+        let src = src.as_slice::<f32>()?;
+        // The last pass writes straight into the output tensor (an `ArrayD` turned into a tensor
+        // afterwards was copied element by element: 1.4 MB took longer than the resampling).
+        // SAFETY: the last pass writes every element.
         let mut out = unsafe { Tensor::uninitialized::<f32>(&output_shape)? };
         let mut shape: TVec<usize> = input.shape().into();
         let mut data: Option<Vec<f32>> = None;
@@ -100,15 +103,16 @@ impl EvalOp for PlannedResize {
             // are independent.
             let (block_in, block_out) = (len_in * inner, len_out * inner);
             let per_run = per_task(len.checked_div(block_out).unwrap_or(0));
-            let last = axis + 1 == shape.len();
+            // The last axis's tap pairs, made once for all the pass's tasks.
+            let pairs = (axis + 1 == shape.len()).then(|| tap_pairs(&plan, len_in));
             for_each_chunk(
                 dst,
                 per_run * block_out,
                 || (),
                 |i, out, _| {
                     let src = &src[i * per_run * block_in..][..out.len() / len_out * len_in];
-                    if last {
-                        resample_last_axis(src, len_in, &plan, 0.0, out);
+                    if let Some(pairs) = &pairs {
+                        resample_last_axis(src, len_in, &plan, pairs.as_deref(), 0.0, out);
                     } else {
                         resample_axis(src, &shape, axis, &plan, 0.0, out);
                     }
@@ -118,9 +122,6 @@ impl EvalOp for PlannedResize {
                 data = Some(next);
             }
             shape[axis] = len_out;
-        }
-        if axes.is_empty() {
-            return Ok(tvec!(input.clone()));
         }
         Ok(tvec!(out.into_tvalue()))
     }
@@ -134,54 +135,62 @@ impl TypedOp for PlannedResize {
     as_op!();
 }
 
-/// `resample_axis` for the last axis (`inner == 1`), element for element the same arithmetic:
-/// `0 + w0·s0 + w1·s1 …` over the taps whose weight is not zero, in tap order. Where every output
-/// has one or two such taps (linear interpolation, up or down, any coordinate mode), a loop over
-/// precomputed pairs: tract's plan loop (window, zero tests, extrapolation test per element) took
-/// 3.5 ns per output of nanodet-g's x2 up-sampling.
-fn resample_last_axis(
-    input: &[f32],
-    len_in: usize,
-    plan: &AxisPlan,
-    extrapolation_value: f32,
-    output: &mut [f32],
-) {
-    let len_out = plan.extrapolated.len();
-    let window = plan.window;
-    if len_in == 0 || len_out == 0 {
-        return;
-    }
-    let taps = |x: usize| {
-        let t = x * window..(x + 1) * window;
-        plan.indices[t.clone()]
-            .iter()
-            .zip(&plan.weights[t])
-            .filter(|(_, &w)| w != 0.0)
-    };
-    // (i0, w0, i1, w1), i1 = NONE for an output of one tap.
-    const NONE: usize = usize::MAX;
-    let pairs: Option<Vec<(usize, f32, usize, f32)>> = (0..len_out)
+/// An output of one tap has no second: `(i0, w0, ONE_TAP, 0.0)`.
+const ONE_TAP: usize = usize::MAX;
+
+/// The non-zero-weight taps of output `x` of `plan`, in tap order.
+fn taps(plan: &AxisPlan, x: usize) -> impl Iterator<Item = (&usize, &f32)> {
+    let t = x * plan.window..(x + 1) * plan.window;
+    plan.indices[t.clone()]
+        .iter()
+        .zip(&plan.weights[t])
+        .filter(|(_, &w)| w != 0.0)
+}
+
+/// Per output of `plan`, its one or two non-zero taps as `(i0, w0, i1, w1)` (`i1` = [`ONE_TAP`]
+/// for one), when every output has one or two (linear interpolation, up or down, any coordinate
+/// mode) and none is extrapolated.
+fn tap_pairs(plan: &AxisPlan, len_in: usize) -> Option<Vec<(usize, f32, usize, f32)>> {
+    (0..plan.extrapolated.len())
         .map(|x| {
             if plan.extrapolated[x] {
                 return None;
             }
-            let mut t = taps(x);
+            let mut t = taps(plan, x);
             match (t.next(), t.next(), t.next()) {
                 (Some((&i0, &w0)), Some((&i1, &w1)), None) if i0 < len_in && i1 < len_in => {
                     Some((i0, w0, i1, w1))
                 }
-                (Some((&i0, &w0)), None, None) if i0 < len_in => Some((i0, w0, NONE, 0.0)),
+                (Some((&i0, &w0)), None, None) if i0 < len_in => Some((i0, w0, ONE_TAP, 0.0)),
                 _ => None,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// `resample_axis` for the last axis (`inner == 1`), element for element the same arithmetic:
+/// `0 + w0·s0 + w1·s1 …` over the taps whose weight is not zero, in tap order. With `pairs`
+/// ([`tap_pairs`]), a loop over them: tract's plan loop (window, zero tests, extrapolation test
+/// per element) took 3.5 ns per output of nanodet-g's x2 up-sampling.
+fn resample_last_axis(
+    input: &[f32],
+    len_in: usize,
+    plan: &AxisPlan,
+    pairs: Option<&[(usize, f32, usize, f32)]>,
+    extrapolation_value: f32,
+    output: &mut [f32],
+) {
+    let len_out = plan.extrapolated.len();
+    if len_in == 0 || len_out == 0 {
+        return;
+    }
     let rows = input
         .chunks_exact(len_in)
         .zip(output.chunks_exact_mut(len_out));
     if let Some(pairs) = pairs {
         for (src, dst) in rows {
-            for (d, &(i0, w0, i1, w1)) in dst.iter_mut().zip(&pairs) {
-                *d = if i1 == NONE {
+            for (d, &(i0, w0, i1, w1)) in dst.iter_mut().zip(pairs) {
+                *d = if i1 == ONE_TAP {
                     0.0 + w0 * src[i0]
                 } else {
                     0.0 + w0 * src[i0] + w1 * src[i1]
@@ -197,7 +206,7 @@ fn resample_last_axis(
                 continue;
             }
             let mut acc = 0.0f32;
-            for (&i, &w) in taps(x) {
+            for (&i, &w) in taps(plan, x) {
                 acc += w * src[i];
             }
             *d = acc;
