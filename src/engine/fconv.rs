@@ -5,7 +5,8 @@
 //! packed panel through two offset tables (`LazyIm2colInput::write`), then its matrix product.
 //! In nanodet-g-int8-qdq's float stem (two 3x3 convs, 288 taps, 104x104 outputs) the gathers took
 //! more time than the products. [`PanelConv`] keeps tract's f32 kernel and its choice of it
-//! (`MmmDispatch::pick`), and the bias and LeakyRelu tract fuses into it, and replaces the rest:
+//! (`MmmDispatch::pick`), and the bias and LeakyRelu (or Relu, a LeakyRelu of slope 0) tract
+//! fuses into it, and replaces the rest:
 //! - the input is copied once into padded planes ([`super::im2col::fill_padded`], split over the
 //!   pool), so every tap of every output position is a plain offset and no `Pad` node runs;
 //! - the matrix product asks for its B panels one at a time ([`PanelInput`], a lazy input as
@@ -19,16 +20,21 @@
 //! float convs; `tests/graph_rewrites.rs`).
 //! On x86 with AVX2 and FMA the product is lookout's own instead ([`super::fdirect`]): a direct
 //! conv reading the padded planes in place, for convs of up to 288 taps (576 at stride 1) and
-//! for depthwise convs; [`super::F32_KERNEL_ENV`]`=tract` keeps tract's kernel.
+//! for depthwise convs; [`super::F32_KERNEL_ENV`]`=tract` keeps tract's kernel. Convs without a
+//! batch axis (tract's CHW, where a reshape dropped it: FastestDet's shuffle blocks) are taken as
+//! well: the memory is NCHW's.
 //! [`NO_PANELCONV_ENV`]`=1` leaves every conv to tract (the A/B switch).
 
 use std::fmt;
 use std::sync::Arc;
 
 use tract_core::internal::*;
+use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::cnn::conv::Conv;
+use tract_core::ops::einsum::EinSum;
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_core::ops::identity::Identity;
+use tract_core::ops::math::{Add, Max};
 use tract_core::ops::nn::LeakyRelu;
 use tract_linalg::mmm::EagerPackedInput;
 use tract_linalg::mmm::{
@@ -47,6 +53,9 @@ pub const NO_PANELCONV_ENV: &str = "LOOKOUT_NO_PANELCONV";
 #[derive(Debug)]
 struct Params {
     geo: Geometry,
+    /// The output's shape: [`Geometry::out_shape`] for a conv; a 1x1 conv's product keeps the
+    /// layout tract's declutter gave it (a batch axis or not, axes of size 1).
+    out_shape: TVec<usize>,
     kernel: Kernel,
     /// The slope of a LeakyRelu fused into the kernel's store, as tract fuses it.
     leaky: Option<Tensor>,
@@ -61,6 +70,8 @@ enum Kernel {
     Direct(fdirect::Weights),
     /// lookout's depthwise conv (group = channels) on AVX2 + FMA ([`fdirect::depthwise`]).
     Depthwise(fdirect::DwWeights),
+    /// lookout's 1x1 conv on AVX2 + FMA, reading the input in place ([`fdirect::pointwise`]).
+    Pointwise(fdirect::Weights),
 }
 
 #[derive(Debug)]
@@ -79,7 +90,7 @@ impl Kernel {
     fn can_fuse_leaky(&self, alpha: f32) -> bool {
         match self {
             Kernel::Tract(t) => t.mmm.can_fuse(&FusedSpec::LeakyRelu(&tensor0(alpha))),
-            Kernel::Direct(_) | Kernel::Depthwise(_) => true,
+            Kernel::Direct(_) | Kernel::Depthwise(_) | Kernel::Pointwise(_) => true,
         }
     }
 
@@ -88,6 +99,7 @@ impl Kernel {
             Kernel::Tract(t) => t.mmm.name().to_string(),
             Kernel::Direct(_) => "lookout's avx2 direct f32 kernel".into(),
             Kernel::Depthwise(_) => "lookout's avx2 depthwise f32 kernel".into(),
+            Kernel::Pointwise(_) => "lookout's avx2 1x1 f32 kernel".into(),
         }
     }
 }
@@ -143,7 +155,7 @@ impl EvalOp for PanelConv {
         let x = &inputs[0];
         ensure!(
             x.datum_type() == f32::datum_type() && x.len() == g.c_in * g.in_h * g.in_w,
-            "PanelConv: input {:?} of shape {:?}, expected f32 [1, {}, {}, {}]",
+            "PanelConv: input {:?} of shape {:?}, expected f32 [(1,) {}, {}, {}]",
             x.datum_type(),
             x.shape(),
             g.c_in,
@@ -159,17 +171,18 @@ impl EvalOp for PanelConv {
             .transpose()?;
         let out = match &p.kernel {
             Kernel::Tract(t) => t.run(g, p.leaky.as_ref(), x)?,
-            Kernel::Direct(w) => written(g, |y| fdirect::conv(g, w, alpha, x, y))?,
-            Kernel::Depthwise(w) => written(g, |y| fdirect::depthwise(g, w, alpha, x, y))?,
+            Kernel::Direct(w) => written(p, |y| fdirect::conv(g, w, alpha, x, y))?,
+            Kernel::Depthwise(w) => written(p, |y| fdirect::depthwise(g, w, alpha, x, y))?,
+            Kernel::Pointwise(w) => written(p, |y| fdirect::pointwise(g, w, alpha, x, y))?,
         };
         Ok(tvec!(out.into_tvalue()))
     }
 }
 
-/// The conv's output tensor, `[1, c_out, out_h, out_w]`, as `write` fills it (every element).
-fn written(g: &Geometry, write: impl FnOnce(&mut [f32])) -> TractResult<Tensor> {
+/// The conv's output tensor, as `write` fills it (every element).
+fn written(p: &Params, write: impl FnOnce(&mut [f32])) -> TractResult<Tensor> {
     // SAFETY: `write` writes every element (the kernels' contract).
-    let mut out = unsafe { Tensor::uninitialized::<f32>(&[1, g.c_out, g.out_h, g.out_w])? };
+    let mut out = unsafe { Tensor::uninitialized::<f32>(&p.out_shape)? };
     write(out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
     Ok(out)
 }
@@ -210,14 +223,13 @@ impl TractProduct {
             specs.push(FusedSpec::Store(store));
             self.mmm.run(g.c_out, g.n(), &specs)?;
         }
-        c.into_shape(&[1, g.c_out, g.out_h, g.out_w])
+        c.into_shape(&g.out_shape())
     }
 }
 
 impl TypedOp for PanelConv {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let g = &self.params.geo;
-        Ok(tvec!(f32::fact([1, g.c_out, g.out_h, g.out_w])))
+        Ok(tvec!(f32::fact(&self.params.out_shape)))
     }
 
     as_op!();
@@ -485,6 +497,7 @@ fn plan(
         };
         return Ok(PanelConv {
             params: Arc::new(Params {
+                out_shape: geo.out_shape(),
                 geo,
                 kernel,
                 leaky: None,
@@ -524,6 +537,7 @@ fn plan(
     }
     Ok(PanelConv {
         params: Arc::new(Params {
+            out_shape: geo.out_shape(),
             geo,
             kernel: Kernel::Tract(TractProduct {
                 mmm,
@@ -537,15 +551,34 @@ fn plan(
     })
 }
 
-/// The slope of `node` when it is an f32 LeakyRelu.
-fn leaky_alpha(node: &TypedNode) -> Option<f32> {
-    let ew = node.op_as::<ElementWiseOp>()?;
-    Some(ew.0.downcast_ref::<LeakyRelu>()?.alpha)
+/// The slope of `node` when it is an f32 LeakyRelu, or 0 when it is a Relu (tract-onnx's `Relu`
+/// becomes `max(x, 0)` against a constant zero), reading `input`.
+fn leaky_alpha(model: &TypedModel, node: &TypedNode, input: OutletId) -> Option<f32> {
+    if let Some(ew) = node.op_as::<ElementWiseOp>() {
+        return Some(ew.0.downcast_ref::<LeakyRelu>()?.alpha);
+    }
+    // The max's output of the conv output's shape: the node then becomes an identity of it.
+    let bin = node.op_as::<TypedBinOp>()?;
+    let x = model.outlet_fact(input).ok()?;
+    let slot = node.inputs.iter().position(|&i| i == input)?;
+    if !bin.0.is::<Max>() || node.inputs.len() != 2 {
+        return None;
+    }
+    if node.outputs[0].fact.shape != x.shape || node.outputs[0].fact.datum_type != x.datum_type {
+        return None;
+    }
+    let zero = model
+        .outlet_fact(node.inputs[1 - slot])
+        .ok()?
+        .konst
+        .as_ref()?;
+    let zero = zero.as_uniform()?.cast_to_scalar::<f32>().ok()?;
+    (zero == 0.0 && zero.is_sign_positive()).then_some(0.0)
 }
 
-/// Swaps tract's f32 [`Conv`] (group 1, NCHW, batch 1, not 1x1) for [`PanelConv`], with the
-/// LeakyRelu after it folded in (that node becomes an identity, which tract then removes). Runs on
-/// the decluttered model, before tract picks its conv kernels.
+/// Swaps tract's f32 [`Conv`] (group 1 or depthwise, NCHW with batch 1 or CHW, not 1x1) for
+/// [`PanelConv`], with the LeakyRelu or Relu after it folded in (that node becomes an identity,
+/// which tract then removes). Runs on the decluttered model, before tract picks its conv kernels.
 pub struct PanelConvPass;
 
 impl GraphPass for PanelConvPass {
@@ -567,49 +600,245 @@ impl GraphPass for PanelConvPass {
 }
 
 /// Swaps every f32 conv of `model` that [`plan`] takes for a [`PanelConv`] (on lookout's kernels
-/// when `direct`), with the LeakyRelu that alone reads it folded in; how many it swapped.
+/// when `direct`), and on lookout's kernel every 1x1 conv tract's declutter made a matrix product
+/// ([`plan_pointwise`]), with the bias add and the LeakyRelu or Relu that alone read it folded in;
+/// how many it swapped.
 fn swap_convs(model: &mut TypedModel, direct: bool) -> usize {
     let mut swaps = vec![];
     for node in model.nodes() {
-        let Some(conv) = node.op_as::<Conv>() else {
+        let planned = if let Some(conv) = node.op_as::<Conv>() {
+            plan(model, node, conv, direct).map(|op| (op, None))
+        } else if let (true, Some(einsum)) = (direct, node.op_as::<EinSum>()) {
+            plan_pointwise(model, node, einsum)
+        } else {
             continue;
         };
-        match plan(model, node, conv, direct) {
-            Ok(mut op) => {
-                // The LeakyRelu that alone reads this conv's output, unless that output is
-                // also a model output.
-                let succ = model.outlet_successors(OutletId::new(node.id, 0));
-                let leaky = match succ {
-                    [only] if !model.outputs.contains(&OutletId::new(node.id, 0)) => {
-                        leaky_alpha(&model.nodes()[only.node]).map(|a| (only.node, a))
+        match planned {
+            Ok((mut op, bias_add)) => {
+                let mut absorbed: Vec<(usize, OutletId)> = vec![];
+                let mut wire = OutletId::new(node.id, 0);
+                if let Some(add) = bias_add {
+                    absorbed.push((add, wire));
+                    wire = OutletId::new(add, 0);
+                }
+                // The LeakyRelu or Relu that alone reads the output, unless that output is also
+                // a model output.
+                let leaky = match model.outlet_successors(wire) {
+                    [only] if !model.outputs.contains(&wire) => {
+                        let next = &model.nodes()[only.node];
+                        leaky_alpha(model, next, wire).map(|a| (only.node, a))
                     }
                     _ => None,
                 };
                 let leaky = leaky.filter(|(_, alpha)| op.params.kernel.can_fuse_leaky(*alpha));
-                if let Some((_, alpha)) = leaky {
+                if let Some((id, alpha)) = leaky {
                     if let Some(p) = Arc::get_mut(&mut op.params) {
                         p.leaky = Some(tensor0(alpha));
                     }
+                    absorbed.push((id, wire));
                 }
-                swaps.push((node.id, op, leaky.map(|(id, _)| id)));
+                swaps.push((node.id, op, absorbed));
             }
             Err(why) => log::debug!("{}: left to tract's conv: {why}", node.name),
         }
     }
     let n = swaps.len();
-    for (id, op, leaky) in swaps {
+    for (id, op, absorbed) in swaps {
         model.node_mut(id).op = Box::new(op);
-        if let Some(leaky) = leaky {
-            model.node_mut(leaky).op = Box::new(Identity);
+        for (node, keep) in absorbed {
+            into_identity(model, node, keep);
         }
     }
     n
 }
 
+/// Makes `node` an identity of its input `keep`: its other inputs (a Relu's constant zero, a
+/// bias) are unhooked, as an identity has one input; tract then removes it.
+fn into_identity(model: &mut TypedModel, node: usize, keep: OutletId) {
+    for (slot, input) in model.node(node).inputs.clone().into_iter().enumerate() {
+        let succ = &mut model.node_mut(input.node).outputs[input.slot].successors;
+        succ.retain(|s| *s != InletId::new(node, slot));
+    }
+    model.node_mut(keep.node).outputs[keep.slot]
+        .successors
+        .push(InletId::new(node, 0));
+    let n = model.node_mut(node);
+    n.inputs = vec![keep];
+    n.op = Box::new(Identity);
+}
+
+/// The [`PanelConv`] on lookout's [`fdirect::pointwise`] for an f32 matrix product that is a 1x1
+/// conv (tract's `declutter_as_einsum` turns every 1x1 stride-1 unpadded conv into one): weights
+/// `[c_out, c_in]` (or transposed) times an activation `[1, c_in, h, w]` or `[c_in, h, w]` into
+/// the same layout with `c_out` channels; and the node of the bias add that alone reads it, when
+/// there is one (folded in). Or why not.
+fn plan_pointwise(
+    model: &TypedModel,
+    node: &TypedNode,
+    op: &EinSum,
+) -> Result<(PanelConv, Option<usize>), String> {
+    if op.q_params.is_some() || op.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
+        return Err("not a plain f32 product of two inputs".into());
+    }
+    let facts: Vec<&TypedFact> = node
+        .inputs
+        .iter()
+        .map(|i| model.outlet_fact(*i))
+        .collect::<TractResult<_>>()
+        .map_err(|e| e.to_string())?;
+    let w_slot = facts
+        .iter()
+        .position(|f| f.konst.is_some())
+        .ok_or("no constant operand")?;
+    let x_slot = 1 - w_slot;
+    let (x, w) = (facts[x_slot], facts[w_slot]);
+    if x.datum_type != f32::datum_type() || w.datum_type != f32::datum_type() || w.rank() != 2 {
+        return Err("not f32 weights of rank 2 times an f32 input".into());
+    }
+    let shape = x.shape.as_concrete().ok_or("symbolic input shape")?;
+    let out_shape = node.outputs[0]
+        .fact
+        .shape
+        .as_concrete()
+        .ok_or("symbolic output shape")?;
+    // The mapping's axes: the summed one (input channels) in x and w, the output channels in w
+    // and the output, every other one in x and the output, or of size 1 anywhere. Without the
+    // axes of size 1, x must read (input channels, positions…) and the output (output channels,
+    // the same positions…): then both are `[channels][n]` in memory.
+    let w_shape = w.shape.as_concrete().ok_or("symbolic weight shape")?;
+    let size = |a: &tract_core::axes::Axis| {
+        let at = |io: &TVec<usize>, dims: &[usize]| io.first().map(|&p| dims[p]);
+        at(&a.inputs[x_slot], shape)
+            .or_else(|| at(&a.outputs[0], out_shape))
+            .or_else(|| at(&a.inputs[w_slot], w_shape))
+    };
+    let (mut c_in, mut c_out, mut w_o) = (None, None, None);
+    let mut x_order: Vec<(usize, char)> = vec![];
+    let mut o_order: Vec<(usize, char)> = vec![];
+    for axis in op.axes.iter_all_axes() {
+        let (xi, wi, o) = (&axis.inputs[x_slot], &axis.inputs[w_slot], &axis.outputs[0]);
+        let role = match (xi.as_slice(), wi.as_slice(), o.as_slice()) {
+            ([xp], [_], []) => {
+                c_in = size(axis);
+                x_order.push((*xp, 'I'));
+                continue;
+            }
+            ([], [wp], [op]) => {
+                (c_out, w_o) = (size(axis), Some(*wp));
+                o_order.push((*op, 'O'));
+                continue;
+            }
+            _ if size(axis) == Some(1) => continue,
+            ([xp], [], [op]) => (*xp, *op),
+            _ => return Err(format!("axes {}", op.axes)),
+        };
+        x_order.push((role.0, axis.repr));
+        o_order.push((role.1, axis.repr));
+    }
+    let (Some(c_in), Some(c_out), Some(w_o)) = (c_in, c_out, w_o) else {
+        return Err(format!("axes {}", op.axes));
+    };
+    x_order.sort();
+    o_order.sort();
+    let x_axes: Vec<char> = x_order.iter().map(|a| a.1).collect();
+    let o_axes: Vec<char> = o_order.iter().map(|a| a.1).collect();
+    if x_axes.first() != Some(&'I') || o_axes.first() != Some(&'O') || x_axes[1..] != o_axes[1..] {
+        return Err(format!("axes {} (not channels first)", op.axes));
+    }
+    let n = x_order[1..]
+        .iter()
+        .map(|&(p, _)| shape[p])
+        .product::<usize>();
+    let geo = Geometry {
+        c_in,
+        c_out,
+        in_h: 1,
+        in_w: n,
+        out_h: 1,
+        out_w: n,
+        kh: 1,
+        kw: 1,
+        stride: (1, 1),
+        dilation: (1, 1),
+        pad: (0, 0),
+        batched: false,
+    };
+    if shape.iter().product::<usize>() != c_in * n
+        || out_shape.iter().product::<usize>() != c_out * n
+    {
+        return Err(format!(
+            "shapes {shape:?} → {out_shape:?} for {c_in}→{c_out} channels"
+        ));
+    }
+    let kernel = w.konst.as_ref().ok_or("no constant operand")?;
+    let kernel = kernel.try_as_plain_ram().map_err(|e| e.to_string())?;
+    let kernel = kernel.as_slice::<f32>().map_err(|e| e.to_string())?;
+    // As `[c_out][c_in]`.
+    let kernel: Vec<f32> = if w_o == 0 {
+        kernel.to_vec()
+    } else {
+        (0..c_out * c_in)
+            .map(|i| kernel[(i % c_in) * c_out + i / c_in])
+            .collect()
+    };
+    let (bias, bias_add) = match pointwise_bias(model, node, o_order[0].0, c_out) {
+        Some((add, bias)) => (bias, Some(add)),
+        None => (vec![0.0; c_out], None),
+    };
+    let op = PanelConv {
+        params: Arc::new(Params {
+            kernel: Kernel::Pointwise(fdirect::Weights::pack(&kernel, &bias, c_out, c_in)),
+            geo,
+            out_shape: out_shape.into(),
+            leaky: None,
+        }),
+    };
+    Ok((op, bias_add))
+}
+
+/// The node adding a per-channel constant to `node`'s output, when that add alone reads it, and
+/// the constant as one value per channel: how tract's `declutter_as_einsum` wires a 1x1 conv's
+/// bias (`[1, c_out, 1, 1]`).
+fn pointwise_bias(
+    model: &TypedModel,
+    node: &TypedNode,
+    c_ax: usize,
+    c_out: usize,
+) -> Option<(usize, Vec<f32>)> {
+    let wire = OutletId::new(node.id, 0);
+    let [only] = model.outlet_successors(wire) else {
+        return None;
+    };
+    if model.outputs.contains(&wire) {
+        return None;
+    }
+    let add = model.node(only.node);
+    let bin = add.op_as::<TypedBinOp>()?;
+    if !bin.0.is::<Add>() || add.inputs.len() != 2 || add.outputs[0].fact != node.outputs[0].fact {
+        return None;
+    }
+    let other = add.inputs[1 - only.slot];
+    let b = model.outlet_fact(other).ok()?.konst.clone()?;
+    let b = b.cast_to::<f32>().ok()?.into_owned();
+    let per_channel = b.rank() == node.outputs[0].fact.rank()
+        && b.shape()
+            .iter()
+            .enumerate()
+            .all(|(i, &d)| d == if i == c_ax { c_out } else { 1 });
+    let v = b.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
+    match v.len() {
+        1 => Some((add.id, vec![v[0]; c_out])),
+        _ if per_channel => Some((add.id, v)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_core::ops::change_axes::wire_with_rank_broadcast;
     use tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
+    use tract_core::ops::math::{add, max};
     use tract_core::ops::nn::{leaky_relu, DataFormat};
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
@@ -640,8 +869,9 @@ mod tests {
     );
 
     /// One conv (`c_in → c_out` in `group` groups, kernel, stride, dilation, pads before and
-    /// after) on a `[1, c_in, h, w]` source, with a LeakyRelu after it when `leaky`, and (when `shared`) its
-    /// output also a model output, so that the LeakyRelu cannot be folded in.
+    /// after) on a `[1, c_in, h, w]` source (`[c_in, h, w]`, tract's CHW, unless `batched`), with
+    /// a LeakyRelu of slope `act` after it (a Relu, `max(x, 0)`, at slope 0) when given, and (when
+    /// `shared`) its output also a model output, so that the activation cannot be folded in.
     #[allow(clippy::too_many_arguments)]
     fn model(
         c_in: usize,
@@ -652,11 +882,14 @@ mod tests {
         d: Pair,
         pads: ([usize; 2], [usize; 2]),
         group: usize,
-        leaky: bool,
+        act: Option<f32>,
         shared: bool,
+        batched: bool,
     ) -> TypedModel {
         let mut m = TypedModel::default();
-        let x = m.add_source("x", f32::fact([1, c_in, hw.0, hw.1])).unwrap();
+        let x = m
+            .add_source("x", f32::fact(input_shape(c_in, hw, batched)))
+            .unwrap();
         let w = Tensor::from_shape(
             &[c_out, c_in / group, k.0, k.1],
             &values(c_out * c_in / group * k.0 * k.1, 7),
@@ -666,7 +899,11 @@ mod tests {
         let b = m.add_const("b", tensor1(&values(c_out, 11))).unwrap();
         let conv = Conv {
             pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
+                data_format: if batched {
+                    DataFormat::NCHW
+                } else {
+                    DataFormat::CHW
+                },
                 kernel_shape: tvec![k.0, k.1],
                 padding: PaddingSpec::Explicit(
                     pads.0.iter().copied().collect(),
@@ -683,14 +920,29 @@ mod tests {
         };
         let y = m.wire_node("conv", conv, &[x, w, b]).unwrap()[0];
         let mut outputs = vec![];
-        if leaky {
-            outputs.push(m.wire_node("leaky", leaky_relu(0.1), &[y]).unwrap()[0]);
+        match act {
+            Some(0.0) => {
+                let zero = m.add_const("zero", tensor0(0f32)).unwrap();
+                let relu = wire_with_rank_broadcast("act", &mut m, max(), &[y, zero]).unwrap();
+                outputs.push(relu[0]);
+            }
+            Some(alpha) => outputs.push(m.wire_node("act", leaky_relu(alpha), &[y]).unwrap()[0]),
+            None => {}
         }
-        if shared || !leaky {
+        if shared || act.is_none() {
             outputs.push(y);
         }
         m.select_output_outlets(&outputs).unwrap();
         m
+    }
+
+    fn input_shape(c_in: usize, hw: Pair, batched: bool) -> Vec<usize> {
+        let chw = [c_in, hw.0, hw.1];
+        if batched {
+            [&[1][..], &chw].concat()
+        } else {
+            chw.to_vec()
+        }
     }
 
     fn run(model: &TypedModel, threads: usize, x: &Tensor) -> Vec<Tensor> {
@@ -717,7 +969,7 @@ mod tests {
     /// lines shorter than a panel, a partial last panel), dilation, a 1x3 kernel, padding after
     /// only, rows long enough for tract's direct spatial conv and depthwise convs (3x3, 5x5,
     /// strided, dilated; lookout's kernels only), channel counts that are not a multiple of four,
-    /// with and without a fused LeakyRelu, at 1 and 3 threads.
+    /// with and without a fused LeakyRelu, with and without a batch axis, at 1 and 3 threads.
     #[test]
     fn same_as_tracts_plan() {
         #[rustfmt::skip]
@@ -736,6 +988,12 @@ mod tests {
             (5, 5, (21, 70), (3, 3), (2, 2), (1, 1), ([0, 0], [1, 1]), 5),
             (6, 6, (13, 150), (5, 5), (2, 2), (1, 1), ([1, 1], [2, 2]), 6),
             (4, 4, (9, 7), (3, 3), (1, 1), (2, 2), ([2, 2], [2, 2]), 4),
+            // 1x1 at stride 1 (tract's matrix product; lookout's kernel only): a last partial
+            // 16-column step, channel tiles of six and four, blocks of 16 columns for many inputs.
+            (8, 16, (20, 37), (1, 1), (1, 1), (1, 1), ([0, 0], [0, 0]), 1),
+            (300, 10, (5, 7), (1, 1), (1, 1), (1, 1), ([0, 0], [0, 0]), 1),
+            (24, 48, (16, 16), (1, 1), (1, 1), (1, 1), ([0, 0], [0, 0]), 1),
+            (3, 2, (1, 5), (1, 1), (1, 1), (1, 1), ([0, 0], [0, 0]), 1),
         ];
         let kernels: &[bool] = if fdirect::available() {
             &[false, true]
@@ -746,11 +1004,21 @@ mod tests {
             for &(c_in, c_out, hw, k, s, d, pads, group) in cases {
                 // tract's direct spatial conv keeps rows of 128 or more and grouped convs stay
                 // with tract, unless lookout's kernels run.
-                if !direct && ((hw.1 + pads.0[1] + pads.1[1]) / s.1 >= 128 || group > 1) {
+                let pointwise = k == (1, 1) && s == (1, 1) && pads == ([0, 0], [0, 0]);
+                if !direct
+                    && ((hw.1 + pads.0[1] + pads.1[1]) / s.1 >= 128 || group > 1 || pointwise)
+                {
                     continue;
                 }
-                for (leaky, shared) in [(false, false), (true, false), (true, true)] {
-                    let tract = model(c_in, c_out, hw, k, s, d, pads, group, leaky, shared);
+                for (act, shared, batched) in [
+                    (None, false, true),
+                    (Some(0.1), false, true),
+                    (Some(0.1), true, true),
+                    (Some(0.1), false, false),
+                    (Some(0.0), false, true),
+                ] {
+                    let leaky = act.is_some();
+                    let tract = model(c_in, c_out, hw, k, s, d, pads, group, act, shared, batched);
                     let mut ours = tract.clone().into_decluttered().unwrap();
                     let n = swap_convs(&mut ours, direct);
                     assert_eq!(n, 1, "{c_in}→{c_out} {hw:?} k {k:?} s {s:?}");
@@ -761,8 +1029,8 @@ mod tests {
                         .map(|n| n.op().name().to_string())
                         .collect();
                     assert!(names.iter().any(|n| n == "PanelConv"), "{names:?}");
-                    // Folded in: no LeakyRelu left, unless the conv's output is read twice or the
-                    // kernel cannot fuse one (SVE's f32 kernel, under qemu-aarch64).
+                    // Folded in: no LeakyRelu or Relu left, unless the conv's output is read twice
+                    // or the kernel cannot fuse one (SVE's f32 kernel, under qemu-aarch64).
                     let op = ours
                         .nodes()
                         .iter()
@@ -770,13 +1038,21 @@ mod tests {
                         .unwrap();
                     match &op.params.kernel {
                         Kernel::Tract(_) => assert!(!direct),
-                        Kernel::Direct(_) => assert!(direct && group == 1),
+                        Kernel::Direct(_) => assert!(direct && group == 1 && !pointwise),
                         Kernel::Depthwise(_) => assert!(direct && group > 1),
+                        Kernel::Pointwise(_) => assert!(direct && pointwise),
                     }
+                    // The bias add tract's declutter put after a 1x1 conv's product is folded in.
+                    assert!(
+                        !pointwise || !names.iter().any(|n| n.contains("Add")),
+                        "{names:?}"
+                    );
                     let fused = op.params.leaky.is_some();
                     assert!(!fused || (leaky && !shared));
                     assert_eq!(
-                        names.iter().any(|n| n.contains("LeakyRelu")),
+                        names
+                            .iter()
+                            .any(|n| n.contains("LeakyRelu") || n.contains("Max")),
                         leaky && !fused,
                         "{names:?}"
                     );
@@ -784,9 +1060,11 @@ mod tests {
                         assert!(fused, "x86-64's f32 kernels fuse a LeakyRelu");
                     }
                     let tract = tract.into_optimized().unwrap();
-                    let x =
-                        Tensor::from_shape(&[1, c_in, hw.0, hw.1], &values(c_in * hw.0 * hw.1, 3))
-                            .unwrap();
+                    let x = Tensor::from_shape(
+                        &input_shape(c_in, hw, batched),
+                        &values(c_in * hw.0 * hw.1, 3),
+                    )
+                    .unwrap();
                     let want = run(&tract, 1, &x);
                     for threads in [1, 3] {
                         let got = run(&ours, threads, &x);
@@ -805,6 +1083,76 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// 1x1 convs as tract's declutter leaves them: matrix products whose axes dropped or added a
+    /// batch axis, or read positions through a 1x1 map (squeeze-excite's global products), run on
+    /// lookout's kernel within 1e-5 of tract's plan, the bias add folded in; products that write
+    /// channels last stay with tract.
+    #[test]
+    fn pointwise_products_as_declutter_leaves_them() {
+        if !fdirect::available() {
+            return;
+        }
+        #[rustfmt::skip]
+        let cases: &[(&str, &[usize], usize, bool)] = &[
+            ("IHW,OI->NOHW", &[12, 9, 11], 7, true),
+            ("NIHW,OI->NOHW", &[1, 40, 6, 6], 20, true),
+            ("IHW,OI->O", &[33, 1, 1], 17, true),
+            ("I,OI->NOHW", &[64], 6, true),
+            ("NIHW,IO->NOHW", &[1, 5, 4, 9], 9, true),
+            ("NIHW,OI->NHWO", &[1, 8, 5, 5], 6, false),
+            ("NHWI,OI->OHW", &[1, 5, 5, 8], 6, false),
+        ];
+        for &(expr, x_shape, c_out, taken) in cases {
+            let axes: AxesMapping = expr.parse().unwrap();
+            let c_in = x_shape[axes.axis('I').unwrap().inputs[0][0]];
+            let w_shape = if expr.contains(",OI") {
+                [c_out, c_in]
+            } else {
+                [c_in, c_out]
+            };
+            let mut m = TypedModel::default();
+            let x = m.add_source("x", f32::fact(x_shape)).unwrap();
+            let w = Tensor::from_shape(&w_shape, &values(c_in * c_out, 5)).unwrap();
+            let w = m.add_const("w", w).unwrap();
+            let einsum = EinSum {
+                axes: axes.clone(),
+                operating_dt: f32::datum_type(),
+                q_params: None,
+            };
+            let y = m.wire_node("conv", einsum, &[x, w]).unwrap()[0];
+            let out_rank = m.outlet_fact(y).unwrap().rank();
+            let o_at = axes.axis('O').unwrap().outputs[0][0];
+            let mut b_shape = vec![1; out_rank];
+            b_shape[o_at] = c_out;
+            let b = Tensor::from_shape(&b_shape, &values(c_out, 9)).unwrap();
+            let b = m.add_const("b", b).unwrap();
+            let y = m.wire_node("bias", add(), &[y, b]).unwrap()[0];
+            m.select_output_outlets(&[y]).unwrap();
+            let mut ours = m.clone();
+            assert_eq!(swap_convs(&mut ours, true), usize::from(taken), "{expr}");
+            if !taken {
+                continue;
+            }
+            let ours = ours.into_optimized().unwrap();
+            assert!(
+                !ours.nodes().iter().any(|n| n.op().name().contains("Add")),
+                "{expr}: bias add left"
+            );
+            let tract = m.into_optimized().unwrap();
+            let xv = Tensor::from_shape(x_shape, &values(x_shape.iter().product(), 3)).unwrap();
+            let (want, got) = (run(&tract, 1, &xv), run(&ours, 3, &xv));
+            assert_eq!(want[0].shape(), got[0].shape(), "{expr}");
+            let a = want[0].to_plain_array_view::<f32>().unwrap();
+            let b = got[0].to_plain_array_view::<f32>().unwrap();
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                    "{expr}: tract {x}, ours {y}"
+                );
             }
         }
     }

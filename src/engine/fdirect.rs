@@ -1,5 +1,5 @@
 //! [`super::fconv::PanelConv`]'s product on x86 CPUs with AVX2 and FMA: a direct f32
-//! convolution, with the bias and a LeakyRelu in the same pass.
+//! convolution, with the bias and a LeakyRelu (or Relu) in the same pass.
 //!
 //! Why not tract's matrix product there: measured on a 2-core AMD EPYC (Zen 3, 2026-12-06),
 //! nanodet-g-int8-qdq's three float convs (its stem 3→32 at stride 2, then 32→32 and 32→16 at
@@ -17,6 +17,10 @@
 //! LeakyRelu and the store follow while the accumulators are in registers. Work is shared out by
 //! (output row, channel tile).
 //!
+//! 1x1 convs at stride 1 ([`pointwise`]) need no planes: the same kernels read the input in place,
+//! one tap per input channel, on blocks of positions. tract makes them matrix products whose
+//! packing copies the whole input first.
+//!
 //! Depthwise convs (group = channels, [`depthwise`]) take the same planes one channel at a time:
 //! a task copies a channel's padded planes into a scratch that stays in the second-level cache and
 //! runs every output row of it, 64 columns (eight accumulators) per step. tract's `DepthWiseConv`
@@ -30,6 +34,7 @@
 
 use super::im2col::Geometry;
 use super::par::{for_each_chunk, for_each_range};
+use super::scratch::Scratch;
 
 /// Which f32 kernel [`super::fconv::PanelConv`] runs: `tract` (tract's matrix product, and convs
 /// tract's direct spatial kernel suits stay with it) or, unset or `direct`, this module's wherever
@@ -248,7 +253,7 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
             && out.len() == g.c_out * n
     );
     let lay = Layout::of(g);
-    let mut planes = vec![0f32; lay.len(g)];
+    let mut planes = Scratch::<f32>::stale(lay.len(g));
     fill(g, &lay, x, &mut planes);
     lay.assert_reads_within(g, planes.len());
     let tiles = w.tiles.len();
@@ -279,6 +284,84 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
                 };
                 #[cfg(not(target_arch = "x86_64"))]
                 let _ = (x, wt, bias, out, channels, leaky);
+            }
+        },
+    );
+}
+
+/// Floats of input a [`pointwise`] column block should span (all its channels), so that the block
+/// stays in the first-level cache while every channel tile reads it.
+const POINTWISE_BLOCK_BYTES: usize = 32 << 10;
+
+/// A 1x1 conv at stride 1 without padding (`[c_out][c_in]` weights times the input's `[c_in][n]`
+/// positions), read in place: the same kernels as [`conv`], one tap per input channel, on blocks
+/// of positions laid end to end instead of output rows. tract runs these as matrix products whose
+/// first step copies the whole input into packed panels (CenterNet-MBv3: 14 of its 120 ms per
+/// image in those copies). Work is shared out by (column block, channel tile), block first, so
+/// that a task's tiles read the same block. The last `n mod 16` positions come from a zero-padded
+/// copy: 16 loads in place there would read past the input's end.
+pub(super) fn pointwise(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut [f32]) {
+    let (n, k) = (g.n(), g.c_in);
+    assert!(
+        available()
+            && w.k == k
+            && w.c_out == g.c_out
+            && g.kh * g.kw == 1
+            && g.stride == (1, 1)
+            && g.pad == (0, 0)
+            && g.in_h * g.in_w == n
+            && x.len() >= k * n
+            && out.len() == g.c_out * n
+    );
+    let n16 = n - n % COLS;
+    let block = (POINTWISE_BLOCK_BYTES / (4 * k.max(1))).clamp(COLS, 256) / COLS * COLS;
+    let main = n16.div_ceil(block);
+    let blocks = main + usize::from(n16 < n);
+    let taps: Vec<usize> = (0..k).map(|c| c * n).collect();
+    let tail_taps: Vec<usize> = (0..k).map(|c| c * COLS).collect();
+    let tiles = w.tiles.len();
+    let dst = Output(out.as_mut_ptr());
+    for_each_range(
+        blocks * tiles,
+        || None::<Scratch<f32>>,
+        |units, tail| {
+            for u in units {
+                let (b, t) = (u / tiles, w.tiles[u % tiles]);
+                let channels = t.width.min(g.c_out - t.c0);
+                let (wt, bias) = (
+                    &w.w[t.at..][..t.width * w.k],
+                    &w.bias[t.at / w.k..][..t.width],
+                );
+                let (p0, xp, taps, cols) = if b < main {
+                    let p0 = b * block;
+                    (p0, x[p0..].as_ptr(), &taps[..], block.min(n16 - p0))
+                } else {
+                    let patch = tail.get_or_insert_with(|| {
+                        let mut s = Scratch::<f32>::stale(k * COLS);
+                        for (c, row) in s.chunks_exact_mut(COLS).enumerate() {
+                            let src = &x[c * n + n16..(c + 1) * n];
+                            row[..src.len()].copy_from_slice(src);
+                            row[src.len()..].fill(0.0);
+                        }
+                        s
+                    });
+                    (n16, patch.as_ptr(), &tail_taps[..], n - n16)
+                };
+                let out = dst.at(t.c0 * n + p0);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 and FMA (asserted). In place, a block's 16-column steps end at
+                // `n16`, so channel c's reads end before `c·n + n16 ≤ k·n`; the tail's patch holds
+                // 16 floats per channel. Writes channels `c0 .. c0 + channels` of positions
+                // `p0 .. p0 + cols`, which no other unit writes.
+                unsafe {
+                    if t.width == CT {
+                        x86::row6(xp, taps, wt, bias, leaky, cols, out, n, channels)
+                    } else {
+                        x86::row4(xp, taps, wt, bias, leaky, cols, out, n, channels)
+                    }
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (xp, taps, wt, bias, out, channels, leaky, cols);
             }
         },
     );
@@ -337,7 +420,7 @@ pub(super) fn depthwise(
     for_each_chunk(
         out,
         n,
-        || vec![0f32; lay.len(&g1)],
+        || Scratch::<f32>::stale(lay.len(&g1)),
         |c, out, planes| {
             let src = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
             for (phase, dst) in planes.chunks_exact_mut(lay.hp * lay.wq).enumerate() {
@@ -380,7 +463,8 @@ mod x86 {
         )
     }
 
-    /// Bias, LeakyRelu and the store of one channel's 16 columns (`lanes` of them kept).
+    /// Bias, LeakyRelu (a Relu at slope 0) and the store of one channel's 16 columns (`lanes` of
+    /// them kept).
     #[inline(always)]
     unsafe fn finish(
         (lo, hi): (__m256, __m256),
@@ -391,9 +475,17 @@ mod x86 {
     ) {
         let b = _mm256_set1_ps(bias);
         let (mut lo, mut hi) = (_mm256_add_ps(lo, b), _mm256_add_ps(hi, b));
-        if let Some(alpha) = leaky {
-            let a = _mm256_set1_ps(alpha);
-            (lo, hi) = (leaky_relu(lo, a), leaky_relu(hi, a));
+        match leaky {
+            // Slope 0 is a Relu: tract's `max(x, 0)` gives +0 where x ≤ 0 (x·0 would give -0).
+            Some(0.0) => {
+                let z = _mm256_setzero_ps();
+                (lo, hi) = (_mm256_max_ps(lo, z), _mm256_max_ps(hi, z));
+            }
+            Some(alpha) => {
+                let a = _mm256_set1_ps(alpha);
+                (lo, hi) = (leaky_relu(lo, a), leaky_relu(hi, a));
+            }
+            None => {}
         }
         if lanes == COLS {
             _mm256_storeu_ps(dst, lo);

@@ -28,11 +28,16 @@ pub(super) struct Geometry {
     pub dilation: (usize, usize),
     /// Padding before (top, left).
     pub pad: (usize, usize),
+    /// The conv's tensors carry a batch axis of 1 (`[1, C, H, W]`, ONNX's NCHW), or none
+    /// (`[C, H, W]`: tract's CHW, which its plan picks when a reshape dropped the batch axis, as in
+    /// FastestDet's channel shuffles). The memory is the same.
+    pub batched: bool,
 }
 
 impl Geometry {
-    /// The geometry of `conv` on a `[1, C, H, W]` input of `shape`, checked against the output
-    /// shape the plan gives it; or why it is not one (another layout, batch, rank).
+    /// The geometry of `conv` on a `[1, C, H, W]` (NCHW) or `[C, H, W]` (CHW) input of `shape`,
+    /// checked against the output shape the plan gives it; or why it is not one (another layout,
+    /// batch, rank).
     pub(super) fn of(
         conv: &Conv,
         shape: &[usize],
@@ -42,24 +47,30 @@ impl Geometry {
             return Err(format!("kernel format {:?}", conv.kernel_fmt));
         }
         let ps = &conv.pool_spec;
-        if ps.data_format != DataFormat::NCHW || ps.kernel_shape.len() != 2 {
-            return Err(format!(
-                "data format {:?}, {}-d kernel",
-                ps.data_format,
-                ps.kernel_shape.len()
-            ));
+        let batched = match ps.data_format {
+            DataFormat::NCHW => true,
+            DataFormat::CHW => false,
+            _ => return Err(format!("data format {:?}", ps.data_format)),
+        };
+        if ps.kernel_shape.len() != 2 {
+            return Err(format!("{}-d kernel", ps.kernel_shape.len()));
         }
-        if shape.len() != 4 || shape[0] != 1 {
-            return Err(format!("input shape {shape:?} (want [1, C, H, W])"));
-        }
-        let computed = ps.computed_padding(&shape[2..]);
+        let shape = match (batched, shape) {
+            (true, [1, chw @ ..]) | (false, chw) if chw.len() == 3 => chw,
+            _ => {
+                return Err(format!(
+                    "input shape {shape:?} (want [1, C, H, W] or [C, H, W])"
+                ))
+            }
+        };
+        let computed = ps.computed_padding(&shape[1..]);
         let strides = ps.strides();
         let dilations = ps.dilations();
         let geo = Geometry {
-            c_in: shape[1],
+            c_in: shape[0],
             c_out: ps.output_channels,
-            in_h: shape[2],
-            in_w: shape[3],
+            in_h: shape[1],
+            in_w: shape[2],
             out_h: computed[0].convoluted,
             out_w: computed[1].convoluted,
             kh: ps.kernel_shape[0],
@@ -67,8 +78,9 @@ impl Geometry {
             stride: (strides[0], strides[1]),
             dilation: (dilations[0], dilations[1]),
             pad: (computed[0].pad_before, computed[1].pad_before),
+            batched,
         };
-        if out_shape != [1, geo.c_out, geo.out_h, geo.out_w] {
+        if out_shape != geo.out_shape().as_slice() {
             return Err(format!(
                 "output shape {out_shape:?} disagrees with the geometry {geo:?}"
             ));
@@ -76,6 +88,15 @@ impl Geometry {
         Ok(geo)
     }
 
+    /// The output's shape: `[1, c_out, out_h, out_w]`, or without the batch axis.
+    pub(super) fn out_shape(&self) -> TVec<usize> {
+        let chw = [self.c_out, self.out_h, self.out_w];
+        if self.batched {
+            tvec![1, chw[0], chw[1], chw[2]]
+        } else {
+            chw.into_iter().collect()
+        }
+    }
     pub(super) fn k(&self) -> usize {
         self.c_in * self.kh * self.kw
     }
@@ -612,6 +633,7 @@ mod tests {
             stride: (2, 1),
             dilation: (1, 1),
             pad: (1, 1),
+            batched: true,
         };
         let x: Vec<u8> = (0..2 * 7 * 9).map(|i| (i * 37 % 251) as u8).collect();
         let n = geo.n();
@@ -662,6 +684,7 @@ mod tests {
                 stride,
                 dilation,
                 pad,
+                batched: true,
             };
             let x: Vec<u8> = (0..c_in * in_h * in_w)
                 .map(|i| (i * 37 % 251) as u8)

@@ -31,6 +31,7 @@ mod qmatmul;
 mod quantize;
 mod resize;
 mod rowmatmul;
+mod scratch;
 pub mod session;
 mod softmax;
 mod topk;

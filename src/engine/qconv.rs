@@ -138,9 +138,7 @@ impl EvalOp for QConv {
             g.in_w
         );
         let bytes = x.as_bytes();
-        let mut out = unsafe {
-            Tensor::uninitialized_dt(p.out_fact.datum_type, &[1, g.c_out, g.out_h, g.out_w])?
-        };
+        let mut out = unsafe { Tensor::uninitialized_dt(p.out_fact.datum_type, &g.out_shape())? };
         let acc = match &p.kernel {
             Kernel::Matmul {
                 mmm,
