@@ -2,8 +2,10 @@
 //! (src/engine/qmatmul.rs): the file loaded twice as a lookout `Session` (once with
 //! `LOOKOUT_NO_QMATMUL=1`), run interleaved, then profiled per operator kind.
 //!
-//!     cargo run --example qmatmul_profile -- FILE.onnx [RUNS] [DIM=VALUE ...] [--threads T]
+//!     cargo run --example qmatmul_profile -- FILE.onnx [RUNS] [DIM=VALUE ...] [--threads T] [--ours]
 //!
+//! `--ours` profiles lookout's plan alone (tract's own plan of a large int8 graph can take minutes
+//! per run on x86 without VNNI).
 //! Every symbolic input dimension is a session symbol; DIM=VALUE gives its run-time value (default
 //! 1): e.g. `past_decoder_sequence_length=20 encoder_sequence_length=577` for Florence-2's
 //! decoder_with_past, `past_sequence_length=100 sequence_length=1` for SmolVLM's merged decoder.
@@ -29,6 +31,8 @@ fn main() -> anyhow::Result<()> {
     env_logger::init();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut threads = 1;
+    let ours_only = args.iter().any(|a| a == "--ours");
+    args.retain(|a| a != "--ours");
     if let Some(i) = args.iter().position(|a| a == "--threads") {
         threads = args[i + 1].parse()?;
         args.drain(i..i + 2);
@@ -119,6 +123,10 @@ fn main() -> anyhow::Result<()> {
         );
         Ok(s)
     };
+    if ours_only {
+        let ours = load(false)?;
+        return print_profile("QMatMul", &ours, values, runs);
+    }
     let tract = load(true)?;
     let ours = load(false)?;
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -158,17 +166,22 @@ fn main() -> anyhow::Result<()> {
         if same { "bit-identical" } else { "DIFFER" }
     );
     for (name, s) in [("tract", &tract), ("QMatMul", &ours)] {
-        let p = s
-            .profile(values.clone(), runs)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let total: f64 = p.iter().map(|o| o.ms).sum();
-        println!("-- {name}: profiled {total:.2} ms per run");
-        for o in p.iter().take(12) {
-            println!(
-                "  {:>9.3} ms {:>4} x {:<24} slowest {:.3} ms {}",
-                o.ms, o.nodes, o.op, o.slowest_ms, o.slowest_node
-            );
-        }
+        print_profile(name, s, values.clone(), runs)?;
+    }
+    Ok(())
+}
+
+fn print_profile(name: &str, s: &Session, values: Vec<Value>, runs: usize) -> anyhow::Result<()> {
+    let p = s
+        .profile(values, runs)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let total: f64 = p.iter().map(|o| o.ms).sum();
+    println!("-- {name}: profiled {total:.2} ms per run");
+    for o in p.iter().take(12) {
+        println!(
+            "  {:>9.3} ms {:>4} x {:<24} slowest {:.3} ms {}",
+            o.ms, o.nodes, o.op, o.slowest_ms, o.slowest_node
+        );
     }
     Ok(())
 }

@@ -19,10 +19,15 @@
 //! after the subtraction, as in tract's float padding.
 //!
 //! Where the bound fails (a 3×3 convolution over 512 channels with 7-bit weights: k = 4 608) the
-//! convolution stays tract's integer one. Skipped under `LOOKOUT_PLAIN_TRACT=1` or
+//! convolution is split over input channels into float convolutions that each meet it; their
+//! integer results are cast to i32 and added there (exact), then cast to f32 as the `Cast` after
+//! the `ConvInteger` did. (It used to stay tract's integer convolution: on x86 without VNNI,
+//! Florence-2's four DaViT downsampling convolutions then took 16 of its int8 vision encoder's 26
+//! seconds.) Grouped convolutions whose sums may pass 2^24 stay integer. Skipped under `LOOKOUT_PLAIN_TRACT=1` or
 //! `LOOKOUT_NO_CONVINT=1` (the A/B of this pass alone).
 
 use tract_core::internal::*;
+use tract_core::ops::array::Slice;
 use tract_core::ops::cast::{cast, Cast};
 use tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_core::ops::math;
@@ -87,9 +92,36 @@ pub fn replace_conv_integer(model: &mut TypedModel) -> TractResult<usize> {
                     math::sub(),
                     &[xf[0], x0f[0]],
                 )?;
-                let kernel = patch.add_const(format!("{name}.kernel_f32"), plan.kernel)?;
                 let bias = patch.add_const(format!("{name}.bias_f32"), tensor0(0f32))?;
-                let y = patch.wire_node(&name, plan.conv, &[centred[0], kernel, bias])?[0];
+                let y = if let [_] = plan.chunks[..] {
+                    let kernel = patch.add_const(format!("{name}.kernel_f32"), plan.kernel)?;
+                    patch.wire_node(&name, plan.conv, &[centred[0], kernel, bias])?[0]
+                } else {
+                    let mut sum: Option<OutletId> = None;
+                    for (i, &(c0, c1)) in plan.chunks.iter().enumerate() {
+                        let part = format!("{name}.part{i}");
+                        let x = patch.wire_node(
+                            format!("{part}.x"),
+                            Slice::new(1, c0, c1),
+                            &[centred[0]],
+                        )?;
+                        let kernel = plan.kernel.slice(1, c0, c1)?;
+                        let kernel = patch.add_const(format!("{part}.kernel_f32"), kernel)?;
+                        let mut conv = plan.conv.clone();
+                        conv.pool_spec.input_channels = c1 - c0;
+                        let y = patch.wire_node(&part, conv, &[x[0], kernel, bias])?;
+                        let y =
+                            patch.wire_node(format!("{part}.i32"), cast(i32::datum_type()), &y)?[0];
+                        sum = Some(match sum {
+                            None => y,
+                            Some(s) => {
+                                patch.wire_node(format!("{part}.sum"), math::add(), &[s, y])?[0]
+                            }
+                        });
+                    }
+                    let sum = sum.context("no chunk")?;
+                    patch.wire_node(&name, cast(f32::datum_type()), &[sum])?[0]
+                };
                 for cast_node in plan.casts {
                     patch.shunt_outside(model, cast_node.into(), y)?;
                 }
@@ -111,6 +143,9 @@ struct Plan {
     conv: Conv,
     kernel: Tensor,
     casts: Vec<usize>,
+    /// Input channel ranges, each a float convolution whose sums are exact; more than one when the
+    /// whole convolution's sums could pass 2^24.
+    chunks: Vec<(usize, usize)>,
 }
 
 fn plan(model: &TypedModel, node: &TypedNode) -> TractResult<Plan> {
@@ -202,10 +237,34 @@ fn plan(model: &TypedModel, node: &TypedNode) -> TractResult<Plan> {
     }
     // Taps per output value: input channels per group × kernel area = per_out.
     let bound = per_out as u64 * 255 * wmax;
-    ensure!(
-        bound <= F32_EXACT,
-        "sums up to {per_out} × 255 × {wmax} = {bound} may not be exact in f32"
-    );
+    let c_in = shape[1] * conv.group;
+    let area = (per_out / shape[1].max(1)) as u64;
+    let chunks = if bound <= F32_EXACT {
+        vec![(0, c_in)]
+    } else {
+        // Split over input channels into convolutions exact in f32; their integer results are
+        // added in i32 (exact), and cast to f32 as the ConvInteger's were.
+        ensure!(
+            conv.group == 1,
+            "sums up to {per_out} × 255 × {wmax} = {bound} may not be exact in f32 (group {})",
+            conv.group
+        );
+        ensure!(
+            conv.pool_spec.data_format == tract_core::ops::nn::DataFormat::NCHW,
+            "sums may not be exact in f32, and the input is {:?}",
+            conv.pool_spec.data_format
+        );
+        let per_chunk = (F32_EXACT / (255 * wmax.max(1) * area.max(1))) as usize;
+        ensure!(
+            per_chunk > 0,
+            "one channel's sums ({area} taps × 255 × {wmax}) may not be exact in f32"
+        );
+        let n = c_in.div_ceil(per_chunk);
+        let per = c_in.div_ceil(n);
+        (0..n)
+            .map(|i| (i * per, ((i + 1) * per).min(c_in)))
+            .collect()
+    };
     let kernel = Tensor::from_shape(&shape, &kernel)?;
     let float = Conv {
         q_params: None,
@@ -215,5 +274,6 @@ fn plan(model: &TypedModel, node: &TypedNode) -> TractResult<Plan> {
         conv: float,
         kernel,
         casts,
+        chunks,
     })
 }
