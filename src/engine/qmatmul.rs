@@ -137,33 +137,52 @@ impl EvalOp for QMatMul {
             (_, ManyRows::Tract(plan)) => return plan.run(inputs),
             (_, ManyRows::Avx2(w16)) => Some(w16),
         };
+        let x0 = inputs[1].cast_to_scalar::<i32>()?;
+        let signed = x.datum_type().unquantized() == i8::datum_type();
+        let mut out_shape: TVec<usize> = shape.into();
+        *out_shape.last_mut().expect("rank checked at load") = p.n;
+        let scale = if self.scaled {
+            let scale = inputs[2].try_as_plain_ram()?;
+            let scale = scale.as_slice::<f32>()?.to_vec();
+            ensure!(
+                scale.len() == 1 || scale.len() == p.n,
+                "QMatMul: {} scales for {} columns",
+                scale.len(),
+                p.n
+            );
+            Some(scale)
+        } else {
+            None
+        };
+        // Several rows, scaled: the kernel's epilogue stores f32 (tract's Cast then Mul, the same
+        // two roundings), with no i32 tensor between.
+        if let (Some(w16), Some(scale)) = (several, &scale) {
+            let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+            {
+                let mut plain = out.try_as_plain_ram_mut()?;
+                let os = plain.as_slice_mut::<f32>()?;
+                let per_column = scale.len() > 1;
+                gemm(p, w16, x.as_bytes(), rows, signed, x0, os, |j, a| {
+                    a as f32 * scale[if per_column { j } else { 0 }]
+                });
+            }
+            return Ok(tvec!(out.into_tvalue()));
+        }
         let y = {
-            let x0 = inputs[1].cast_to_scalar::<i32>()?;
-            let signed = x.datum_type().unquantized() == i8::datum_type();
-            let mut out_shape: TVec<usize> = shape.into();
-            *out_shape.last_mut().expect("rank checked at load") = p.n;
             let mut y = unsafe { Tensor::uninitialized::<i32>(&out_shape)? };
             {
                 let mut plain = y.try_as_plain_ram_mut()?;
                 let ys = plain.as_slice_mut::<i32>()?;
                 match several {
-                    Some(w16) => gemm(p, w16, x.as_bytes(), rows, signed, x0, ys),
+                    Some(w16) => gemm(p, w16, x.as_bytes(), rows, signed, x0, ys, |_, a| a),
                     None => gemv(p, x.as_bytes(), signed, x0, ys),
                 }
             }
             y.into_tvalue()
         };
-        if !self.scaled {
+        let Some(scale) = scale else {
             return Ok(tvec!(y));
-        }
-        let scale = inputs[2].try_as_plain_ram()?;
-        let scale = scale.as_slice::<f32>()?;
-        ensure!(
-            scale.len() == 1 || scale.len() == p.n,
-            "QMatMul: {} scales for {} columns",
-            scale.len(),
-            p.n
-        );
+        };
         let acc = y.try_as_plain_ram()?;
         let acc = acc.as_slice::<i32>()?;
         let mut out = unsafe { Tensor::uninitialized::<f32>(y.shape())? };
@@ -178,7 +197,7 @@ impl EvalOp for QMatMul {
                 }
             } else {
                 for (orow, arow) in os.chunks_exact_mut(p.n).zip(acc.chunks_exact(p.n)) {
-                    for ((o, &a), &s) in orow.iter_mut().zip(arow).zip(scale) {
+                    for ((o, &a), &s) in orow.iter_mut().zip(arow).zip(&scale) {
                         *o = a as f32 * s;
                     }
                 }
@@ -203,16 +222,19 @@ impl TypedOp for QMatMul {
     as_op!();
 }
 
-/// `ys[r·n + j]` for the activation rows `xs` on lookout's AVX2 kernel ([`ManyRows::Avx2`]), 16
-/// rows a panel, panels shared over the pool; the same formula as [`gemv`].
-fn gemm(
+/// `ys[r·n + j] = store(j, y)` for the activation rows `xs` on lookout's AVX2 kernel
+/// ([`ManyRows::Avx2`]), `y` the i32 sum of [`gemv`]'s formula; 16 rows a panel, panels shared
+/// over the pool.
+#[allow(clippy::too_many_arguments)]
+fn gemm<T: Copy + Default + Send>(
     p: &Packed,
     w16: &i8gemm::Weights,
     xs: &[u8],
     rows: usize,
     signed: bool,
     x0: i32,
-    ys: &mut [i32],
+    ys: &mut [T],
+    store: impl Fn(usize, i32) -> T + Sync,
 ) {
     let (k, n) = (p.k, p.n);
     assert!(xs.len() >= rows * k && ys.len() >= rows * n);
@@ -222,6 +244,12 @@ fn gemm(
     // flipped. Hence Σ xu·wt = dot + 128 · Σ wt.
     let flip = if signed { 0 } else { 0x80 };
     let xoff = if signed { 128 } else { 0 };
+    // `compensate` split into what depends on the column alone and the factor of Σ x, once per
+    // call: y = s + c[j] + d[j]·sx (wrapping, so the same bits in any order).
+    let c: Vec<i32> = (0..n)
+        .map(|j| compensate(p, j, 128i32.wrapping_mul(p.wt_sum[j]), xoff, 0, x0))
+        .collect();
+    let d: Vec<i32> = (0..n).map(|j| p.shift.wrapping_sub(p.w0[j])).collect();
     super::par::for_each_range(
         rows.div_ceil(16),
         || (vec![0u8; w16.panel_len()], vec![[0i32; 16]; n]),
@@ -247,12 +275,32 @@ fn gemm(
                 unsafe {
                     i8gemm::sums(buf, w16, sums)
                 };
-                for (l, &sx) in sx.iter().enumerate().take(lanes) {
-                    for (j, s) in sums.iter().enumerate() {
-                        let dot = s[l].wrapping_add(128i32.wrapping_mul(p.wt_sum[j]));
-                        let y = compensate(p, j, dot, xoff, sx, x0);
-                        // SAFETY: panels write disjoint rows of `ys`; (r0 + l)·n + j < rows·n.
-                        unsafe { *out.get().add((r0 + l) * n + j) = y };
+                // The kernel leaves column j's 16 rows together (`sums[j]`); the output wants
+                // each row's columns together. Eight columns at a time through a small
+                // transposed tile: reading `sums[j][l]` for one row across all columns touched
+                // n cache lines per row (Florence-2's vision products spent ~8 ns per output
+                // there, four times their multiply-adds).
+                for j0 in (0..n).step_by(8) {
+                    let width = (n - j0).min(8);
+                    let mut tile = [[T::default(); 8]; 16];
+                    for (jj, s) in sums[j0..j0 + width].iter().enumerate() {
+                        let j = j0 + jj;
+                        let (cj, dj) = (c[j], d[j]);
+                        for ((row, &s), &sx) in tile.iter_mut().zip(s).zip(&sx) {
+                            row[jj] =
+                                store(j, s.wrapping_add(cj).wrapping_add(dj.wrapping_mul(sx)));
+                        }
+                    }
+                    for (l, row) in tile.iter().enumerate().take(lanes) {
+                        // SAFETY: panels write disjoint rows of `ys`;
+                        // (r0 + l)·n + j0 + width ≤ rows·n.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                row.as_ptr(),
+                                out.get().add((r0 + l) * n + j0),
+                                width,
+                            )
+                        };
                     }
                 }
             }
@@ -308,13 +356,19 @@ fn gemv(p: &Packed, xs: &[u8], signed: bool, x0: i32, ys: &mut [i32]) {
     par_blocks(blocks, p.kp * p.n, task);
 }
 
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut i32);
-// SAFETY: only used to write disjoint elements from the tasks of one `par_blocks` call.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    fn get(self) -> *mut i32 {
+struct SyncPtr<T>(*mut T);
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
+// SAFETY: only used to write disjoint elements from the tasks of one `par_blocks` or
+// `for_each_range` call.
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+impl<T> SyncPtr<T> {
+    fn get(self) -> *mut T {
         self.0
     }
 }
@@ -934,7 +988,7 @@ mod tests {
                     ManyRows::Tract(empty.clone()),
                 );
                 let mut ys = vec![0; rows * n];
-                gemm(&p, &w16, &x, rows, x_signed, x0, &mut ys);
+                gemm(&p, &w16, &x, rows, x_signed, x0, &mut ys, |_, a| a);
                 let val = |b: u8, s: bool| if s { b as i8 as i32 } else { b as i32 };
                 for r in 0..rows {
                     for j in 0..n {
