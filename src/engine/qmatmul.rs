@@ -41,6 +41,9 @@ use tract_core::ops::einsum::EinSum;
 use super::i8gemm;
 use super::pass::{env_off, GraphPass, Stage};
 
+mod rows;
+use rows::gemm;
+
 /// Set to `1` to leave every `MatMulInteger` to tract (the A/B of this pass alone).
 pub const NO_QMATMUL_ENV: &str = "LOOKOUT_NO_QMATMUL";
 
@@ -220,92 +223,6 @@ impl TypedOp for QMatMul {
     }
 
     as_op!();
-}
-
-/// `ys[r·n + j] = store(j, y)` for the activation rows `xs` on lookout's AVX2 kernel
-/// ([`ManyRows::Avx2`]), `y` the i32 sum of [`gemv`]'s formula; 16 rows a panel, panels shared
-/// over the pool.
-#[allow(clippy::too_many_arguments)]
-fn gemm<T: Copy + Default + Send>(
-    p: &Packed,
-    w16: &i8gemm::Weights,
-    xs: &[u8],
-    rows: usize,
-    signed: bool,
-    x0: i32,
-    ys: &mut [T],
-    store: impl Fn(usize, i32) -> T + Sync,
-) {
-    let (k, n) = (p.k, p.n);
-    assert!(xs.len() >= rows * k && ys.len() >= rows * n);
-    let out = SyncPtr(ys.as_mut_ptr());
-    // The kernel multiplies i8: `xu − 128`, with xu the u8 `gemv` multiplies (x for u8
-    // activations, x flipped for i8 ones), which is the raw byte of an i8 activation and a u8 one
-    // flipped. Hence Σ xu·wt = dot + 128 · Σ wt.
-    let flip = if signed { 0 } else { 0x80 };
-    let xoff = if signed { 128 } else { 0 };
-    // `compensate` split into what depends on the column alone and the factor of Σ x, once per
-    // call: y = s + c[j] + d[j]·sx (wrapping, so the same bits in any order).
-    let c: Vec<i32> = (0..n)
-        .map(|j| compensate(p, j, 128i32.wrapping_mul(p.wt_sum[j]), xoff, 0, x0))
-        .collect();
-    let d: Vec<i32> = (0..n).map(|j| p.shift.wrapping_sub(p.w0[j])).collect();
-    super::par::for_each_range(
-        rows.div_ceil(16),
-        || (vec![0u8; w16.panel_len()], vec![[0i32; 16]; n]),
-        |panels, (buf, sums)| {
-            for panel in panels {
-                let r0 = panel * 16;
-                let lanes = (rows - r0).min(16);
-                buf.fill(0);
-                let mut sx = [0i32; 16];
-                for (l, sx) in sx.iter_mut().enumerate().take(lanes) {
-                    let row = &xs[(r0 + l) * k..][..k];
-                    for (kk, &b) in row.iter().enumerate() {
-                        buf[(kk / 4) * 64 + l * 4 + kk % 4] = b ^ flip;
-                    }
-                    *sx = if signed {
-                        row.iter().map(|&b| b as i8 as i32).sum()
-                    } else {
-                        row.iter().map(|&b| b as i32).sum()
-                    };
-                }
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `ManyRows::Avx2` is only planned where the CPU has AVX2.
-                unsafe {
-                    i8gemm::sums(buf, w16, sums)
-                };
-                // The kernel leaves column j's 16 rows together (`sums[j]`); the output wants
-                // each row's columns together. Eight columns at a time through a small
-                // transposed tile: reading `sums[j][l]` for one row across all columns touched
-                // n cache lines per row (Florence-2's vision products spent ~8 ns per output
-                // there, four times their multiply-adds).
-                for j0 in (0..n).step_by(8) {
-                    let width = (n - j0).min(8);
-                    let mut tile = [[T::default(); 8]; 16];
-                    for (jj, s) in sums[j0..j0 + width].iter().enumerate() {
-                        let j = j0 + jj;
-                        let (cj, dj) = (c[j], d[j]);
-                        for ((row, &s), &sx) in tile.iter_mut().zip(s).zip(&sx) {
-                            row[jj] =
-                                store(j, s.wrapping_add(cj).wrapping_add(dj.wrapping_mul(sx)));
-                        }
-                    }
-                    for (l, row) in tile.iter().enumerate().take(lanes) {
-                        // SAFETY: panels write disjoint rows of `ys`;
-                        // (r0 + l)·n + j0 + width ≤ rows·n.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                row.as_ptr(),
-                                out.get().add((r0 + l) * n + j0),
-                                width,
-                            )
-                        };
-                    }
-                }
-            }
-        },
-    );
 }
 
 /// Σ (x − x0)·(W − w0) for column `j` from `dot` = Σ xu·wt (see the module doc), in wrapping i32

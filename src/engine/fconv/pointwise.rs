@@ -1,0 +1,177 @@
+//! [`super::PanelConv`] for the 1x1 convs tract's declutter turns into matrix products: which
+//! `EinSum`s are such convs, and the bias add behind them that the kernel folds in.
+
+use std::sync::Arc;
+
+use tract_core::internal::*;
+use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::math::Add;
+
+use super::{fdirect, Geometry, Kernel, PanelConv, Params};
+
+/// The [`PanelConv`] on lookout's [`fdirect::pointwise`] for an f32 matrix product that is a 1x1
+/// conv (tract's `declutter_as_einsum` turns every 1x1 stride-1 unpadded conv into one): weights
+/// `[c_out, c_in]` (or transposed) times an activation `[1, c_in, h, w]` or `[c_in, h, w]` into
+/// the same layout with `c_out` channels; and the node of the bias add that alone reads it, when
+/// there is one (folded in). Or why not.
+pub(super) fn plan_pointwise(
+    model: &TypedModel,
+    node: &TypedNode,
+    op: &EinSum,
+) -> Result<(PanelConv, Option<usize>), String> {
+    if op.q_params.is_some() || op.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
+        return Err("not a plain f32 product of two inputs".into());
+    }
+    let facts: Vec<&TypedFact> = node
+        .inputs
+        .iter()
+        .map(|i| model.outlet_fact(*i))
+        .collect::<TractResult<_>>()
+        .map_err(|e| e.to_string())?;
+    let w_slot = facts
+        .iter()
+        .position(|f| f.konst.is_some())
+        .ok_or("no constant operand")?;
+    let x_slot = 1 - w_slot;
+    let (x, w) = (facts[x_slot], facts[w_slot]);
+    if x.datum_type != f32::datum_type() || w.datum_type != f32::datum_type() || w.rank() != 2 {
+        return Err("not f32 weights of rank 2 times an f32 input".into());
+    }
+    let shape = x.shape.as_concrete().ok_or("symbolic input shape")?;
+    let out_shape = node.outputs[0]
+        .fact
+        .shape
+        .as_concrete()
+        .ok_or("symbolic output shape")?;
+    // The mapping's axes: the summed one (input channels) in x and w, the output channels in w
+    // and the output, every other one in x and the output, or of size 1 anywhere. Without the
+    // axes of size 1, x must read (input channels, positions…) and the output (output channels,
+    // the same positions…): then both are `[channels][n]` in memory.
+    let w_shape = w.shape.as_concrete().ok_or("symbolic weight shape")?;
+    let size = |a: &tract_core::axes::Axis| {
+        let at = |io: &TVec<usize>, dims: &[usize]| io.first().map(|&p| dims[p]);
+        at(&a.inputs[x_slot], shape)
+            .or_else(|| at(&a.outputs[0], out_shape))
+            .or_else(|| at(&a.inputs[w_slot], w_shape))
+    };
+    let (mut c_in, mut c_out, mut w_o) = (None, None, None);
+    let mut x_order: Vec<(usize, char)> = vec![];
+    let mut o_order: Vec<(usize, char)> = vec![];
+    for axis in op.axes.iter_all_axes() {
+        let (xi, wi, o) = (&axis.inputs[x_slot], &axis.inputs[w_slot], &axis.outputs[0]);
+        let role = match (xi.as_slice(), wi.as_slice(), o.as_slice()) {
+            ([xp], [_], []) => {
+                c_in = size(axis);
+                x_order.push((*xp, 'I'));
+                continue;
+            }
+            ([], [wp], [op]) => {
+                (c_out, w_o) = (size(axis), Some(*wp));
+                o_order.push((*op, 'O'));
+                continue;
+            }
+            _ if size(axis) == Some(1) => continue,
+            ([xp], [], [op]) => (*xp, *op),
+            _ => return Err(format!("axes {}", op.axes)),
+        };
+        x_order.push((role.0, axis.repr));
+        o_order.push((role.1, axis.repr));
+    }
+    let (Some(c_in), Some(c_out), Some(w_o)) = (c_in, c_out, w_o) else {
+        return Err(format!("axes {}", op.axes));
+    };
+    x_order.sort();
+    o_order.sort();
+    let x_axes: Vec<char> = x_order.iter().map(|a| a.1).collect();
+    let o_axes: Vec<char> = o_order.iter().map(|a| a.1).collect();
+    if x_axes.first() != Some(&'I') || o_axes.first() != Some(&'O') || x_axes[1..] != o_axes[1..] {
+        return Err(format!("axes {} (not channels first)", op.axes));
+    }
+    let n = x_order[1..]
+        .iter()
+        .map(|&(p, _)| shape[p])
+        .product::<usize>();
+    let geo = Geometry {
+        c_in,
+        c_out,
+        in_h: 1,
+        in_w: n,
+        out_h: 1,
+        out_w: n,
+        kh: 1,
+        kw: 1,
+        stride: (1, 1),
+        dilation: (1, 1),
+        pad: (0, 0),
+        batched: false,
+    };
+    if shape.iter().product::<usize>() != c_in * n
+        || out_shape.iter().product::<usize>() != c_out * n
+    {
+        return Err(format!(
+            "shapes {shape:?} → {out_shape:?} for {c_in}→{c_out} channels"
+        ));
+    }
+    let kernel = w.konst.as_ref().ok_or("no constant operand")?;
+    let kernel = kernel.try_as_plain_ram().map_err(|e| e.to_string())?;
+    let kernel = kernel.as_slice::<f32>().map_err(|e| e.to_string())?;
+    // As `[c_out][c_in]`.
+    let kernel: Vec<f32> = if w_o == 0 {
+        kernel.to_vec()
+    } else {
+        (0..c_out * c_in)
+            .map(|i| kernel[(i % c_in) * c_out + i / c_in])
+            .collect()
+    };
+    let (bias, bias_add) = match pointwise_bias(model, node, o_order[0].0, c_out) {
+        Some((add, bias)) => (bias, Some(add)),
+        None => (vec![0.0; c_out], None),
+    };
+    let op = PanelConv {
+        params: Arc::new(Params {
+            kernel: Kernel::Pointwise(fdirect::Weights::pack(&kernel, &bias, c_out, c_in)),
+            geo,
+            out_shape: out_shape.into(),
+            leaky: None,
+        }),
+    };
+    Ok((op, bias_add))
+}
+
+/// The node adding a per-channel constant to `node`'s output, when that add alone reads it, and
+/// the constant as one value per channel: how tract's `declutter_as_einsum` wires a 1x1 conv's
+/// bias (`[1, c_out, 1, 1]`).
+fn pointwise_bias(
+    model: &TypedModel,
+    node: &TypedNode,
+    c_ax: usize,
+    c_out: usize,
+) -> Option<(usize, Vec<f32>)> {
+    let wire = OutletId::new(node.id, 0);
+    let [only] = model.outlet_successors(wire) else {
+        return None;
+    };
+    if model.outputs.contains(&wire) {
+        return None;
+    }
+    let add = model.node(only.node);
+    let bin = add.op_as::<TypedBinOp>()?;
+    if !bin.0.is::<Add>() || add.inputs.len() != 2 || add.outputs[0].fact != node.outputs[0].fact {
+        return None;
+    }
+    let other = add.inputs[1 - only.slot];
+    let b = model.outlet_fact(other).ok()?.konst.clone()?;
+    let b = b.cast_to::<f32>().ok()?.into_owned();
+    let per_channel = b.rank() == node.outputs[0].fact.rank()
+        && b.shape()
+            .iter()
+            .enumerate()
+            .all(|(i, &d)| d == if i == c_ax { c_out } else { 1 });
+    let v = b.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec();
+    match v.len() {
+        1 => Some((add.id, vec![v[0]; c_out])),
+        _ if per_channel => Some((add.id, v)),
+        _ => None,
+    }
+}
