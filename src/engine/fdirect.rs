@@ -130,6 +130,44 @@ impl Weights {
     }
 }
 
+impl Weights {
+    /// `out_w` outputs of tile `t`'s channels (of those below `c_out`) from `x`, one tap per
+    /// offset of `taps`: the step [`conv`] and [`pointwise`] share, on the kernel for six-channel
+    /// tiles or the one for four.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `x + tap + 16·⌈out_w / 16⌉` readable for every tap; `out + j·n + out_w`
+    /// writable for each of the tile's channels `j`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn row(
+        &self,
+        t: Tile,
+        x: *const f32,
+        taps: &[usize],
+        leaky: Option<f32>,
+        out_w: usize,
+        out: *mut f32,
+        n: usize,
+    ) {
+        let channels = t.width.min(self.c_out - t.c0);
+        let (wt, bias) = (
+            &self.w[t.at..][..t.width * self.k],
+            &self.bias[t.at / self.k..][..t.width],
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller's promise; the weights and biases are the tile's.
+        unsafe {
+            if t.width == CT {
+                x86::row6(x, taps, wt, bias, leaky, out_w, out, n, channels)
+            } else {
+                x86::row4(x, taps, wt, bias, leaky, out_w, out, n, channels)
+            }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (x, taps, wt, bias, leaky, out_w, out, n, channels);
+    }
+}
+
 /// Where the kernel reads: the padded, phase-split input planes' sizes and every tap's offset.
 struct Layout {
     /// Padded rows per plane.
@@ -264,26 +302,11 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
         |units, _| {
             for u in units {
                 let (oy, t) = (u / tiles, w.tiles[u % tiles]);
-                let channels = t.width.min(g.c_out - t.c0);
                 let x = planes[lay.row(g, oy)..].as_ptr();
-                let (wt, bias) = (
-                    &w.w[t.at..][..t.width * w.k],
-                    &w.bias[t.at / w.k..][..t.width],
-                );
                 let out = dst.at(t.c0 * n + oy * g.out_w);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 and FMA (asserted); reads within `planes` (asserted above) and the
-                // tile's weights; writes channels `c0 .. c0 + channels` of row `oy`, which no
-                // other unit writes.
-                unsafe {
-                    if t.width == CT {
-                        x86::row6(x, &lay.taps, wt, bias, leaky, g.out_w, out, n, channels)
-                    } else {
-                        x86::row4(x, &lay.taps, wt, bias, leaky, g.out_w, out, n, channels)
-                    }
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (x, wt, bias, out, channels, leaky);
+                // SAFETY: AVX2 and FMA (asserted); reads within `planes` (asserted above); writes
+                // the tile's channels of row `oy`, which no other unit writes.
+                unsafe { w.row(t, x, &lay.taps, leaky, g.out_w, out, n) };
             }
         },
     );
@@ -327,11 +350,6 @@ pub(super) fn pointwise(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32]
         |units, tail| {
             for u in units {
                 let (b, t) = (u / tiles, w.tiles[u % tiles]);
-                let channels = t.width.min(g.c_out - t.c0);
-                let (wt, bias) = (
-                    &w.w[t.at..][..t.width * w.k],
-                    &w.bias[t.at / w.k..][..t.width],
-                );
                 let (p0, xp, taps, cols) = if b < main {
                     let p0 = b * block;
                     (p0, x[p0..].as_ptr(), &taps[..], block.min(n16 - p0))
@@ -348,20 +366,11 @@ pub(super) fn pointwise(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32]
                     (n16, patch.as_ptr(), &tail_taps[..], n - n16)
                 };
                 let out = dst.at(t.c0 * n + p0);
-                #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX2 and FMA (asserted). In place, a block's 16-column steps end at
                 // `n16`, so channel c's reads end before `c·n + n16 ≤ k·n`; the tail's patch holds
-                // 16 floats per channel. Writes channels `c0 .. c0 + channels` of positions
-                // `p0 .. p0 + cols`, which no other unit writes.
-                unsafe {
-                    if t.width == CT {
-                        x86::row6(xp, taps, wt, bias, leaky, cols, out, n, channels)
-                    } else {
-                        x86::row4(xp, taps, wt, bias, leaky, cols, out, n, channels)
-                    }
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (xp, taps, wt, bias, out, channels, leaky, cols);
+                // 16 floats per channel. Writes the tile's channels of positions `p0 .. p0 + cols`,
+                // which no other unit writes.
+                unsafe { w.row(t, xp, taps, leaky, cols, out, n) };
             }
         },
     );

@@ -4,8 +4,8 @@
 use super::{compensate, i8gemm, Packed, SyncPtr};
 
 /// `ys[r·n + j] = store(j, y)` for the activation rows `xs` on lookout's AVX2 kernel
-/// ([`ManyRows::Avx2`]), `y` the i32 sum of [`gemv`]'s formula; 16 rows a panel, panels shared
-/// over the pool.
+/// ([`super::ManyRows::Avx2`]), `y` the i32 sum of [`super::gemv`]'s formula; 16 rows a panel,
+/// panels shared over the pool.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm<T: Copy + Default + Send>(
     p: &Packed,
