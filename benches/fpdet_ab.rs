@@ -83,11 +83,7 @@ fn main() -> anyhow::Result<()> {
     std::env::remove_var(PLAIN_TRACT_ENV);
     std::env::remove_var(FPDET_ENV);
 
-    let profile = if cfg!(debug_assertions) {
-        "dev"
-    } else {
-        "release"
-    };
+    let profile = lookout::BUILD_PROFILE;
     let date = std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

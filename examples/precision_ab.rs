@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
     let report = serde_json::json!({
         "model": model, "threads": threads, "rounds": rounds, "image": image,
         "fp16_native": lookout::engine::f16_native(),
-        "build": if cfg!(debug_assertions) { "dev" } else { "release" },
+        "build": lookout::BUILD_PROFILE,
         "loadavg_before": load_before, "loadavg_after": loadavg(),
         "results": per,
     });
