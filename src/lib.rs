@@ -40,8 +40,8 @@ pub mod vlm;
 
 pub use detect::{Detection, Detector, DetectorOptions, Manifest, ModelDetector};
 pub use error::{Error, Result};
+pub use geometry::BBox;
 
 /// The cargo profile this crate was built with, `debug` or `release` (see build.rs), for reports
 /// that name the build they timed.
 pub const BUILD_PROFILE: &str = env!("LOOKOUT_BUILD_PROFILE");
-pub use geometry::BBox;
