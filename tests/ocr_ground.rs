@@ -33,8 +33,12 @@ fn centre_x(r: &Value) -> f64 {
 #[test]
 fn the_cover_that_says_the_words_is_chosen() {
     // "BASIC ELECTRONICS" is the right-hand cover (x 259–404), "Let Us C" the left (x 86–269).
-    let right = ground("the one that says BASIC ELECTRONICS");
+    // The two runs side by side: each is a whole `lookout ground` on one thread.
+    let (right, left) = std::thread::scope(|s| {
+        let right = s.spawn(|| ground("the one that says BASIC ELECTRONICS"));
+        let left = ground("the book that says Let Us C");
+        (right.join().expect("the first run panicked"), left)
+    });
     assert!(centre_x(&right) > 300.0, "{right}");
-    let left = ground("the book that says Let Us C");
     assert!(centre_x(&left) < 220.0, "{left}");
 }
