@@ -116,7 +116,11 @@ fn main() -> anyhow::Result<()> {
             if no_qmm { "1" } else { "0" },
         );
         let t = Instant::now();
-        let s = Session::load(&path, &specs, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // As lookout's VLM loaders read a graph: duplicate NonZero selections merged (SmolVLM's
+        // vision encoder has two, and its shapes do not resolve without).
+        let mut file = OnnxFile::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        file.merge_duplicate_nonzero();
+        let s = Session::from_file(file, &specs, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
         eprintln!(
             "loaded (no_qmatmul={no_qmm}) in {:.1} s",
             t.elapsed().as_secs_f64()

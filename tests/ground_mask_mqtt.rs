@@ -29,6 +29,15 @@ fn cmd_ground_returns_the_mask_of_a_person_from_the_unblurred_frame() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("mask.toml");
     let image = common::repo().join(PHOTO);
+    // The CLI's answer on the photo itself, the reference below: it needs nothing of the run, so
+    // it works beside it instead of after it.
+    let cli = common::lookout()
+        .args(["ground", "--json"])
+        .arg(&image)
+        .arg("the person on the left")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::fs::write(
         &cfg,
         format!(
@@ -123,12 +132,7 @@ fn cmd_ground_returns_the_mask_of_a_person_from_the_unblurred_frame() {
     assert_eq!((got.width(), got.height()), (640, 480));
 
     // the CLI on the photo itself: the same person, the same mask
-    let out = common::lookout()
-        .args(["ground", "--json"])
-        .arg(&image)
-        .arg("the person on the left")
-        .output()
-        .unwrap();
+    let out = cli.wait_with_output().unwrap();
     assert!(out.status.success());
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
     let want: Mask = serde_json::from_value(cli["target"]["mask"].clone()).unwrap();

@@ -154,10 +154,34 @@ fn every_family_matches_onnxruntime() {
         !cases.is_empty(),
         "no reference fixtures under tests/fixtures/reference"
     );
+    // The cases are independent (each loads its own model, one tract thread): shared over the
+    // cores, in order of their folders in the report.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut results: Vec<(usize, Result<Option<String>, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.min(cases.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(c) = cases.get(i) else { break done };
+                        done.push((i, check_case(c)));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
     let mut failures = Vec::new();
     let mut families = std::collections::BTreeSet::new();
-    for c in &cases {
-        match check_case(c) {
+    for (i, result) in results {
+        let c = &cases[i];
+        match result {
             Ok(Some(msg)) => {
                 println!("{msg}");
                 if !msg.starts_with("SKIP") {
