@@ -145,3 +145,37 @@ fn committed_int8_model_stays_close_and_ranks_labels_like_the_reference() {
     eprintln!("probe top-1 agreement: {same}/{}", probes.len());
     assert_eq!(same, probes.len());
 }
+
+/// The text encoder runs lookout's `QMatMul` for the int8 model's products (src/engine/text.rs):
+/// the file has products it swaps (6 layers × 6), and the fixture's embeddings are bit-identical to
+/// the ones tract's own products give (`LOOKOUT_NO_QMATMUL=1`, read when a model is loaded).
+#[test]
+fn committed_int8_model_runs_qmatmul_with_the_bits_of_tracts_plan() {
+    use tract_onnx::prelude::*;
+    let m = manifest();
+    let file = m.dir.join(&m.model.file);
+    let mut typed = tract_onnx::onnx()
+        .model_for_path(&file)
+        .and_then(|g| g.into_typed())
+        .expect("the int8 MiniLM loads");
+    let swapped = lookout::engine::replace_qmatmul(&mut typed).expect("QMatMul pass");
+    assert!(swapped >= 36, "only {swapped} int8 products became QMatMul");
+
+    // The switch is read by the load only; the other tests of this binary load the same model and
+    // would get the same embeddings with either plan, which is what this test checks.
+    std::env::set_var(lookout::engine::NO_QMATMUL_ENV, "1");
+    let tract = Embedder::load(&m);
+    std::env::remove_var(lookout::engine::NO_QMATMUL_ENV);
+    let mut tract = tract.expect("load without QMatMul");
+    let mut ours = Embedder::load(&m).expect("load");
+    // Twelve texts: tract's int8 kernel stalls on some x86 CPUs (src/engine/i8gemm.rs), where
+    // the whole fixture took 15 s this way.
+    for (text, _, _) in texts(&reference()).into_iter().take(12) {
+        let (a, b) = (ours.embed(&text).unwrap(), tract.embed(&text).unwrap());
+        let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(
+            same && a.len() == b.len(),
+            "{text:?}: QMatMul's embedding differs"
+        );
+    }
+}
