@@ -6,6 +6,7 @@
 //!   committed): every component within 1e-4 of the reference (skipped with a message when absent);
 //! * the committed int8 model: cosine ≥ the manifest's stated 0.97 on every text, and every probe's
 //!   top-1 COCO label is the reference's.
+mod common;
 #[path = "support/skip.rs"]
 mod skip_switch;
 
@@ -172,10 +173,6 @@ fn committed_int8_model_runs_qmatmul_with_the_bits_of_tracts_plan() {
     // the whole fixture took 15 s this way.
     for (text, _, _) in texts(&reference()).into_iter().take(12) {
         let (a, b) = (ours.embed(&text).unwrap(), tract.embed(&text).unwrap());
-        let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(
-            same && a.len() == b.len(),
-            "{text:?}: QMatMul's embedding differs"
-        );
+        common::assert_bits_eq(&a, &b, &format!("{text:?}"));
     }
 }

@@ -515,6 +515,23 @@ pub fn fpdet_enabled() -> bool {
     !plain_tract() && !std::env::var(FPDET_ENV).is_ok_and(|v| v == "0")
 }
 
+/// tract's `into_optimized` in its two halves with lookout's passes for a graph loaded outside
+/// [`optimize`] (multi-input sessions, text encoders): [`pin_for_run`] and [`int8_for_run`] before
+/// decluttering, [`rows_for_run`] before codegen, [`fold_for_run`] after it.
+pub(crate) fn optimize_for_run(typed: TypedModel, path: &Path) -> Result<TypedModel> {
+    let mut typed = pin_for_run(typed, path)?;
+    int8_for_run(&mut typed, path)?;
+    let mut typed = typed
+        .into_decluttered()
+        .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
+    rows_for_run(&mut typed, path)?;
+    typed
+        .optimize()
+        .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
+    fold_for_run(&mut typed, path)?;
+    Ok(typed)
+}
+
 /// [`FastDynQuantize`], [`fold_const_chains`] and [`drop_zero_terms`] on an optimised graph loaded
 /// outside [`optimize`] (multi-input sessions, text encoders), unless [`PLAIN_TRACT_ENV`] asks for
 /// tract's own plan: the dynamic activation quantisation in front of every int8 matmul, the

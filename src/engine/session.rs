@@ -215,16 +215,7 @@ impl Session {
         let typed = model
             .into_typed()
             .map_err(|e| Error::model(path, format!("cannot analyse: {}", chain(&e))))?;
-        let mut typed = super::pin_for_run(typed, path)?;
-        super::int8_for_run(&mut typed, path)?;
-        let mut typed = typed
-            .into_decluttered()
-            .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
-        super::rows_for_run(&mut typed, path)?;
-        typed
-            .optimize()
-            .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
-        super::fold_for_run(&mut typed, path)?;
+        let typed = super::optimize_for_run(typed, path)?;
         let options = super::run_options(opts.threads);
         let pool = super::run_pool(&options);
         let plan = typed

@@ -78,21 +78,14 @@ impl TextEngine {
         if !order.contains(&TextInput::Ids) {
             return Err(Error::model(path, "no input_ids input"));
         }
-        // tract's `into_optimized` in its steps, with lookout's int8 products swapped in before
-        // decluttering as a session does: tract's AVX2 int8 kernel stalls ~110 ns per step on CPUs
-        // without VNNI, where MiniLM's products took 91 % of the label-matching test's 16.6 s
-        // (`perf record`, AMD EPYC, 2026-12-07).
-        let mut typed = model
+        // Planned as a session's graph is, lookout's passes included: with tract's own
+        // `into_optimized`, MiniLM's int8 products ran tract's AVX2 kernel, which stalls ~110 ns
+        // per step on CPUs without VNNI (91 % of the label-matching test's 16.6 s, `perf record`,
+        // AMD EPYC, 2026-12-07).
+        let typed = model
             .into_typed()
             .map_err(|e| Error::model(path, format!("cannot analyse: {}", chain(&e))))?;
-        super::int8_for_run(&mut typed, path)?;
-        let mut typed = typed
-            .into_decluttered()
-            .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
-        typed
-            .optimize()
-            .map_err(|e| Error::model(path, format!("cannot optimise: {}", chain(&e))))?;
-        super::fold_for_run(&mut typed, path)?;
+        let typed = super::optimize_for_run(typed, path)?;
         let plan = typed
             .into_runnable()
             .map_err(|e| Error::model(path, format!("cannot plan: {}", chain(&e))))?;
