@@ -27,6 +27,8 @@ fn value_of(given: &HashMap<String, String>, name: &str) -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the lookout binary runs (src/engine/heap.rs); LOOKOUT_DEFAULT_HEAP=1 for glibc's defaults.
+    lookout::engine::keep_freed_memory();
     // `RUST_LOG=lookout=debug` shows which products each pass took and why it left the others.
     env_logger::init();
     let mut args: Vec<String> = std::env::args().skip(1).collect();

@@ -53,6 +53,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: freed tensors stay in the heap for the next op (engine/heap.rs).
+    lookout::engine::keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let res = match cli.cmd {

@@ -16,6 +16,7 @@ mod dynquant;
 mod fconv;
 mod fdirect;
 mod fold;
+mod heap;
 mod i8gemm;
 mod im2col;
 mod maxpool;
@@ -34,6 +35,7 @@ mod rowmatmul;
 mod scratch;
 pub mod session;
 mod softmax;
+mod storeorder;
 mod topk;
 mod zeroterm;
 pub use convint::{replace_conv_integer, NO_CONVINT_ENV};
@@ -41,6 +43,7 @@ pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fconv::{PanelConv, PanelConvPass, NO_PANELCONV_ENV};
 pub use fdirect::F32_KERNEL_ENV;
 pub use fold::fold_const_chains;
+pub use heap::{keep_freed_memory, DEFAULT_HEAP_ENV};
 pub use i8gemm::{own_int8_kernel, I8_KERNEL_ENV};
 pub use maxpool::{SeparableMaxPool, SeparableMaxPoolPass};
 pub use pin::{pin_single_selections, PinnedNonZero};
@@ -53,6 +56,7 @@ pub use quantize::FastQuantize;
 pub use resize::PlannedResize;
 pub use rowmatmul::{replace_row_matmul, RowMatMul, NO_ROWMATMUL_ENV};
 pub use softmax::{AxisSoftmax, AxisSoftmaxPass};
+pub use storeorder::{swap_store_order, NO_STOREORDER_ENV};
 pub use topk::SelectTopk;
 pub use zeroterm::{drop_zero_terms, NO_ZEROTERM_ENV};
 
@@ -585,13 +589,15 @@ pub(crate) fn int8_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
 }
 
 /// [`RowMatMul`] for every decoder-attention product (one query row against a past or an
-/// encoder's keys), on the decluttered graph of a multi-input session, unless [`PLAIN_TRACT_ENV`]
-/// (or [`NO_ROWMATMUL_ENV`]) asks for tract's own plan.
+/// encoder's keys), then [`swap_store_order`]'s operand swap for the attention products with many rows,
+/// on the decluttered graph of a multi-input session, unless [`PLAIN_TRACT_ENV`] (or
+/// [`NO_ROWMATMUL_ENV`], [`NO_STOREORDER_ENV`]) asks for tract's own plan.
 pub(crate) fn rows_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if plain_tract() {
         return Ok(());
     }
-    swap_for_run(&rowmatmul::RowMatMulPass, model, path)
+    swap_for_run(&rowmatmul::RowMatMulPass, model, path)?;
+    swap_for_run(&storeorder::StoreOrderPass, model, path)
 }
 
 /// One of lookout's passes on a session's graph (the `*_for_run` steps): a failure names the file
@@ -633,6 +639,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(qmatmul::QMatMulPass),
         Box::new(convint::ConvIntegerPass),
         Box::new(rowmatmul::RowMatMulPass),
+        Box::new(storeorder::StoreOrderPass),
         Box::new(zeroterm::ZeroTermPass),
     ]
 }
