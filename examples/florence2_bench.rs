@@ -31,6 +31,8 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> Result<()> {
+    // As the lookout binary runs (src/engine/heap.rs); LOOKOUT_DEFAULT_HEAP=1 for glibc's defaults.
+    lookout::engine::keep_freed_memory();
     let mut args = std::env::args().skip(1);
     let mut dir: Option<PathBuf> = None;
     let (mut variant, mut threads, mut iters, mut tokens) =

@@ -739,7 +739,7 @@ fn many_rows_plan(
 ) -> TractResult<Arc<TypedRunnableModel>> {
     let mut sub = TypedModel::default();
     let x_fact = model.outlet_fact(node.inputs[0])?;
-    let shape = fresh_symbols(&sub, &x_fact.shape, "qmm");
+    let shape = fresh_symbols(&sub, &x_fact.shape, "qmm")?;
     let mut wires = tvec![sub.add_source("x", x_fact.datum_type.fact(shape))?];
     for slot in 1..9 {
         let wire = if slot == 3 {
@@ -767,14 +767,23 @@ fn many_rows_plan(
 }
 
 /// `shape` for a sub-model of one op: known lengths kept, each symbolic one a fresh symbol of
-/// `sub`'s (`{prefix}_{axis}`), so the sub-plan binds it from each run's input alone.
-pub(super) fn fresh_symbols(sub: &TypedModel, shape: &ShapeFact, prefix: &str) -> TVec<TDim> {
+/// `sub`'s (`{prefix}_{axis}`), so the sub-plan binds it from each run's input alone. Each is
+/// declared at least 1 (`session::at_least_one`; the sub-plans run for several rows, never for an
+/// empty tensor): without the bound tract cannot prove the dequantising multiply behind the product
+/// long enough for its by-scalar kernel and runs its generic broadcasting loop.
+pub(super) fn fresh_symbols(
+    sub: &TypedModel,
+    shape: &ShapeFact,
+    prefix: &str,
+) -> TractResult<TVec<TDim>> {
     shape
         .iter()
         .enumerate()
         .map(|(i, d)| match d.to_i64() {
-            Ok(v) => TDim::from(v),
-            _ => TDim::from(sub.symbols.sym(&format!("{prefix}_{i}"))),
+            Ok(v) => Ok(TDim::from(v)),
+            _ => {
+                super::session::at_least_one(&sub.symbols, &format!("{prefix}_{i}")).map(TDim::from)
+            }
         })
         .collect()
 }

@@ -502,7 +502,7 @@ fn many_rows_plan(
     let mut wires = tvec![];
     for (slot, &input) in node.inputs.iter().enumerate() {
         let fact = model.outlet_fact(input)?;
-        let shape = fresh_symbols(&sub, &fact.shape, &format!("rmm_{slot}"));
+        let shape = fresh_symbols(&sub, &fact.shape, &format!("rmm_{slot}"))?;
         wires.push(sub.add_source(format!("in{slot}"), f32::fact(shape))?);
     }
     let y = sub.wire_node("einsum", op.clone(), &wires)?;

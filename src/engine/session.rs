@@ -12,7 +12,13 @@ pub use super::onnx::ElemType;
 use super::onnx::OnnxFile;
 use crate::error::{Error, Result};
 
+/// Set to `1` to plan sessions without telling tract their symbols' lower bounds ([`Dim`]).
+pub const NO_LENGTH_ASSERTIONS_ENV: &str = "LOOKOUT_NO_LENGTH_ASSERTIONS";
+
 /// One dimension of an input fact: a number, a symbol, or the sum of two symbols (`past + sequence`).
+/// A symbol is a length of at least 1 (a sequence, an image side, a count of boxes), except the
+/// first of a sum wherever it appears: a past, empty at a generation's first step. The session
+/// tells tract so (`assert_lengths`; [`NO_LENGTH_ASSERTIONS_ENV`] for A/B runs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dim {
     Fixed(usize),
@@ -127,6 +133,49 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// Tells tract that every symbol of `specs` is at least 1, but the first of a [`Dim::Sum`] (a
+/// past, empty at a generation's first step). Without it tract cannot prove that a length like
+/// `1536·S` is more than a handful, and leaves every element-wise op whose shape holds a symbol
+/// on its generic broadcasting loop instead of its unicast or by-scalar kernels
+/// (`find_most_efficient_config` in tract-core's `ops/binary.rs`).
+/// `LOOKOUT_NO_LENGTH_ASSERTIONS=1` (or `LOOKOUT_PLAIN_TRACT=1`) leaves the symbols unbounded, as
+/// tract has them: the A/B of this alone ([`at_least_one`]).
+fn assert_lengths(symbols: &SymbolScope, specs: &[InputSpec]) -> TractResult<()> {
+    let dims = || specs.iter().flat_map(|s| s.shape.iter());
+    let pasts: Vec<&str> = dims()
+        .filter_map(|d| match d {
+            Dim::Sum(past, _) => Some(*past),
+            _ => None,
+        })
+        .collect();
+    let mut done: Vec<&str> = vec![];
+    for d in dims() {
+        let names = match d {
+            Dim::Fixed(_) => vec![],
+            Dim::Sym(s) => vec![*s],
+            Dim::Sum(a, b) => vec![*a, *b],
+        };
+        for s in names {
+            if !pasts.contains(&s) && !done.contains(&s) {
+                at_least_one(symbols, s)?;
+                done.push(s);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Declares the symbol `name` of `symbols` at least 1 (made if new), unless
+/// [`NO_LENGTH_ASSERTIONS_ENV`] or [`super::PLAIN_TRACT_ENV`] asks for tract's unbounded symbols.
+/// Also for the sub-plans of lookout's ops (`qmatmul::fresh_symbols`).
+pub(super) fn at_least_one(symbols: &SymbolScope, name: &str) -> TractResult<Symbol> {
+    let sym = symbols.sym(name);
+    if !(super::pass::env_off(NO_LENGTH_ASSERTIONS_ENV) || super::plain_tract()) {
+        symbols.add_assertion(format!("{name}>=1"))?;
+    }
+    Ok(sym)
+}
+
 fn dim(symbols: &SymbolScope, d: &Dim) -> TDim {
     match d {
         Dim::Fixed(n) => TDim::from(*n as i64),
@@ -178,6 +227,8 @@ impl Session {
         drop(file);
         let by_name: HashMap<&str, &InputSpec> =
             specs.iter().map(|s| (s.name.as_str(), s)).collect();
+        assert_lengths(&model.symbols, specs)
+            .map_err(|e| Error::model(path, format!("cannot declare lengths: {}", chain(&e))))?;
         for (ix, name) in graph_inputs.iter().enumerate() {
             let spec = by_name.get(name.as_str()).ok_or_else(|| {
                 Error::model(
