@@ -405,13 +405,24 @@ def vlm_measured_section(vlm: list[dict], args) -> list[str]:
     return out + [""]
 
 
-def write_results(rows: list[dict], e2e: list[dict], vlm: list[dict], args) -> None:
-    cpu = "unknown"
+def cpu_description() -> str:
+    """The CPU's model name, family and the vector extensions the kernels choose by (tract's and
+    onnxruntime's pick differs between AVX2, AVX-512, VNNI and AMX machines, and so do the ratios)."""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+            info = dict(l.split(":", 1) for l in f.read().split("\n\n")[0].splitlines() if ":" in l)
+    except OSError:
+        return "unknown"
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = set(info.get("flags", "").split())
+    isa = [name for flag, name in [("avx2", "AVX2"), ("fma", "FMA"), ("avx512f", "AVX-512"),
+                                   ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+                                   ("avx512_bf16", "AVX-512 BF16"), ("amx_int8", "AMX")] if flag in flags]
+    return f"{info.get('model name', 'unknown')}, family {info.get('cpu family', '?')} model {info.get('model', '?')}: {', '.join(isa) or 'no AVX2'}"
+
+
+def write_results(rows: list[dict], e2e: list[dict], vlm: list[dict], args) -> None:
+    cpu = cpu_description()
     lines = [
         "# Results: lookout (tract) vs onnxruntime",
         "",
