@@ -8,12 +8,13 @@
 //! 4 KiB page of it costs a page fault that zeroes it, and in a virtual machine that fault is a
 //! trip through the hypervisor. A vision encoder's attention scores are 50 MB per layer (SmolVLM:
 //! 12 heads × 1024 × 1024 f32), over the threshold at every size glibc allows. Measured on
-//! SmolVLM's int8 vision encoder (AMD EPYC VM, AVX-512, 1 thread, 2026-12-07, `qmatmul_profile`):
-//! 2651 ms per run with glibc's defaults, 1576 ms with mmap off and trimming off (the same settings
-//! as `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...`); onnxruntime, whose
-//! arena keeps its buffers, ran the same file in 837 ms. The product keeps what its largest step
-//! needed as onnxruntime's arena does: peak memory is the same, it is only not handed back between
-//! frames.
+//! SmolVLM's int8 vision encoder (AMD EPYC VM, AVX-512, 1 thread, 2026-12-07, `qmatmul_profile`
+//! beside a build): 2651 ms per run with glibc's defaults, 1576 ms with mmap off and trimming off
+//! (`GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...`); onnxruntime, whose
+//! arena keeps its buffers, ran the same file in 837 ms. On a quiet machine, one generation per
+//! fresh process (`benches/vlm_smolvlm.py`): 1698 / 1731 → 1193 / 1215 ms, peak RSS 620 → 618 MB
+//! (benches/GRAPH_REWRITES.md §15). The process keeps what its largest step needed, as
+//! onnxruntime's arena does: peak memory is the same, it is only not handed back between frames.
 //!
 //! Only the binary sets this ([`keep_freed_memory`] at the start of `main`): a library does not
 //! change its host's allocator. On a libc other than glibc it does nothing.

@@ -589,8 +589,8 @@ pub(crate) fn int8_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
 }
 
 /// [`RowMatMul`] for every decoder-attention product (one query row against a past or an
-/// encoder's keys), then [`swap_store_order`]'s operand swap for the attention products with many rows,
-/// on the decluttered graph of a multi-input session, unless [`PLAIN_TRACT_ENV`] (or
+/// encoder's keys), then [`swap_store_order`] for the attention products of many rows, on the
+/// decluttered graph of a multi-input session, unless [`PLAIN_TRACT_ENV`] (or
 /// [`NO_ROWMATMUL_ENV`], [`NO_STOREORDER_ENV`]) asks for tract's own plan.
 pub(crate) fn rows_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if plain_tract() {

@@ -118,7 +118,7 @@ fn plan(model: &TypedModel, node: &TypedNode, op: &EinSum) -> TractResult<Option
         return Ok(None);
     }
     let n = &facts[1].shape[n_axis.inputs[1][0]];
-    // The first input's row axes (in it and the output only), the longest as tract picks `m`.
+    // The first input's row axes (in it and the output only): one, so it is the `m` tract picks.
     let rows: Vec<&TDim> = op
         .axes
         .iter_all_axes()
