@@ -11,6 +11,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod blockbin;
 mod convint;
 mod dynquant;
 mod fconv;
@@ -38,6 +39,7 @@ mod softmax;
 mod storeorder;
 mod topk;
 mod zeroterm;
+pub use blockbin::{BlockBinary, NO_BLOCKBINARY_ENV};
 pub use convint::{replace_conv_integer, NO_CONVINT_ENV};
 pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fconv::{PanelConv, PanelConvPass, NO_PANELCONV_ENV};
@@ -536,11 +538,12 @@ pub(crate) fn optimize_for_run(typed: TypedModel, path: &Path) -> Result<TypedMo
     Ok(typed)
 }
 
-/// [`FastDynQuantize`], [`fold_const_chains`] and [`drop_zero_terms`] on an optimised graph loaded
-/// outside [`optimize`] (multi-input sessions, text encoders), unless [`PLAIN_TRACT_ENV`] asks for
-/// tract's own plan: the dynamic activation quantisation in front of every int8 matmul, the
-/// constant work tract leaves to run on every call for weights over 4 MiB (a VLM's `lm_head`), and
-/// the compensation for a weight zero point that is 0.
+/// [`FastDynQuantize`], [`fold_const_chains`], [`drop_zero_terms`] and [`BlockBinary`] on an
+/// optimised graph loaded outside [`optimize`] (multi-input sessions, text encoders), unless
+/// [`PLAIN_TRACT_ENV`] asks for tract's own plan: the dynamic activation quantisation in front of
+/// every int8 matmul, the constant work tract leaves to run on every call for weights over 4 MiB (a
+/// VLM's `lm_head`), the compensation for a weight zero point that is 0, and the broadcasting
+/// element-wise ops tract leaves on its generic loop (a decoder's rotary embedding).
 pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if !plain_tract() {
         swap_for_run(&dynquant::FastDynQuantizePass, model, path)?;
@@ -551,6 +554,7 @@ pub(crate) fn fold_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
         if n > 0 {
             log::debug!("{}: {n} integer x+0 / x-0 dropped", path.display());
         }
+        swap_for_run(&blockbin::BlockBinaryPass, model, path)?;
     }
     Ok(())
 }
@@ -641,6 +645,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(rowmatmul::RowMatMulPass),
         Box::new(storeorder::StoreOrderPass),
         Box::new(zeroterm::ZeroTermPass),
+        Box::new(blockbin::BlockBinaryPass),
     ]
 }
 
