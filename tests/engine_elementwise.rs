@@ -18,61 +18,28 @@
 
 mod common;
 
-use lookout::engine::onnx::{ElemType, OnnxFile};
-use lookout::engine::session::{
-    Dim, InputSpec, Session, SessionOptions, Value, NO_LENGTH_ASSERTIONS_ENV,
-};
+use lookout::engine::onnx::OnnxFile;
+use lookout::engine::session::{Session, SessionOptions, Value, NO_LENGTH_ASSERTIONS_ENV};
 use lookout::engine::NO_BLOCKBINARY_ENV;
+use lookout::vlm::smolvlm::{decoder_specs, Config};
 
-/// The tiny model's sizes (its config.json).
-const HIDDEN: usize = 48;
-const KV_HEADS: usize = 3;
-const HEAD_DIM: usize = 8;
-const LAYERS: usize = 2;
-
-fn specs() -> Vec<InputSpec> {
-    let mut specs = vec![
-        InputSpec::new(
-            "inputs_embeds",
-            ElemType::F32,
-            vec![Dim::Fixed(1), Dim::Sym("S"), Dim::Fixed(HIDDEN)],
-        ),
-        InputSpec::new(
-            "attention_mask",
-            ElemType::I64,
-            vec![Dim::Fixed(1), Dim::Sum("P", "S")],
-        ),
-        InputSpec::new(
-            "position_ids",
-            ElemType::I64,
-            vec![Dim::Fixed(1), Dim::Sym("S")],
-        ),
-    ];
-    for i in 0..LAYERS {
-        for kv in ["key", "value"] {
-            specs.push(InputSpec::new(
-                format!("past_key_values.{i}.{kv}"),
-                ElemType::F32,
-                vec![
-                    Dim::Fixed(1),
-                    Dim::Fixed(KV_HEADS),
-                    Dim::Sym("P"),
-                    Dim::Fixed(HEAD_DIM),
-                ],
-            ));
-        }
-    }
-    specs
+/// The tiny model's config (its sizes).
+fn config() -> Config {
+    Config::load(&common::fixture("vlm/smolvlm-tiny/config.json")).expect("config")
 }
 
 fn load(file: &str) -> Session {
     let path = common::fixture(&format!("vlm/smolvlm-tiny/onnx/{file}"));
     let file = OnnxFile::read(&path).expect("read");
-    Session::from_file(file, &specs(), &SessionOptions { threads: 1 }).expect("load")
+    // The loader's own specs: P a past (may be empty), S at least 1.
+    let specs = decoder_specs(&config());
+    Session::from_file(file, &specs, &SessionOptions { threads: 1 }).expect("load")
 }
 
 /// A step of `s` new tokens after `p` past ones, deterministic values.
 fn inputs(session: &Session, p: usize, s: usize) -> Vec<Value> {
+    let cfg = config();
+    let (hidden, kv_heads, head_dim) = (cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim);
     let f = |n: usize, seed: usize| -> Vec<f32> {
         (0..n)
             .map(|i| (((i * 31 + seed) % 97) as f32 - 48.0) / 60.0)
@@ -83,12 +50,12 @@ fn inputs(session: &Session, p: usize, s: usize) -> Vec<Value> {
         .iter()
         .enumerate()
         .map(|(slot, name)| match name.as_str() {
-            "inputs_embeds" => Value::f32(&[1, s, HIDDEN], f(s * HIDDEN, 1)),
+            "inputs_embeds" => Value::f32(&[1, s, hidden], f(s * hidden, 1)),
             "attention_mask" => Value::i64(&[1, p + s], vec![1; p + s]),
             "position_ids" => Value::i64(&[1, s], (p..p + s).map(|x| x as i64).collect()),
             _ => Value::f32(
-                &[1, KV_HEADS, p, HEAD_DIM],
-                f(KV_HEADS * p * HEAD_DIM, slot),
+                &[1, kv_heads, p, head_dim],
+                f(kv_heads * p * head_dim, slot),
             ),
         })
         .collect::<Result<_, _>>()

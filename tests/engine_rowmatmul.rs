@@ -12,14 +12,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use lookout::engine::{replace_row_matmul, run_options};
 use tract_onnx::prelude::*;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/rowmatmul")
-}
+use common::attention::{dir, run};
 
 /// The file planned with or without the pass (on the decluttered model, as lookout's sessions
 /// run it), and how many products it swapped.
@@ -52,31 +48,6 @@ fn plan_with(pass: bool, threads: usize, one_token: bool) -> (Arc<TypedRunnableM
         .into_runnable_with_options(&run_options(threads))
         .expect("plan");
     (plan, n)
-}
-
-const PAST: usize = 37;
-
-fn run(plan: &Arc<TypedRunnableModel>, seq: usize) -> Vec<f32> {
-    let input = |name: &str, shape: &[usize]| -> TValue {
-        let v = common::read_f32(&dir().join(format!("{seq}-{name}.bin")));
-        Tensor::from_shape(shape, &v).expect(name).into()
-    };
-    let out = plan
-        .run(tvec!(
-            input("h", &[1, seq, 80]),
-            input("past_k", &[1, 4, PAST, 20]),
-            input("past_v", &[1, 4, PAST, 20]),
-            input("share_v", &[1, 1, PAST, 20]),
-            input("group_k", &[1, 2, PAST, 20]),
-        ))
-        .expect("run");
-    let got = common::f32_outputs(&out);
-    // ctx, shared, grouped, self.
-    assert_eq!(
-        got.len(),
-        seq * 80 + 4 * seq * 20 + 4 * seq * PAST + 4 * seq * seq
-    );
-    got
 }
 
 #[test]

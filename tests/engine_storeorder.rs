@@ -13,16 +13,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use lookout::engine::onnx::{ElemType, OnnxFile};
 use lookout::engine::session::{Dim, InputSpec, Session, SessionOptions, Value};
 use lookout::engine::{replace_row_matmul, run_options, swap_store_order, NO_STOREORDER_ENV};
 use tract_onnx::prelude::*;
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/rowmatmul")
-}
+use common::attention::{dir, run};
 
 /// The fixture decluttered, `RowMatMul` swapped in (as lookout's sessions plan it), then this
 /// pass or not; the plan and how many products the pass swapped.
@@ -43,25 +39,6 @@ fn plan(pass: bool) -> (Arc<TypedRunnableModel>, usize) {
         .into_runnable_with_options(&run_options(1))
         .expect("plan");
     (plan, n)
-}
-
-const PAST: usize = 37;
-
-fn run(plan: &Arc<TypedRunnableModel>, seq: usize) -> Vec<f32> {
-    let input = |name: &str, shape: &[usize]| -> TValue {
-        let v = common::read_f32(&dir().join(format!("{seq}-{name}.bin")));
-        Tensor::from_shape(shape, &v).expect(name).into()
-    };
-    let out = plan
-        .run(tvec!(
-            input("h", &[1, seq, 80]),
-            input("past_k", &[1, 4, PAST, 20]),
-            input("past_v", &[1, 4, PAST, 20]),
-            input("share_v", &[1, 1, PAST, 20]),
-            input("group_k", &[1, 2, PAST, 20]),
-        ))
-        .expect("run");
-    common::f32_outputs(&out)
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod attention;
+
 // Test binaries that use both `common` and `mosquitto` load the skip switch twice; harmless
 // (it holds only functions), and each helper stays usable on its own.
 #[allow(clippy::duplicate_mod)]

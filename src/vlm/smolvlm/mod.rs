@@ -19,5 +19,5 @@ mod model;
 mod preprocess;
 
 pub use config::Config;
-pub use model::{LoadOptions, SmolVlm, Trace};
+pub use model::{decoder_specs, LoadOptions, SmolVlm, Trace};
 pub use preprocess::{first_resize_size, Preprocess};

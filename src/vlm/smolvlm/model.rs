@@ -110,37 +110,7 @@ impl SmolVlm {
         };
         // The largest graph first: each load briefly holds its file twice (bytes, then tract's
         // tensors), and that peak is lowest with nothing else resident yet.
-        let mut specs = vec![
-            InputSpec::new(
-                "inputs_embeds",
-                ElemType::F32,
-                vec![Dim::Fixed(1), Dim::Sym("S"), Dim::Fixed(cfg.hidden_size)],
-            ),
-            InputSpec::new(
-                "attention_mask",
-                ElemType::I64,
-                vec![Dim::Fixed(1), Dim::Sum("P", "S")],
-            ),
-            InputSpec::new(
-                "position_ids",
-                ElemType::I64,
-                vec![Dim::Fixed(1), Dim::Sym("S")],
-            ),
-        ];
-        for i in 0..cfg.num_layers {
-            for kv in ["key", "value"] {
-                specs.push(InputSpec::new(
-                    format!("past_key_values.{i}.{kv}"),
-                    ElemType::F32,
-                    vec![
-                        Dim::Fixed(1),
-                        Dim::Fixed(cfg.num_kv_heads),
-                        Dim::Sym("P"),
-                        Dim::Fixed(cfg.head_dim),
-                    ],
-                ));
-            }
-        }
+        let specs = decoder_specs(&cfg);
         let decoder = load_graph(&file("decoder_model_merged"), &specs, &so)?;
         let s = cfg.image_size;
         let vision = load_graph(
@@ -552,6 +522,43 @@ impl VisionLanguageModel for SmolVlm {
             stop: g.stop,
         })
     }
+}
+
+/// What the merged decoder is fed: the step's `S` new tokens after a past of `P` (empty at the first
+/// step, so `P` appears only as the first of a sum: sessions declare every other symbol ≥ 1).
+pub fn decoder_specs(cfg: &Config) -> Vec<InputSpec> {
+    let mut specs = vec![
+        InputSpec::new(
+            "inputs_embeds",
+            ElemType::F32,
+            vec![Dim::Fixed(1), Dim::Sym("S"), Dim::Fixed(cfg.hidden_size)],
+        ),
+        InputSpec::new(
+            "attention_mask",
+            ElemType::I64,
+            vec![Dim::Fixed(1), Dim::Sum("P", "S")],
+        ),
+        InputSpec::new(
+            "position_ids",
+            ElemType::I64,
+            vec![Dim::Fixed(1), Dim::Sym("S")],
+        ),
+    ];
+    for i in 0..cfg.num_layers {
+        for kv in ["key", "value"] {
+            specs.push(InputSpec::new(
+                format!("past_key_values.{i}.{kv}"),
+                ElemType::F32,
+                vec![
+                    Dim::Fixed(1),
+                    Dim::Fixed(cfg.num_kv_heads),
+                    Dim::Sym("P"),
+                    Dim::Fixed(cfg.head_dim),
+                ],
+            ));
+        }
+    }
+    specs
 }
 
 #[cfg(test)]
