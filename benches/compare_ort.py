@@ -391,6 +391,8 @@ def vlm_measured_section(vlm: list[dict], args) -> list[str]:
         "fresh process right after loading. SmolVLM prefill = token embedding + decoder over the prompt; Florence-2",
         "prefill = text encoder + first decoder step. ratio = tract / onnxruntime; int8/fp32 = lookout's int8 decode",
         "over its fp32 decode (below 1 = int8 pays). Peak RSS is the process's (wait4 / getrusage).",
+        f"same tokens: lookout's {args.vlm_tokens} tokens equal onnxruntime's on the same file. SmolVLM's int8 paths part at a near tie",
+        "of the random weights (benches/VLM_SMOLVLM.md, \"int8 tokens vs onnxruntime's int8\").",
         "",
         "| model | variant | threads | vision ms tract / ort (ratio) | prefill ms tract / ort (ratio) | decode ms/token tract / ort (ratio) | int8/fp32 decode lookout | peak RSS MB tract / ort | same tokens |",
         "|---|---|---|---|---|---|---|---|---|",
