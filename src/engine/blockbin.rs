@@ -14,7 +14,7 @@
 //! than [`MIN_BLOCK`] values: a broadcast along the last axis) the op runs tract's own evaluation.
 //!
 //! The same arithmetic: one IEEE add, subtract or multiply per output element, as tract's loop does,
-//! so the outputs are bit-identical (tests/engine_lengths.rs on the tiny SmolVLM decoders; the unit
+//! so the outputs are bit-identical (tests/engine_elementwise.rs on the tiny SmolVLM decoders; the unit
 //! tests below against a naive broadcast). Skipped under `LOOKOUT_PLAIN_TRACT=1` or
 //! `LOOKOUT_NO_BLOCKBINARY=1` (the A/B of this pass alone).
 
