@@ -7,8 +7,6 @@
 //! * the committed int8 model: cosine ≥ the manifest's stated 0.97 on every text, and every probe's
 //!   top-1 COCO label is the reference's.
 mod common;
-#[path = "support/skip.rs"]
-mod skip_switch;
 
 use std::path::{Path, PathBuf};
 
@@ -89,7 +87,7 @@ fn fp32_graph_matches_sentence_transformers_within_1e_4() {
     let m = manifest();
     let fp32 = m.dir.join("minilm-l6.onnx");
     if !fp32.is_file() {
-        skip_switch::skip(&format!(
+        common::skip(&format!(
             "{} is absent; make it with models/tools/convert_minilm.py (bash .ci/install-deps does)",
             fp32.display()
         ));

@@ -18,6 +18,7 @@
 //! tests below against a naive broadcast). Skipped under `LOOKOUT_PLAIN_TRACT=1` or
 //! `LOOKOUT_NO_BLOCKBINARY=1` (the A/B of this pass alone).
 
+use tract_core::broadcast::multi_broadcast;
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::math::{Add, Mul, Sub};
@@ -76,19 +77,6 @@ impl Op for BlockBinary {
     op_as_typed_op!();
 }
 
-/// The broadcast output shape of `a` and `b` (equal ranks), `None` if they do not broadcast.
-fn broadcast(a: &[usize], b: &[usize]) -> Option<TVec<usize>> {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| match (x, y) {
-            _ if x == y => Some(x),
-            (1, _) => Some(y),
-            (_, 1) => Some(x),
-            _ => None,
-        })
-        .collect()
-}
-
 /// `c = a ∘ b` by contiguous blocks, or `None` when the shapes leave a block shorter than
 /// [`MIN_BLOCK`] (or do not broadcast, or differ in rank).
 fn eval_blocks(kind: Kind, a: &Tensor, b: &Tensor) -> TractResult<Option<Tensor>> {
@@ -96,7 +84,7 @@ fn eval_blocks(kind: Kind, a: &Tensor, b: &Tensor) -> TractResult<Option<Tensor>
     if sa.len() != sb.len() {
         return Ok(None);
     }
-    let Some(out) = broadcast(sa, sb) else {
+    let Ok(out) = multi_broadcast(&[sa, sb]) else {
         return Ok(None);
     };
     let r = out.len();
@@ -227,7 +215,7 @@ mod tests {
 
     /// `a ∘ b` broadcast the obvious way, index by index.
     fn naive(kind: Kind, sa: &[usize], a: &[f32], sb: &[usize], b: &[f32]) -> Vec<f32> {
-        let out = broadcast(sa, sb).unwrap();
+        let out = multi_broadcast(&[sa, sb]).unwrap();
         let n: usize = out.iter().product();
         let offset = |s: &[usize], idx: &[usize]| -> usize {
             idx.iter()
@@ -280,7 +268,7 @@ mod tests {
                     sb,
                     pb.as_slice::<f32>().unwrap(),
                 );
-                assert_eq!(got.shape(), &*broadcast(sa, sb).unwrap());
+                assert_eq!(got.shape(), &*multi_broadcast(&[*sa, *sb]).unwrap());
                 let pg = got.try_as_plain_ram().unwrap();
                 let got = pg.as_slice::<f32>().unwrap();
                 assert!(
