@@ -69,11 +69,13 @@ struct Params {
 enum Kernel {
     /// tract's f32 matrix product on lazily made im2col panels.
     Tract(TractProduct),
-    /// lookout's direct conv on AVX2 + FMA ([`fdirect`]).
+    /// lookout's direct conv on AVX2 + FMA or AVX-512 ([`fdirect`]).
     Direct(fdirect::Weights),
-    /// lookout's depthwise conv (group = channels) on AVX2 + FMA ([`fdirect::depthwise`]).
+    /// lookout's depthwise conv (group = channels) on AVX2 + FMA or AVX-512
+    /// ([`fdirect::depthwise`]).
     Depthwise(fdirect::DwWeights),
-    /// lookout's 1x1 conv on AVX2 + FMA, reading the input in place ([`fdirect::pointwise`]).
+    /// lookout's 1x1 conv on AVX2 + FMA or AVX-512, reading the input in place
+    /// ([`fdirect::pointwise`]).
     Pointwise(fdirect::Weights),
 }
 
@@ -100,9 +102,9 @@ impl Kernel {
     fn name(&self) -> String {
         match self {
             Kernel::Tract(t) => t.mmm.name().to_string(),
-            Kernel::Direct(_) => "lookout's avx2 direct f32 kernel".into(),
-            Kernel::Depthwise(_) => "lookout's avx2 depthwise f32 kernel".into(),
-            Kernel::Pointwise(_) => "lookout's avx2 1x1 f32 kernel".into(),
+            Kernel::Direct(w) => format!("lookout's {} direct f32 kernel", w.isa().name()),
+            Kernel::Depthwise(w) => format!("lookout's {} depthwise f32 kernel", w.isa().name()),
+            Kernel::Pointwise(w) => format!("lookout's {} 1x1 f32 kernel", w.isa().name()),
         }
     }
 }
@@ -407,8 +409,9 @@ fn plan(
     model: &TypedModel,
     node: &TypedNode,
     conv: &Conv,
-    direct: bool,
+    isa: Option<fdirect::Isa>,
 ) -> Result<PanelConv, String> {
+    let direct = isa.is_some();
     let depthwise = direct && conv.group > 1 && conv.group == conv.pool_spec.output_channels;
     if conv.q_params.is_some() || (conv.group != 1 && !depthwise) || node.inputs.len() != 3 {
         return Err(format!(
@@ -440,12 +443,8 @@ fn plan(
     // tract's direct spatial conv takes output rows of 128 points or more with at most 576 taps
     // (`Conv::can_direct_spatial`, where its kernels exist), and beats a matrix product there:
     // nanodet-g's stem conv (3→32, 27 taps, 208x208) 2.8 ms in it, 5.8 ms on tract's product
-    // here; lookout's direct kernel beats both. That kernel reads every tap of an output row
-    // per channel tile: past 288 taps (576 at stride 1) tract's product was faster (nanodet-g:
-    // 128→128 at 52x52, 1152 taps, 14.5 ms direct, 11.8 ms tract's; 64→64 at stride 2, 576 taps,
-    // 5.8 vs 5.0).
-    let direct =
-        depthwise || direct && (geo.k() <= 288 || (geo.k() <= 576 && geo.stride == (1, 1)));
+    // here; lookout's direct kernel beats both. Which convs that kernel takes: `Isa::suits`.
+    let direct = depthwise || isa.is_some_and(|isa| isa.suits(geo.k(), geo.stride));
     if !direct && geo.out_w >= 128 && geo.k() <= 576 {
         return Err(format!(
             "tract's direct spatial conv shape ({} taps, rows of {})",
@@ -483,7 +482,7 @@ fn plan(
         .into_tensor()
         .into_shape(&[geo.c_out, per_group * geo.kh * geo.kw])
         .map_err(|e| e.to_string())?;
-    if direct {
+    if let (true, Some(isa)) = (direct, isa) {
         let w = a
             .cast_to::<f32>()
             .and_then(|a| Ok(a.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
@@ -494,9 +493,10 @@ fn plan(
                 &bias,
                 geo.c_out,
                 geo.kh * geo.kw,
+                isa,
             ))
         } else {
-            Kernel::Direct(fdirect::Weights::pack(&w, &bias, geo.c_out, geo.k()))
+            Kernel::Direct(fdirect::Weights::pack(&w, &bias, geo.c_out, geo.k(), isa))
         };
         return Ok(PanelConv {
             params: Arc::new(Params {
@@ -603,16 +603,16 @@ impl GraphPass for PanelConvPass {
 }
 
 /// Swaps every f32 conv of `model` that [`plan`] takes for a [`PanelConv`] (on lookout's kernels
-/// when `direct`), and on lookout's kernel every 1x1 conv tract's declutter made a matrix product
+/// for `isa` when given), and on lookout's kernel every 1x1 conv tract's declutter made a matrix product
 /// ([`plan_pointwise`]), with the bias add and the LeakyRelu or Relu that alone read it folded in;
 /// how many it swapped.
-fn swap_convs(model: &mut TypedModel, direct: bool) -> usize {
+fn swap_convs(model: &mut TypedModel, isa: Option<fdirect::Isa>) -> usize {
     let mut swaps = vec![];
     for node in model.nodes() {
         let planned = if let Some(conv) = node.op_as::<Conv>() {
-            plan(model, node, conv, direct).map(|op| (op, None))
-        } else if let (true, Some(einsum)) = (direct, node.op_as::<EinSum>()) {
-            plan_pointwise(model, node, einsum)
+            plan(model, node, conv, isa).map(|op| (op, None))
+        } else if let (Some(isa), Some(einsum)) = (isa, node.op_as::<EinSum>()) {
+            plan_pointwise(model, node, einsum, isa)
         } else {
             continue;
         };
@@ -832,12 +832,12 @@ mod tests {
             (24, 48, (16, 16), (1, 1), (1, 1), (1, 1), ([0, 0], [0, 0]), 1),
             (3, 2, (1, 5), (1, 1), (1, 1), (1, 1), ([0, 0], [0, 0]), 1),
         ];
-        let kernels: &[bool] = if fdirect::available() {
-            &[false, true]
-        } else {
-            &[false]
-        };
-        for &direct in kernels {
+        // tract's product, then lookout's kernels on each instruction set the CPU runs.
+        let kernels: Vec<Option<fdirect::Isa>> = std::iter::once(None)
+            .chain(fdirect::Isa::all().into_iter().map(Some))
+            .collect();
+        for &isa in &kernels {
+            let direct = isa.is_some();
             for &(c_in, c_out, hw, k, s, d, pads, group) in cases {
                 // tract's direct spatial conv keeps rows of 128 or more and grouped convs stay
                 // with tract, unless lookout's kernels run.
@@ -857,7 +857,7 @@ mod tests {
                     let leaky = act.is_some();
                     let tract = model(c_in, c_out, hw, k, s, d, pads, group, act, shared, batched);
                     let mut ours = tract.clone().into_decluttered().unwrap();
-                    let n = swap_convs(&mut ours, direct);
+                    let n = swap_convs(&mut ours, isa);
                     assert_eq!(n, 1, "{c_in}→{c_out} {hw:?} k {k:?} s {s:?}");
                     let ours = ours.into_optimized().unwrap();
                     let names: Vec<String> = ours
@@ -914,7 +914,7 @@ mod tests {
                                 assert!(
                                     (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
                                     "{c_in}→{c_out} {hw:?} k {k:?} s {s:?} d {d:?} leaky {leaky} \
-                                 threads {threads} direct {direct}: tract {x}, ours {y}"
+                                 threads {threads} kernel {isa:?}: tract {x}, ours {y}"
                                 );
                             }
                         }
@@ -930,9 +930,9 @@ mod tests {
     /// channels last stay with tract.
     #[test]
     fn pointwise_products_as_declutter_leaves_them() {
-        if !fdirect::available() {
+        let Some(&isa) = fdirect::Isa::all().last() else {
             return;
-        }
+        };
         #[rustfmt::skip]
         let cases: &[(&str, &[usize], usize, bool)] = &[
             ("IHW,OI->NOHW", &[12, 9, 11], 7, true),
@@ -970,7 +970,11 @@ mod tests {
             let y = m.wire_node("bias", add(), &[y, b]).unwrap()[0];
             m.select_output_outlets(&[y]).unwrap();
             let mut ours = m.clone();
-            assert_eq!(swap_convs(&mut ours, true), usize::from(taken), "{expr}");
+            assert_eq!(
+                swap_convs(&mut ours, Some(isa)),
+                usize::from(taken),
+                "{expr}"
+            );
             if !taken {
                 continue;
             }

@@ -1,5 +1,7 @@
-//! [`super::fconv::PanelConv`]'s product on x86 CPUs with AVX2 and FMA: a direct f32
-//! convolution, with the bias and a LeakyRelu (or Relu) in the same pass.
+//! [`super::fconv::PanelConv`]'s product on x86 CPUs with AVX2 and FMA, or AVX-512: a direct f32
+//! convolution, with the bias and a LeakyRelu (or Relu) in the same pass. This file lays out the
+//! input and shares out the work; `avx2.rs` and `avx512.rs` hold the kernels ([`Isa`]), which sum
+//! in the same order and so give the same bits.
 //!
 //! Why not tract's matrix product there: measured on a 2-core AMD EPYC (Zen 3, 2026-12-06),
 //! nanodet-g-int8-qdq's three float convs (its stem 3→32 at stride 2, then 32→32 and 32→16 at
@@ -26,19 +28,30 @@
 //! runs every output row of it, 64 columns (eight accumulators) per step. tract's `DepthWiseConv`
 //! ran CenterNet-MBv3's 24 NCHW depthwise convs in about 37 ms at 1 thread there, this in 15.
 //!
+//! The AVX-512 kernels take the same layout with 16-float vectors and four of them per step
+//! (six channels × 64 columns of accumulators in its 32 registers): on a Zen 5 with AVX-512
+//! onnxruntime's convs ran about twice as fast as the AVX2 kernels (`avx512.rs`).
+//!
 //! Sums run in tap order per output, so results differ from tract's kernels (which sum in their
-//! own order) by rounding only: `fconv`'s test holds them to 1e-5 of tract's plan.
+//! own order) by rounding only: `fconv`'s test holds them to 1e-5 of tract's plan, and the two
+//! instruction sets' kernels to the same bits.
 
 // Off x86 the kernel is never planned ([`available`] is false): its types are built but not read.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 use super::im2col::Geometry;
 use super::par::{for_each_chunk, for_each_range};
 use super::scratch::Scratch;
 
 /// Which f32 kernel [`super::fconv::PanelConv`] runs: `tract` (tract's matrix product, and convs
-/// tract's direct spatial kernel suits stay with it) or, unset or `direct`, this module's wherever
-/// the CPU has AVX2 and FMA. For A/B runs and tests; read when a plan is made.
+/// tract's direct spatial kernel suits stay with it), `avx2` (this module's AVX2 kernels even where
+/// the CPU has AVX-512) or, unset or `direct`, this module's widest kernels the CPU runs (AVX-512,
+/// else AVX2 and FMA). For A/B runs and tests; read when a plan is made.
 pub const F32_KERNEL_ENV: &str = "LOOKOUT_F32_KERNEL";
 
 /// Output channels per tile: six (12 accumulators, two loads and a broadcast fill 15 of the 16
@@ -49,21 +62,94 @@ const CT4: usize = 4;
 /// Output columns per kernel step (two 8-float vectors).
 const COLS: usize = 16;
 
-/// Whether this CPU runs the kernel.
-pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+/// Which instruction set the kernels run on, chosen when a plan is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Isa {
+    /// AVX2 and FMA: 8-float vectors (`avx2.rs`).
+    Avx2,
+    /// AVX-512F: 16-float vectors, 32 registers (`avx512.rs`); the same sums in the same order,
+    /// so the same bits as [`Isa::Avx2`].
+    Avx512,
+}
+
+impl Isa {
+    /// The kernels this CPU runs (none off x86-64), narrowest first.
+    pub(super) fn all() -> Vec<Isa> {
+        [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|isa| isa.runs())
+            .collect()
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// Whether this CPU runs the kernels.
+    pub(super) fn runs(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx2 = has!("avx2") && has!("fma");
+            match self {
+                Isa::Avx2 => avx2,
+                Isa::Avx512 => avx2 && has!("avx512f"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// Whether the direct kernel takes a conv of `k` taps at `stride` (else tract's product).
+    /// The kernel reads every tap of an output row per channel tile. On AVX2, past 288 taps
+    /// (576 at stride 1) tract's AVX2 product was faster (Zen 3, nanodet-g: 128→128 at 52x52,
+    /// 1152 taps, 14.5 ms direct, 11.8 ms tract's; 64→64 at stride 2, 576 taps, 5.8 vs 5.0). On
+    /// AVX-512 it beat tract's AVX-512 product on every conv of nanodet-g (Zen 5, 2026-12-07, per
+    /// node at 1 thread: 64→64 at stride 2, 1.62 vs 2.76 ms; 128→128 at 52x52, 4.04 vs 4.39;
+    /// 256→256 at 13x13, 1.19 vs 1.26).
+    pub(super) fn suits(self, k: usize, stride: (usize, usize)) -> bool {
+        match self {
+            Isa::Avx2 => k <= 288 || (k <= 576 && stride == (1, 1)),
+            Isa::Avx512 => true,
+        }
+    }
+
+    /// Columns of the kernels' widest step for a six-channel tile: a [`pointwise`] block is no
+    /// narrower, even where it then spills from the first-level cache. With 16-column blocks
+    /// (528 input channels) the AVX-512 kernel ran one vector per step, 6 FMA chains:
+    /// CenterNet's 528→88 1x1 conv (32x32) took 0.97 ms, 0.42 with 64 (Zen 5, 1 thread).
+    fn widest_step(self) -> usize {
+        match self {
+            Isa::Avx2 => COLS,
+            Isa::Avx512 => 4 * COLS,
+        }
+    }
+
+    /// How many output rows of `out_w` columns of a tile of `width` channels the kernels take in
+    /// one step (AVX-512 takes several short rows at once: `avx512.rs`).
+    fn rows_per_step(self, out_w: usize, width: usize) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512::rows_per_step(out_w, width),
+            _ => 1,
+        }
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
     }
 }
 
-/// Whether plans made now use the kernel ([`available`] and not turned off by [`F32_KERNEL_ENV`]).
-pub(super) fn chosen() -> bool {
-    available() && std::env::var(F32_KERNEL_ENV).as_deref() != Ok("tract")
+/// The kernels plans made now use: the widest this CPU runs, unless [`F32_KERNEL_ENV`] says
+/// `tract` (none) or `avx2`; `None` off x86-64.
+pub(super) fn chosen() -> Option<Isa> {
+    let all = Isa::all();
+    match std::env::var(F32_KERNEL_ENV).as_deref() {
+        Ok("tract") => None,
+        Ok("avx2") => all.first().copied(),
+        _ => all.last().copied(),
+    }
 }
 
 /// A conv's weights and bias as the kernel reads them, in tiles of six or four channels: a tile's
@@ -76,6 +162,7 @@ pub(super) struct Weights {
     tiles: Vec<Tile>,
     c_out: usize,
     k: usize,
+    isa: Isa,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,8 +176,9 @@ struct Tile {
 }
 
 impl Weights {
-    /// From `kernel` as `[c_out][k]` (OIHW flattened) and one bias per channel.
-    pub(super) fn pack(kernel: &[f32], bias: &[f32], c_out: usize, k: usize) -> Weights {
+    /// From `kernel` as `[c_out][k]` (OIHW flattened) and one bias per channel, for `isa`'s
+    /// kernels.
+    pub(super) fn pack(kernel: &[f32], bias: &[f32], c_out: usize, k: usize, isa: Isa) -> Weights {
         // Sixes, then fours for the rest: no channel computed in vain when c_out is even.
         let fours = match c_out % CT {
             0 => 0,
@@ -126,23 +214,31 @@ impl Weights {
             tiles,
             c_out,
             k,
+            isa,
         }
     }
 }
 
 impl Weights {
-    /// `out_w` outputs of tile `t`'s channels (of those below `c_out`) from `x`, one tap per
-    /// offset of `taps`: the step [`conv`] and [`pointwise`] share, on the kernel for six-channel
-    /// tiles or the one for four.
+    /// The instruction set the weights were packed for.
+    pub(super) fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// `out_w` outputs of tile `t`'s channels (of those below `c_out`) in each of `rows`
+    /// consecutive output rows, from `x` (the first row's reads; the next rows' `rs` floats
+    /// further each), one tap per offset of `taps`: the step [`conv`] and [`pointwise`] share, on
+    /// the kernel for six-channel tiles or the one for four, of the weights' instruction set.
+    /// `rows` is at most [`Isa::rows_per_step`].
     ///
     /// # Safety
-    /// AVX2 and FMA; `x + tap + 16·⌈out_w / 16⌉` readable for every tap; `out + j·n + out_w`
-    /// writable for each of the tile's channels `j`.
+    /// The CPU runs the weights' [`Isa`]; `x + r·rs + tap + 16·⌈out_w / 16⌉` readable for every
+    /// row and tap; `out + j·n + r·out_w + out_w` writable for each of the tile's channels `j`.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn row(
+    unsafe fn rows(
         &self,
         t: Tile,
-        x: *const f32,
+        (x, rs, rows): (*const f32, usize, usize),
         taps: &[usize],
         leaky: Option<f32>,
         out_w: usize,
@@ -157,14 +253,27 @@ impl Weights {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller's promise; the weights and biases are the tile's.
         unsafe {
-            if t.width == CT {
-                x86::row6(x, taps, wt, bias, leaky, out_w, out, n, channels)
-            } else {
-                x86::row4(x, taps, wt, bias, leaky, out_w, out, n, channels)
+            match (self.isa, t.width == CT) {
+                (Isa::Avx2, six) => {
+                    for r in 0..rows {
+                        let (x, out) = (x.add(r * rs), out.add(r * out_w));
+                        if six {
+                            avx2::row6(x, taps, wt, bias, leaky, out_w, out, n, channels)
+                        } else {
+                            avx2::row4(x, taps, wt, bias, leaky, out_w, out, n, channels)
+                        }
+                    }
+                }
+                (Isa::Avx512, true) => {
+                    avx512::rows::<CT>(x, rs, rows, taps, wt, bias, leaky, out_w, out, n, channels)
+                }
+                (Isa::Avx512, false) => {
+                    avx512::rows::<CT4>(x, rs, rows, taps, wt, bias, leaky, out_w, out, n, channels)
+                }
             }
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (x, taps, wt, bias, leaky, out_w, out, n, channels);
+        let _ = (x, rs, rows, taps, wt, bias, leaky, out_w, out, n, channels);
     }
 }
 
@@ -254,12 +363,23 @@ fn fill_plane(g: &Geometry, lay: &Layout, src: &[f32], phase: usize, dst: &mut [
             row[pw..pw + n].copy_from_slice(&line[..n]);
             row[pw + n..].fill(0.0);
         } else {
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = (j * lay.sw + phase)
-                    .checked_sub(pw)
-                    .and_then(|ic| line.get(ic))
-                    .copied()
-                    .unwrap_or(0.0);
+            // Column j of this phase is input column j·sw + phase − pw: those in the input are
+            // `lo .. hi`, read with a stride (no per-element bounds check: a per-element
+            // `checked_sub` and `get` here made CenterNet's stride-2 depthwise conv, 64 channels
+            // at 256x256, spend more time copying than computing).
+            let sw = lay.sw;
+            let lo = pw.saturating_sub(phase).div_ceil(sw).min(row.len());
+            let hi = (g.in_w + pw)
+                .saturating_sub(phase)
+                .div_ceil(sw)
+                .clamp(lo, row.len());
+            row[..lo].fill(0.0);
+            row[hi..].fill(0.0);
+            if hi > lo {
+                let first = lo * sw + phase - pw;
+                for (o, x) in row[lo..hi].iter_mut().zip(line[first..].iter().step_by(sw)) {
+                    *o = *x;
+                }
             }
         }
     }
@@ -284,7 +404,7 @@ impl Output {
 pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut [f32]) {
     let n = g.n();
     assert!(
-        available()
+        w.isa.runs()
             && w.k == g.k()
             && w.c_out == g.c_out
             && x.len() >= g.c_in * g.in_h * g.in_w
@@ -295,18 +415,24 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
     fill(g, &lay, x, &mut planes);
     lay.assert_reads_within(g, planes.len());
     let tiles = w.tiles.len();
+    // Output rows per unit of work: what one kernel step takes (the narrower tiles' count, so
+    // that every tile's kernel takes the unit's rows at once).
+    let per = w.isa.rows_per_step(g.out_w, CT);
     let dst = Output(out.as_mut_ptr());
     for_each_range(
-        g.out_h * tiles,
+        g.out_h.div_ceil(per) * tiles,
         || (),
         |units, _| {
             for u in units {
-                let (oy, t) = (u / tiles, w.tiles[u % tiles]);
+                let (oy, t) = (u / tiles * per, w.tiles[u % tiles]);
+                let rows = per.min(g.out_h - oy);
                 let x = planes[lay.row(g, oy)..].as_ptr();
+                let rs = lay.row(g, 1);
                 let out = dst.at(t.c0 * n + oy * g.out_w);
-                // SAFETY: AVX2 and FMA (asserted); reads within `planes` (asserted above); writes
-                // the tile's channels of row `oy`, which no other unit writes.
-                unsafe { w.row(t, x, &lay.taps, leaky, g.out_w, out, n) };
+                // SAFETY: the CPU runs the kernel (asserted); reads within `planes` (asserted
+                // above); writes the tile's channels of rows `oy .. oy + rows`, which no other
+                // unit writes.
+                unsafe { w.rows(t, (x, rs, rows), &lay.taps, leaky, g.out_w, out, n) };
             }
         },
     );
@@ -326,7 +452,7 @@ const POINTWISE_BLOCK_BYTES: usize = 32 << 10;
 pub(super) fn pointwise(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut [f32]) {
     let (n, k) = (g.n(), g.c_in);
     assert!(
-        available()
+        w.isa.runs()
             && w.k == k
             && w.c_out == g.c_out
             && g.kh * g.kw == 1
@@ -337,7 +463,8 @@ pub(super) fn pointwise(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32]
             && out.len() == g.c_out * n
     );
     let n16 = n - n % COLS;
-    let block = (POINTWISE_BLOCK_BYTES / (4 * k.max(1))).clamp(COLS, 256) / COLS * COLS;
+    let block =
+        (POINTWISE_BLOCK_BYTES / (4 * k.max(1))).clamp(w.isa.widest_step(), 256) / COLS * COLS;
     let main = n16.div_ceil(block);
     let blocks = main + usize::from(n16 < n);
     let taps: Vec<usize> = (0..k).map(|c| c * n).collect();
@@ -366,11 +493,11 @@ pub(super) fn pointwise(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32]
                     (n16, patch.as_ptr(), &tail_taps[..], n - n16)
                 };
                 let out = dst.at(t.c0 * n + p0);
-                // SAFETY: AVX2 and FMA (asserted). In place, a block's 16-column steps end at
+                // SAFETY: the CPU runs the kernel (asserted). In place, a block's 16-column steps end at
                 // `n16`, so channel c's reads end before `c·n + n16 ≤ k·n`; the tail's patch holds
                 // 16 floats per channel. Writes the tile's channels of positions `p0 .. p0 + cols`,
                 // which no other unit writes.
-                unsafe { w.row(t, xp, taps, leaky, cols, out, n) };
+                unsafe { w.rows(t, (xp, 0, 1), taps, leaky, cols, out, n) };
             }
         },
     );
@@ -383,17 +510,24 @@ pub(super) struct DwWeights {
     bias: Vec<f32>,
     c: usize,
     taps: usize,
+    isa: Isa,
 }
 
 impl DwWeights {
-    /// From `kernel` as `[c][1][kh][kw]` flattened and one bias per channel.
-    pub(super) fn new(kernel: &[f32], bias: &[f32], c: usize, taps: usize) -> DwWeights {
+    /// From `kernel` as `[c][1][kh][kw]` flattened and one bias per channel, for `isa`'s kernel.
+    pub(super) fn new(kernel: &[f32], bias: &[f32], c: usize, taps: usize, isa: Isa) -> DwWeights {
         DwWeights {
             w: kernel[..c * taps].to_vec(),
             bias: bias[..c].to_vec(),
             c,
             taps,
+            isa,
         }
+    }
+
+    /// The instruction set its kernel runs on.
+    pub(super) fn isa(&self) -> Isa {
+        self.isa
     }
 }
 
@@ -411,7 +545,7 @@ pub(super) fn depthwise(
 ) {
     let n = g.n();
     assert!(
-        available()
+        w.isa.runs()
             && g.c_in == w.c
             && g.c_out == w.c
             && w.taps == g.kh * g.kw
@@ -435,195 +569,128 @@ pub(super) fn depthwise(
             for (phase, dst) in planes.chunks_exact_mut(lay.hp * lay.wq).enumerate() {
                 fill_plane(&g1, &lay, src, phase, dst);
             }
-            for (oy, row) in out.chunks_exact_mut(g.out_w).enumerate() {
+            let (wc, bias) = (&w.w[c * w.taps..][..w.taps], [w.bias[c]]);
+            let per = w.isa.rows_per_step(g.out_w, 1);
+            for (i, rows) in out.chunks_mut(per * g.out_w).enumerate() {
+                let oy = i * per;
                 let x = planes[lay.row(&g1, oy)..].as_ptr();
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 and FMA (asserted); reads within `planes` (asserted above), writes
-                // `row` (out_w floats).
+                // SAFETY: the CPU runs the weights' kernel (asserted); reads within `planes`
+                // (asserted above), writes `rows` (whole output rows).
                 unsafe {
-                    x86::dw_row(
-                        x,
-                        &lay.taps,
-                        &w.w[c * w.taps..][..w.taps],
-                        w.bias[c],
-                        leaky,
-                        row,
-                    )
+                    match w.isa {
+                        Isa::Avx2 => avx2::dw_row(x, &lay.taps, wc, bias[0], leaky, rows),
+                        Isa::Avx512 => avx512::rows::<1>(
+                            x,
+                            lay.row(&g1, 1),
+                            rows.len() / g.out_w,
+                            &lay.taps,
+                            wc,
+                            &bias,
+                            leaky,
+                            g.out_w,
+                            rows.as_mut_ptr(),
+                            0,
+                            1,
+                        ),
+                    }
                 };
                 #[cfg(not(target_arch = "x86_64"))]
-                let _ = (x, row, leaky);
+                let _ = (x, rows, leaky, wc, bias);
             }
         },
     );
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::COLS;
-    use std::arch::x86_64::*;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// `x > 0 ? x : alpha·x` (tract's LeakyRelu) on 8 lanes.
-    #[inline(always)]
-    unsafe fn leaky_relu(v: __m256, alpha: __m256) -> __m256 {
-        _mm256_blendv_ps(
-            _mm256_mul_ps(v, alpha),
-            v,
-            _mm256_cmp_ps::<_CMP_GT_OQ>(v, _mm256_setzero_ps()),
-        )
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
     }
 
-    /// Bias, LeakyRelu (a Relu at slope 0) and the store of one channel's 16 columns (`lanes` of
-    /// them kept).
-    #[inline(always)]
-    unsafe fn finish(
-        (lo, hi): (__m256, __m256),
-        bias: f32,
-        leaky: Option<f32>,
-        dst: *mut f32,
-        lanes: usize,
-    ) {
-        let b = _mm256_set1_ps(bias);
-        let (mut lo, mut hi) = (_mm256_add_ps(lo, b), _mm256_add_ps(hi, b));
-        match leaky {
-            // Slope 0 is a Relu: tract's `max(x, 0)` gives +0 where x ≤ 0 (x·0 would give -0).
-            Some(0.0) => {
-                let z = _mm256_setzero_ps();
-                (lo, hi) = (_mm256_max_ps(lo, z), _mm256_max_ps(hi, z));
-            }
-            Some(alpha) => {
-                let a = _mm256_set1_ps(alpha);
-                (lo, hi) = (leaky_relu(lo, a), leaky_relu(hi, a));
-            }
-            None => {}
-        }
-        if lanes == COLS {
-            _mm256_storeu_ps(dst, lo);
-            _mm256_storeu_ps(dst.add(8), hi);
-        } else {
-            let mut tmp = [0f32; COLS];
-            _mm256_storeu_ps(tmp.as_mut_ptr(), lo);
-            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), hi);
-            std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, lanes);
+    /// A 3x3 conv (stride `s`, pad 1) of `c_in → c_out` channels on an `h × w` input.
+    fn geometry(c_in: usize, c_out: usize, (h, w): (usize, usize), k: usize, s: usize) -> Geometry {
+        let pad = k / 2;
+        Geometry {
+            c_in,
+            c_out,
+            in_h: h,
+            in_w: w,
+            out_h: (h + 2 * pad - k) / s + 1,
+            out_w: (w + 2 * pad - k) / s + 1,
+            kh: k,
+            kw: k,
+            stride: (s, s),
+            dilation: (1, 1),
+            pad: (pad, pad),
+            batched: true,
         }
     }
 
-    /// One output row of one channel tile of `$width` channels (accumulators `$lo`/`$hi` per
-    /// channel: columns 0–7 and 8–15): `out_w` columns in steps of 16, each the sum over every
-    /// tap of two 8-float loads at `x + tap + x0` times the tap's weight of each channel. Named
-    /// accumulators, not an array, so that they stay in registers.
-    ///
-    /// # Safety
-    /// AVX2 and FMA; `x + tap + x0 + 16` within the planes for every tap and step; `w` holds
-    /// `taps.len()·$width` floats, `bias` `$width`; `out + j·n + out_w` writable for
-    /// `j < channels`.
-    macro_rules! row_kernel {
-        ($name:ident, $width:expr, $(($j:expr, $lo:ident, $hi:ident)),+) => {
-            #[allow(clippy::too_many_arguments)]
-            #[target_feature(enable = "avx2,fma")]
-            pub(super) unsafe fn $name(
-                x: *const f32,
-                taps: &[usize],
-                w: &[f32],
-                bias: &[f32],
-                leaky: Option<f32>,
-                out_w: usize,
-                out: *mut f32,
-                n: usize,
-                channels: usize,
-            ) {
-                assert!(w.len() >= taps.len() * $width && bias.len() >= $width);
-                let w = w.as_ptr();
-                let mut x0 = 0;
-                while x0 < out_w {
-                    let p = x.add(x0);
-                    $(let (mut $lo, mut $hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());)+
-                    for (kk, &t) in taps.iter().enumerate() {
-                        let a0 = _mm256_loadu_ps(p.add(t));
-                        let a1 = _mm256_loadu_ps(p.add(t + 8));
-                        let wk = w.add(kk * $width);
-                        $(
-                            let b = _mm256_broadcast_ss(&*wk.add($j));
-                            $lo = _mm256_fmadd_ps(a0, b, $lo);
-                            $hi = _mm256_fmadd_ps(a1, b, $hi);
-                        )+
+    /// Every instruction set's kernels give the same bits (the same sums in the same order) on
+    /// every row width from 1 to 140 columns and 9 or 5 output rows: each tail step, every main
+    /// step, short rows taken several at a time (and a last group of fewer), channel tiles of six
+    /// and four, depthwise, with and without a LeakyRelu or Relu. The products against tract's
+    /// plan: `fconv`'s tests.
+    #[test]
+    fn instruction_sets_agree() {
+        let isas = Isa::all();
+        if isas.len() < 2 {
+            eprintln!("SKIP: this CPU runs {isas:?}: nothing to compare");
+            return;
+        }
+        for w in 1..=140 {
+            for (c_in, c_out, k, s) in [(3, 10, 3, 1), (4, 6, 3, 2), (5, 16, 1, 1)] {
+                let g = geometry(c_in, c_out, (9, w), k, s);
+                let x = values(c_in * g.in_h * g.in_w, w as u64);
+                let wt = values(c_out * g.k(), 7);
+                let bias = values(c_out, 9);
+                for leaky in [None, Some(0.0), Some(0.1)] {
+                    let outs: Vec<(Vec<f32>, Vec<f32>)> = isas
+                        .iter()
+                        .map(|&isa| {
+                            let mut y = vec![f32::NAN; c_out * g.n()];
+                            let ws = Weights::pack(&wt, &bias, c_out, g.k(), isa);
+                            if k == 1 {
+                                pointwise(&g, &ws, leaky, &x, &mut y);
+                            } else {
+                                conv(&g, &ws, leaky, &x, &mut y);
+                            }
+                            let gd = Geometry {
+                                c_out: c_in,
+                                ..g.clone()
+                            };
+                            let mut d = vec![f32::NAN; c_in * gd.n()];
+                            let dw = DwWeights::new(&wt, &bias, c_in, k * k, isa);
+                            depthwise(&gd, &dw, leaky, &x, &mut d);
+                            (y, d)
+                        })
+                        .collect();
+                    for (isa, got) in isas.iter().zip(&outs).skip(1) {
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&got.0),
+                            bits(&outs[0].0),
+                            "{isa:?} {c_in}→{c_out} k {k} s {s} width {w} leaky {leaky:?}"
+                        );
+                        assert_eq!(
+                            bits(&got.1),
+                            bits(&outs[0].1),
+                            "{isa:?} depthwise {c_in} k {k} s {s} width {w} leaky {leaky:?}"
+                        );
                     }
-                    let lanes = COLS.min(out_w - x0);
-                    $(
-                        if $j < channels {
-                            finish(($lo, $hi), bias[$j], leaky, out.add($j * n + x0), lanes);
-                        }
-                    )+
-                    x0 += COLS;
                 }
             }
-        };
-    }
-
-    /// One output row of a depthwise conv: 64 columns per step (eight accumulators, so that the
-    /// FMA units' latency is covered), then 16 at a time.
-    ///
-    /// # Safety
-    /// AVX2 and FMA; `x + tap + x0 + 16` within the planes for every tap and every 16-column step
-    /// up to `row.len()` rounded up to 16; `w` holds `taps.len()` floats.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dw_row(
-        x: *const f32,
-        taps: &[usize],
-        w: &[f32],
-        bias: f32,
-        leaky: Option<f32>,
-        row: &mut [f32],
-    ) {
-        assert!(w.len() >= taps.len());
-        let out_w = row.len();
-        let out = row.as_mut_ptr();
-        let mut x0 = 0;
-        while x0 + 4 * COLS <= out_w {
-            let p = x.add(x0);
-            let z = _mm256_setzero_ps();
-            let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
-            let (mut a4, mut a5, mut a6, mut a7) = (z, z, z, z);
-            for (&t, wt) in taps.iter().zip(w) {
-                let b = _mm256_broadcast_ss(wt);
-                let q = p.add(t);
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q), b, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(8)), b, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(16)), b, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(24)), b, a3);
-                a4 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(32)), b, a4);
-                a5 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(40)), b, a5);
-                a6 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(48)), b, a6);
-                a7 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(56)), b, a7);
-            }
-            let o = out.add(x0);
-            finish((a0, a1), bias, leaky, o, COLS);
-            finish((a2, a3), bias, leaky, o.add(16), COLS);
-            finish((a4, a5), bias, leaky, o.add(32), COLS);
-            finish((a6, a7), bias, leaky, o.add(48), COLS);
-            x0 += 4 * COLS;
-        }
-        while x0 < out_w {
-            let p = x.add(x0);
-            let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            for (&t, wt) in taps.iter().zip(w) {
-                let b = _mm256_broadcast_ss(wt);
-                lo = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(t)), b, lo);
-                hi = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(t + 8)), b, hi);
-            }
-            finish((lo, hi), bias, leaky, out.add(x0), COLS.min(out_w - x0));
-            x0 += COLS;
         }
     }
-
-    row_kernel!(
-        row6,
-        6,
-        (0, l0, h0),
-        (1, l1, h1),
-        (2, l2, h2),
-        (3, l3, h3),
-        (4, l4, h4),
-        (5, l5, h5)
-    );
-    row_kernel!(row4, 4, (0, l0, h0), (1, l1, h1), (2, l2, h2), (3, l3, h3));
 }

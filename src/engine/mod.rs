@@ -12,6 +12,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use crate::error::{Error, Result};
 
 mod blockbin;
+mod chfirst;
 mod convint;
 mod dynquant;
 mod fconv;
@@ -40,6 +41,7 @@ mod storeorder;
 mod topk;
 mod zeroterm;
 pub use blockbin::{BlockBinary, NO_BLOCKBINARY_ENV};
+pub use chfirst::{channels_first, NO_CHANNELS_FIRST_ENV};
 pub use convint::{replace_conv_integer, NO_CONVINT_ENV};
 pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fconv::{PanelConv, PanelConvPass, NO_PANELCONV_ENV};
@@ -639,6 +641,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(fold::FoldConstPass),
         Box::new(softmax::AxisSoftmaxPass),
         Box::new(maxpool::SeparableMaxPoolPass),
+        Box::new(chfirst::ChannelsFirstPass),
         Box::new(fconv::PanelConvPass),
         Box::new(qmatmul::QMatMulPass),
         Box::new(convint::ConvIntegerPass),

@@ -19,6 +19,7 @@ pub(super) fn plan_pointwise(
     model: &TypedModel,
     node: &TypedNode,
     op: &EinSum,
+    isa: fdirect::Isa,
 ) -> Result<(PanelConv, Option<usize>), String> {
     if op.q_params.is_some() || op.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
         return Err("not a plain f32 product of two inputs".into());
@@ -130,7 +131,7 @@ pub(super) fn plan_pointwise(
     };
     let op = PanelConv {
         params: Arc::new(Params {
-            kernel: Kernel::Pointwise(fdirect::Weights::pack(&kernel, &bias, c_out, c_in)),
+            kernel: Kernel::Pointwise(fdirect::Weights::pack(&kernel, &bias, c_out, c_in, isa)),
             geo,
             out_shape: out_shape.into(),
             leaky: None,

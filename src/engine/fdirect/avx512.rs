@@ -1,0 +1,218 @@
+//! [`super`]'s kernels on AVX-512 (F): 16 floats per vector, 32 vector registers.
+//!
+//! Why a second set: on a CPU with AVX-512 onnxruntime's NCHWc convs use it, and the AVX2
+//! kernels ran nanodet-g's 3x3 convs at about half its speed (measured on a 2-core AMD EPYC, Zen 5,
+//! 2026-12-07: 32→32 at 104x104, 1.73 ms against 0.80). With 32 registers a step keeps six
+//! channels × four vectors of accumulators: 24 FMA chains per tap for four loads.
+//!
+//! A row runs in 64-column steps while more than 48 columns are left, then one step of one to
+//! three vectors for the rest: reads end at the row's width rounded up to 16, as the AVX2
+//! kernels' do, so both share [`super::Layout`]. Rows of 32 columns or fewer are taken several
+//! at a time (four rows of one vector, two of two), so that a step still has 24 chains: with one
+//! row per step a 13-column row (nanodet-g's last level) had 6 chains, too few to cover the FMA
+//! latency. Partial vectors are stored under a mask. Sums run in tap order per output, as in the
+//! AVX2 kernels: the two give the same bits.
+
+use std::arch::x86_64::*;
+
+/// Floats per vector.
+const L: usize = 16;
+
+/// Bias, LeakyRelu (a Relu at slope 0) and the store of `lanes` (1..=16) floats of `v`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn finish(v: __m512, bias: f32, leaky: Option<f32>, dst: *mut f32, lanes: usize) {
+    let mut v = _mm512_add_ps(v, _mm512_set1_ps(bias));
+    match leaky {
+        // Slope 0 is a Relu: tract's `max(x, 0)` gives +0 where x ≤ 0 (x·0 would give -0).
+        Some(0.0) => v = _mm512_max_ps(v, _mm512_setzero_ps()),
+        Some(alpha) => {
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
+            v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(v, _mm512_set1_ps(alpha)), v);
+        }
+        None => {}
+    }
+    if lanes >= L {
+        _mm512_storeu_ps(dst, v);
+    } else {
+        _mm512_mask_storeu_ps(dst, ((1u32 << lanes) - 1) as __mmask16, v);
+    }
+}
+
+/// Where a step reads and writes: rows `rs` floats apart in the planes and `os` apart in the
+/// output, `cols` columns of each.
+#[derive(Clone, Copy)]
+struct Block {
+    p: *const f32,
+    rs: usize,
+    out: *mut f32,
+    os: usize,
+    cols: usize,
+}
+
+/// `R` rows of `V` vectors (16·V columns each) of `W` channels: per tap, `R·V` loads at
+/// `p + r·rs + tap` and `W` broadcast weights into `W·R·V` accumulators. Arrays of constant size,
+/// unrolled, so that the accumulators live in registers (W·R·V ≤ 24).
+///
+/// # Safety
+/// AVX-512F; `p + r·rs + tap + 16·V` readable for every row and tap; `w` holds `taps.len()·W`
+/// floats and `bias` `W`; `out + j·n + r·os + cols` writable for `j < channels`; `cols ≤ 16·V`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn step<const R: usize, const V: usize, const W: usize>(
+    b: Block,
+    taps: &[usize],
+    w: *const f32,
+    bias: &[f32],
+    leaky: Option<f32>,
+    n: usize,
+    channels: usize,
+) {
+    let mut acc = [[[_mm512_setzero_ps(); V]; R]; W];
+    for (kk, &t) in taps.iter().enumerate() {
+        let mut a = [[_mm512_setzero_ps(); V]; R];
+        for (r, a) in a.iter_mut().enumerate() {
+            let q = b.p.add(r * b.rs + t);
+            for (v, a) in a.iter_mut().enumerate() {
+                *a = _mm512_loadu_ps(q.add(v * L));
+            }
+        }
+        let wk = w.add(kk * W);
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let wj = _mm512_set1_ps(*wk.add(j));
+            for (acc, a) in acc.iter_mut().zip(&a) {
+                for (acc, a) in acc.iter_mut().zip(a) {
+                    *acc = _mm512_fmadd_ps(*a, wj, *acc);
+                }
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate().take(channels) {
+        for (r, acc) in acc.iter().enumerate() {
+            for (v, acc) in acc.iter().enumerate() {
+                if v * L < b.cols {
+                    let dst = b.out.add(j * n + r * b.os + v * L);
+                    finish(*acc, bias[j], leaky, dst, b.cols - v * L);
+                }
+            }
+        }
+    }
+}
+
+/// Accumulators a step of `w` channels aims at: 24 of the 32 registers (the rest hold a tap's
+/// loads and a weight), or 8 for one channel (a depthwise conv loads once per FMA: 8 chains cover
+/// the FMA latency, more only add loads).
+fn accumulators(w: usize) -> usize {
+    if w == 1 {
+        8
+    } else {
+        24
+    }
+}
+
+/// How many output rows of `out_w` columns one step of `w` channels takes: enough to fill
+/// [`accumulators`] (one where a row alone fills them).
+pub(super) fn rows_per_step(out_w: usize, w: usize) -> usize {
+    (accumulators(w) / (w * out_w.div_ceil(L).max(1))).max(1)
+}
+
+/// `rows` consecutive output rows (`rs` floats apart in the planes; `out_w` apart in the output)
+/// of one channel tile of `W` channels (six, four or, for a depthwise conv, one): see
+/// [`super::Weights::row`]. `rows` is at most [`rows_per_step`]`(out_w, W)`.
+///
+/// # Safety
+/// AVX-512F; `x + r·rs + tap + 16·⌈out_w / 16⌉` readable for every row and tap; `w` holds
+/// `taps.len()·W` floats, `bias` `W`; `out + j·n + r·out_w + out_w` writable for
+/// `j < channels`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn rows<const W: usize>(
+    x: *const f32,
+    rs: usize,
+    rows: usize,
+    taps: &[usize],
+    w: &[f32],
+    bias: &[f32],
+    leaky: Option<f32>,
+    out_w: usize,
+    out: *mut f32,
+    n: usize,
+    channels: usize,
+) {
+    assert!(w.len() >= taps.len() * W && bias.len() >= W && channels <= W);
+    assert!(rows >= 1 && rows <= rows_per_step(out_w, W));
+    let w = w.as_ptr();
+    let block = |x0: usize, cols: usize| Block {
+        p: x.add(x0),
+        rs,
+        out: out.add(x0),
+        os: out_w,
+        cols,
+    };
+    let vectors = out_w.div_ceil(L);
+    // Several rows per step: the row fits in the vectors of the step's shape.
+    macro_rules! by_shape {
+        ($(($r:literal, $v:literal)),*) => {
+            match (rows, vectors) {
+                $(($r, $v) => {
+                    return step::<$r, $v, W>(block(0, out_w), taps, w, bias, leaky, n, channels)
+                })*
+                _ => {}
+            }
+        };
+    }
+    if rows > 1 {
+        // Every shape `rows_per_step` gives for six, four and one channel.
+        by_shape!(
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (5, 1),
+            (6, 1),
+            (7, 1),
+            (8, 1),
+            (2, 2),
+            (3, 2),
+            (4, 2),
+            (2, 3),
+            (2, 4)
+        );
+    }
+    // One row at a time: steps of the widest shape that holds 24 accumulators, then one step
+    // for the rest.
+    let wide = (accumulators(W) / W).clamp(1, 8) * L;
+    for r in 0..rows {
+        let (x, out) = (x.add(r * rs), out.add(r * out_w));
+        let block = |x0: usize, cols: usize| Block {
+            p: x.add(x0),
+            rs,
+            out: out.add(x0),
+            os: out_w,
+            cols,
+        };
+        let mut x0 = 0;
+        while out_w - x0 > wide - L {
+            let cols = (out_w - x0).min(wide);
+            let b = block(x0, cols);
+            match wide / L {
+                8 => step::<1, 8, W>(b, taps, w, bias, leaky, n, channels),
+                6 => step::<1, 6, W>(b, taps, w, bias, leaky, n, channels),
+                4 => step::<1, 4, W>(b, taps, w, bias, leaky, n, channels),
+                _ => step::<1, 1, W>(b, taps, w, bias, leaky, n, channels),
+            }
+            x0 += cols;
+        }
+        let (b, cols) = (block(x0, out_w - x0), out_w - x0);
+        match cols.div_ceil(L) {
+            7 => step::<1, 7, W>(b, taps, w, bias, leaky, n, channels),
+            6 => step::<1, 6, W>(b, taps, w, bias, leaky, n, channels),
+            5 => step::<1, 5, W>(b, taps, w, bias, leaky, n, channels),
+            4 => step::<1, 4, W>(b, taps, w, bias, leaky, n, channels),
+            3 => step::<1, 3, W>(b, taps, w, bias, leaky, n, channels),
+            2 => step::<1, 2, W>(b, taps, w, bias, leaky, n, channels),
+            1 => step::<1, 1, W>(b, taps, w, bias, leaky, n, channels),
+            _ => {}
+        }
+    }
+}
