@@ -75,8 +75,8 @@ enum Kernel {
     /// ([`fdirect::depthwise`]).
     Depthwise(fdirect::DwWeights),
     /// lookout's 1x1 conv on AVX2 + FMA or AVX-512, reading the input in place
-    /// ([`fdirect::pointwise`]).
-    Pointwise(fdirect::Weights),
+    /// ([`fdirect::pointwise`]); `true` when it writes channels last (AVX-512 only).
+    Pointwise(fdirect::Weights, bool),
 }
 
 #[derive(Debug)]
@@ -95,7 +95,7 @@ impl Kernel {
     fn can_fuse_leaky(&self, alpha: f32) -> bool {
         match self {
             Kernel::Tract(t) => t.mmm.can_fuse(&FusedSpec::LeakyRelu(&tensor0(alpha))),
-            Kernel::Direct(_) | Kernel::Depthwise(_) | Kernel::Pointwise(_) => true,
+            Kernel::Direct(_) | Kernel::Depthwise(_) | Kernel::Pointwise(..) => true,
         }
     }
 
@@ -104,7 +104,11 @@ impl Kernel {
             Kernel::Tract(t) => t.mmm.name().to_string(),
             Kernel::Direct(w) => format!("lookout's {} direct f32 kernel", w.isa().name()),
             Kernel::Depthwise(w) => format!("lookout's {} depthwise f32 kernel", w.isa().name()),
-            Kernel::Pointwise(w) => format!("lookout's {} 1x1 f32 kernel", w.isa().name()),
+            Kernel::Pointwise(w, last) => format!(
+                "lookout's {} 1x1 f32 kernel{}",
+                w.isa().name(),
+                if *last { ", channels last" } else { "" }
+            ),
         }
     }
 }
@@ -178,7 +182,9 @@ impl EvalOp for PanelConv {
             Kernel::Tract(t) => t.run(g, p.leaky.as_ref(), x)?,
             Kernel::Direct(w) => written(p, |y| fdirect::conv(g, w, alpha, x, y))?,
             Kernel::Depthwise(w) => written(p, |y| fdirect::depthwise(g, w, alpha, x, y))?,
-            Kernel::Pointwise(w) => written(p, |y| fdirect::pointwise(g, w, alpha, x, y))?,
+            Kernel::Pointwise(w, last) => {
+                written(p, |y| fdirect::pointwise(g, w, alpha, x, y, *last))?
+            }
         };
         Ok(tvec!(out.into_tvalue()))
     }
@@ -877,7 +883,7 @@ mod tests {
                         Kernel::Tract(_) => assert!(!direct),
                         Kernel::Direct(_) => assert!(direct && group == 1 && !pointwise),
                         Kernel::Depthwise(_) => assert!(direct && group > 1),
-                        Kernel::Pointwise(_) => assert!(direct && pointwise),
+                        Kernel::Pointwise(..) => assert!(direct && pointwise),
                     }
                     // The bias add tract's declutter put after a 1x1 conv's product is folded in.
                     assert!(
@@ -927,12 +933,14 @@ mod tests {
     /// 1x1 convs as tract's declutter leaves them: matrix products whose axes dropped or added a
     /// batch axis, or read positions through a 1x1 map (squeeze-excite's global products), run on
     /// lookout's kernel within 1e-5 of tract's plan, the bias add folded in; products that write
-    /// channels last stay with tract.
+    /// channels last are taken on AVX-512 only (its kernel stores them position by position), and
+    /// products that read channels last stay with tract.
     #[test]
     fn pointwise_products_as_declutter_leaves_them() {
         let Some(&isa) = fdirect::Isa::all().last() else {
             return;
         };
+        let last_out = isa == fdirect::Isa::Avx512;
         #[rustfmt::skip]
         let cases: &[(&str, &[usize], usize, bool)] = &[
             ("IHW,OI->NOHW", &[12, 9, 11], 7, true),
@@ -940,7 +948,9 @@ mod tests {
             ("IHW,OI->O", &[33, 1, 1], 17, true),
             ("I,OI->NOHW", &[64], 6, true),
             ("NIHW,IO->NOHW", &[1, 5, 4, 9], 9, true),
-            ("NIHW,OI->NHWO", &[1, 8, 5, 5], 6, false),
+            ("NIHW,OI->NHWO", &[1, 8, 5, 5], 6, last_out),
+            ("NIHW,OI->NHWO", &[1, 40, 9, 7], 80, last_out),
+            ("IHW,OI->HWO", &[20, 6, 11], 4, last_out),
             ("NHWI,OI->OHW", &[1, 5, 5, 8], 6, false),
         ];
         for &(expr, x_shape, c_out, taken) in cases {

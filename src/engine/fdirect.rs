@@ -229,11 +229,13 @@ impl Weights {
     /// consecutive output rows, from `x` (the first row's reads; the next rows' `rs` floats
     /// further each), one tap per offset of `taps`: the step [`conv`] and [`pointwise`] share, on
     /// the kernel for six-channel tiles or the one for four, of the weights' instruction set.
-    /// `rows` is at most [`Isa::rows_per_step`].
+    /// `rows` is at most [`Isa::rows_per_step`]. Output channels are `n` floats apart and
+    /// columns `ps` apart: `ps` is 1 but for a 1x1 conv writing channels last (AVX-512 only).
     ///
     /// # Safety
     /// The CPU runs the weights' [`Isa`]; `x + r·rs + tap + 16·⌈out_w / 16⌉` readable for every
-    /// row and tap; `out + j·n + r·out_w + out_w` writable for each of the tile's channels `j`.
+    /// row and tap; `out + j·n + (r·out_w + i)·ps` writable for each of the tile's channels `j`
+    /// and `i < out_w`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn rows(
         &self,
@@ -243,7 +245,7 @@ impl Weights {
         leaky: Option<f32>,
         out_w: usize,
         out: *mut f32,
-        n: usize,
+        (n, ps): (usize, usize),
     ) {
         let channels = t.width.min(self.c_out - t.c0);
         let (wt, bias) = (
@@ -255,6 +257,7 @@ impl Weights {
         unsafe {
             match (self.isa, t.width == CT) {
                 (Isa::Avx2, six) => {
+                    assert_eq!(ps, 1, "the AVX2 kernels write channels first");
                     for r in 0..rows {
                         let (x, out) = (x.add(r * rs), out.add(r * out_w));
                         if six {
@@ -264,16 +267,38 @@ impl Weights {
                         }
                     }
                 }
-                (Isa::Avx512, true) => {
-                    avx512::rows::<CT>(x, rs, rows, taps, wt, bias, leaky, out_w, out, n, channels)
-                }
-                (Isa::Avx512, false) => {
-                    avx512::rows::<CT4>(x, rs, rows, taps, wt, bias, leaky, out_w, out, n, channels)
-                }
+                (Isa::Avx512, true) => avx512::rows::<CT>(
+                    x,
+                    rs,
+                    rows,
+                    taps,
+                    wt,
+                    bias,
+                    leaky,
+                    out_w,
+                    out,
+                    (n, ps),
+                    channels,
+                ),
+                (Isa::Avx512, false) => avx512::rows::<CT4>(
+                    x,
+                    rs,
+                    rows,
+                    taps,
+                    wt,
+                    bias,
+                    leaky,
+                    out_w,
+                    out,
+                    (n, ps),
+                    channels,
+                ),
             }
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (x, rs, rows, taps, wt, bias, leaky, out_w, out, n, channels);
+        let _ = (
+            x, rs, rows, taps, wt, bias, leaky, out_w, out, n, ps, channels,
+        );
     }
 }
 
@@ -432,7 +457,7 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
                 // SAFETY: the CPU runs the kernel (asserted); reads within `planes` (asserted
                 // above); writes the tile's channels of rows `oy .. oy + rows`, which no other
                 // unit writes.
-                unsafe { w.rows(t, (x, rs, rows), &lay.taps, leaky, g.out_w, out, n) };
+                unsafe { w.rows(t, (x, rs, rows), &lay.taps, leaky, g.out_w, out, (n, 1)) };
             }
         },
     );
@@ -449,10 +474,21 @@ const POINTWISE_BLOCK_BYTES: usize = 32 << 10;
 /// image in those copies). Work is shared out by (column block, channel tile), block first, so
 /// that a task's tiles read the same block. The last `n mod 16` positions come from a zero-padded
 /// copy: 16 loads in place there would read past the input's end.
-pub(super) fn pointwise(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut [f32]) {
+///
+/// With `channels_last` the output is `[n][c_out]` instead (a 1x1 conv whose output a model keeps
+/// channels-last: CenterNet's heads); AVX-512 only, where a column's values are stored one by one.
+pub(super) fn pointwise(
+    g: &Geometry,
+    w: &Weights,
+    leaky: Option<f32>,
+    x: &[f32],
+    out: &mut [f32],
+    channels_last: bool,
+) {
     let (n, k) = (g.n(), g.c_in);
     assert!(
         w.isa.runs()
+            && (!channels_last || w.isa == Isa::Avx512)
             && w.k == k
             && w.c_out == g.c_out
             && g.kh * g.kw == 1
@@ -492,12 +528,16 @@ pub(super) fn pointwise(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32]
                     });
                     (n16, patch.as_ptr(), &tail_taps[..], n - n16)
                 };
-                let out = dst.at(t.c0 * n + p0);
-                // SAFETY: the CPU runs the kernel (asserted). In place, a block's 16-column steps end at
-                // `n16`, so channel c's reads end before `c·n + n16 ≤ k·n`; the tail's patch holds
-                // 16 floats per channel. Writes the tile's channels of positions `p0 .. p0 + cols`,
-                // which no other unit writes.
-                unsafe { w.rows(t, (xp, 0, 1), taps, leaky, cols, out, n) };
+                let (out, strides) = if channels_last {
+                    (dst.at(p0 * g.c_out + t.c0), (1, g.c_out))
+                } else {
+                    (dst.at(t.c0 * n + p0), (n, 1))
+                };
+                // SAFETY: the CPU runs the kernel (asserted). In place, a block's 16-column steps
+                // end at `n16`, so channel c's reads end before `c·n + n16 ≤ k·n`; the tail's patch
+                // holds 16 floats per channel. Writes the tile's channels of positions
+                // `p0 .. p0 + cols`, which no other unit writes.
+                unsafe { w.rows(t, (xp, 0, 1), taps, leaky, cols, out, strides) };
             }
         },
     );
@@ -590,7 +630,7 @@ pub(super) fn depthwise(
                             leaky,
                             g.out_w,
                             rows.as_mut_ptr(),
-                            0,
+                            (0, 1),
                             1,
                         ),
                     }
@@ -662,7 +702,7 @@ mod tests {
                             let mut y = vec![f32::NAN; c_out * g.n()];
                             let ws = Weights::pack(&wt, &bias, c_out, g.k(), isa);
                             if k == 1 {
-                                pointwise(&g, &ws, leaky, &x, &mut y);
+                                pointwise(&g, &ws, leaky, &x, &mut y, false);
                             } else {
                                 conv(&g, &ws, leaky, &x, &mut y);
                             }

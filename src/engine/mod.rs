@@ -640,6 +640,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(dynquant::FastDynQuantizePass),
         Box::new(fold::FoldConstPass),
         Box::new(softmax::AxisSoftmaxPass),
+        Box::new(maxpool::PoolChannelsLastPass),
         Box::new(maxpool::SeparableMaxPoolPass),
         Box::new(chfirst::ChannelsFirstPass),
         Box::new(fconv::PanelConvPass),

@@ -86,9 +86,26 @@ pub(super) fn plan_pointwise(
     o_order.sort();
     let x_axes: Vec<char> = x_order.iter().map(|a| a.1).collect();
     let o_axes: Vec<char> = o_order.iter().map(|a| a.1).collect();
-    if x_axes.first() != Some(&'I') || o_axes.first() != Some(&'O') || x_axes[1..] != o_axes[1..] {
+    // Channels first in and out; or, on AVX-512, channels last out (the kernel then stores each
+    // position's channels one by one).
+    let first = x_axes.first() == Some(&'I') && o_axes.first() == Some(&'O');
+    let channels_last = !first
+        && isa == fdirect::Isa::Avx512
+        && x_axes.first() == Some(&'I')
+        && o_axes.last() == Some(&'O');
+    let positions_match = if channels_last {
+        x_axes[1..] == o_axes[..o_axes.len() - 1]
+    } else {
+        x_axes[1..] == o_axes[1..]
+    };
+    if !(first || channels_last) || !positions_match {
         return Err(format!("axes {} (not channels first)", op.axes));
     }
+    let o_at = if channels_last {
+        o_order[o_order.len() - 1].0
+    } else {
+        o_order[0].0
+    };
     let n = x_order[1..]
         .iter()
         .map(|&(p, _)| shape[p])
@@ -125,13 +142,16 @@ pub(super) fn plan_pointwise(
             .map(|i| kernel[(i % c_in) * c_out + i / c_in])
             .collect()
     };
-    let (bias, bias_add) = match pointwise_bias(model, node, o_order[0].0, c_out) {
+    let (bias, bias_add) = match pointwise_bias(model, node, o_at, c_out) {
         Some((add, bias)) => (bias, Some(add)),
         None => (vec![0.0; c_out], None),
     };
     let op = PanelConv {
         params: Arc::new(Params {
-            kernel: Kernel::Pointwise(fdirect::Weights::pack(&kernel, &bias, c_out, c_in, isa)),
+            kernel: Kernel::Pointwise(
+                fdirect::Weights::pack(&kernel, &bias, c_out, c_in, isa),
+                channels_last,
+            ),
             geo,
             out_shape: out_shape.into(),
             leaky: None,

@@ -18,10 +18,11 @@ use std::arch::x86_64::*;
 /// Floats per vector.
 const L: usize = 16;
 
-/// Bias, LeakyRelu (a Relu at slope 0) and the store of `lanes` (1..=16) floats of `v`.
+/// Bias, LeakyRelu (a Relu at slope 0) and the store of `lanes` (1..=16) floats of `v`, `ps`
+/// floats apart (1: one vector store).
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn finish(v: __m512, bias: f32, leaky: Option<f32>, dst: *mut f32, lanes: usize) {
+unsafe fn finish(v: __m512, bias: f32, leaky: Option<f32>, dst: *mut f32, lanes: usize, ps: usize) {
     let mut v = _mm512_add_ps(v, _mm512_set1_ps(bias));
     match leaky {
         // Slope 0 is a Relu: tract's `max(x, 0)` gives +0 where x ≤ 0 (x·0 would give -0).
@@ -32,7 +33,14 @@ unsafe fn finish(v: __m512, bias: f32, leaky: Option<f32>, dst: *mut f32, lanes:
         }
         None => {}
     }
-    if lanes >= L {
+    if ps != 1 {
+        // Channels last: a value per position, `ps` (the channel count) apart.
+        let mut lane = [0f32; L];
+        _mm512_storeu_ps(lane.as_mut_ptr(), v);
+        for (l, v) in lane.iter().enumerate().take(lanes) {
+            *dst.add(l * ps) = *v;
+        }
+    } else if lanes >= L {
         _mm512_storeu_ps(dst, v);
     } else {
         _mm512_mask_storeu_ps(dst, ((1u32 << lanes) - 1) as __mmask16, v);
@@ -40,7 +48,8 @@ unsafe fn finish(v: __m512, bias: f32, leaky: Option<f32>, dst: *mut f32, lanes:
 }
 
 /// Where a step reads and writes: rows `rs` floats apart in the planes and `os` apart in the
-/// output, `cols` columns of each.
+/// output, `cols` columns of each, a column's outputs `ps` floats after the previous one's (1
+/// for channels-first outputs).
 #[derive(Clone, Copy)]
 struct Block {
     p: *const f32,
@@ -48,6 +57,7 @@ struct Block {
     out: *mut f32,
     os: usize,
     cols: usize,
+    ps: usize,
 }
 
 /// `R` rows of `V` vectors (16·V columns each) of `W` channels: per tap, `R·V` loads at
@@ -56,7 +66,8 @@ struct Block {
 ///
 /// # Safety
 /// AVX-512F; `p + r·rs + tap + 16·V` readable for every row and tap; `w` holds `taps.len()·W`
-/// floats and `bias` `W`; `out + j·n + r·os + cols` writable for `j < channels`; `cols ≤ 16·V`.
+/// floats and `bias` `W`; `out + j·n + r·os + i·ps` writable for `j < channels`, `i < cols`;
+/// `cols ≤ 16·V`.
 #[inline]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -92,8 +103,8 @@ unsafe fn step<const R: usize, const V: usize, const W: usize>(
         for (r, acc) in acc.iter().enumerate() {
             for (v, acc) in acc.iter().enumerate() {
                 if v * L < b.cols {
-                    let dst = b.out.add(j * n + r * b.os + v * L);
-                    finish(*acc, bias[j], leaky, dst, b.cols - v * L);
+                    let dst = b.out.add(j * n + r * b.os + v * L * b.ps);
+                    finish(*acc, bias[j], leaky, dst, b.cols - v * L, b.ps);
                 }
             }
         }
@@ -117,14 +128,16 @@ pub(super) fn rows_per_step(out_w: usize, w: usize) -> usize {
     (accumulators(w) / (w * out_w.div_ceil(L).max(1))).max(1)
 }
 
-/// `rows` consecutive output rows (`rs` floats apart in the planes; `out_w` apart in the output)
-/// of one channel tile of `W` channels (six, four or, for a depthwise conv, one): see
-/// [`super::Weights::row`]. `rows` is at most [`rows_per_step`]`(out_w, W)`.
+/// `rows` consecutive output rows (`rs` floats apart in the planes; `out_w` columns apart in the
+/// output) of one channel tile of `W` channels (six, four or, for a depthwise conv, one): see
+/// [`super::Weights::rows`]. `rows` is at most [`rows_per_step`]`(out_w, W)`. A column's outputs
+/// are `ps` floats after the previous column's: 1 channels-first; the channel count for a 1x1
+/// conv writing channels last (`n` is then 1).
 ///
 /// # Safety
 /// AVX-512F; `x + r·rs + tap + 16·⌈out_w / 16⌉` readable for every row and tap; `w` holds
-/// `taps.len()·W` floats, `bias` `W`; `out + j·n + r·out_w + out_w` writable for
-/// `j < channels`.
+/// `taps.len()·W` floats, `bias` `W`; `out + j·n + (r·out_w + i)·ps` writable for
+/// `j < channels`, `i < out_w`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn rows<const W: usize>(
@@ -137,18 +150,19 @@ pub(super) unsafe fn rows<const W: usize>(
     leaky: Option<f32>,
     out_w: usize,
     out: *mut f32,
-    n: usize,
+    (n, ps): (usize, usize),
     channels: usize,
 ) {
-    assert!(w.len() >= taps.len() * W && bias.len() >= W && channels <= W);
+    assert!(w.len() >= taps.len() * W && bias.len() >= W && channels <= W && ps >= 1);
     assert!(rows >= 1 && rows <= rows_per_step(out_w, W));
     let w = w.as_ptr();
     let block = |x0: usize, cols: usize| Block {
         p: x.add(x0),
         rs,
-        out: out.add(x0),
-        os: out_w,
+        out: out.add(x0 * ps),
+        os: out_w * ps,
         cols,
+        ps,
     };
     let vectors = out_w.div_ceil(L);
     // Several rows per step: the row fits in the vectors of the step's shape.
@@ -183,13 +197,14 @@ pub(super) unsafe fn rows<const W: usize>(
     // for the rest.
     let wide = (accumulators(W) / W).clamp(1, 8) * L;
     for r in 0..rows {
-        let (x, out) = (x.add(r * rs), out.add(r * out_w));
+        let (x, out) = (x.add(r * rs), out.add(r * out_w * ps));
         let block = |x0: usize, cols: usize| Block {
             p: x.add(x0),
             rs,
-            out: out.add(x0),
-            os: out_w,
+            out: out.add(x0 * ps),
+            os: out_w * ps,
             cols,
+            ps,
         };
         let mut x0 = 0;
         while out_w - x0 > wide - L {
