@@ -80,6 +80,9 @@ impl TypedOp for SelectTopk {
     as_op!();
 }
 
+/// Elements per block of a contiguous lane tested at once against the worst kept candidate.
+const SKIP_BLOCK: usize = 64;
+
 /// A candidate ordered so that the heap's top (its maximum) is the worst of the k kept.
 #[derive(Clone, Copy)]
 struct Cand {
@@ -138,22 +141,51 @@ fn select_lanes(
             return;
         };
         heap.clear();
-        if k > 0 {
-            for (index, &x) in lane.iter().enumerate() {
-                let c = Cand {
-                    key: if largest { x } else { -x },
-                    index,
-                };
-                if heap.len() < k {
+        let offer = |heap: &mut BinaryHeap<Cand>, index: usize, x: f32| {
+            let c = Cand {
+                key: if largest { x } else { -x },
+                index,
+            };
+            if heap.len() < k {
+                heap.push(c);
+            } else if let Some(worst) = heap.peek() {
+                // Later elements have higher indices, so an equal key never displaces.
+                if better(&c, worst) == Ordering::Greater {
+                    heap.pop();
                     heap.push(c);
-                } else if let Some(worst) = heap.peek() {
-                    // Later elements have higher indices, so an equal key never displaces.
-                    if better(&c, worst) == Ordering::Greater {
-                        heap.pop();
-                        heap.push(c);
+                }
+            }
+        };
+        match lane.as_slice() {
+            // A contiguous lane in blocks: once k are kept, a block none of whose keys beats the
+            // worst kept one (a number) is skipped with one vectorised comparison; only a block
+            // with a candidate goes through the heap. Every skipped element would have been turned
+            // away, so the result is the same. CenterNet's 1.3 M scores, mostly zeros after its
+            // peak mask: 1.7–1.8 ms → 0.30 ms (Zen 5, 1 thread).
+            Some(s) if k > 0 => {
+                for (b, block) in s.chunks(SKIP_BLOCK).enumerate() {
+                    let worst = heap.peek().map(|c| c.key).filter(|w| !w.is_nan());
+                    if let (true, Some(w)) = (heap.len() == k, worst) {
+                        let beats = if largest {
+                            block.iter().fold(false, |any, &x| any | (x > w))
+                        } else {
+                            block.iter().fold(false, |any, &x| any | (-x > w))
+                        };
+                        if !beats {
+                            continue;
+                        }
+                    }
+                    for (j, &x) in block.iter().enumerate() {
+                        offer(&mut heap, b * SKIP_BLOCK + j, x);
                     }
                 }
             }
+            _ if k > 0 => {
+                for (index, &x) in lane.iter().enumerate() {
+                    offer(&mut heap, index, x);
+                }
+            }
+            _ => {}
         }
         let best = heap.drain().sorted_by(|a, b| better(b, a));
         for (slot, c) in best.enumerate() {
@@ -244,5 +276,33 @@ mod tests {
             }
         }
         assert!(checked > 50);
+    }
+
+    /// A heat map as CenterNet's decoder sees it (mostly zeros, a few peaks, ties and negative
+    /// values): whole blocks skipped, the same top 100 as tract's, largest and smallest. (No NaN:
+    /// tract's own sort panics on one, "comparison does not implement a total order".)
+    #[test]
+    fn sparse_scores_skip_blocks_with_the_same_result() {
+        let n = 20_000;
+        let peaks = lcg(n, 7, 9);
+        let data: Vec<f32> = (0..n)
+            .map(|i| match i % 97 {
+                0 => peaks[i] + 1.0,
+                5 if i % 3 == 0 => -peaks[i],
+                _ => 0.0,
+            })
+            .collect();
+        let x = Tensor::from_shape(&[1, n], &data).unwrap();
+        for largest in [true, false] {
+            let tract_op = Topk {
+                axis: 1,
+                largest,
+                fallback_k: 100.to_dim(),
+            };
+            let want = run(&tract_op, &x, 100);
+            let got = run(&SelectTopk { inner: tract_op }, &x, 100);
+            assert_eq!(want[0], got[0], "values, largest {largest}");
+            assert_eq!(want[1], got[1], "indices, largest {largest}");
+        }
     }
 }
