@@ -19,6 +19,7 @@ mod fconv;
 mod fdirect;
 mod fold;
 mod heap;
+mod hswish;
 mod i8gemm;
 mod im2col;
 mod maxpool;
@@ -48,6 +49,7 @@ pub use fconv::{PanelConv, PanelConvPass, NO_PANELCONV_ENV};
 pub use fdirect::F32_KERNEL_ENV;
 pub use fold::fold_const_chains;
 pub use heap::{keep_freed_memory, DEFAULT_HEAP_ENV};
+pub use hswish::{HardSwish, NO_HARDSWISH_ENV};
 pub use i8gemm::{own_int8_kernel, I8_KERNEL_ENV};
 pub use maxpool::{SeparableMaxPool, SeparableMaxPoolPass};
 pub use pin::{pin_single_selections, PinnedNonZero};
@@ -643,6 +645,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(maxpool::PoolChannelsLastPass),
         Box::new(maxpool::SeparableMaxPoolPass),
         Box::new(chfirst::ChannelsFirstPass),
+        Box::new(hswish::HardSwishPass),
         Box::new(fconv::PanelConvPass),
         Box::new(qmatmul::QMatMulPass),
         Box::new(convint::ConvIntegerPass),
