@@ -35,6 +35,9 @@ pub struct PoolGeo {
     pub channels_last: Option<usize>,
 }
 
+/// Output rows a channels-last pool takes at a time.
+const NHWC_BLOCK: usize = 8;
+
 /// Largest horizontal stride taken (a row splits into at most this many phases).
 const MAX_STRIDE: usize = 8;
 
@@ -220,7 +223,10 @@ impl SeparableMaxPool {
         while done < total {
             let r = first + done;
             let (image, oy0) = (r / oh, r % oh);
-            let count = (oh - oy0).min(total - done);
+            // At most NHWC_BLOCK output rows at a time, so that their horizontal maxima stay in
+            // the second-level cache for the vertical pass (CenterNet's 128x128x80, Zen 5, 1
+            // thread: 2.0–2.2 ms with the whole image's 5 MB at once, 1.8–1.9 in blocks).
+            let count = (oh - oy0).min(total - done).min(NHWC_BLOCK);
             // The input rows this run reads, clipped to the image.
             let lo = ((oy0 * sh) as isize - ph).clamp(0, ih as isize) as usize;
             let hi = (((oy0 + count - 1) * sh + kh) as isize - ph).clamp(lo as isize, ih as isize)
