@@ -402,11 +402,41 @@ fn fill_plane(g: &Geometry, lay: &Layout, src: &[f32], phase: usize, dst: &mut [
             row[hi..].fill(0.0);
             if hi > lo {
                 let first = lo * sw + phase - pw;
-                for (o, x) in row[lo..hi].iter_mut().zip(line[first..].iter().step_by(sw)) {
-                    *o = *x;
+                if sw == 2 {
+                    every_other(&line[first..], &mut row[lo..hi]);
+                } else {
+                    for (o, x) in row[lo..hi].iter_mut().zip(line[first..].iter().step_by(sw)) {
+                        *o = *x;
+                    }
                 }
             }
         }
+    }
+}
+
+/// `dst[j] = src[2j]` for every `j` of `dst` (`src` holds at least `2·dst.len() − 1` floats): a
+/// stride-2 plane's phase. The strided scalar loop this replaces did not vectorise: it was the
+/// hottest loop of the plane fill, which took ~10 % of CenterNet's time (its stride-2 depthwise
+/// convs on 256x256 and 128x128 maps).
+fn every_other(src: &[f32], dst: &mut [f32]) {
+    assert!(src.len() + 1 >= 2 * dst.len());
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SSE is part of x86-64; `2j + 8 ≤ src.len()` and `j + 4 ≤ dst.len()` keep every load and
+        // store in bounds.
+        unsafe {
+            while j + 4 <= dst.len() && 2 * j + 8 <= src.len() {
+                let a = _mm_loadu_ps(src.as_ptr().add(2 * j));
+                let b = _mm_loadu_ps(src.as_ptr().add(2 * j + 4));
+                _mm_storeu_ps(dst.as_mut_ptr().add(j), _mm_shuffle_ps(a, b, 0b10_00_10_00));
+                j += 4;
+            }
+        }
+    }
+    for (d, s) in dst[j..].iter_mut().zip(src[2 * j..].iter().step_by(2)) {
+        *d = *s;
     }
 }
 
@@ -674,6 +704,21 @@ mod tests {
             dilation: (1, 1),
             pad: (pad, pad),
             batched: true,
+        }
+    }
+
+    #[test]
+    fn every_other_takes_even_elements() {
+        for n in 0usize..40 {
+            for extra in [0usize, 1] {
+                let src: Vec<f32> = (0..(2 * n + extra).saturating_sub(1))
+                    .map(|i| i as f32)
+                    .collect();
+                let mut dst = vec![-1.0; n];
+                every_other(&src, &mut dst);
+                let want: Vec<f32> = (0..n).map(|j| (2 * j) as f32).collect();
+                assert_eq!(dst, want, "n {n} extra {extra}");
+            }
         }
     }
 
