@@ -196,3 +196,90 @@ fn pointwise_bias(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{run, values};
+    use super::super::{fdirect, swap_convs};
+    use tract_core::internal::*;
+    use tract_core::ops::einsum::EinSum;
+    use tract_core::ops::math::add;
+
+    /// 1x1 convs as tract's declutter leaves them: matrix products whose axes dropped or added a
+    /// batch axis, or read positions through a 1x1 map (squeeze-excite's global products), run on
+    /// lookout's kernel within 1e-5 of tract's plan, the bias add folded in; products that write
+    /// channels last are taken on AVX-512 only (its kernel stores them position by position), and
+    /// products that read channels last stay with tract.
+    #[test]
+    fn pointwise_products_as_declutter_leaves_them() {
+        let Some(&isa) = fdirect::Isa::all().last() else {
+            return;
+        };
+        let last_out = isa == fdirect::Isa::Avx512;
+        #[rustfmt::skip]
+        let cases: &[(&str, &[usize], usize, bool)] = &[
+            ("IHW,OI->NOHW", &[12, 9, 11], 7, true),
+            ("NIHW,OI->NOHW", &[1, 40, 6, 6], 20, true),
+            ("IHW,OI->O", &[33, 1, 1], 17, true),
+            ("I,OI->NOHW", &[64], 6, true),
+            ("NIHW,IO->NOHW", &[1, 5, 4, 9], 9, true),
+            ("NIHW,OI->NHWO", &[1, 8, 5, 5], 6, last_out),
+            ("NIHW,OI->NHWO", &[1, 40, 9, 7], 80, last_out),
+            ("IHW,OI->HWO", &[20, 6, 11], 4, last_out),
+            ("NHWI,OI->OHW", &[1, 5, 5, 8], 6, false),
+        ];
+        for &(expr, x_shape, c_out, taken) in cases {
+            let axes: AxesMapping = expr.parse().unwrap();
+            let c_in = x_shape[axes.axis('I').unwrap().inputs[0][0]];
+            let w_shape = if expr.contains(",OI") {
+                [c_out, c_in]
+            } else {
+                [c_in, c_out]
+            };
+            let mut m = TypedModel::default();
+            let x = m.add_source("x", f32::fact(x_shape)).unwrap();
+            let w = Tensor::from_shape(&w_shape, &values(c_in * c_out, 5)).unwrap();
+            let w = m.add_const("w", w).unwrap();
+            let einsum = EinSum {
+                axes: axes.clone(),
+                operating_dt: f32::datum_type(),
+                q_params: None,
+            };
+            let y = m.wire_node("conv", einsum, &[x, w]).unwrap()[0];
+            let out_rank = m.outlet_fact(y).unwrap().rank();
+            let o_at = axes.axis('O').unwrap().outputs[0][0];
+            let mut b_shape = vec![1; out_rank];
+            b_shape[o_at] = c_out;
+            let b = Tensor::from_shape(&b_shape, &values(c_out, 9)).unwrap();
+            let b = m.add_const("b", b).unwrap();
+            let y = m.wire_node("bias", add(), &[y, b]).unwrap()[0];
+            m.select_output_outlets(&[y]).unwrap();
+            let mut ours = m.clone();
+            assert_eq!(
+                swap_convs(&mut ours, Some(isa)),
+                usize::from(taken),
+                "{expr}"
+            );
+            if !taken {
+                continue;
+            }
+            let ours = ours.into_optimized().unwrap();
+            assert!(
+                !ours.nodes().iter().any(|n| n.op().name().contains("Add")),
+                "{expr}: bias add left"
+            );
+            let tract = m.into_optimized().unwrap();
+            let xv = Tensor::from_shape(x_shape, &values(x_shape.iter().product(), 3)).unwrap();
+            let (want, got) = (run(&tract, 1, &xv), run(&ours, 3, &xv));
+            assert_eq!(want[0].shape(), got[0].shape(), "{expr}");
+            let a = want[0].to_plain_array_view::<f32>().unwrap();
+            let b = got[0].to_plain_array_view::<f32>().unwrap();
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                    "{expr}: tract {x}, ours {y}"
+                );
+            }
+        }
+    }
+}
