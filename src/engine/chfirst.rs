@@ -126,21 +126,10 @@ pub fn channels_first(model: &mut TypedModel) -> TractResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::testvals::values;
     use tract_core::ops::change_axes::wire_with_rank_broadcast;
     use tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
     use tract_core::ops::math::{add, max};
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     /// A conv of `x` (NCHW) to `c_out` channels, `k`x`k`, stride `s`, in `group` groups.
     fn conv(

@@ -679,24 +679,12 @@ fn into_identity(model: &mut TypedModel, node: usize, keep: OutletId) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::testvals::values;
     use tract_core::ops::change_axes::wire_with_rank_broadcast;
     use tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
     use tract_core::ops::math::max;
     use tract_core::ops::nn::{leaky_relu, DataFormat};
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
-
-    /// Deterministic values in [-1, 1).
-    pub(super) fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     type Pair = (usize, usize);
     /// c_in, c_out, input (h, w), kernel, stride, dilation, pads (before, after).

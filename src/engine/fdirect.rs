@@ -675,18 +675,7 @@ pub(super) fn depthwise(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::engine::testvals::values;
 
     /// A 3x3 conv (stride `s`, pad 1) of `c_in → c_out` channels on an `h × w` input.
     fn geometry(c_in: usize, c_out: usize, (h, w): (usize, usize), k: usize, s: usize) -> Geometry {

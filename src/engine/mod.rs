@@ -41,6 +41,23 @@ mod softmax;
 mod storeorder;
 mod topk;
 mod zeroterm;
+
+/// Deterministic test values shared by the engine's unit tests.
+#[cfg(test)]
+pub(crate) mod testvals {
+    /// `n` values in [-1, 1) from a linear congruential generator seeded with `seed`.
+    pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+}
 pub use blockbin::{BlockBinary, NO_BLOCKBINARY_ENV};
 pub use chfirst::{channels_first, NO_CHANNELS_FIRST_ENV};
 pub use convint::{replace_conv_integer, NO_CONVINT_ENV};

@@ -199,8 +199,9 @@ fn pointwise_bias(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{run, values};
+    use super::super::tests::run;
     use super::super::{fdirect, swap_convs};
+    use crate::engine::testvals::values;
     use tract_core::internal::*;
     use tract_core::ops::einsum::EinSum;
     use tract_core::ops::math::add;

@@ -156,10 +156,11 @@ pub(super) unsafe fn rows<const W: usize>(
     assert!(w.len() >= taps.len() * W && bias.len() >= W && channels <= W && ps >= 1);
     assert!(rows >= 1 && rows <= rows_per_step(out_w, W));
     let w = w.as_ptr();
-    let block = |x0: usize, cols: usize| Block {
-        p: x.add(x0),
+    // Columns `x0 .. x0 + cols` of row `r`.
+    let block = |r: usize, x0: usize, cols: usize| Block {
+        p: x.add(r * rs + x0),
         rs,
-        out: out.add(x0 * ps),
+        out: out.add((r * out_w + x0) * ps),
         os: out_w * ps,
         cols,
         ps,
@@ -170,7 +171,7 @@ pub(super) unsafe fn rows<const W: usize>(
         ($(($r:literal, $v:literal)),*) => {
             match (rows, vectors) {
                 $(($r, $v) => {
-                    return step::<$r, $v, W>(block(0, out_w), taps, w, bias, leaky, n, channels)
+                    return step::<$r, $v, W>(block(0, 0, out_w), taps, w, bias, leaky, n, channels)
                 })*
                 _ => {}
             }
@@ -197,15 +198,7 @@ pub(super) unsafe fn rows<const W: usize>(
     // for the rest.
     let wide = (accumulators(W) / W).clamp(1, 8) * L;
     for r in 0..rows {
-        let (x, out) = (x.add(r * rs), out.add(r * out_w * ps));
-        let block = |x0: usize, cols: usize| Block {
-            p: x.add(x0),
-            rs,
-            out: out.add(x0 * ps),
-            os: out_w * ps,
-            cols,
-            ps,
-        };
+        let block = |x0: usize, cols: usize| block(r, x0, cols);
         let mut x0 = 0;
         while out_w - x0 > wide - L {
             let cols = (out_w - x0).min(wide);
