@@ -40,9 +40,9 @@ use super::pass::{env_off, GraphPass, Stage};
 /// Set to `1` to leave tract's channels-last convs as they are.
 pub const NO_CHANNELS_FIRST_ENV: &str = "LOOKOUT_NO_CHANNELS_FIRST";
 
-/// NHWC → NCHW, and back.
-const TO_NCHW: AxisOp = AxisOp::Move(3, 1);
-const TO_NHWC: AxisOp = AxisOp::Move(1, 3);
+/// NHWC → NCHW, and back (also what `maxpool.rs`'s `PoolChannelsLastPass` looks for).
+pub(super) const TO_NCHW: AxisOp = AxisOp::Move(3, 1);
+pub(super) const TO_NHWC: AxisOp = AxisOp::Move(1, 3);
 
 /// Turns tract's channels-last f32 convs channels-first (see the module doc). Runs on the
 /// decluttered model, before [`super::fconv::PanelConvPass`] looks for channels-first convs.

@@ -18,6 +18,7 @@ use tract_core::internal::*;
 use tract_core::ops::cnn::{MaxPool, OptMaxPool};
 use tract_core::ops::nn::DataFormat;
 
+use super::chfirst::{TO_NCHW, TO_NHWC};
 use super::pass::{swap_ops, GraphPass, Stage};
 
 /// The geometry of one 2-D pool over NCHW planes.
@@ -444,10 +445,6 @@ impl GraphPass for SeparableMaxPoolPass {
 /// Runs on the decluttered model. The same maxima of the same values: bit-identical.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolChannelsLastPass;
-
-/// NHWC → NCHW, and back.
-const TO_NCHW: AxisOp = AxisOp::Move(3, 1);
-const TO_NHWC: AxisOp = AxisOp::Move(1, 3);
 
 impl GraphPass for PoolChannelsLastPass {
     fn name(&self) -> &'static str {

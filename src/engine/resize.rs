@@ -103,14 +103,24 @@ impl EvalOp for PlannedResize {
             // are independent.
             let (block_in, block_out) = (len_in * inner, len_out * inner);
             let per_run = per_task(len.checked_div(block_out).unwrap_or(0));
-            // The axis's tap pairs, made once for all the pass's tasks.
+            // The axis's tap pairs and, for the last axis on AVX-512, their 16-output groups:
+            // made once for all the pass's tasks.
             let pairs = tap_pairs(&plan, len_in);
+            #[cfg(target_arch = "x86_64")]
+            let groups = pairs
+                .as_deref()
+                .filter(|_| inner == 1)
+                .and_then(|p| x512::Group::plan(p, len_in));
             for_each_chunk(
                 dst,
                 per_run * block_out,
                 || (),
                 |i, out, _| {
                     let src = &src[i * per_run * block_in..][..out.len() / len_out * len_in];
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(groups) = &groups {
+                        return x512::rows(src, len_in, groups, out);
+                    }
                     match &pairs {
                         _ if inner == 1 => {
                             resample_last_axis(src, len_in, &plan, pairs.as_deref(), 0.0, out)
@@ -189,15 +199,6 @@ fn resample_last_axis(
     let rows = input
         .chunks_exact(len_in)
         .zip(output.chunks_exact_mut(len_out));
-    #[cfg(target_arch = "x86_64")]
-    if let Some(groups) = pairs.and_then(|p| x512::Group::plan(p, len_in)) {
-        for (src, dst) in rows {
-            // SAFETY: `plan` returned groups only where the CPU has AVX-512F; each group's loads
-            // are masked to the row and its stores to the group's outputs.
-            unsafe { x512::row(src, &groups, dst) };
-        }
-        return;
-    }
     if let Some(pairs) = pairs {
         for (src, dst) in rows {
             for (d, &(i0, w0, i1, w1)) in dst.iter_mut().zip(pairs) {
@@ -298,12 +299,28 @@ mod x512 {
         }
     }
 
+    /// Every `len_in`-long row of `input` into its row of `output`, by [`Group::plan`]'s groups.
+    pub(super) fn rows(input: &[f32], len_in: usize, groups: &[Group], output: &mut [f32]) {
+        let len_out: usize = groups.iter().map(|g| g.lanes).sum();
+        if len_in == 0 || len_out == 0 {
+            return;
+        }
+        for (src, dst) in input
+            .chunks_exact(len_in)
+            .zip(output.chunks_exact_mut(len_out))
+        {
+            // SAFETY: `plan` returns groups only where the CPU has AVX-512F; each group's loads
+            // are masked to the row and its stores to the group's outputs.
+            unsafe { row(src, groups, dst) };
+        }
+    }
+
     /// One row: `dst[x] = 0 + w0·src[i0] (+ w1·src[i1])` for every output, group by group.
     ///
     /// # Safety
     /// AVX-512F; `groups` planned for `src.len()` inputs and `dst.len()` outputs.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn row(src: &[f32], groups: &[Group], dst: &mut [f32]) {
+    unsafe fn row(src: &[f32], groups: &[Group], dst: &mut [f32]) {
         let len = src.len();
         let mut at = 0;
         for g in groups {
