@@ -10,8 +10,9 @@ mod common;
 /// (`models/tools/make_qconv_fixture.py`): every conv's output equals tract's untouched plan and
 /// onnxruntime's (recorded by the script), byte for byte.
 ///
-/// On x86 with AVX2 it runs three times: with QConv's own choice of int8 kernel, with tract's
-/// kernel and with lookout's AVX2 kernel (`LOOKOUT_I8_KERNEL`, read when a plan is made; this is the
+/// On x86 with AVX2 it runs three times: with QConv's own choice of int8 kernel (on a CPU with
+/// AVX-512 VNNI, lookout's direct conv: `src/engine/qdirect.rs`), with tract's kernel and with
+/// lookout's AVX2 kernel (`LOOKOUT_I8_KERNEL`, read when a plan is made; this is the
 /// only test in this binary, so nothing else sees the variable change).
 #[test]
 fn qconv_equals_tract_and_onnxruntime_in_every_geometry() {

@@ -57,8 +57,8 @@ pub const F32_KERNEL_ENV: &str = "LOOKOUT_F32_KERNEL";
 /// Output channels per tile: six (12 accumulators, two loads and a broadcast fill 15 of the 16
 /// ymm registers; four channels ran nanodet-g-int8-qdq's float convs 13 % slower), and a tile or
 /// two of four where the count is not a multiple of six.
-const CT: usize = 6;
-const CT4: usize = 4;
+pub(super) const CT: usize = 6;
+pub(super) const CT4: usize = 4;
 /// Output columns per kernel step (two 8-float vectors).
 const COLS: usize = 16;
 
@@ -170,37 +170,43 @@ pub(super) struct Weights {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Tile {
+pub(super) struct Tile {
     /// First channel.
-    c0: usize,
+    pub c0: usize,
     /// Channels the kernel computes (six or four).
-    width: usize,
-    /// Where its weights start in `w` (and its biases, divided by `k`).
-    at: usize,
+    pub width: usize,
+    /// Where its weights start in the packed weights (and its biases, divided by `k`).
+    pub at: usize,
+}
+
+/// `c_out` channels in tiles of six, then of four for the rest (no channel computed in vain
+/// when `c_out` is even), `k` weights per channel; and the packed weights' length.
+pub(super) fn tiles(c_out: usize, k: usize) -> (Vec<Tile>, usize) {
+    let fours = match c_out % CT {
+        0 => 0,
+        2 if c_out >= CT4 * 2 => 2,
+        5 => 0,
+        r => r.div_ceil(CT4),
+    };
+    let sixes = c_out.saturating_sub(fours * CT4).div_ceil(CT);
+    let mut tiles = vec![];
+    let (mut c0, mut at) = (0, 0);
+    for width in std::iter::repeat_n(CT, sixes).chain(std::iter::repeat_n(CT4, fours)) {
+        if c0 >= c_out {
+            break;
+        }
+        tiles.push(Tile { c0, width, at });
+        c0 += width;
+        at += width * k;
+    }
+    (tiles, at)
 }
 
 impl Weights {
     /// From `kernel` as `[c_out][k]` (OIHW flattened) and one bias per channel, for `isa`'s
     /// kernels.
     pub(super) fn pack(kernel: &[f32], bias: &[f32], c_out: usize, k: usize, isa: Isa) -> Weights {
-        // Sixes, then fours for the rest: no channel computed in vain when c_out is even.
-        let fours = match c_out % CT {
-            0 => 0,
-            2 if c_out >= CT4 * 2 => 2,
-            5 => 0,
-            r => r.div_ceil(CT4),
-        };
-        let sixes = c_out.saturating_sub(fours * CT4).div_ceil(CT);
-        let mut tiles = vec![];
-        let (mut c0, mut at) = (0, 0);
-        for width in std::iter::repeat_n(CT, sixes).chain(std::iter::repeat_n(CT4, fours)) {
-            if c0 >= c_out {
-                break;
-            }
-            tiles.push(Tile { c0, width, at });
-            c0 += width;
-            at += width * k;
-        }
+        let (tiles, at) = tiles(c_out, k);
         let mut w = vec![0f32; at];
         let mut b = vec![0f32; at / k.max(1)];
         for t in &tiles {

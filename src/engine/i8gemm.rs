@@ -109,10 +109,11 @@ pub(super) fn available() -> bool {
     }
 }
 
-/// Which int8 matrix kernel QConv and QMatMul run: `tract` (tract's choice, always) or `avx2`
+/// Which int8 kernel QConv and QMatMul run: `tract` (tract's choice, always) or `avx2`
 /// (this module's wherever the CPU has AVX2); unset, this kernel replaces tract's AVX2 and AVX
-/// int8 kernels (`avx2_mmm_i32_8x8`, `avx_mmm_i32_8x4`) and nothing else. For A/B runs and for
-/// tests that check both on one machine; read when a plan is made.
+/// int8 kernels (`avx2_mmm_i32_8x8`, `avx_mmm_i32_8x4`) and nothing else, and QConv runs its
+/// convs on [`super::qdirect`]'s direct kernels where the CPU has AVX-512 VNNI. For A/B runs and
+/// for tests that check them all on one machine; read when a plan is made.
 pub const I8_KERNEL_ENV: &str = "LOOKOUT_I8_KERNEL";
 
 /// Whether to run this kernel where tract would run `tract_kernel` ([`I8_KERNEL_ENV`]).

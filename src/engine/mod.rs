@@ -30,6 +30,7 @@ mod pin;
 mod precision;
 mod qconcat;
 mod qconv;
+mod qdirect;
 mod qdq;
 mod qmatmul;
 mod quantize;

@@ -9,8 +9,9 @@
 //!
 //! [`QConv`] keeps tract's integer kernel and its choice of it (`MmmDispatch::pick`, same query as
 //! tract's conv) — except where that choice is tract's AVX2 (or AVX) int8 kernel, on x86 without
-//! VNNI or AMX: there it runs its own ([`super::i8gemm`], [`super::I8_KERNEL_ENV`]) — and replaces
-//! everything around it:
+//! VNNI or AMX: there it runs its own ([`super::i8gemm`], [`super::I8_KERNEL_ENV`]); and on x86 with
+//! AVX-512 VNNI, where it runs lookout's direct int8 conv without im2col ([`super::qdirect`]) —
+//! and replaces everything around it:
 //! - the weights are shifted by their zero point once, at load, and packed for the kernel once;
 //! - the input's zero point is folded into a per-output-channel constant (`x0 · Σw`), so the
 //!   matmul needs no column sums: im2col writes raw values (u8 flipped to i8), and a padded tap
@@ -42,6 +43,7 @@ use tract_linalg::BinOp;
 use super::i8gemm;
 use super::im2col::{for_each_panel16, im2col, im2col_packed_k4, Geometry};
 use super::par::for_each_chunk;
+use super::qdirect;
 use super::quantize::{round_ties_even_nonneg, store_8bit};
 
 /// How the accumulators are computed.
@@ -58,6 +60,9 @@ enum Kernel {
     Avx2 { w: i8gemm::Weights },
     /// One filter per channel, `kh·kw` taps each, zero-point shifted.
     Depthwise { w: Vec<i32> },
+    /// lookout's direct kernels on AVX-512 VNNI, requantized in the same pass
+    /// ([`super::qdirect`]: no im2col).
+    Direct(Box<qdirect::Plan>),
 }
 
 #[derive(Debug)]
@@ -112,6 +117,7 @@ impl Op for QConv {
                 g.n()
             ),
             Kernel::Depthwise { .. } => "depthwise".to_string(),
+            Kernel::Direct(_) => "lookout's direct avx512-vnni kernel".to_string(),
         };
         Ok(vec![format!(
             "{}x{} stride {:?} dilation {:?} pad {:?}, {}→{} channels, {how}",
@@ -194,6 +200,10 @@ impl EvalOp for QConv {
                 return Ok(tvec!(out.into_tvalue()));
             }
             Kernel::Depthwise { w } => depthwise(g, bytes, p.x_signed, p.x0, w, &p.row_bias)?,
+            Kernel::Direct(plan) => {
+                qdirect::conv(plan, bytes, out.as_bytes_mut());
+                return Ok(tvec!(out.into_tvalue()));
+            }
         };
         let acc = acc.try_as_plain_ram()?;
         let acc = acc.as_slice::<i32>()?;
@@ -520,8 +530,26 @@ pub(super) fn plan_parts(
         ));
     }
 
+    let direct = if !depthwise && qdirect::chosen() {
+        let q = qdirect::Quant {
+            w: &w,
+            bias: &bias,
+            scale: &scale,
+            x0,
+            x_signed: x_dt == DatumType::I8,
+            y0,
+            y_signed: out_fact.datum_type.unquantized().is_signed(),
+        };
+        qdirect::Plan::new(&geo, q)
+            .inspect_err(|why| log::debug!("{}: not on the direct int8 kernel: {why}", node.name))
+            .ok()
+    } else {
+        None
+    };
     let kernel = if depthwise {
         Kernel::Depthwise { w }
+    } else if let Some(plan) = direct {
+        Kernel::Direct(Box::new(plan))
     } else {
         let (mmm, packing) = i8gemm::tract_pick(Some(geo.c_out), geo.k(), Some(geo.n()))
             .ok_or("no i8 matmul kernel")?;

@@ -30,7 +30,7 @@ macro_rules! elem {
         }
     )*};
 }
-elem!(f32);
+elem!(f32, u32);
 
 /// `len` elements of this thread's buffer (a fresh one when another [`Scratch`] of this thread
 /// holds it), given back on drop.
