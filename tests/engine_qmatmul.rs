@@ -89,12 +89,12 @@ fn qmatmul_equals_tract_and_onnxruntime() {
 }
 
 /// Rows known at load to be several (a vision encoder's patch tokens) stay tract's, except where
-/// lookout's AVX2 int8 kernel replaces tract's (x86 without VNNI): there they are taken, and give
-/// tract's bits. One known row is always taken.
+/// lookout's own int8 kernels run them (AVX2 on x86 without VNNI, AVX-512 VNNI): there they are
+/// taken, and give tract's bits. One known row is always taken.
 #[test]
 fn leaves_products_known_to_have_several_rows() {
     let (five, n5) = plan("qmm-s8.onnx", Some(5), true);
-    if lookout::engine::own_int8_kernel() {
+    if lookout::engine::own_int8_gemm() {
         assert_eq!(n5, 3);
         let x = f32s("x-5.bin");
         let (tract, _) = plan("qmm-s8.onnx", Some(5), false);

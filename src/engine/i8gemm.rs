@@ -128,6 +128,33 @@ pub(super) fn replaces(tract_kernel: &str) -> bool {
     }
 }
 
+/// Whether plans made now run lookout's AVX-512 VNNI int8 kernels (QConv's direct conv, QMatMul's
+/// several-row products): where the CPU has AVX-512 F, BW and VNNI, unless [`I8_KERNEL_ENV`] names
+/// another kernel (`tract` or `avx2`).
+pub(super) fn vnni_chosen() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512vnni")
+            && !matches!(
+                std::env::var(I8_KERNEL_ENV).as_deref(),
+                Ok("tract") | Ok("avx2")
+            )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether lookout's own int8 kernels (AVX2, or AVX-512 VNNI) run QMatMul's several-row products
+/// on this machine ([`I8_KERNEL_ENV`] as now set).
+pub fn own_int8_gemm() -> bool {
+    own_int8_kernel() || vnni_chosen()
+}
+
 /// Whether lookout's AVX2 int8 kernel runs this machine's int8 products (QConv, and QMatMul's
 /// several-row products) in place of tract's ([`I8_KERNEL_ENV`] as now set).
 pub fn own_int8_kernel() -> bool {

@@ -58,6 +58,19 @@ pub(crate) mod testvals {
             })
             .collect()
     }
+
+    /// `n` bytes over 0..=255 from the same generator.
+    pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 56) as u8
+            })
+            .collect()
+    }
 }
 pub use blockbin::{BlockBinary, NO_BLOCKBINARY_ENV};
 pub use chfirst::{channels_first, NO_CHANNELS_FIRST_ENV};
@@ -68,7 +81,7 @@ pub use fdirect::F32_KERNEL_ENV;
 pub use fold::fold_const_chains;
 pub use heap::{keep_freed_memory, DEFAULT_HEAP_ENV};
 pub use hswish::{HardSwish, NO_HARDSWISH_ENV};
-pub use i8gemm::{own_int8_kernel, I8_KERNEL_ENV};
+pub use i8gemm::{own_int8_gemm, own_int8_kernel, I8_KERNEL_ENV};
 pub use maxpool::{SeparableMaxPool, SeparableMaxPoolPass};
 pub use pin::{pin_single_selections, PinnedNonZero};
 pub use precision::{f16_native, Precision, F16_EMULATED_ENV};

@@ -52,11 +52,7 @@ pub(super) fn available() -> bool {
 /// Whether plans made now use these kernels: where the CPU runs them, unless
 /// [`super::I8_KERNEL_ENV`] names another int8 kernel (`tract` or `avx2`).
 pub(super) fn chosen() -> bool {
-    available()
-        && !matches!(
-            std::env::var(super::I8_KERNEL_ENV).as_deref(),
-            Ok("tract") | Ok("avx2")
-        )
+    available() && super::i8gemm::vnni_chosen()
 }
 
 /// One conv's weights, bias and requantization as the kernels read them.
@@ -398,21 +394,7 @@ fn place(line: &[u32], row: &mut [u32], pw: usize, phase: usize, sw: usize, pad:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Bytes from a small linear congruential generator (deterministic, spread over 0..=255).
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 56) as u8
-            })
-            .collect()
-    }
+    use crate::engine::testvals::bytes;
 
     /// The conv in plain integer arithmetic (`acc = bias + Σ w·(x − x0)` over in-image taps),
     /// requantized with `QConv`'s own per-channel function.

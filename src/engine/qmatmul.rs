@@ -25,12 +25,14 @@
 //! with several threads and the product is large. Skipped under `LOOKOUT_PLAIN_TRACT=1` or
 //! `LOOKOUT_NO_QMATMUL=1` (an A/B of this pass alone).
 //!
-//! Only where the activation can have one row: a product known at load to have several (a vision
-//! encoder's 1 024 patch tokens) stays tract's, whose whole plan also fuses the bias `Add` behind and
-//! measured faster. A decoder's row count is a symbol (the prompt, then one token): for several rows
-//! at run time the op runs tract's own plan of the same product (einsum → Cast → Mul), built at load
-//! from the same constants — which holds each weight twice (+115–220 MB peak RSS on SmolVLM-256M and
-//! Florence-2-base int8; benches/VLM_SMOLVLM.md, VLM_FLORENCE2.md).
+//! Several rows (a vision encoder's 1 024 patch tokens, a decoder's prompt) run lookout's own
+//! int8 kernels where the CPU suits them: AVX-512 VNNI (`qmatmul/vnni.rs`, the activation read in
+//! place) or, on x86 without VNNI, AVX2 (`qmatmul/rows.rs`). Elsewhere only an activation that can
+//! have one row is taken: a product known at load to have several stays tract's, whose whole plan
+//! also fuses the bias `Add` behind; and a decoder's row count is a symbol (the prompt, then one
+//! token), so for several rows at run time the op runs tract's own plan of the same product (einsum
+//! → Cast → Mul), built at load from the same constants — which holds each weight twice (+115–220 MB
+//! peak RSS on SmolVLM-256M and Florence-2-base int8; benches/VLM_SMOLVLM.md, VLM_FLORENCE2.md).
 
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
@@ -42,7 +44,8 @@ use super::i8gemm;
 use super::pass::{env_off, GraphPass, Stage};
 
 mod rows;
-use rows::gemm;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 /// Set to `1` to leave every `MatMulInteger` to tract (the A/B of this pass alone).
 pub const NO_QMATMUL_ENV: &str = "LOOKOUT_NO_QMATMUL";
@@ -61,6 +64,31 @@ enum ManyRows {
     /// lookout's AVX2 int8 kernel, the weight packed for it ([`i8gemm`]): x86 without VNNI, where
     /// tract's plan would run its AVX2 int8 kernel (which stalls there).
     Avx2(i8gemm::Weights),
+    /// lookout's AVX-512 VNNI kernel, the weight packed for it (`vnni.rs`): x86 with AVX-512 VNNI.
+    #[cfg(target_arch = "x86_64")]
+    Vnni(vnni::Weights),
+}
+
+impl ManyRows {
+    /// `ys[r·n + j] = store(j, y)` for `rows` activation rows on lookout's kernel (not `Tract`).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm<T: Copy + Default + Send>(
+        &self,
+        p: &Packed,
+        xs: &[u8],
+        rows: usize,
+        signed: bool,
+        x0: i32,
+        ys: &mut [T],
+        store: impl Fn(usize, i32) -> T + Sync,
+    ) {
+        match self {
+            ManyRows::Avx2(w16) => rows::gemm(p, w16, xs, rows, signed, x0, ys, store),
+            #[cfg(target_arch = "x86_64")]
+            ManyRows::Vnni(w) => vnni::gemm(p, w, xs, rows, signed, x0, ys, store),
+            ManyRows::Tract(_) => unreachable!("tract's plan runs its own products"),
+        }
+    }
 }
 
 /// The weight, packed at load.
@@ -138,7 +166,7 @@ impl EvalOp for QMatMul {
             (1, _) => None,
             // tract's plan, with the Cast → Mul when they are fused here (its kernels store f32).
             (_, ManyRows::Tract(plan)) => return plan.run(inputs),
-            (_, ManyRows::Avx2(w16)) => Some(w16),
+            (_, many) => Some(many),
         };
         let x0 = inputs[1].cast_to_scalar::<i32>()?;
         let signed = x.datum_type().unquantized() == i8::datum_type();
@@ -159,13 +187,13 @@ impl EvalOp for QMatMul {
         };
         // Several rows, scaled: the kernel's epilogue stores f32 (tract's Cast then Mul, the same
         // two roundings), with no i32 tensor between.
-        if let (Some(w16), Some(scale)) = (several, &scale) {
+        if let (Some(many), Some(scale)) = (several, &scale) {
             let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
             {
                 let mut plain = out.try_as_plain_ram_mut()?;
                 let os = plain.as_slice_mut::<f32>()?;
                 let per_column = scale.len() > 1;
-                gemm(p, w16, x.as_bytes(), rows, signed, x0, os, |j, a| {
+                many.gemm(p, x.as_bytes(), rows, signed, x0, os, |j, a| {
                     a as f32 * scale[if per_column { j } else { 0 }]
                 });
             }
@@ -177,7 +205,7 @@ impl EvalOp for QMatMul {
                 let mut plain = y.try_as_plain_ram_mut()?;
                 let ys = plain.as_slice_mut::<i32>()?;
                 match several {
-                    Some(w16) => gemm(p, w16, x.as_bytes(), rows, signed, x0, ys, |_, a| a),
+                    Some(many) => many.gemm(p, x.as_bytes(), rows, signed, x0, ys, |_, a| a),
                     None => gemv(p, x.as_bytes(), signed, x0, ys),
                 }
             }
@@ -642,6 +670,8 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
     // several rows too ([`i8gemm`]), and tract's plan is not built.
     let k_known = x_fact.shape[r - 1].to_usize().unwrap_or(64);
     let own_kernel = i8gemm::replaces_at(k_known);
+    // On AVX-512 VNNI, lookout's kernel multiplies several rows (`vnni.rs`; k a multiple of 4).
+    let vnni = !own_kernel && i8gemm::vnni_chosen() && k_known.is_multiple_of(4);
     // Else rows known at load to be several (a vision encoder's patch tokens): tract's whole plan,
     // which also fuses the bias Add behind into its kernels, measured faster than this op's
     // fallback.
@@ -652,7 +682,7 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
         .map(|d| d.to_i64().ok())
         .product();
     ensure!(
-        rows.is_none_or(|m| m == 1) || own_kernel,
+        rows.is_none_or(|m| m == 1) || own_kernel || vnni,
         "{} activation rows: left to tract's matrix kernels",
         rows.unwrap_or_default()
     );
@@ -715,6 +745,8 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
             let b = bytes[kk * n + j];
             (if w_signed { b as i8 } else { (b ^ 0x80) as i8 }) as i16
         }))
+    } else if vnni && k.is_multiple_of(4) {
+        vnni_rows(w.as_bytes(), w_signed, k, n)
     } else {
         ManyRows::Tract(
             many_rows_plan(model, node, op, &w, scale)
@@ -725,6 +757,25 @@ fn plan(model: &TypedModel, node: &TypedNode, scale: Option<OutletId>) -> TractR
         w: Arc::new(pack(w.as_bytes(), w_signed, k, n, w0, many_rows)),
         scaled: false,
     })
+}
+
+/// The weight (`bytes`, `[k][n]`) packed for the AVX-512 VNNI kernel, as the i8 it stores (u8
+/// weights shifted by −128).
+#[cfg(target_arch = "x86_64")]
+fn vnni_rows(bytes: &[u8], w_signed: bool, k: usize, n: usize) -> ManyRows {
+    ManyRows::Vnni(vnni::Weights::pack(n, k, |j, kk| {
+        let b = bytes[kk * n + j];
+        if w_signed {
+            b as i8
+        } else {
+            (b ^ 0x80) as i8
+        }
+    }))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn vnni_rows(_: &[u8], _: bool, _: usize, _: usize) -> ManyRows {
+    unreachable!("the VNNI kernel is only chosen on x86")
 }
 
 /// tract's own plan of the einsum at `node` alone (its constants copied in, lookout's constant
@@ -832,16 +883,55 @@ fn pack(
 mod tests {
     use super::*;
 
-    fn lcg(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 56) as u8
-            })
-            .collect()
+    pub(super) use crate::engine::testvals::bytes as lcg;
+
+    /// `product`'s several-row sums (from the packed weight, the weight's bytes and signedness,
+    /// the activation rows, their signedness, row count and zero point) against the formula's
+    /// definition, on every `(rows, k, n)` of `shapes`: u8 and i8 weights and activations,
+    /// per-column zero points, extreme bytes in the first row.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn check_rows(
+        shapes: &[(usize, usize, usize)],
+        product: impl Fn(&Packed, &[u8], bool, &[u8], bool, usize, i32) -> Vec<i32>,
+    ) {
+        let empty = Arc::new(TypedModel::default())
+            .into_runnable()
+            .expect("empty plan");
+        for &(rows, k, n) in shapes {
+            for (w_signed, x_signed) in [(false, false), (true, false), (true, true), (false, true)]
+            {
+                let w = lcg(k * n, 3 + k as u64);
+                let mut x = lcg(rows * k, 11 + n as u64);
+                x[..k].fill(if x_signed { 0x80 } else { 255 });
+                let w0: Vec<i32> = (0..n).map(|j| (j as i32 * 37) % 200 - 60).collect();
+                let x0 = 77;
+                let p = pack(
+                    &w,
+                    w_signed,
+                    k,
+                    n,
+                    w0.clone(),
+                    ManyRows::Tract(empty.clone()),
+                );
+                let ys = product(&p, &w, w_signed, &x, x_signed, rows, x0);
+                let val = |b: u8, s: bool| if s { b as i8 as i32 } else { b as i32 };
+                for r in 0..rows {
+                    for j in 0..n {
+                        let want: i32 = (0..k)
+                            .map(|kk| {
+                                (val(x[r * k + kk], x_signed) - x0)
+                                    * (val(w[kk * n + j], w_signed) - w0[j])
+                            })
+                            .sum();
+                        assert_eq!(
+                            ys[r * n + j],
+                            want,
+                            "rows {rows} k {k} n {n} row {r} col {j}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// The one-row product against the formula's definition, for u8 and i8 weights and
@@ -876,60 +966,6 @@ mod tests {
                         })
                         .sum();
                     assert_eq!(ys[j], want, "k {k} n {n} j {j}");
-                }
-            }
-        }
-    }
-
-    /// The several-row product on lookout's AVX2 kernel against the formula's definition: u8 and
-    /// i8 weights and activations, per-column zero points, rows that fill no panel, one, and a
-    /// part of a second, extreme bytes in the first row.
-    #[test]
-    fn avx2_rows_equal_definition() {
-        if !i8gemm::available() {
-            eprintln!("skipped: no AVX2");
-            return;
-        }
-        let empty = Arc::new(TypedModel::default())
-            .into_runnable()
-            .expect("empty plan");
-        for (rows, k, n) in [(2, 1, 1), (16, 17, 5), (21, 48, 24), (35, 100, 9)] {
-            for (w_signed, x_signed) in [(false, false), (true, false), (true, true), (false, true)]
-            {
-                let w = lcg(k * n, 3 + k as u64);
-                let mut x = lcg(rows * k, 11 + n as u64);
-                x[..k].fill(if x_signed { 0x80 } else { 255 });
-                let w0: Vec<i32> = (0..n).map(|j| (j as i32 * 37) % 200 - 60).collect();
-                let x0 = 77;
-                let w16 = i8gemm::Weights::pack_with(n, k, |j, kk| {
-                    let b = w[kk * n + j];
-                    (if w_signed { b as i8 } else { (b ^ 0x80) as i8 }) as i16
-                });
-                let p = pack(
-                    &w,
-                    w_signed,
-                    k,
-                    n,
-                    w0.clone(),
-                    ManyRows::Tract(empty.clone()),
-                );
-                let mut ys = vec![0; rows * n];
-                gemm(&p, &w16, &x, rows, x_signed, x0, &mut ys, |_, a| a);
-                let val = |b: u8, s: bool| if s { b as i8 as i32 } else { b as i32 };
-                for r in 0..rows {
-                    for j in 0..n {
-                        let want: i32 = (0..k)
-                            .map(|kk| {
-                                (val(x[r * k + kk], x_signed) - x0)
-                                    * (val(w[kk * n + j], w_signed) - w0[j])
-                            })
-                            .sum();
-                        assert_eq!(
-                            ys[r * n + j],
-                            want,
-                            "rows {rows} k {k} n {n} row {r} col {j}"
-                        );
-                    }
                 }
             }
         }

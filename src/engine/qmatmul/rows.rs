@@ -88,3 +88,29 @@ pub(super) fn gemm<T: Copy + Default + Send>(
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::check_rows;
+    use super::*;
+
+    /// The several-row product on lookout's AVX2 kernel against the formula's definition
+    /// (`check_rows`): rows that fill no panel, one, and a part of a second.
+    #[test]
+    fn avx2_rows_equal_definition() {
+        if !i8gemm::available() {
+            eprintln!("skipped: no AVX2");
+            return;
+        }
+        let shapes = [(2, 1, 1), (16, 17, 5), (21, 48, 24), (35, 100, 9)];
+        check_rows(&shapes, |p, w, w_signed, x, x_signed, rows, x0| {
+            let w16 = i8gemm::Weights::pack_with(p.n, p.k, |j, kk| {
+                let b = w[kk * p.n + j];
+                (if w_signed { b as i8 } else { (b ^ 0x80) as i8 }) as i16
+            });
+            let mut ys = vec![0; rows * p.n];
+            gemm(p, &w16, x, rows, x_signed, x0, &mut ys, |_, a| a);
+            ys
+        });
+    }
+}

@@ -1,0 +1,258 @@
+//! [`super::QMatMul`]'s products of several activation rows on AVX-512 VNNI
+//! ([`super::ManyRows::Vnni`]), with the zero-point compensation in the epilogue.
+//!
+//! Why: on x86 with VNNI these products ran tract's own plan (an activation packing node, the
+//! `avx512vnni_mmm_i32_16x16` kernel, then the compensation and scale nodes): in a profile of
+//! SmolVLM-256M's int8 vision encoder (Zen 5, 1 thread) its 73 int8 products took 421 ms and their
+//! packing 48 ms, against onnxruntime's whole encoder in 605 ms.
+//!
+//! Here the activation is read in place. A `vpdpbusd` multiplies a broadcast word of four
+//! consecutive bytes of one activation row (u8; i8 activations flipped to u8, as the one-row
+//! kernels do) by 16 words of four weight bytes, one word per output column, and adds each
+//! word's four products to that column's i32 lane: the weight is packed at load in blocks of 64
+//! columns, four k at a time. A step keeps six rows × four vectors (64 columns) of accumulators:
+//! per four k, four weight loads and six broadcasts for 24 dot products. The sums are exactly
+//! [`super::gemv`]'s (`Σ xu·wt`, in i32), compensated by the same formula, so the output is
+//! tract's (tests below and `tests/engine_qmatmul.rs`).
+
+use std::arch::x86_64::*;
+
+use super::{compensate, Packed, SyncPtr};
+
+/// Columns per block (four vectors of 16).
+const NB: usize = 64;
+/// Rows per step.
+const MR: usize = 6;
+/// Rows per unit of work (shared over the pool with the column blocks).
+const ROWS_PER_UNIT: usize = 48;
+
+/// The weight as the kernel reads it: per block of 64 columns, per four k, 64 words (a column's
+/// four i8 of the stored, shifted weight `wt`), zero past `n`.
+#[derive(Debug)]
+pub(super) struct Weights {
+    words: Vec<u32>,
+    /// k / 4 (k is a multiple of 4: [`super::plan`] checks it).
+    k4: usize,
+}
+
+impl Weights {
+    /// From `wt(j, kk)`, the stored weight of column `j` at depth `kk` (`n` columns, `k` deep).
+    pub(super) fn pack(n: usize, k: usize, wt: impl Fn(usize, usize) -> i8) -> Weights {
+        assert!(k.is_multiple_of(4));
+        let k4 = k / 4;
+        let blocks = n.div_ceil(NB);
+        let mut words = vec![0u32; blocks * k4 * NB];
+        for b in 0..blocks {
+            for q in 0..k4 {
+                for c in 0..NB {
+                    let j = b * NB + c;
+                    if j < n {
+                        let bytes: [u8; 4] = std::array::from_fn(|i| wt(j, 4 * q + i) as u8);
+                        words[(b * k4 + q) * NB + c] = u32::from_le_bytes(bytes);
+                    }
+                }
+            }
+        }
+        Weights { words, k4 }
+    }
+}
+
+/// Whether the CPU runs the kernel.
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")
+}
+
+/// `ys[r·n + j] = store(j, y)` for the activation rows `xs` (`rows × k` bytes), `y` the i32 sum of
+/// [`super::gemv`]'s formula.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm<T: Copy + Default + Send>(
+    p: &Packed,
+    w: &Weights,
+    xs: &[u8],
+    rows: usize,
+    signed: bool,
+    x0: i32,
+    ys: &mut [T],
+    store: impl Fn(usize, i32) -> T + Sync,
+) {
+    let (k, n) = (p.k, p.n);
+    assert!(available() && k == 4 * w.k4 && xs.len() >= rows * k && ys.len() >= rows * n);
+    let xoff = if signed { 128 } else { 0 };
+    // y = s + c[j] + d[j]·sx (wrapping: the same bits as `compensate` in one go), per column
+    // padded to the blocks.
+    let cols = n.div_ceil(NB) * NB;
+    let c: Vec<i32> = (0..cols)
+        .map(|j| {
+            if j < n {
+                compensate(p, j, 0, xoff, 0, x0)
+            } else {
+                0
+            }
+        })
+        .collect();
+    let d: Vec<i32> = (0..cols)
+        .map(|j| {
+            if j < n {
+                p.shift.wrapping_sub(p.w0[j])
+            } else {
+                0
+            }
+        })
+        .collect();
+    let sx: Vec<i32> = xs[..rows * k]
+        .chunks_exact(k)
+        .map(|row| {
+            if signed {
+                row.iter().map(|&b| b as i8 as i32).sum()
+            } else {
+                row.iter().map(|&b| b as i32).sum()
+            }
+        })
+        .collect();
+    let flip = if signed { 0x8080_8080u32 } else { 0 };
+    let out = SyncPtr(ys.as_mut_ptr());
+    let blocks = n.div_ceil(NB);
+    let units = rows.div_ceil(ROWS_PER_UNIT) * blocks;
+    super::super::par::for_each_range(
+        units,
+        || [[0i32; NB]; MR],
+        |units, tile| {
+            for u in units {
+                let (g, b) = (u / blocks, u % blocks);
+                let r_end = ((g + 1) * ROWS_PER_UNIT).min(rows);
+                let mut r0 = g * ROWS_PER_UNIT;
+                let j0 = b * NB;
+                let width = (n - j0).min(NB);
+                let wb = &w.words[b * w.k4 * NB..][..w.k4 * NB];
+                while r0 < r_end {
+                    let mr = (r_end - r0).min(MR);
+                    let x = &xs[r0 * k..][..mr * k];
+                    // SAFETY: the CPU runs the kernel (asserted); `x` holds `mr` rows of `k`
+                    // bytes, `wb` the block's `k4·64` words, `c`/`d` 64 values from `j0`.
+                    unsafe {
+                        step(
+                            x,
+                            mr,
+                            k,
+                            wb,
+                            flip,
+                            (&c[j0..j0 + NB], &d[j0..j0 + NB], &sx[r0..r0 + mr]),
+                            tile,
+                        )
+                    };
+                    for (l, row) in tile.iter().enumerate().take(mr) {
+                        let mut vals = [T::default(); NB];
+                        for (jj, (v, &a)) in vals.iter_mut().zip(row).enumerate().take(width) {
+                            *v = store(j0 + jj, a);
+                        }
+                        // SAFETY: units write disjoint (rows, column block) pieces of `ys`;
+                        // (r0 + l)·n + j0 + width ≤ rows·n.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                vals.as_ptr(),
+                                out.get().add((r0 + l) * n + j0),
+                                width,
+                            )
+                        };
+                    }
+                    r0 += mr;
+                }
+            }
+        },
+    );
+}
+
+/// `tile[r][c]` = the compensated sums of rows `r < mr` of `x` (`k` bytes each) and the block's
+/// 64 columns.
+///
+/// # Safety
+/// AVX-512F and VNNI; `x` holds `mr ≤ 6` rows of `k` bytes, `wb` `k/4 · 64` words.
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn step(
+    x: &[u8],
+    mr: usize,
+    k: usize,
+    wb: &[u32],
+    flip: u32,
+    (c, d, sx): (&[i32], &[i32], &[i32]),
+    tile: &mut [[i32; NB]; MR],
+) {
+    match mr {
+        6 => rows::<6>(x, k, wb, flip, (c, d, sx), tile),
+        5 => rows::<5>(x, k, wb, flip, (c, d, sx), tile),
+        4 => rows::<4>(x, k, wb, flip, (c, d, sx), tile),
+        3 => rows::<3>(x, k, wb, flip, (c, d, sx), tile),
+        2 => rows::<2>(x, k, wb, flip, (c, d, sx), tile),
+        _ => rows::<1>(x, k, wb, flip, (c, d, sx), tile),
+    }
+}
+
+/// [`step`] for `R` rows: `R × 4` accumulators in registers.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn rows<const R: usize>(
+    x: &[u8],
+    k: usize,
+    wb: &[u32],
+    flip: u32,
+    (c, d, sx): (&[i32], &[i32], &[i32]),
+    tile: &mut [[i32; NB]; MR],
+) {
+    const V: usize = NB / 16;
+    assert!(x.len() >= R * k && wb.len() >= k / 4 * NB && c.len() >= NB && d.len() >= NB);
+    let mut acc = [[_mm512_setzero_si512(); V]; R];
+    let (xp, wp) = (x.as_ptr(), wb.as_ptr());
+    for q in 0..k / 4 {
+        let mut wv = [_mm512_setzero_si512(); V];
+        for (v, wv) in wv.iter_mut().enumerate() {
+            *wv = _mm512_loadu_si512(wp.add(q * NB + v * 16) as *const _);
+        }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let word = (xp.add(r * k + 4 * q) as *const u32).read_unaligned() ^ flip;
+            let xb = _mm512_set1_epi32(word as i32);
+            for (acc, wv) in acc.iter_mut().zip(&wv) {
+                *acc = _mm512_dpbusd_epi32(*acc, xb, *wv);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let s = _mm512_set1_epi32(sx[r]);
+        for (v, acc) in acc.iter().enumerate() {
+            let cv = _mm512_loadu_si512(c.as_ptr().add(v * 16) as *const _);
+            let dv = _mm512_loadu_si512(d.as_ptr().add(v * 16) as *const _);
+            let y = _mm512_add_epi32(_mm512_add_epi32(*acc, cv), _mm512_mullo_epi32(dv, s));
+            _mm512_storeu_si512(tile[r].as_mut_ptr().add(v * 16) as *mut _, y);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::check_rows;
+    use super::*;
+
+    /// The several-row product on the VNNI kernel against the formula's definition
+    /// (`check_rows`): row counts that fill no step, one, several units and a part of one; column
+    /// counts within one vector, one block and several.
+    #[test]
+    fn vnni_rows_equal_definition() {
+        if !available() {
+            eprintln!("SKIP: no AVX-512 VNNI");
+            return;
+        }
+        let shapes = [(2, 4, 1), (6, 16, 5), (53, 48, 70), (101, 100, 131)];
+        check_rows(&shapes, |p, w, w_signed, x, x_signed, rows, x0| {
+            let wv = Weights::pack(p.n, p.k, |j, kk| {
+                let b = w[kk * p.n + j];
+                if w_signed {
+                    b as i8
+                } else {
+                    (b ^ 0x80) as i8
+                }
+            });
+            let mut ys = vec![0; rows * p.n];
+            gemm(p, &wv, x, rows, x_signed, x0, &mut ys, |_, a| a);
+            ys
+        });
+    }
+}
