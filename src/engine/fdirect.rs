@@ -28,9 +28,12 @@
 //! runs every output row of it, 64 columns (eight accumulators) per step. tract's `DepthWiseConv`
 //! ran CenterNet-MBv3's 24 NCHW depthwise convs in about 37 ms at 1 thread there, this in 15.
 //!
-//! The AVX-512 kernels take the same layout with 16-float vectors and four of them per step
-//! (six channels × 64 columns of accumulators in its 32 registers): on a Zen 5 with AVX-512
-//! onnxruntime's convs ran about twice as fast as the AVX2 kernels (`avx512.rs`).
+//! The AVX-512 kernels take 16-float vectors and four of them per step (six channels × 64 columns
+//! of accumulators in its 32 registers): on a Zen 5 with AVX-512 onnxruntime's convs ran about
+//! twice as fast as the AVX2 kernels (`avx512.rs`). Their convs read the row- and column-phase
+//! planes of [`super::grid`] instead, whose vectors run across output rows (a 52-column map
+//! computes 54 lanes per row, not 64: nanodet-g's 128→128 conv at 52x52, 3.8 → 3.3 ms); 1x1 and
+//! depthwise convs keep the layout below.
 //!
 //! Sums run in tap order per output, so results differ from tract's kernels (which sum in their
 //! own order) by rounding only: `fconv`'s test holds them to 1e-5 of tract's plan, and the two
@@ -44,6 +47,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
+use super::grid::{place, Grid, Layout as GridLayout, BLOCK};
 use super::im2col::Geometry;
 use super::par::{for_each_chunk, for_each_range};
 use super::scratch::Scratch;
@@ -477,6 +481,9 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
             && x.len() >= g.c_in * g.in_h * g.in_w
             && out.len() == g.c_out * n
     );
+    if w.isa == Isa::Avx512 {
+        return conv_grid(g, w, leaky, x, out);
+    }
     let lay = Layout::of(g);
     let mut planes = Scratch::<f32>::stale(lay.len(g));
     fill(g, &lay, x, &mut planes);
@@ -500,6 +507,81 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
                 // above); writes the tile's channels of rows `oy .. oy + rows`, which no other
                 // unit writes.
                 unsafe { w.rows(t, (x, rs, rows), &lay.taps, leaky, g.out_w, out, (n, 1)) };
+            }
+        },
+    );
+}
+
+/// [`conv`] on AVX-512, over the grid of [`super::grid`]: vectors of 16 consecutive positions
+/// across output rows (a 52-column map computes 54 lanes per row, not 64), at every stride from
+/// row- and column-phase planes. Work is shared out by (grid block, channel tile).
+fn conv_grid(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut [f32]) {
+    let n = g.n();
+    let lay = GridLayout::of(g, g.c_in);
+    let mut planes = Scratch::<f32>::stale(lay.len);
+    fill_grid(g, &lay, x, &mut planes);
+    let end = lay.end(g);
+    let dst = Output(out.as_mut_ptr());
+    let tiles = w.tiles.len();
+    for_each_range(
+        end.div_ceil(BLOCK) * tiles,
+        || (),
+        |units, _| {
+            for u in units {
+                let (f0, t) = (u / tiles * BLOCK, w.tiles[u % tiles]);
+                let channels = t.width.min(w.c_out - t.c0);
+                let wb = (
+                    &w.w[t.at..][..t.width * w.k],
+                    &w.bias[t.at / w.k.max(1)..][..t.width],
+                    leaky,
+                );
+                let grid = Grid {
+                    wq: lay.wq,
+                    out_w: g.out_w,
+                    end: end.min(f0 + BLOCK),
+                };
+                let (x, out) = (planes.as_ptr(), (dst.at(t.c0 * n), n));
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU runs AVX-512 (the weights' Isa, asserted by `conv`); reads
+                // within `planes` (`GridLayout::of` asserts it); writes the tile's channels of
+                // the outputs of grid positions `f0 .. f0 + BLOCK`, which no other unit writes.
+                unsafe {
+                    if t.width == CT {
+                        avx512::grid_run::<CT>(x, (f0, grid), &lay.taps, wb, out, channels)
+                    } else {
+                        avx512::grid_run::<CT4>(x, (f0, grid), &lay.taps, wb, out, channels)
+                    }
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (x, out, wb, channels, grid);
+            }
+        },
+    );
+}
+
+/// `x` (`[c_in, in_h, in_w]`) into the planes of `lay`, a channel (all its phases) per task:
+/// zero where the padding is.
+fn fill_grid(g: &Geometry, lay: &GridLayout, x: &[f32], planes: &mut [f32]) {
+    let hw = g.in_h * g.in_w;
+    let (planes, slack) = planes.split_at_mut(g.c_in * lay.channel());
+    slack.fill(0.0);
+    for_each_chunk(
+        planes,
+        lay.channel(),
+        || (),
+        |c, dst, _| {
+            for r in 0..lay.hq * lay.sh {
+                let line = r
+                    .checked_sub(g.pad.0)
+                    .filter(|y| *y < g.in_h)
+                    .map(|y| &x[c * hw + y * g.in_w..][..g.in_w]);
+                for phx in 0..lay.sw {
+                    let row = &mut dst[lay.row(r, phx)..][..lay.wq];
+                    match line {
+                        Some(line) => place((line, row), (g.pad.1, phx, lay.sw), 0.0, every_other),
+                        None => row.fill(0.0),
+                    }
+                }
             }
         },
     );

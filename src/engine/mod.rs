@@ -18,6 +18,7 @@ mod dynquant;
 mod fconv;
 mod fdirect;
 mod fold;
+mod grid;
 mod heap;
 mod hswish;
 mod i8gemm;

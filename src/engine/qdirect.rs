@@ -8,20 +8,17 @@
 //! writes every tap of every position (nine times the input for a 3x3 conv), then a separate
 //! requantization pass over the i32 products.
 //!
-//! Here no im2col is made. The input is copied once into padded planes of words, a word holding
-//! four input channels' bytes of one column (so the VNNI dot product of a word with a weight
-//! word sums four channels' taps). At a stride above one the planes are split by row and column
-//! phase (phase `(p, q)` holds the padded rows `p, p + sh, …` and columns `q, q + sw, …`), so
-//! that for every tap, output `(y, x)` reads its plane at `y·wq + x` plus the tap's offset: one
-//! grid for every stride, whose positions `f = y·wq + x` a vector takes 16 at a time, across
-//! output rows. The grid's rows are the padded width (`wq`) and its outputs the first `out_w` of
-//! each: a 52-column map wastes 2 of 54 lanes, where vectors per output row wasted 12 of 64.
-//! Channels past the input's last group of four have zero weights. A padded tap holds the input
-//! zero point (plus 128 for i8 inputs, whose bytes are flipped to u8, the operand VNNI multiplies
-//! unsigned): its share `x0·Σw` is folded into the bias once, as in `QConv`'s other kernels.
-//! Work is shared out by (grid block, channel tile), in tiles of six or four channels as in
-//! [`super::fdirect`]; each step's accumulators are requantized in registers with `QConv`'s
-//! arithmetic, so the bytes equal its other kernels' (tested below and in `tests/qconv.rs`).
+//! Here no im2col is made. The input is copied once into the phase planes of [`super::grid`], in
+//! words: a word holds four input channels' bytes of one column, so that the VNNI dot product of a
+//! word with a weight word sums four channels' taps; vectors take 16 consecutive positions of the
+//! grid, across output rows (a 52-column map computes 54 lanes per row, where vectors per output
+//! row computed 64). Channels past the input's last group of four have zero weights. A padded tap
+//! holds the input zero point (plus 128 for i8 inputs, whose bytes are flipped to u8, the operand
+//! VNNI multiplies unsigned): its share `x0·Σw` is folded into the bias once, as in `QConv`'s
+//! other kernels. Work is shared out by (grid block, channel tile), in tiles of six or four
+//! channels as in [`super::fdirect`]; each step's accumulators are requantized in registers with
+//! `QConv`'s arithmetic, so the bytes equal its other kernels' (tested below and in
+//! `tests/qconv.rs`).
 
 // Off x86 the kernel is never planned ([`available`] is false): its types are built but not read.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -32,6 +29,9 @@ mod vnni;
 #[cfg(target_arch = "x86_64")]
 use super::fdirect::CT;
 use super::fdirect::{tiles, Tile};
+#[cfg(target_arch = "x86_64")]
+use super::grid::Grid;
+use super::grid::{place, Layout, BLOCK};
 use super::im2col::Geometry;
 use super::par::{for_each_chunk, for_each_range};
 use super::scratch::Scratch;
@@ -153,57 +153,6 @@ impl Plan {
     }
 }
 
-/// Grid positions per unit of work: a unit's tile runs them in steps of 64.
-const BLOCK: usize = 256;
-
-/// Where the kernels read: the phase planes' sizes and every tap's offset, in words.
-struct Layout {
-    /// Rows and words per row of a phase plane.
-    hq: usize,
-    wq: usize,
-    /// Phases along rows and columns (the strides).
-    sh: usize,
-    sw: usize,
-    /// Per tap `(group, ky, kx)`: its offset from an output's grid position.
-    taps: Vec<usize>,
-    /// Words of planes, with slack for the last vector's reads past the grid's end.
-    len: usize,
-}
-
-impl Layout {
-    fn of(g: &Geometry, groups: usize) -> Layout {
-        let (hp, wp) = g.padded_hw();
-        let (sh, sw) = (g.stride.0.max(1), g.stride.1.max(1));
-        let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
-        let taps: Vec<usize> = (0..groups * g.kh * g.kw)
-            .map(|tap| {
-                let (grp, yx) = (tap / (g.kh * g.kw), tap % (g.kh * g.kw));
-                let (row, col) = ((yx / g.kw) * g.dilation.0, (yx % g.kw) * g.dilation.1);
-                (((grp * sh + row % sh) * sw + col % sw) * hq + row / sh) * wq + col / sw
-            })
-            .collect();
-        let planes = groups * sh * sw * hq * wq;
-        let lay = Layout {
-            hq,
-            wq,
-            sh,
-            sw,
-            len: planes + 16,
-            taps,
-        };
-        // Every output's reads lie in its planes (its padded rows and columns), so only the
-        // lanes past the last output read further: up to one vector past the grid's end.
-        let far = lay.end(g) + 15 + lay.taps.iter().max().copied().unwrap_or(0);
-        assert!(far <= lay.len && g.out_w <= wq);
-        lay
-    }
-
-    /// The grid position after the last output.
-    fn end(&self, g: &Geometry) -> usize {
-        (g.out_h.max(1) - 1) * self.wq + g.out_w
-    }
-}
-
 /// The output, `[c_out][out_h·out_w]` bytes, written by several tasks at once: each writes only
 /// its own rows of its own channels.
 struct Output(*mut u8);
@@ -254,7 +203,7 @@ pub(super) fn conv(p: &Plan, x: &[u8], out: &mut [u8]) {
                         lo,
                         hi,
                     };
-                    let grid = vnni::Grid {
+                    let grid = Grid {
                         wq: lay.wq,
                         out_w: g.out_w,
                         end: end.min(f0 + BLOCK),
@@ -287,7 +236,6 @@ fn fill(p: &Plan, lay: &Layout, x: &[u8], planes: &mut [u32]) {
     let pad = u32::from_le_bytes([p.pad; 4]);
     let flip = if p.x_signed { 0x8080_8080 } else { 0 };
     let hw = g.in_h * g.in_w;
-    let plane = lay.hq * lay.wq;
     // The rows of channels past `c_in` (weights zero there: any byte will do).
     let none = vec![0u8; g.in_w];
     let none_plane = if g.c_in.is_multiple_of(4) {
@@ -295,14 +243,14 @@ fn fill(p: &Plan, lay: &Layout, x: &[u8], planes: &mut [u32]) {
     } else {
         vec![0u8; hw]
     };
-    let (planes, slack) = planes.split_at_mut(p.groups() * lay.sh * lay.sw * plane);
+    let (planes, slack) = planes.split_at_mut(p.groups() * lay.channel());
     slack.fill(pad);
     // Unpadded and unstrided (a 1x1 conv): a group's plane is its four channels interleaved
     // whole, in one call (a row at a time, the unpacks' 64-column steps fit few rows).
     let whole = lay.sh * lay.sw == 1 && g.pad == (0, 0) && lay.wq == g.in_w && lay.hq == g.in_h;
     for_each_chunk(
         planes,
-        lay.sh * lay.sw * plane,
+        lay.channel(),
         || vec![0u32; g.in_w],
         |grp, dst, line| {
             if whole {
@@ -317,8 +265,7 @@ fn fill(p: &Plan, lay: &Layout, x: &[u8], planes: &mut [u32]) {
                 return interleave(src, flip, &mut dst[..hw]);
             }
             for r in 0..lay.hq * lay.sh {
-                let (phy, ry) = (r % lay.sh, r / lay.sh);
-                let row = |phx: usize| (phy * lay.sw + phx) * plane + ry * lay.wq;
+                let row = |phx: usize| lay.row(r, phx);
                 let Some(y) = r.checked_sub(ph).filter(|y| *y < g.in_h) else {
                     for phx in 0..lay.sw {
                         dst[row(phx)..][..lay.wq].fill(pad);
@@ -344,12 +291,26 @@ fn fill(p: &Plan, lay: &Layout, x: &[u8], planes: &mut [u32]) {
                 } else {
                     interleave(src, flip, line);
                     for phx in 0..lay.sw {
-                        place(line, &mut dst[row(phx)..][..lay.wq], pw, phx, lay.sw, pad);
+                        let out = &mut dst[row(phx)..][..lay.wq];
+                        place((line, out), (pw, phx, lay.sw), pad, every_other);
                     }
                 }
             }
         },
     );
+}
+
+/// [`vnni::every_other`] (the CPU has AVX-512: plans are made only where [`available`]).
+fn every_other(src: &[u32], dst: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the kernels run only where the CPU has AVX-512 (`conv` asserts it).
+    unsafe {
+        vnni::every_other(src, dst)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    for (d, s) in dst.iter_mut().zip(src.iter().step_by(2)) {
+        *d = *s;
+    }
 }
 
 /// [`vnni::interleave`] (the CPU has AVX-512: plans are made only where [`available`]).
@@ -361,34 +322,6 @@ fn interleave(src: [&[u8]; 4], flip: u32, out: &mut [u32]) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (src, flip, out);
-}
-
-/// Phase `phase` of an input row `line` (its columns `phase, phase + sw, …` of the padded row,
-/// `pw` pad columns first) into `row`, `pad` where the padding is.
-fn place(line: &[u32], row: &mut [u32], pw: usize, phase: usize, sw: usize, pad: u32) {
-    // Column j of this phase is input column j·sw + phase − pw: those in the input are lo .. hi.
-    let lo = pw.saturating_sub(phase).div_ceil(sw).min(row.len());
-    let hi = (line.len() + pw)
-        .saturating_sub(phase)
-        .div_ceil(sw)
-        .clamp(lo, row.len());
-    row[..lo].fill(pad);
-    row[hi..].fill(pad);
-    if hi == lo {
-        return;
-    }
-    let first = lo * sw + phase - pw;
-    match sw {
-        1 => row[lo..hi].copy_from_slice(&line[first..first + hi - lo]),
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the kernels run only where the CPU has AVX-512 (`conv` asserts it).
-        2 => unsafe { vnni::every_other(&line[first..], &mut row[lo..hi]) },
-        _ => {
-            for (o, x) in row[lo..hi].iter_mut().zip(line[first..].iter().step_by(sw)) {
-                *o = *x;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

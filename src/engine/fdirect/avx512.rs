@@ -5,7 +5,8 @@
 //! 2026-12-07: 32→32 at 104x104, 1.73 ms against 0.80). With 32 registers a step keeps six
 //! channels × four vectors of accumulators: 24 FMA chains per tap for four loads.
 //!
-//! A row runs in 64-column steps while more than 48 columns are left, then one step of one to
+//! Convs run over the grid of [`super::super::grid`] ([`grid_run`]); 1x1 and depthwise convs by
+//! output rows ([`rows`]). A row runs in 64-column steps while more than 48 columns are left, then one step of one to
 //! three vectors for the rest: reads end at the row's width rounded up to 16, as the AVX2
 //! kernels' do, so both share [`super::Layout`]. Rows of 32 columns or fewer are taken several
 //! at a time (four rows of one vector, two of two), so that a step still has 24 chains: with one
@@ -15,6 +16,8 @@
 
 use std::arch::x86_64::*;
 
+use super::super::grid::Grid;
+
 /// Floats per vector.
 const L: usize = 16;
 
@@ -23,16 +26,7 @@ const L: usize = 16;
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn finish(v: __m512, bias: f32, leaky: Option<f32>, dst: *mut f32, lanes: usize, ps: usize) {
-    let mut v = _mm512_add_ps(v, _mm512_set1_ps(bias));
-    match leaky {
-        // Slope 0 is a Relu: tract's `max(x, 0)` gives +0 where x ≤ 0 (x·0 would give -0).
-        Some(0.0) => v = _mm512_max_ps(v, _mm512_setzero_ps()),
-        Some(alpha) => {
-            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
-            v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(v, _mm512_set1_ps(alpha)), v);
-        }
-        None => {}
-    }
+    let v = activate(v, bias, leaky);
     if ps != 1 {
         // Channels last: a value per position, `ps` (the channel count) apart.
         let mut lane = [0f32; L];
@@ -45,6 +39,23 @@ unsafe fn finish(v: __m512, bias: f32, leaky: Option<f32>, dst: *mut f32, lanes:
     } else {
         _mm512_mask_storeu_ps(dst, ((1u32 << lanes) - 1) as __mmask16, v);
     }
+}
+
+/// `v` plus the bias, through the LeakyRelu (a Relu at slope 0).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn activate(v: __m512, bias: f32, leaky: Option<f32>) -> __m512 {
+    let mut v = _mm512_add_ps(v, _mm512_set1_ps(bias));
+    match leaky {
+        // Slope 0 is a Relu: tract's `max(x, 0)` gives +0 where x ≤ 0 (x·0 would give -0).
+        Some(0.0) => v = _mm512_max_ps(v, _mm512_setzero_ps()),
+        Some(alpha) => {
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
+            v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(v, _mm512_set1_ps(alpha)), v);
+        }
+        None => {}
+    }
+    v
 }
 
 /// Where a step reads and writes: rows `rs` floats apart in the planes and `os` apart in the
@@ -222,5 +233,87 @@ pub(super) unsafe fn rows<const W: usize>(
             1 => step::<1, 1, W>(b, taps, w, bias, leaky, n, channels),
             _ => {}
         }
+    }
+}
+
+/// `V` vectors of outputs at grid positions `f0 ..` ([`Grid`]) of `W` channels: per tap, `V`
+/// loads at `x + f0 + tap` and `W` broadcast weights into `W·V` accumulators (≤ 24), summed in tap
+/// order as [`step`] does (the same bits); the lanes that are outputs stored compressed.
+///
+/// # Safety
+/// AVX-512F; `x + f0 + tap + 16·V` readable for every tap; `w` holds `taps.len()·W` floats and
+/// `bias` `W`; `out + j·n + o` writable for `j < channels` and every output `o` of the lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grid_step<const V: usize, const W: usize>(
+    x: *const f32,
+    f0: usize,
+    grid: &Grid,
+    taps: &[usize],
+    (w, bias, leaky): (*const f32, &[f32], Option<f32>),
+    (out, n): (*mut f32, usize),
+    channels: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); V]; W];
+    let p = x.add(f0);
+    for (kk, &t) in taps.iter().enumerate() {
+        let mut a = [_mm512_setzero_ps(); V];
+        for (v, a) in a.iter_mut().enumerate() {
+            *a = _mm512_loadu_ps(p.add(t + v * L));
+        }
+        let wk = w.add(kk * W);
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let wj = _mm512_set1_ps(*wk.add(j));
+            for (acc, a) in acc.iter_mut().zip(&a) {
+                *acc = _mm512_fmadd_ps(*a, wj, *acc);
+            }
+        }
+    }
+    let mut lanes = [(0u16, 0usize); V];
+    for (v, lanes) in lanes.iter_mut().enumerate() {
+        *lanes = grid.lanes(f0 + v * L);
+    }
+    for (j, acc) in acc.iter().enumerate().take(channels) {
+        for (acc, &(mask, o)) in acc.iter().zip(&lanes) {
+            let dst = out.add(j * n + o);
+            let v = activate(*acc, bias[j], leaky);
+            match mask {
+                0 => {}
+                u16::MAX => _mm512_storeu_ps(dst, v),
+                _ => _mm512_mask_compressstoreu_ps(dst as *mut _, mask, v),
+            }
+        }
+    }
+}
+
+/// Grid positions `lo .. grid.end` of one tile of `W` channels (six or four), from the planes
+/// of [`super::super::grid`]: steps of four vectors, then one of fewer. See [`super::conv`].
+///
+/// # Safety
+/// AVX-512F; `x + f + tap` readable for every tap and every `f` below `grid.end` rounded up to
+/// 16 from `lo`; `w` holds `taps.len()·W` floats, `bias` `W`; `out + j·n + o` writable for
+/// `j < channels` and the outputs `o` of positions `lo .. grid.end`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn grid_run<const W: usize>(
+    x: *const f32,
+    (lo, grid): (usize, Grid),
+    taps: &[usize],
+    (w, bias, leaky): (&[f32], &[f32], Option<f32>),
+    out: (*mut f32, usize),
+    channels: usize,
+) {
+    assert!(w.len() >= taps.len() * W && bias.len() >= W && channels <= W);
+    let wb = (w.as_ptr(), bias, leaky);
+    let mut f0 = lo;
+    while grid.end.saturating_sub(f0) > 3 * L {
+        grid_step::<4, W>(x, f0, &grid, taps, wb, out, channels);
+        f0 += 4 * L;
+    }
+    match grid.end.saturating_sub(f0).div_ceil(L) {
+        3 => grid_step::<3, W>(x, f0, &grid, taps, wb, out, channels),
+        2 => grid_step::<2, W>(x, f0, &grid, taps, wb, out, channels),
+        1 => grid_step::<1, W>(x, f0, &grid, taps, wb, out, channels),
+        _ => {}
     }
 }

@@ -12,6 +12,8 @@
 
 use std::arch::x86_64::*;
 
+use super::super::grid::Grid;
+
 /// Words per vector.
 const L: usize = 16;
 
@@ -49,39 +51,6 @@ unsafe fn finish(acc: __m512i, s: f32, f: &Finish, dst: *mut u8, mask: u16) {
         let q = _mm512_maskz_compress_epi32(mask, q);
         let kept = (1u32 << mask.count_ones()) - 1;
         _mm512_mask_cvtepi32_storeu_epi8(dst as *mut _, kept as u16, q);
-    }
-}
-
-/// The grid a unit runs over: positions `f = y·wq + x` of the planes, of which those with
-/// `x < out_w` are outputs (output `y·out_w + x`), and only those below `end` are the unit's.
-#[derive(Clone, Copy)]
-pub(super) struct Grid {
-    pub wq: usize,
-    pub out_w: usize,
-    pub end: usize,
-}
-
-impl Grid {
-    /// The lanes of the vector at `f0` that are this unit's outputs, and where the first of them
-    /// goes in an output plane (0 with no lane).
-    #[inline(always)]
-    fn lanes(&self, f0: usize) -> (u16, usize) {
-        let (y, mut x) = (f0 / self.wq, f0 % self.wq);
-        if x + L <= self.out_w && f0 + L <= self.end {
-            return (u16::MAX, y * self.out_w + x);
-        }
-        let (mut mask, mut first) = (0u16, None);
-        for l in 0..L.min(self.end.saturating_sub(f0)) {
-            if x < self.out_w {
-                mask |= 1 << l;
-                first.get_or_insert((f0 + l) / self.wq * self.out_w + x);
-            }
-            x += 1;
-            if x == self.wq {
-                x = 0;
-            }
-        }
-        (mask, first.unwrap_or(0))
     }
 }
 
