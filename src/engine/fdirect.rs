@@ -49,7 +49,7 @@ mod avx512;
 
 use super::grid::{place, Grid, Layout as GridLayout, BLOCK};
 use super::im2col::Geometry;
-use super::par::{for_each_chunk, for_each_range};
+use super::par::{for_each_chunk, for_each_range, SharedOut};
 use super::scratch::Scratch;
 
 /// Which f32 kernel [`super::fconv::PanelConv`] runs: `tract` (tract's matrix product, and convs
@@ -456,20 +456,6 @@ fn every_other(src: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// The output, `[c_out][out_h·out_w]`, written by several tasks at once: each writes only its own
-/// rows of its own channels.
-struct Output(*mut f32);
-// SAFETY: tasks write disjoint (channel tile, output row) pieces (see `conv`).
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
-
-impl Output {
-    /// The output from float `off` on (a method, so that closures capture the whole `Output`).
-    fn at(&self, off: usize) -> *mut f32 {
-        self.0.wrapping_add(off)
-    }
-}
-
 /// The conv of `x` (`[1, c_in, in_h, in_w]`, flattened) into `out` (`[c_out][out_h·out_w]`, every
 /// element written), plus the bias, through a LeakyRelu of slope `leaky` when given.
 pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut [f32]) {
@@ -492,7 +478,7 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
     // Output rows per unit of work: what one kernel step takes (the narrower tiles' count, so
     // that every tile's kernel takes the unit's rows at once).
     let per = w.isa.rows_per_step(g.out_w, CT);
-    let dst = Output(out.as_mut_ptr());
+    let dst = SharedOut::new(out);
     for_each_range(
         g.out_h.div_ceil(per) * tiles,
         || (),
@@ -521,7 +507,7 @@ fn conv_grid(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut
     let mut planes = Scratch::<f32>::stale(lay.len);
     fill_grid(g, &lay, x, &mut planes);
     let end = lay.end(g);
-    let dst = Output(out.as_mut_ptr());
+    let dst = SharedOut::new(out);
     let tiles = w.tiles.len();
     for_each_range(
         end.div_ceil(BLOCK) * tiles,
@@ -630,7 +616,7 @@ pub(super) fn pointwise(
     let taps: Vec<usize> = (0..k).map(|c| c * n).collect();
     let tail_taps: Vec<usize> = (0..k).map(|c| c * COLS).collect();
     let tiles = w.tiles.len();
-    let dst = Output(out.as_mut_ptr());
+    let dst = SharedOut::new(out);
     for_each_range(
         blocks * tiles,
         || None::<Scratch<f32>>,

@@ -47,30 +47,28 @@ mod zeroterm;
 /// Deterministic test values shared by the engine's unit tests.
 #[cfg(test)]
 pub(crate) mod testvals {
-    /// `n` values in [-1, 1) from a linear congruential generator seeded with `seed`.
+    /// A linear congruential generator's states after `seed`.
+    pub(crate) fn states(seed: u64) -> impl Iterator<Item = u64> {
+        std::iter::successors(Some(seed), |s| {
+            Some(
+                s.wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407),
+            )
+        })
+        .skip(1)
+    }
+
+    /// `n` values in [-1, 1) from the generator seeded with `seed`.
     pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
+        states(seed)
+            .take(n)
+            .map(|s| (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
             .collect()
     }
 
     /// `n` bytes over 0..=255 from the same generator.
     pub(crate) fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 56) as u8
-            })
-            .collect()
+        states(seed).take(n).map(|s| (s >> 56) as u8).collect()
     }
 }
 pub use blockbin::{BlockBinary, NO_BLOCKBINARY_ENV};

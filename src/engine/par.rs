@@ -74,3 +74,29 @@ pub(super) fn for_each_range<S>(
         f(run(i), &mut s);
     }
 }
+
+/// A buffer that the tasks of one [`for_each_range`] or [`for_each_chunk`] call write at once, each
+/// only its own elements (a conv's channel tiles and rows, a product's columns): its pointer,
+/// shareable over the pool.
+pub(super) struct SharedOut<T>(*mut T);
+
+impl<T> Clone for SharedOut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedOut<T> {}
+// SAFETY: the callers' tasks write disjoint elements (each says which where it writes).
+unsafe impl<T> Send for SharedOut<T> {}
+unsafe impl<T> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    pub(super) fn new(out: &mut [T]) -> SharedOut<T> {
+        SharedOut(out.as_mut_ptr())
+    }
+
+    /// The buffer from element `off` on (a method, so that closures capture the whole value).
+    pub(super) fn at(self, off: usize) -> *mut T {
+        self.0.wrapping_add(off)
+    }
+}

@@ -33,7 +33,7 @@ use super::fdirect::{tiles, Tile};
 use super::grid::Grid;
 use super::grid::{place, Layout, BLOCK};
 use super::im2col::Geometry;
-use super::par::{for_each_chunk, for_each_range};
+use super::par::{for_each_chunk, for_each_range, SharedOut};
 use super::scratch::Scratch;
 
 /// Whether this CPU runs the kernels (AVX-512 F, BW and VNNI).
@@ -153,20 +153,6 @@ impl Plan {
     }
 }
 
-/// The output, `[c_out][out_h·out_w]` bytes, written by several tasks at once: each writes only
-/// its own rows of its own channels.
-struct Output(*mut u8);
-// SAFETY: tasks write disjoint (channel tile, output rows) pieces (see `conv`).
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
-
-impl Output {
-    /// The output from byte `off` on (a method, so that closures capture the whole `Output`).
-    fn at(&self, off: usize) -> *mut u8 {
-        self.0.wrapping_add(off)
-    }
-}
-
 /// The conv of `x` (`[1, c_in, in_h, in_w]` bytes, u8 or i8 as planned) into `out`
 /// (`[c_out][out_h·out_w]` bytes, every one written), requantized.
 pub(super) fn conv(p: &Plan, x: &[u8], out: &mut [u8]) {
@@ -183,7 +169,7 @@ pub(super) fn conv(p: &Plan, x: &[u8], out: &mut [u8]) {
         (0.0, 255.0)
     };
     let end = lay.end(g);
-    let dst = Output(out.as_mut_ptr());
+    let dst = SharedOut::new(out);
     let tiles = p.tiles.len();
     for_each_range(
         end.div_ceil(BLOCK) * tiles,

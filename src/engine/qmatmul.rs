@@ -41,6 +41,7 @@ use tract_core::ops::change_axes::AxisOp;
 use tract_core::ops::einsum::EinSum;
 
 use super::i8gemm;
+use super::par::SharedOut;
 use super::pass::{env_off, GraphPass, Stage};
 
 mod rows;
@@ -282,7 +283,7 @@ fn gemv(p: &Packed, xs: &[u8], signed: bool, x0: i32, ys: &mut [i32]) {
     let xoff = if signed { 128 } else { 0 };
     let kernel = Kernel::detect();
     let blocks = p.n.div_ceil(COLS);
-    let out = SyncPtr(ys.as_mut_ptr());
+    let out = SharedOut::new(ys);
     let task = |b0: usize, b1: usize| {
         let mut dots = vec![0i32; (b1 - b0) * COLS];
         kernel.dots(
@@ -295,27 +296,10 @@ fn gemv(p: &Packed, xs: &[u8], signed: bool, x0: i32, ys: &mut [i32]) {
         for (j, &dot) in (b0 * COLS..j1).zip(&dots) {
             let y = compensate(p, j, dot, xoff, sx, x0);
             // SAFETY: tasks write disjoint columns of `ys`, and j < n = ys.len().
-            unsafe { *out.get().add(j) = y };
+            unsafe { *out.at(j) = y };
         }
     };
     par_blocks(blocks, p.kp * p.n, task);
-}
-
-struct SyncPtr<T>(*mut T);
-impl<T> Clone for SyncPtr<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for SyncPtr<T> {}
-// SAFETY: only used to write disjoint elements from the tasks of one `par_blocks` or
-// `for_each_range` call.
-unsafe impl<T> Send for SyncPtr<T> {}
-unsafe impl<T> Sync for SyncPtr<T> {}
-impl<T> SyncPtr<T> {
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 /// Runs `task(b0, b1)` over `0..blocks` in chunks: on tract's thread pool when the plan runs with

@@ -218,15 +218,10 @@ mod tests {
     use super::*;
 
     fn lcg(n: usize, seed: u64, levels: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                // few distinct levels, so ties are common
-                ((s >> 33) % levels) as f32 * 0.25 - 1.0
-            })
+        // few distinct levels, so ties are common
+        crate::engine::testvals::states(seed)
+            .take(n)
+            .map(|s| ((s >> 33) % levels) as f32 * 0.25 - 1.0)
             .collect()
     }
 

@@ -1,7 +1,8 @@
 //! [`super::QMatMul`]'s products of several activation rows on lookout's AVX2 kernel
 //! ([`super::ManyRows::Avx2`]), with the zero-point compensation and the scale in the epilogue.
 
-use super::{compensate, i8gemm, Packed, SyncPtr};
+use super::super::par::SharedOut;
+use super::{compensate, i8gemm, Packed};
 
 /// `ys[r·n + j] = store(j, y)` for the activation rows `xs` on lookout's AVX2 kernel
 /// ([`super::ManyRows::Avx2`]), `y` the i32 sum of [`super::gemv`]'s formula; 16 rows a panel,
@@ -19,7 +20,7 @@ pub(super) fn gemm<T: Copy + Default + Send>(
 ) {
     let (k, n) = (p.k, p.n);
     assert!(xs.len() >= rows * k && ys.len() >= rows * n);
-    let out = SyncPtr(ys.as_mut_ptr());
+    let out = SharedOut::new(ys);
     // The kernel multiplies i8: `xu − 128`, with xu the u8 `gemv` multiplies (x for u8
     // activations, x flipped for i8 ones), which is the raw byte of an i8 activation and a u8 one
     // flipped. Hence Σ xu·wt = dot + 128 · Σ wt.
@@ -78,7 +79,7 @@ pub(super) fn gemm<T: Copy + Default + Send>(
                         unsafe {
                             std::ptr::copy_nonoverlapping(
                                 row.as_ptr(),
-                                out.get().add((r0 + l) * n + j0),
+                                out.at((r0 + l) * n + j0),
                                 width,
                             )
                         };

@@ -17,7 +17,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{compensate, Packed, SyncPtr};
+use super::super::par::SharedOut;
+use super::{compensate, Packed};
 
 /// Columns per block (four vectors of 16).
 const NB: usize = 64;
@@ -110,7 +111,7 @@ pub(super) fn gemm<T: Copy + Default + Send>(
         })
         .collect();
     let flip = if signed { 0x8080_8080u32 } else { 0 };
-    let out = SyncPtr(ys.as_mut_ptr());
+    let out = SharedOut::new(ys);
     let blocks = n.div_ceil(NB);
     let units = rows.div_ceil(ROWS_PER_UNIT) * blocks;
     super::super::par::for_each_range(
@@ -150,7 +151,7 @@ pub(super) fn gemm<T: Copy + Default + Send>(
                         unsafe {
                             std::ptr::copy_nonoverlapping(
                                 vals.as_ptr(),
-                                out.get().add((r0 + l) * n + j0),
+                                out.at((r0 + l) * n + j0),
                                 width,
                             )
                         };
