@@ -264,6 +264,11 @@ def vlm_rows(args) -> list[dict]:
     out = []
     here = os.path.dirname(os.path.abspath(__file__))
     fbin = args.florence_bin or os.path.join(os.path.dirname(args.lookout), "examples", "florence2_bench")
+    # The example is a separate binary: built before the last change to the library, it measures old
+    # code under the header's build (two runs of 2026-12-07 did so before this check).
+    if os.path.isfile(fbin) and os.path.getmtime(fbin) + 60 < os.path.getmtime(args.lookout):
+        sys.exit(f"{fbin} is older than {args.lookout}: rebuild both "
+                 "(cargo build --release --bin lookout --example florence2_bench)")
     for t in args.threads:
         if os.path.isfile(os.path.join(args.smolvlm, "reference", "reference.json")):
             js = os.path.join("/tmp", f"compare_ort_smolvlm_t{t}.json")
