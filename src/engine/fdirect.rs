@@ -475,24 +475,19 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
     fill(g, &lay, x, &mut planes);
     lay.assert_reads_within(g, planes.len());
     let tiles = w.tiles.len();
-    // Output rows per unit of work: what one kernel step takes (the narrower tiles' count, so
-    // that every tile's kernel takes the unit's rows at once).
-    let per = w.isa.rows_per_step(g.out_w, CT);
+    // A unit of work is one output row of one tile (the AVX2 kernels take a row per step).
     let dst = SharedOut::new(out);
     for_each_range(
-        g.out_h.div_ceil(per) * tiles,
+        g.out_h * tiles,
         || (),
         |units, _| {
             for u in units {
-                let (oy, t) = (u / tiles * per, w.tiles[u % tiles]);
-                let rows = per.min(g.out_h - oy);
+                let (oy, t) = (u / tiles, w.tiles[u % tiles]);
                 let x = planes[lay.row(g, oy)..].as_ptr();
-                let rs = lay.row(g, 1);
                 let out = dst.at(t.c0 * n + oy * g.out_w);
                 // SAFETY: the CPU runs the kernel (asserted); reads within `planes` (asserted
-                // above); writes the tile's channels of rows `oy .. oy + rows`, which no other
-                // unit writes.
-                unsafe { w.rows(t, (x, rs, rows), &lay.taps, leaky, g.out_w, out, (n, 1)) };
+                // above); writes the tile's channels of row `oy`, which no other unit writes.
+                unsafe { w.rows(t, (x, 0, 1), &lay.taps, leaky, g.out_w, out, (n, 1)) };
             }
         },
     );

@@ -44,7 +44,9 @@ use super::i8gemm;
 use super::par::SharedOut;
 use super::pass::{env_off, GraphPass, Stage};
 
+mod formula;
 mod rows;
+use formula::{compensate, row_sum};
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
@@ -254,18 +256,6 @@ impl TypedOp for QMatMul {
     as_op!();
 }
 
-/// Σ (x − x0)·(W − w0) for column `j` from `dot` = Σ xu·wt (see the module doc), in wrapping i32
-/// like tract's (never wrapping for the sizes this op takes).
-#[inline(always)]
-fn compensate(p: &Packed, j: usize, dot: i32, xoff: i32, sx: i32, x0: i32) -> i32 {
-    let xw = dot
-        .wrapping_sub(xoff * p.wt_sum[j])
-        .wrapping_add(p.shift.wrapping_mul(sx));
-    xw.wrapping_sub(p.w0[j].wrapping_mul(sx))
-        .wrapping_sub(x0.wrapping_mul(p.colsum[j]))
-        .wrapping_add((p.k as i32 * x0).wrapping_mul(p.w0[j]))
-}
-
 /// `ys[j]` for the one activation row `xs` (see the module doc for the formula).
 fn gemv(p: &Packed, xs: &[u8], signed: bool, x0: i32, ys: &mut [i32]) {
     // The kernels multiply u8 by i8: an i8 activation is flipped to u8 (x + 128), and 128 · Σ wt
@@ -275,11 +265,7 @@ fn gemv(p: &Packed, xs: &[u8], signed: bool, x0: i32, ys: &mut [i32]) {
     for (d, &b) in xu.iter_mut().zip(xs) {
         *d = b ^ flip;
     }
-    let sx: i32 = if signed {
-        xs.iter().map(|&b| b as i8 as i32).sum()
-    } else {
-        xs.iter().map(|&b| b as i32).sum()
-    };
+    let sx = row_sum(xs, signed);
     let xoff = if signed { 128 } else { 0 };
     let kernel = Kernel::detect();
     let blocks = p.n.div_ceil(COLS);

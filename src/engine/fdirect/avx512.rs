@@ -5,14 +5,14 @@
 //! 2026-12-07: 32→32 at 104x104, 1.73 ms against 0.80). With 32 registers a step keeps six
 //! channels × four vectors of accumulators: 24 FMA chains per tap for four loads.
 //!
-//! Convs run over the grid of [`super::super::grid`] ([`grid_run`]); 1x1 and depthwise convs by
-//! output rows ([`rows`]). A row runs in 64-column steps while more than 48 columns are left, then one step of one to
-//! three vectors for the rest: reads end at the row's width rounded up to 16, as the AVX2
-//! kernels' do, so both share [`super::Layout`]. Rows of 32 columns or fewer are taken several
-//! at a time (four rows of one vector, two of two), so that a step still has 24 chains: with one
-//! row per step a 13-column row (nanodet-g's last level) had 6 chains, too few to cover the FMA
-//! latency. Partial vectors are stored under a mask. Sums run in tap order per output, as in the
-//! AVX2 kernels: the two give the same bits.
+//! Convs run over the grid of [`super::super::grid`] ([`grid_run`]), whose vectors cross output
+//! rows; 1x1 convs by blocks of positions and depthwise convs by output rows ([`rows`]). A row
+//! runs in 64-column steps while more than 48 columns are left, then one step of one to three
+//! vectors for the rest: reads end at the row's width rounded up to 16, as the AVX2 kernels' do,
+//! so both share [`super::Layout`]. A depthwise conv's short rows are taken several at a time
+//! (up to eight rows of one vector), so that a step keeps 8 FMA chains. Partial vectors are
+//! stored under a mask. Sums run in tap order per output, as in the AVX2 kernels: the two give
+//! the same bits.
 
 use std::arch::x86_64::*;
 
@@ -189,7 +189,8 @@ pub(super) unsafe fn rows<const W: usize>(
         };
     }
     if rows > 1 {
-        // Every shape `rows_per_step` gives for six, four and one channel.
+        // Every shape `rows_per_step` gives for one channel (a depthwise conv: the only caller
+        // that takes several rows).
         by_shape!(
             (2, 1),
             (3, 1),

@@ -2,7 +2,8 @@
 //! ([`super::ManyRows::Avx2`]), with the zero-point compensation and the scale in the epilogue.
 
 use super::super::par::SharedOut;
-use super::{compensate, i8gemm, Packed};
+use super::formula::{column_terms, row_sum};
+use super::{i8gemm, Packed};
 
 /// `ys[r·n + j] = store(j, y)` for the activation rows `xs` on lookout's AVX2 kernel
 /// ([`super::ManyRows::Avx2`]), `y` the i32 sum of [`super::gemv`]'s formula; 16 rows a panel,
@@ -26,12 +27,7 @@ pub(super) fn gemm<T: Copy + Default + Send>(
     // flipped. Hence Σ xu·wt = dot + 128 · Σ wt.
     let flip = if signed { 0 } else { 0x80 };
     let xoff = if signed { 128 } else { 0 };
-    // `compensate` split into what depends on the column alone and the factor of Σ x, once per
-    // call: y = s + c[j] + d[j]·sx (wrapping, so the same bits in any order).
-    let c: Vec<i32> = (0..n)
-        .map(|j| compensate(p, j, 128i32.wrapping_mul(p.wt_sum[j]), xoff, 0, x0))
-        .collect();
-    let d: Vec<i32> = (0..n).map(|j| p.shift.wrapping_sub(p.w0[j])).collect();
+    let (c, d) = column_terms(p, n, |j| 128i32.wrapping_mul(p.wt_sum[j]), xoff, x0);
     super::super::par::for_each_range(
         rows.div_ceil(16),
         || (vec![0u8; w16.panel_len()], vec![[0i32; 16]; n]),
@@ -46,11 +42,7 @@ pub(super) fn gemm<T: Copy + Default + Send>(
                     for (kk, &b) in row.iter().enumerate() {
                         buf[(kk / 4) * 64 + l * 4 + kk % 4] = b ^ flip;
                     }
-                    *sx = if signed {
-                        row.iter().map(|&b| b as i8 as i32).sum()
-                    } else {
-                        row.iter().map(|&b| b as i32).sum()
-                    };
+                    *sx = row_sum(row, signed);
                 }
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `ManyRows::Avx2` is only planned where the CPU has AVX2.

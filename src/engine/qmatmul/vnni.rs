@@ -18,7 +18,8 @@
 use std::arch::x86_64::*;
 
 use super::super::par::SharedOut;
-use super::{compensate, Packed};
+use super::formula::{column_terms, row_sum};
+use super::Packed;
 
 /// Columns per block (four vectors of 16).
 const NB: usize = 64;
@@ -79,36 +80,11 @@ pub(super) fn gemm<T: Copy + Default + Send>(
     let (k, n) = (p.k, p.n);
     assert!(available() && k == 4 * w.k4 && xs.len() >= rows * k && ys.len() >= rows * n);
     let xoff = if signed { 128 } else { 0 };
-    // y = s + c[j] + d[j]·sx (wrapping: the same bits as `compensate` in one go), per column
-    // padded to the blocks.
-    let cols = n.div_ceil(NB) * NB;
-    let c: Vec<i32> = (0..cols)
-        .map(|j| {
-            if j < n {
-                compensate(p, j, 0, xoff, 0, x0)
-            } else {
-                0
-            }
-        })
-        .collect();
-    let d: Vec<i32> = (0..cols)
-        .map(|j| {
-            if j < n {
-                p.shift.wrapping_sub(p.w0[j])
-            } else {
-                0
-            }
-        })
-        .collect();
+    // The kernel's sums are Σ xu·wt itself; `c` and `d` are padded to whole column blocks.
+    let (c, d) = column_terms(p, n.div_ceil(NB) * NB, |_| 0, xoff, x0);
     let sx: Vec<i32> = xs[..rows * k]
         .chunks_exact(k)
-        .map(|row| {
-            if signed {
-                row.iter().map(|&b| b as i8 as i32).sum()
-            } else {
-                row.iter().map(|&b| b as i32).sum()
-            }
-        })
+        .map(|row| row_sum(row, signed))
         .collect();
     let flip = if signed { 0x8080_8080u32 } else { 0 };
     let out = SharedOut::new(ys);
