@@ -9,16 +9,18 @@
 //! - the tiny random-weight vision encoders of SmolVLM (SigLIP: 2 products taken) and Florence-2
 //!   (DaViT's window and channel attention: 9), the real graphs at a small width
 //!   (tests/fixtures/vlm), loaded as lookout's VLM sessions load them, with and without the pass
-//!   (`LOOKOUT_NO_STOREORDER=1`): the image features are bit-identical.
+//!   (`LOOKOUT_NO_STOREORDER=1`): the image features are bit-identical. Where the CPU has
+//!   AVX-512F, `FusedAttention` (tests/engine_attention.rs) takes SigLIP's and DaViT's window
+//!   attention chains first in both plans, and this pass sees what is left.
 
 mod common;
 
-use lookout::engine::onnx::{ElemType, OnnxFile};
-use lookout::engine::session::{Dim, InputSpec, Session, SessionOptions, Value};
 use lookout::engine::{replace_row_matmul, run_options, swap_store_order, NO_STOREORDER_ENV};
 use tract_onnx::prelude::*;
 
 use common::attention::{dir, run};
+use common::vision::{values, vision_session, FLORENCE2, SMOLVLM};
+use lookout::engine::session::Value;
 
 /// The fixture decluttered, `RowMatMul` swapped in (as lookout's sessions plan it), then this
 /// pass or not; the plan and how many products the pass swapped.
@@ -56,48 +58,9 @@ fn takes_the_self_product_alone_and_changes_no_bit() {
     }
 }
 
-/// A tiny vision encoder as a lookout session, its inputs fixed to one image as the VLM loaders
-/// fix them: (name, f32 or bool, shape).
-fn vision_session(model: &str, inputs: &[(&str, ElemType, &[usize])]) -> Session {
-    let path = common::fixture(&format!("vlm/{model}/onnx/vision_encoder.onnx"));
-    let mut file = OnnxFile::read(&path).expect("read");
-    file.merge_duplicate_nonzero();
-    let specs: Vec<InputSpec> = inputs
-        .iter()
-        .map(|(name, elem, shape)| {
-            InputSpec::new(*name, *elem, shape.iter().map(|&d| Dim::Fixed(d)).collect())
-        })
-        .collect();
-    Session::from_file(file, &specs, &SessionOptions { threads: 1 }).expect("load")
-}
-
-/// Deterministic pixels in [-1, 1] for an f32 input, all true for a bool one.
-fn values(inputs: &[(&str, ElemType, &[usize])]) -> Vec<Value> {
-    inputs
-        .iter()
-        .map(|(_, elem, shape)| {
-            let n: usize = shape.iter().product();
-            match elem {
-                ElemType::F32 => Value::f32(
-                    shape,
-                    (0..n).map(|i| ((i % 251) as f32 - 125.0) / 125.0).collect(),
-                ),
-                _ => Value::bool(shape, vec![true; n]),
-            }
-            .expect("input")
-        })
-        .collect()
-}
-
 #[test]
 fn the_vision_encoders_give_the_same_bits_with_and_without_the_pass() {
-    let smolvlm: &[(&str, ElemType, &[usize])] = &[
-        ("pixel_values", ElemType::F32, &[1, 1, 3, 512, 512]),
-        ("pixel_attention_mask", ElemType::Bool, &[1, 1, 512, 512]),
-    ];
-    let florence2: &[(&str, ElemType, &[usize])] =
-        &[("pixel_values", ElemType::F32, &[1, 3, 768, 768])];
-    for (model, inputs) in [("smolvlm-tiny", smolvlm), ("florence2-tiny", florence2)] {
+    for (model, inputs) in [("smolvlm-tiny", SMOLVLM), ("florence2-tiny", FLORENCE2)] {
         // The only test in this file that sets the variable; it is read when a session is planned.
         std::env::set_var(NO_STOREORDER_ENV, "1");
         let without = vision_session(model, inputs);

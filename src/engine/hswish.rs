@@ -14,11 +14,10 @@
 //! `LOOKOUT_PLAIN_TRACT=1` or `LOOKOUT_NO_HARDSWISH=1` (the A/B of this pass alone).
 
 use tract_core::internal::*;
-use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::math::{Add, Max, Min, Mul};
 
 use super::par::for_each_chunk;
-use super::pass::{env_off, GraphPass, Stage};
+use super::pass::{bin_with_const, env_off, only_reader, GraphPass, Stage};
 
 /// Set to `1` to leave hard-swish to tract's element-wise nodes.
 pub const NO_HARDSWISH_ENV: &str = "LOOKOUT_NO_HARDSWISH";
@@ -194,35 +193,6 @@ impl GraphPass for HardSwishPass {
     }
 }
 
-/// The binary op of `node` when it is `B`: its two inputs, and the single f32 value of the one
-/// that is a constant (`None` when neither is).
-fn bin_with_const<B: tract_core::ops::binary::BinMiniOp>(
-    model: &TypedModel,
-    node: &TypedNode,
-) -> Option<(OutletId, Option<f32>, OutletId)> {
-    let bin = node.op_as::<TypedBinOp>()?;
-    bin.0.downcast_ref::<B>()?;
-    let [a, b] = node.inputs[..] else {
-        return None;
-    };
-    let scalar = |o: OutletId| {
-        let k = model.outlet_fact(o).ok()?.konst.clone()?;
-        (k.datum_type() == f32::datum_type() && k.len() == 1)
-            .then(|| k.cast_to_scalar::<f32>().ok())
-            .flatten()
-    };
-    match (scalar(a), scalar(b)) {
-        (None, Some(v)) => Some((a, Some(v), b)),
-        (Some(v), None) => Some((b, Some(v), a)),
-        _ => Some((a, None, b)),
-    }
-}
-
-/// The single consumer of `o` (not a model output), if there is exactly one.
-fn only_reader(model: &TypedModel, o: OutletId) -> bool {
-    model.outlet_successors(o).len() == 1 && !model.outputs.contains(&o)
-}
-
 /// When `node` is the last product of a hard-swish: its input `x` and the fused op.
 fn matched(model: &TypedModel, node: &TypedNode) -> Option<(OutletId, HardSwish)> {
     let (p, None, q) = bin_with_const::<Mul>(model, node)? else {
@@ -293,6 +263,7 @@ fn matched(model: &TypedModel, node: &TypedNode) -> Option<(OutletId, HardSwish)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_core::ops::binary::TypedBinOp;
     use tract_core::ops::change_axes::wire_with_rank_broadcast;
     use tract_core::ops::math::{add, max, min, mul};
 

@@ -557,7 +557,7 @@ mod simd {
                 };
                 let mut v = vdupq_n_u8(0);
                 for (off, mask) in segs {
-                    let p = data.as_ptr().add(off + tap) as *const u8;
+                    let p = data.as_ptr().add(off + tap);
                     let x = if sw == 1 { vld1q_u8(p) } else { vld2q_u8(p).0 };
                     v = vorrq_u8(v, vandq_u8(x, vld1q_u8(mask.as_ptr())));
                 }

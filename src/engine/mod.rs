@@ -11,6 +11,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::error::{Error, Result};
 
+mod attention;
 mod blockbin;
 mod chfirst;
 mod convint;
@@ -71,6 +72,7 @@ pub(crate) mod testvals {
         states(seed).take(n).map(|s| (s >> 56) as u8).collect()
     }
 }
+pub use attention::{fuse_attention, FusedAttention, NO_ATTENTION_ENV};
 pub use blockbin::{BlockBinary, NO_BLOCKBINARY_ENV};
 pub use chfirst::{channels_first, NO_CHANNELS_FIRST_ENV};
 pub use convint::{replace_conv_integer, NO_CONVINT_ENV};
@@ -626,14 +628,16 @@ pub(crate) fn int8_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     swap_for_run(&convint::ConvIntegerPass, model, path)
 }
 
+/// [`FusedAttention`] for every encoder self-attention chain (where the CPU has AVX-512F), then
 /// [`RowMatMul`] for every decoder-attention product (one query row against a past or an
-/// encoder's keys), then [`swap_store_order`] for the attention products of many rows, on the
-/// decluttered graph of a multi-input session, unless [`PLAIN_TRACT_ENV`] (or
-/// [`NO_ROWMATMUL_ENV`], [`NO_STOREORDER_ENV`]) asks for tract's own plan.
+/// encoder's keys), then [`swap_store_order`] for the attention products of many rows left, on
+/// the decluttered graph of a multi-input session, unless [`PLAIN_TRACT_ENV`] (or
+/// [`NO_ATTENTION_ENV`], [`NO_ROWMATMUL_ENV`], [`NO_STOREORDER_ENV`]) asks for tract's own plan.
 pub(crate) fn rows_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if plain_tract() {
         return Ok(());
     }
+    swap_for_run(&attention::FusedAttentionPass, model, path)?;
     swap_for_run(&rowmatmul::RowMatMulPass, model, path)?;
     swap_for_run(&storeorder::StoreOrderPass, model, path)
 }
@@ -679,6 +683,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(fconv::PanelConvPass),
         Box::new(qmatmul::QMatMulPass),
         Box::new(convint::ConvIntegerPass),
+        Box::new(attention::FusedAttentionPass),
         Box::new(rowmatmul::RowMatMulPass),
         Box::new(storeorder::StoreOrderPass),
         Box::new(zeroterm::ZeroTermPass),

@@ -3,6 +3,7 @@
 //! it; [`super::passes`] lists them and [`super::optimize`] applies them, so this leaf names none.
 
 use tract_core::internal::*;
+use tract_core::ops::binary::TypedBinOp;
 
 /// Where in tract's optimisation a pass runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,4 +90,33 @@ impl std::fmt::Display for Rewrites {
             .collect();
         f.write_str(&parts.join(", "))
     }
+}
+
+/// The binary op of `node` when it is `B`: its two inputs, and the single f32 value of the one
+/// that is a constant (`None` when neither is).
+pub(crate) fn bin_with_const<B: tract_core::ops::binary::BinMiniOp>(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> Option<(OutletId, Option<f32>, OutletId)> {
+    let bin = node.op_as::<TypedBinOp>()?;
+    bin.0.downcast_ref::<B>()?;
+    let [a, b] = node.inputs[..] else {
+        return None;
+    };
+    let scalar = |o: OutletId| {
+        let k = model.outlet_fact(o).ok()?.konst.clone()?;
+        (k.datum_type() == f32::datum_type() && k.len() == 1)
+            .then(|| k.cast_to_scalar::<f32>().ok())
+            .flatten()
+    };
+    match (scalar(a), scalar(b)) {
+        (None, Some(v)) => Some((a, Some(v), b)),
+        (Some(v), None) => Some((b, Some(v), a)),
+        _ => Some((a, None, b)),
+    }
+}
+
+/// The single consumer of `o` (not a model output), if there is exactly one.
+pub(crate) fn only_reader(model: &TypedModel, o: OutletId) -> bool {
+    model.outlet_successors(o).len() == 1 && !model.outputs.contains(&o)
 }

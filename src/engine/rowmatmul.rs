@@ -38,21 +38,21 @@ pub const NO_ROWMATMUL_ENV: &str = "LOOKOUT_NO_ROWMATMUL";
 /// Where each axis of the product comes from: for every output axis its position in the first
 /// input (`a`) and in the second (`b`); and the summed axis's position in each.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Axes {
-    out: TVec<(Option<usize>, Option<usize>)>,
-    k: (usize, usize),
+pub(super) struct Axes {
+    pub(super) out: TVec<(Option<usize>, Option<usize>)>,
+    pub(super) k: (usize, usize),
     /// The output axes of `a`'s rows (in `a` only): a decoder's query tokens, and under grouped-
     /// query attention the query heads that share one key head.
-    m: TVec<usize>,
+    pub(super) m: TVec<usize>,
     /// The output axis of `b`'s columns (in `b` only).
-    n: usize,
+    pub(super) n: usize,
 }
 
 impl Axes {
     /// The roles of `op`'s axes, when it is a batched matrix product of two inputs of `shapes`.
     /// An axis of length 1 wherever it appears (a batch of one that tract's decluttering has
     /// turned into a summed or one-sided axis) has no role: its only index is 0.
-    fn of(op: &EinSum, shapes: [&[TDim]; 2]) -> TractResult<Axes> {
+    pub(super) fn of(op: &EinSum, shapes: [&[TDim]; 2]) -> TractResult<Axes> {
         let map = &op.axes;
         ensure!(
             map.input_count() == 2 && map.output_count() == 1,

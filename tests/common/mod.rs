@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod attention;
+pub mod vision;
 
 // Test binaries that use both `common` and `mosquitto` load the skip switch twice; harmless
 // (it holds only functions), and each helper stays usable on its own.
