@@ -72,24 +72,30 @@ enum ManyRows {
     Vnni(vnni::Weights),
 }
 
+/// What a several-row product writes for each sum `y`: the i32 itself, or `y as f32 · scale`
+/// (one scale, or one per column): tract's Cast then Mul, the same two roundings.
+enum Out<'a> {
+    I32(&'a mut [i32]),
+    Scaled(&'a mut [f32], &'a [f32]),
+}
+
 impl ManyRows {
-    /// `ys[r·n + j] = store(j, y)` for `rows` activation rows on lookout's kernel (not `Tract`).
-    #[allow(clippy::too_many_arguments)]
-    fn gemm<T: Copy + Default + Send>(
-        &self,
-        p: &Packed,
-        xs: &[u8],
-        rows: usize,
-        signed: bool,
-        x0: i32,
-        ys: &mut [T],
-        store: impl Fn(usize, i32) -> T + Sync,
-    ) {
-        match self {
-            ManyRows::Avx2(w16) => rows::gemm(p, w16, xs, rows, signed, x0, ys, store),
+    /// The product of `rows` activation rows into `out` (`rows × n`) on lookout's kernel (not
+    /// `Tract`).
+    fn gemm(&self, p: &Packed, xs: &[u8], rows: usize, signed: bool, x0: i32, out: Out) {
+        match (self, out) {
+            (ManyRows::Avx2(w16), Out::I32(ys)) => {
+                rows::gemm(p, w16, xs, rows, signed, x0, ys, |_, a| a)
+            }
+            (ManyRows::Avx2(w16), Out::Scaled(os, scale)) => {
+                let per_column = scale.len() > 1;
+                rows::gemm(p, w16, xs, rows, signed, x0, os, |j, a| {
+                    a as f32 * scale[if per_column { j } else { 0 }]
+                })
+            }
             #[cfg(target_arch = "x86_64")]
-            ManyRows::Vnni(w) => vnni::gemm(p, w, xs, rows, signed, x0, ys, store),
-            ManyRows::Tract(_) => unreachable!("tract's plan runs its own products"),
+            (ManyRows::Vnni(w), out) => vnni::gemm(p, w, xs, rows, signed, x0, out),
+            (ManyRows::Tract(_), _) => unreachable!("tract's plan runs its own products"),
         }
     }
 }
@@ -195,10 +201,7 @@ impl EvalOp for QMatMul {
             {
                 let mut plain = out.try_as_plain_ram_mut()?;
                 let os = plain.as_slice_mut::<f32>()?;
-                let per_column = scale.len() > 1;
-                many.gemm(p, x.as_bytes(), rows, signed, x0, os, |j, a| {
-                    a as f32 * scale[if per_column { j } else { 0 }]
-                });
+                many.gemm(p, x.as_bytes(), rows, signed, x0, Out::Scaled(os, scale));
             }
             return Ok(tvec!(out.into_tvalue()));
         }
@@ -208,7 +211,7 @@ impl EvalOp for QMatMul {
                 let mut plain = y.try_as_plain_ram_mut()?;
                 let ys = plain.as_slice_mut::<i32>()?;
                 match several {
-                    Some(many) => many.gemm(p, x.as_bytes(), rows, signed, x0, ys, |_, a| a),
+                    Some(many) => many.gemm(p, x.as_bytes(), rows, signed, x0, Out::I32(ys)),
                     None => gemv(p, x.as_bytes(), signed, x0, ys),
                 }
             }
