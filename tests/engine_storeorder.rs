@@ -10,7 +10,7 @@
 //!   (DaViT's window and channel attention: 9), the real graphs at a small width
 //!   (tests/fixtures/vlm), loaded as lookout's VLM sessions load them, with and without the pass
 //!   (`LOOKOUT_NO_STOREORDER=1`): the image features are bit-identical. Where the CPU has
-//!   AVX-512F, `FusedAttention` (tests/engine_attention.rs) takes SigLIP's and DaViT's window
+//!   AVX-512F, `FusedAttention` (tests/engine_encoder_ops.rs) takes SigLIP's and DaViT's window
 //!   attention chains first in both plans, and this pass sees what is left.
 
 mod common;

@@ -29,7 +29,7 @@
 //!
 //! Not bit-identical to tract: the products add in another order, and the exponential is this
 //! file's polynomial, not tract's. The unit tests hold the kernels to f64 arithmetic;
-//! tests/engine_attention.rs holds whole graphs to tract's plan and onnxruntime, and the VLM tests
+//! tests/engine_encoder_ops.rs holds the tiny VLM encoders to tract's plan, and the VLM tests
 //! hold generated tokens to onnxruntime's.
 
 use tract_core::internal::*;

@@ -19,6 +19,7 @@ mod dynquant;
 mod fconv;
 mod fdirect;
 mod fold;
+mod gelu;
 mod grid;
 mod heap;
 mod hswish;
@@ -43,6 +44,8 @@ pub mod session;
 mod softmax;
 mod storeorder;
 mod topk;
+#[cfg(target_arch = "x86_64")]
+mod vmath;
 mod zeroterm;
 
 /// Deterministic test values shared by the engine's unit tests.
@@ -80,6 +83,7 @@ pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fconv::{PanelConv, PanelConvPass, NO_PANELCONV_ENV};
 pub use fdirect::F32_KERNEL_ENV;
 pub use fold::fold_const_chains;
+pub use gelu::{fuse_gelu, Gelu, NO_GELU_ENV};
 pub use heap::{keep_freed_memory, DEFAULT_HEAP_ENV};
 pub use hswish::{HardSwish, NO_HARDSWISH_ENV};
 pub use i8gemm::{own_int8_gemm, own_int8_kernel, I8_KERNEL_ENV};
@@ -638,6 +642,7 @@ pub(crate) fn rows_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
         return Ok(());
     }
     swap_for_run(&attention::FusedAttentionPass, model, path)?;
+    swap_for_run(&gelu::GeluPass, model, path)?;
     swap_for_run(&rowmatmul::RowMatMulPass, model, path)?;
     swap_for_run(&storeorder::StoreOrderPass, model, path)
 }
@@ -684,6 +689,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(qmatmul::QMatMulPass),
         Box::new(convint::ConvIntegerPass),
         Box::new(attention::FusedAttentionPass),
+        Box::new(gelu::GeluPass),
         Box::new(rowmatmul::RowMatMulPass),
         Box::new(storeorder::StoreOrderPass),
         Box::new(zeroterm::ZeroTermPass),

@@ -4,6 +4,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::super::vmath::exp512 as exp;
 use super::{Geometry, ROWS};
 
 /// Output rows `rows` of one slice: `inputs` are the slice's `Q`, `V` and mask from their first
@@ -155,30 +156,6 @@ unsafe fn softmax_row(s: *mut f32, keys: usize, mask: Option<*const f32>, mask_k
         sum = _mm512_mask_add_ps(sum, lanes(i), sum, e);
     }
     _mm512_reduce_add_ps(sum)
-}
-
-/// `e^x` to about one ulp (Cephes' `expf`: `x = n·ln 2 + r`, a degree-6 polynomial in `r`,
-/// `2^n` applied by `vscalefps`). Below −103 the result is 0 (as `e^x` rounds there); NaN stays
-/// NaN.
-#[inline(always)]
-unsafe fn exp(x: __m512) -> __m512 {
-    // max(c, x) returns x when x is NaN.
-    let x = _mm512_max_ps(_mm512_set1_ps(-103.0), x);
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_1e-4);
-    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    let y = _mm512_fmadd_ps(
-        p,
-        _mm512_mul_ps(r, r),
-        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
-    );
-    _mm512_scalef_ps(y, n)
 }
 
 /// One tile of `P · V`: up to 64 columns (`width`) of the value rows from `v`, for the block's
