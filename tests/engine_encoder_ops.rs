@@ -1,23 +1,26 @@
-//! `FusedAttention` (src/engine/attention.rs) and `Gelu` (src/engine/gelu.rs) on real graphs: the
-//! tiny random-weight vision encoders of SmolVLM (SigLIP) and Florence-2 (DaViT), the real
-//! architectures at a small width (tests/fixtures/vlm), as lookout's VLM sessions plan them, each
-//! with and without one pass (`LOOKOUT_NO_ATTENTION=1`, `LOOKOUT_NO_GELU=1`):
+//! `FusedAttention` (src/engine/attention.rs), `Gelu` (src/engine/gelu.rs) and the sessions'
+//! `PanelConv` (src/engine/fconv.rs, `SessionConvPass`) on real graphs: the tiny random-weight
+//! vision encoders of SmolVLM (SigLIP) and Florence-2 (DaViT), the real architectures at a small
+//! width (tests/fixtures/vlm), as lookout's VLM sessions plan them, each with and without one pass
+//! (`LOOKOUT_NO_ATTENTION=1`, `LOOKOUT_NO_GELU=1`, `LOOKOUT_NO_PANELCONV=1`):
 //! - which nodes the pass takes (counted in the plans' profiles): SigLIP's self-attention in each
 //!   of its 2 layers, DaViT's window attention in each of its 4 spatial blocks (its channel
 //!   attention, a softmax over channels summed over tokens, stays tract's); SigLIP's tanh GELU in
-//!   each layer (DaViT's GELU is the erf one, not taken);
+//!   each layer (DaViT's GELU is the erf one, not taken); DaViT's 20 convs (4 stage convs, 16
+//!   depthwise) on lookout's conv kernels;
 //! - the image features agree to float rounding, and where the pass took something they are not
 //!   bit-identical (the op ran: another order of sums, another exponential). tests/vlm_smolvlm.rs
 //!   and tests/vlm_florence2.rs hold the same encoders, with every pass, to transformers' features.
 //!
-//! The ops need AVX-512F: on a CPU without it the passes take nothing and this test says SKIP.
+//! FusedAttention and Gelu need AVX-512F: on a CPU without it they take nothing and this test
+//! says SKIP.
 
 mod common;
 
 use common::vision::{values, vision_session, FLORENCE2, SMOLVLM};
 use lookout::engine::onnx::ElemType;
 use lookout::engine::session::{Session, Value};
-use lookout::engine::{NO_ATTENTION_ENV, NO_GELU_ENV};
+use lookout::engine::{NO_ATTENTION_ENV, NO_GELU_ENV, NO_PANELCONV_ENV};
 
 fn has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -96,6 +99,7 @@ fn the_vision_encoders_agree_with_and_without_each_fused_op() {
     );
     with_and_without("smolvlm-tiny", SMOLVLM, NO_GELU_ENV, "Gelu", 2);
     with_and_without("florence2-tiny", FLORENCE2, NO_GELU_ENV, "Gelu", 0);
+    with_and_without("florence2-tiny", FLORENCE2, NO_PANELCONV_ENV, "PanelConv", 20);
     // The softmaxes left to tract: DaViT's 4 channel-attention blocks, none of SigLIP's.
     let softmaxes = |model, inputs| nodes(&vision_session(model, inputs), inputs, "Softmax");
     assert_eq!(softmaxes("smolvlm-tiny", SMOLVLM), 0);

@@ -632,17 +632,20 @@ pub(crate) fn int8_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     swap_for_run(&convint::ConvIntegerPass, model, path)
 }
 
-/// [`FusedAttention`] for every encoder self-attention chain (where the CPU has AVX-512F), then
-/// [`RowMatMul`] for every decoder-attention product (one query row against a past or an
-/// encoder's keys), then [`swap_store_order`] for the attention products of many rows left, on
-/// the decluttered graph of a multi-input session, unless [`PLAIN_TRACT_ENV`] (or
-/// [`NO_ATTENTION_ENV`], [`NO_ROWMATMUL_ENV`], [`NO_STOREORDER_ENV`]) asks for tract's own plan.
+/// [`FusedAttention`] for every encoder self-attention chain and [`Gelu`] for every tanh GELU
+/// (where the CPU has AVX-512F), [`PanelConv`] for the f32 convs (a vision encoder's stem and
+/// depthwise convs; conv nodes only), then [`RowMatMul`] for every decoder-attention product (one
+/// query row against a past or an encoder's keys), then [`swap_store_order`] for the attention
+/// products of many rows left, on the decluttered graph of a multi-input session, unless
+/// [`PLAIN_TRACT_ENV`] (or [`NO_ATTENTION_ENV`], [`NO_GELU_ENV`], [`NO_PANELCONV_ENV`],
+/// [`NO_ROWMATMUL_ENV`], [`NO_STOREORDER_ENV`]) asks for tract's own plan.
 pub(crate) fn rows_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     if plain_tract() {
         return Ok(());
     }
     swap_for_run(&attention::FusedAttentionPass, model, path)?;
     swap_for_run(&gelu::GeluPass, model, path)?;
+    swap_for_run(&fconv::SessionConvPass, model, path)?;
     swap_for_run(&rowmatmul::RowMatMulPass, model, path)?;
     swap_for_run(&storeorder::StoreOrderPass, model, path)
 }

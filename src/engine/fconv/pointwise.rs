@@ -257,7 +257,7 @@ mod tests {
             m.select_output_outlets(&[y]).unwrap();
             let mut ours = m.clone();
             assert_eq!(
-                swap_convs(&mut ours, Some(isa)),
+                swap_convs(&mut ours, Some(isa), true),
                 usize::from(taken),
                 "{expr}"
             );
