@@ -99,7 +99,13 @@ fn the_vision_encoders_agree_with_and_without_each_fused_op() {
     );
     with_and_without("smolvlm-tiny", SMOLVLM, NO_GELU_ENV, "Gelu", 2);
     with_and_without("florence2-tiny", FLORENCE2, NO_GELU_ENV, "Gelu", 0);
-    with_and_without("florence2-tiny", FLORENCE2, NO_PANELCONV_ENV, "PanelConv", 20);
+    with_and_without(
+        "florence2-tiny",
+        FLORENCE2,
+        NO_PANELCONV_ENV,
+        "PanelConv",
+        20,
+    );
     // The softmaxes left to tract: DaViT's 4 channel-attention blocks, none of SigLIP's.
     let softmaxes = |model, inputs| nodes(&vision_session(model, inputs), inputs, "Softmax");
     assert_eq!(softmaxes("smolvlm-tiny", SMOLVLM), 0);
