@@ -40,7 +40,7 @@ use tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 use super::par::{self, SharedOut};
 use super::pass::{bin_with_const, env_off, only_reader, GraphPass, Stage};
-use super::rowmatmul::Axes;
+use super::rowmatmul::{strides, Axes};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -114,17 +114,6 @@ impl TypedOp for FusedAttention {
     }
 
     as_op!();
-}
-
-/// Row-major strides of `shape`, 0 on an axis of length 1 (one index serves a broadcast).
-fn strides(shape: &[usize]) -> TVec<usize> {
-    let mut s: TVec<usize> = tvec![0; shape.len()];
-    let mut acc = 1;
-    for i in (0..shape.len()).rev() {
-        s[i] = if shape[i] == 1 { 0 } else { acc };
-        acc *= shape[i];
-    }
-    s
 }
 
 /// One head of one image: where its rows start in each tensor and how far apart they are. Row
@@ -332,16 +321,9 @@ impl EvalOp for FusedAttention {
     }
 }
 
-/// Whether this machine runs the fused kernels (AVX-512F).
+/// Whether this machine runs the fused kernels.
 pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::vmath::avx512f()
 }
 
 /// The kernels behind a safe front: only built where [`available`] can be true.

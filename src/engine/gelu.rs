@@ -82,16 +82,9 @@ impl TypedOp for Gelu {
     as_op!();
 }
 
-/// Whether this machine runs the kernel (AVX-512F).
+/// Whether this machine runs the kernel.
 fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::vmath::avx512f()
 }
 
 /// GELU of every value of `xs`, in place.

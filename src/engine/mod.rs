@@ -44,7 +44,6 @@ pub mod session;
 mod softmax;
 mod storeorder;
 mod topk;
-#[cfg(target_arch = "x86_64")]
 mod vmath;
 mod zeroterm;
 

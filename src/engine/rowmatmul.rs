@@ -142,7 +142,7 @@ impl Op for RowMatMul {
 }
 
 /// Row-major strides of `shape`, 0 on an axis of length 1 (so one index serves a broadcast).
-fn strides(shape: &[usize]) -> TVec<usize> {
+pub(super) fn strides(shape: &[usize]) -> TVec<usize> {
     let mut s: TVec<usize> = tvec![0; shape.len()];
     let mut acc = 1;
     for i in (0..shape.len()).rev() {

@@ -1,11 +1,26 @@
 //! Vector math the AVX-512 kernels share: the exponential (softmax in `attention.rs`, the sigmoid of
-//! the GELU in `gelu.rs`).
+//! the GELU in `gelu.rs`), and whether the CPU has AVX-512F for them.
 
+#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+/// Whether this machine has AVX-512F (false off x86-64): the ops built on this file's functions
+/// are planned only then.
+pub(super) fn avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// `e^x` to about one ulp (Cephes' `expf`: `x = n·ln 2 + r`, a degree-6 polynomial in `r`,
 /// `2^n` applied by `vscalefps`). Below −103 the result is 0 (as `e^x` rounds there); NaN stays
 /// NaN.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn exp512(x: __m512) -> __m512 {
