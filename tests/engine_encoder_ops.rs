@@ -13,7 +13,7 @@
 //!   and tests/vlm_florence2.rs hold the same encoders, with every pass, to transformers' features.
 //!
 //! FusedAttention and Gelu need AVX-512F: on a CPU without it they take nothing and this test
-//! says SKIP.
+//! skips (a failure under `LOOKOUT_REQUIRE_ALL=1`, as CI runs it).
 
 mod common;
 
@@ -80,7 +80,7 @@ fn with_and_without(model: &str, inputs: Inputs, switch: &str, op: &str, taken: 
 #[test]
 fn the_vision_encoders_agree_with_and_without_each_fused_op() {
     if !has_avx512f() {
-        eprintln!("SKIP: this CPU has no AVX-512F; the passes leave every node to tract");
+        common::skip("this CPU has no AVX-512F; the passes leave every node to tract");
         return;
     }
     with_and_without(
