@@ -1,5 +1,5 @@
 //! `FusedAttention` (src/engine/attention.rs), `Gelu` (src/engine/gelu.rs) and the sessions'
-//! `PanelConv` (src/engine/fconv.rs, `SessionConvPass`) on real graphs: the tiny random-weight
+//! `PanelConv` (src/engine/fconv.rs, `PanelConvPass::CONV_NODES`) on real graphs: the tiny random-weight
 //! vision encoders of SmolVLM (SigLIP) and Florence-2 (DaViT), the real architectures at a small
 //! width (tests/fixtures/vlm), as lookout's VLM sessions plan them, each with and without one pass
 //! (`LOOKOUT_NO_ATTENTION=1`, `LOOKOUT_NO_GELU=1`, `LOOKOUT_NO_PANELCONV=1`):

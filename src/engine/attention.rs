@@ -39,7 +39,7 @@ use tract_core::ops::math::{Add, Mul};
 use tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 use super::par::{self, SharedOut};
-use super::pass::{bin_with_const, env_off, only_reader, GraphPass, Stage};
+use super::pass::{bin_with_const, env_off, fuse_regions, only_reader, GraphPass, Stage};
 use super::rowmatmul::{strides, Axes};
 
 #[cfg(target_arch = "x86_64")]
@@ -225,7 +225,8 @@ impl EvalOp for FusedAttention {
                 "FusedAttention: mask {sm:?} for scores {want:?}"
             );
             let tm = strides(sm);
-            (tm.clone(), tm[rank - 2], tm[rank - 1])
+            let (row, key) = (tm[rank - 2], tm[rank - 1]);
+            (tm, row, key)
         } else {
             (tvec![], 0, 0)
         };
@@ -399,21 +400,7 @@ pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
             Err(why) => log::debug!("{}: attention left to tract: {why:#}", node.name),
         }
     }
-    for (pv, inputs, op) in &found {
-        let name = model.node(*pv).name.clone();
-        let mut patch = TypedModelPatch::new(format!("{name} as FusedAttention"));
-        let taps = inputs
-            .iter()
-            .map(|&i| patch.tap_model(model, i))
-            .collect::<TractResult<TVec<_>>>()?;
-        let y = patch.wire_node(name, op.clone(), &taps)?[0];
-        patch.shunt_outside(model, OutletId::new(*pv, 0), y)?;
-        patch.apply(model)?;
-    }
-    if !found.is_empty() {
-        model.compact()?;
-    }
-    Ok(found.len())
+    fuse_regions(model, &found)
 }
 
 /// When `node` is a chain's `P · V` einsum: its id, the fused op's inputs and the op. `Ok(None)`
@@ -482,11 +469,13 @@ fn matched(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Found>> {
             wire = x;
         } else if bin.0.is::<Add>() && mask.is_none() && scale == 1.0 {
             let (a, b) = (n.inputs[0], n.inputs[1]);
-            // The scores are the operand of the scores' shape that leads back to the product.
-            let lead = |o: OutletId| {
-                model.node(o.node).op_is::<EinSum>() || model.node(o.node).op_is::<TypedBinOp>()
+            // The scores are the operand that leads back to the product (through the scale),
+            // whichever side of the addition it is on.
+            let (x, m) = if leads_to_product(model, a) {
+                (a, b)
+            } else {
+                (b, a)
             };
-            let (x, m) = if lead(a) { (a, b) } else { (b, a) };
             let mf = model.outlet_fact(m)?;
             ensure!(
                 mf.datum_type == f32_ && mf.rank() == rank,
@@ -530,6 +519,14 @@ fn matched(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Found>> {
             masked: mask.is_some(),
         },
     )))
+}
+
+/// Whether `o` is an einsum's output, or a multiplication of one by a constant scalar.
+fn leads_to_product(model: &TypedModel, o: OutletId) -> bool {
+    let n = model.node(o.node);
+    n.op_is::<EinSum>()
+        || matches!(bin_with_const::<Mul>(model, n), Some((x, Some(_), _))
+            if model.node(x.node).op_is::<EinSum>())
 }
 
 /// The axes of `Q`, `K`, `V` and the output, when the two products are an attention's (see the
@@ -615,6 +612,8 @@ mod tests {
         dv: usize,
         mask: Option<[usize; 4]>,
         scale: Option<f32>,
+        /// The mask as a node's output, the source times this (1: the source itself).
+        mask_times: f32,
     }
 
     impl Case {
@@ -644,7 +643,13 @@ mod tests {
                 let c = model.add_const("scale", tensor4(&[[[[c]]]])).unwrap();
                 s = model.wire_node("scale_mul", mul(), &[s, c]).unwrap()[0];
             }
-            if let Some(m) = m {
+            if let Some(mut m) = m {
+                if self.mask_times != 1.0 {
+                    let c = model
+                        .add_const("mask_times", tensor4(&[[[[self.mask_times]]]]))
+                        .unwrap();
+                    m = model.wire_node("mask_mul", mul(), &[m, c]).unwrap()[0];
+                }
                 s = model.wire_node("mask_add", add(), &[m, s]).unwrap()[0];
             }
             let sm = Softmax::new(tvec![3], None, SoftmaxKind::Softmax);
@@ -688,7 +693,8 @@ mod tests {
                             let mut x = dot * self.scale.unwrap_or(1.0) as f64;
                             if let Some(ms) = self.mask {
                                 let st = strides(&ms);
-                                x += get(3)[hh * st[1] + i * st[2] + j * st[3]] as f64;
+                                x += get(3)[hh * st[1] + i * st[2] + j * st[3]] as f64
+                                    * self.mask_times as f64;
                             }
                             x
                         })
@@ -761,6 +767,7 @@ mod tests {
                         dv,
                         mask,
                         scale,
+                        mask_times: 1.0,
                     };
                     let inputs = case.inputs();
                     let want = case.naive(&inputs);
@@ -789,6 +796,35 @@ mod tests {
         assert_eq!(checked, 6 * 4 * 2 * 2);
     }
 
+    /// A mask that is itself a multiplication's output, the addition's first operand: the scores
+    /// are still found on the side that leads back to the product.
+    #[test]
+    fn finds_the_scores_beside_a_computed_mask() {
+        if !available() {
+            eprintln!("SKIP: this CPU has no AVX-512F");
+            return;
+        }
+        let case = Case {
+            nq: 7,
+            nk: 19,
+            h: 2,
+            d: 16,
+            dv: 16,
+            mask: Some([1, 1, 7, 19]),
+            scale: Some(0.125),
+            mask_times: 2.0,
+        };
+        let inputs = case.inputs();
+        let want = case.naive(&inputs);
+        let got = run(case.model(), true, 1, inputs);
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 2e-6 * (1.0 + w.abs()),
+                "#{i}: {g} vs f64 {w}"
+            );
+        }
+    }
+
     /// Chains the op must leave to tract: a softmax over another axis, and scores read elsewhere
     /// too (a model output).
     #[test]
@@ -801,6 +837,7 @@ mod tests {
             dv: 8,
             mask: None,
             scale: Some(0.5),
+            mask_times: 1.0,
         };
         let mut model = case.model();
         let sm = model.node_by_name("softmax").unwrap().id;

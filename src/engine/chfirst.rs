@@ -226,7 +226,9 @@ mod tests {
             .collect();
         assert_eq!(transposes.len(), 1, "{transposes:?}");
         assert_eq!(
-            super::super::fconv::PanelConvPass.run(&mut ours).unwrap(),
+            super::super::fconv::PanelConvPass::ALL
+                .run(&mut ours)
+                .unwrap(),
             4
         );
         let got = run(ours.into_optimized().unwrap());

@@ -587,15 +587,32 @@ fn leaky_alpha(model: &TypedModel, node: &TypedNode, input: OutletId) -> Option<
 
 /// Swaps tract's f32 [`Conv`] (group 1 or depthwise, NCHW with batch 1 or CHW, not 1x1) for
 /// [`PanelConv`], with the LeakyRelu or Relu after it folded in (that node becomes an identity,
-/// which tract then removes). Runs on the decluttered model, before tract picks its conv kernels.
-pub struct PanelConvPass;
+/// which tract then removes), and with `pointwise` the 1x1 convs tract's declutter made matrix
+/// products too. Runs on the decluttered model, before tract picks its conv kernels.
+pub struct PanelConvPass {
+    pointwise: bool,
+}
+
+impl PanelConvPass {
+    /// The detectors' pass: convs and 1x1 convs.
+    pub const ALL: PanelConvPass = PanelConvPass { pointwise: true };
+    /// The multi-input sessions' (the VLM encoders): tract's `Conv` nodes only. A transformer's
+    /// products look like 1x1 convs to [`plan_pointwise`] once decluttered, and tract's matrix
+    /// kernels run those faster (Florence-2's fp32 vision encoder: 2.9 s with them, 3.5 s with its
+    /// MLP products on the pointwise kernel, `qmatmul_profile`, 1 thread, 2026-12-07).
+    pub const CONV_NODES: PanelConvPass = PanelConvPass { pointwise: false };
+}
 
 impl GraphPass for PanelConvPass {
     fn name(&self) -> &'static str {
         "PanelConv"
     }
     fn replaces(&self) -> &'static str {
-        "f32 Conv"
+        if self.pointwise {
+            "f32 Conv"
+        } else {
+            "f32 Conv (conv nodes)"
+        }
     }
     fn stage(&self) -> Stage {
         Stage::BeforeCodegen
@@ -604,38 +621,14 @@ impl GraphPass for PanelConvPass {
         if env_off(NO_PANELCONV_ENV) {
             return Ok(0);
         }
-        Ok(swap_convs(model, fdirect::chosen(), true))
-    }
-}
-
-/// [`PanelConvPass`] for the multi-input sessions (the VLM encoders): tract's `Conv` nodes only. A
-/// transformer's products look like 1x1 convs to [`plan_pointwise`] once decluttered, and tract's
-/// matrix kernels run those faster (Florence-2's fp32 vision encoder: 2.9 s with them, 3.5 s with
-/// its MLP products on the pointwise kernel, `qmatmul_profile`, 1 thread, 2026-12-07).
-pub struct SessionConvPass;
-
-impl GraphPass for SessionConvPass {
-    fn name(&self) -> &'static str {
-        "PanelConv"
-    }
-    fn replaces(&self) -> &'static str {
-        "f32 Conv (conv nodes)"
-    }
-    fn stage(&self) -> Stage {
-        Stage::BeforeCodegen
-    }
-    fn run(&self, model: &mut TypedModel) -> TractResult<usize> {
-        if env_off(NO_PANELCONV_ENV) {
-            return Ok(0);
-        }
-        Ok(swap_convs(model, fdirect::chosen(), false))
+        Ok(swap_convs(model, fdirect::chosen(), self.pointwise))
     }
 }
 
 /// Swaps every f32 conv of `model` that [`plan`] takes for a [`PanelConv`] (on lookout's kernels
 /// for `isa` when given), and, when `pointwise`, on lookout's kernel every 1x1 conv tract's
-/// declutter made a matrix product ([`plan_pointwise`]), with the bias add and the LeakyRelu or Relu that alone read it folded in;
-/// how many it swapped.
+/// declutter made a matrix product ([`plan_pointwise`]), with the bias add and the LeakyRelu or
+/// Relu that alone read it folded in; how many it swapped.
 fn swap_convs(model: &mut TypedModel, isa: Option<fdirect::Isa>, pointwise: bool) -> usize {
     let mut swaps = vec![];
     for node in model.nodes() {

@@ -27,7 +27,7 @@ use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_core::ops::math::{Add, Div, Mul, Square, Sub, Tanh};
 
-use super::pass::{env_off, GraphPass, Stage};
+use super::pass::{env_off, fuse_regions, scalar_f32, GraphPass, Stage};
 
 /// Set to `1` to leave GELU's nodes to tract.
 pub const NO_GELU_ENV: &str = "LOOKOUT_NO_GELU";
@@ -153,24 +153,14 @@ impl GraphPass for GeluPass {
 /// Replaces every GELU region with [`Gelu`], whatever the CPU (the tests' entry; the pass checks
 /// for AVX-512F first). Returns how many.
 pub fn fuse_gelu(model: &mut TypedModel) -> TractResult<usize> {
-    let found: Vec<(OutletId, usize)> = model
+    let found: Vec<(usize, TVec<OutletId>, Gelu)> = model
         .nodes()
         .iter()
         .filter(|n| is_ew::<Tanh>(n))
         .filter_map(|t| region_around(model, t.id))
+        .map(|(x, last)| (last, tvec![x], Gelu))
         .collect();
-    for &(x, last) in &found {
-        let name = model.node(last).name.clone();
-        let mut patch = TypedModelPatch::new(format!("{name} as Gelu"));
-        let tap = patch.tap_model(model, x)?;
-        let y = patch.wire_node(name, Gelu, &[tap])?[0];
-        patch.shunt_outside(model, OutletId::new(last, 0), y)?;
-        patch.apply(model)?;
-    }
-    if !found.is_empty() {
-        model.compact()?;
-    }
-    Ok(found.len())
+    fuse_regions(model, &found)
 }
 
 /// Whether `node` is the element-wise op `E` on f32.
@@ -204,12 +194,9 @@ fn region_op(model: &TypedModel, node: &TypedNode) -> bool {
     f32_out && (is_ew::<Square>(node) || is_ew::<Tanh>(node) || region_bin(node).is_some())
 }
 
-/// The one value of a one-value f32 constant.
+/// The one value of a one-value f32 constant, in f64.
 fn scalar(model: &TypedModel, o: OutletId) -> Option<f64> {
-    let k = model.outlet_fact(o).ok()?.konst.clone()?;
-    (k.datum_type() == f32::datum_type() && k.len() == 1)
-        .then(|| k.cast_to_scalar::<f32>().ok().map(f64::from))
-        .flatten()
+    scalar_f32(model, o).map(f64::from)
 }
 
 /// The GELU region whose `Tanh` is `tanh`: its input and its last node, when there is one (see

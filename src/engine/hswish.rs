@@ -17,7 +17,7 @@ use tract_core::internal::*;
 use tract_core::ops::math::{Add, Max, Min, Mul};
 
 use super::par::for_each_chunk;
-use super::pass::{bin_with_const, env_off, only_reader, GraphPass, Stage};
+use super::pass::{bin_with_const, env_off, fuse_regions, only_reader, GraphPass, Stage};
 
 /// Set to `1` to leave hard-swish to tract's element-wise nodes.
 pub const NO_HARDSWISH_ENV: &str = "LOOKOUT_NO_HARDSWISH";
@@ -173,23 +173,12 @@ impl GraphPass for HardSwishPass {
         if env_off(NO_HARDSWISH_ENV) {
             return Ok(0);
         }
-        let found: Vec<(usize, OutletId, HardSwish)> = model
+        let found: Vec<(usize, TVec<OutletId>, HardSwish)> = model
             .nodes()
             .iter()
-            .filter_map(|n| matched(model, n).map(|(x, op)| (n.id, x, op)))
+            .filter_map(|n| matched(model, n).map(|(x, op)| (n.id, tvec![x], op)))
             .collect();
-        for (id, x, op) in &found {
-            let name = model.node(*id).name.clone();
-            let mut patch = TypedModelPatch::new(format!("{name} as HardSwish"));
-            let tap = patch.tap_model(model, *x)?;
-            let y = patch.wire_node(name, op.clone(), &[tap])?[0];
-            patch.shunt_outside(model, OutletId::new(*id, 0), y)?;
-            patch.apply(model)?;
-        }
-        if !found.is_empty() {
-            model.compact()?;
-        }
-        Ok(found.len())
+        fuse_regions(model, &found)
     }
 }
 

@@ -644,7 +644,7 @@ pub(crate) fn rows_for_run(model: &mut TypedModel, path: &Path) -> Result<()> {
     }
     swap_for_run(&attention::FusedAttentionPass, model, path)?;
     swap_for_run(&gelu::GeluPass, model, path)?;
-    swap_for_run(&fconv::SessionConvPass, model, path)?;
+    swap_for_run(&fconv::PanelConvPass::CONV_NODES, model, path)?;
     swap_for_run(&rowmatmul::RowMatMulPass, model, path)?;
     swap_for_run(&storeorder::StoreOrderPass, model, path)
 }
@@ -687,7 +687,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(maxpool::SeparableMaxPoolPass),
         Box::new(chfirst::ChannelsFirstPass),
         Box::new(hswish::HardSwishPass),
-        Box::new(fconv::PanelConvPass),
+        Box::new(fconv::PanelConvPass::ALL),
         Box::new(qmatmul::QMatMulPass),
         Box::new(convint::ConvIntegerPass),
         Box::new(attention::FusedAttentionPass),

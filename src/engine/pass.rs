@@ -103,13 +103,7 @@ pub(crate) fn bin_with_const<B: tract_core::ops::binary::BinMiniOp>(
     let [a, b] = node.inputs[..] else {
         return None;
     };
-    let scalar = |o: OutletId| {
-        let k = model.outlet_fact(o).ok()?.konst.clone()?;
-        (k.datum_type() == f32::datum_type() && k.len() == 1)
-            .then(|| k.cast_to_scalar::<f32>().ok())
-            .flatten()
-    };
-    match (scalar(a), scalar(b)) {
+    match (scalar_f32(model, a), scalar_f32(model, b)) {
         (None, Some(v)) => Some((a, Some(v), b)),
         (Some(v), None) => Some((b, Some(v), a)),
         _ => Some((a, None, b)),
@@ -119,4 +113,36 @@ pub(crate) fn bin_with_const<B: tract_core::ops::binary::BinMiniOp>(
 /// The single consumer of `o` (not a model output), if there is exactly one.
 pub(crate) fn only_reader(model: &TypedModel, o: OutletId) -> bool {
     model.outlet_successors(o).len() == 1 && !model.outputs.contains(&o)
+}
+
+/// The value of `o` when it is a one-value f32 constant.
+pub(crate) fn scalar_f32(model: &TypedModel, o: OutletId) -> Option<f32> {
+    let k = model.outlet_fact(o).ok()?.konst.clone()?;
+    (k.datum_type() == f32::datum_type() && k.len() == 1)
+        .then(|| k.cast_to_scalar::<f32>().ok())
+        .flatten()
+}
+
+/// Replaces each found region with one node: `(last, inputs, op)` wires `op` over `inputs` in
+/// place of node `last`'s output, named after it; the nodes only the region read go at the
+/// compaction after the last patch. Returns how many.
+pub(crate) fn fuse_regions<O: TypedOp + Clone>(
+    model: &mut TypedModel,
+    found: &[(usize, TVec<OutletId>, O)],
+) -> TractResult<usize> {
+    for (last, inputs, op) in found {
+        let name = model.node(*last).name.clone();
+        let mut patch = TypedModelPatch::new(format!("{name} as {}", op.name()));
+        let taps = inputs
+            .iter()
+            .map(|&i| patch.tap_model(model, i))
+            .collect::<TractResult<TVec<_>>>()?;
+        let y = patch.wire_node(name, op.clone(), &taps)?[0];
+        patch.shunt_outside(model, OutletId::new(*last, 0), y)?;
+        patch.apply(model)?;
+    }
+    if !found.is_empty() {
+        model.compact()?;
+    }
+    Ok(found.len())
 }
