@@ -47,7 +47,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
-use super::grid::{place, Grid, Layout as GridLayout, BLOCK};
+use super::grid::{place_rows, Grid, Layout as GridLayout, BLOCK};
 use super::im2col::Geometry;
 use super::par::{for_each_chunk, for_each_range, SharedOut};
 use super::scratch::Scratch;
@@ -379,81 +379,36 @@ fn fill(g: &Geometry, lay: &Layout, x: &[f32], planes: &mut [f32]) {
                 &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w],
                 phase,
                 dst,
+                false,
             )
         },
     );
 }
 
-/// Phase `phase` of one channel `src` (`[in_h, in_w]`) into `dst` (`hp × wq`).
-fn fill_plane(g: &Geometry, lay: &Layout, src: &[f32], phase: usize, dst: &mut [f32]) {
-    let (ph, pw) = (g.pad.0, g.pad.1);
-    for (r, row) in dst.chunks_exact_mut(lay.wq).enumerate() {
-        let Some(line) = r
-            .checked_sub(ph)
-            .and_then(|y| src.get(y * g.in_w..(y + 1) * g.in_w))
-        else {
-            row.fill(0.0);
-            continue;
-        };
-        if lay.sw == 1 {
-            let pw = pw.min(lay.wq);
-            let n = g.in_w.min(lay.wq - pw);
-            row[..pw].fill(0.0);
-            row[pw..pw + n].copy_from_slice(&line[..n]);
-            row[pw + n..].fill(0.0);
-        } else {
-            // Column j of this phase is input column j·sw + phase − pw: those in the input are
-            // `lo .. hi`, read with a stride (no per-element bounds check: a per-element
-            // `checked_sub` and `get` here made CenterNet's stride-2 depthwise conv, 64 channels
-            // at 256x256, spend more time copying than computing).
-            let sw = lay.sw;
-            let lo = pw.saturating_sub(phase).div_ceil(sw).min(row.len());
-            let hi = (g.in_w + pw)
-                .saturating_sub(phase)
-                .div_ceil(sw)
-                .clamp(lo, row.len());
-            row[..lo].fill(0.0);
-            row[hi..].fill(0.0);
-            if hi > lo {
-                let first = lo * sw + phase - pw;
-                if sw == 2 {
-                    every_other(&line[first..], &mut row[lo..hi]);
-                } else {
-                    for (o, x) in row[lo..hi].iter_mut().zip(line[first..].iter().step_by(sw)) {
-                        *o = *x;
-                    }
-                }
-            }
-        }
+/// Phase `phase` of one channel `src` (`[in_h, in_w]`) into `dst` (`hp × wq`): the input's rows
+/// and, unless `dst`'s padding is already zero (`zeroed`: a scratch refilled channel after
+/// channel, whose input places are the same each time), the pad rows and columns.
+fn fill_plane(
+    g: &Geometry,
+    lay: &Layout,
+    src: &[f32],
+    phase: usize,
+    dst: &mut [f32],
+    zeroed: bool,
+) {
+    let top = g.pad.0.min(lay.hp);
+    let rows = g.in_h.min(lay.hp - top);
+    if !zeroed {
+        dst[..top * lay.wq].fill(0.0);
+        dst[(top + rows) * lay.wq..].fill(0.0);
     }
-}
-
-/// `dst[j] = src[2j]` for every `j` of `dst` (`src` holds at least `2·dst.len() − 1` floats): a
-/// stride-2 plane's phase. The strided scalar loop this replaces did not vectorise: it was the
-/// hottest loop of the plane fill, which took ~10 % of CenterNet's time (its stride-2 depthwise
-/// convs on 256x256 and 128x128 maps).
-fn every_other(src: &[f32], dst: &mut [f32]) {
-    assert!(src.len() + 1 >= 2 * dst.len());
-    // Off x86 only the scalar loop below runs.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-    let mut j = 0;
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::*;
-        // SSE is part of x86-64; `2j + 8 ≤ src.len()` and `j + 4 ≤ dst.len()` keep every load and
-        // store in bounds.
-        unsafe {
-            while j + 4 <= dst.len() && 2 * j + 8 <= src.len() {
-                let a = _mm_loadu_ps(src.as_ptr().add(2 * j));
-                let b = _mm_loadu_ps(src.as_ptr().add(2 * j + 4));
-                _mm_storeu_ps(dst.as_mut_ptr().add(j), _mm_shuffle_ps(a, b, 0b10_00_10_00));
-                j += 4;
-            }
-        }
-    }
-    for (d, s) in dst[j..].iter_mut().zip(src[2 * j..].iter().step_by(2)) {
-        *d = *s;
-    }
+    place_rows(
+        (src, g.in_w, g.in_w),
+        (&mut dst[top * lay.wq..], lay.wq),
+        rows,
+        (g.pad.1, phase, lay.sw),
+        (!zeroed).then_some(0.0),
+    );
 }
 
 /// The conv of `x` (`[1, c_in, in_h, in_w]`, flattened) into `out` (`[c_out][out_h·out_w]`, every
@@ -551,17 +506,27 @@ fn fill_grid(g: &Geometry, lay: &GridLayout, x: &[f32], planes: &mut [f32]) {
         lay.channel(),
         || (),
         |c, dst, _| {
-            for r in 0..lay.hq * lay.sh {
-                let line = r
-                    .checked_sub(g.pad.0)
-                    .filter(|y| *y < g.in_h)
-                    .map(|y| &x[c * hw + y * g.in_w..][..g.in_w]);
+            for p in 0..lay.sh {
+                // Plane rows `i` of row phase `p` hold padded rows `i·sh + p`: input rows
+                // `y0, y0 + sh, …` from plane row `i0` on, `rows` of them; the rest is padding.
+                let i0 = g.pad.0.saturating_sub(p).div_ceil(lay.sh).min(lay.hq);
+                let y0 = i0 * lay.sh + p - g.pad.0.min(i0 * lay.sh + p);
+                let rows = g.in_h.saturating_sub(y0).div_ceil(lay.sh).min(lay.hq - i0);
                 for phx in 0..lay.sw {
-                    let row = &mut dst[lay.row(r, phx)..][..lay.wq];
-                    match line {
-                        Some(line) => place((line, row), (g.pad.1, phx, lay.sw), 0.0, every_other),
-                        None => row.fill(0.0),
-                    }
+                    let plane = &mut dst[lay.row(p, phx)..][..lay.hq * lay.wq];
+                    plane[..i0 * lay.wq].fill(0.0);
+                    plane[(i0 + rows) * lay.wq..].fill(0.0);
+                    place_rows(
+                        (
+                            &x[(c * hw + y0 * g.in_w).min((c + 1) * hw)..(c + 1) * hw],
+                            g.in_w,
+                            lay.sh * g.in_w,
+                        ),
+                        (&mut plane[i0 * lay.wq..], lay.wq),
+                        rows,
+                        (g.pad.1, phx, lay.sw),
+                        Some(0.0),
+                    );
                 }
             }
         },
@@ -705,46 +670,48 @@ pub(super) fn depthwise(
     };
     let lay = Layout::of(&g1);
     lay.assert_reads_within(&g1, lay.len(&g1));
-    for_each_chunk(
-        out,
-        n,
-        || Scratch::<f32>::stale(lay.len(&g1)),
-        |c, out, planes| {
-            let src = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
-            for (phase, dst) in planes.chunks_exact_mut(lay.hp * lay.wq).enumerate() {
-                fill_plane(&g1, &lay, src, phase, dst);
-            }
-            let (wc, bias) = (&w.w[c * w.taps..][..w.taps], [w.bias[c]]);
-            let per = w.isa.rows_per_step(g.out_w, 1);
-            for (i, rows) in out.chunks_mut(per * g.out_w).enumerate() {
-                let oy = i * per;
-                let x = planes[lay.row(&g1, oy)..].as_ptr();
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the CPU runs the weights' kernel (asserted); reads within `planes`
-                // (asserted above), writes `rows` (whole output rows).
-                unsafe {
-                    match w.isa {
-                        Isa::Avx2 => avx2::dw_row(x, &lay.taps, wc, bias[0], leaky, rows),
-                        Isa::Avx512 => avx512::rows::<1>(
-                            x,
-                            lay.row(&g1, 1),
-                            rows.len() / g.out_w,
-                            &lay.taps,
-                            wc,
-                            &bias,
-                            leaky,
-                            g.out_w,
-                            rows.as_mut_ptr(),
-                            (0, 1),
-                            1,
-                        ),
-                    }
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (x, rows, leaky, wc, bias);
-            }
-        },
-    );
+    // A task's scratch is zeroed once; each channel then writes only the input's places in it,
+    // the same for every channel, so the padding stays zero.
+    let zeroed = || {
+        let mut planes = Scratch::<f32>::stale(lay.len(&g1));
+        planes.fill(0.0);
+        planes
+    };
+    for_each_chunk(out, n, zeroed, |c, out, planes| {
+        let src = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+        for (phase, dst) in planes.chunks_exact_mut(lay.hp * lay.wq).enumerate() {
+            fill_plane(&g1, &lay, src, phase, dst, true);
+        }
+        let (wc, bias) = (&w.w[c * w.taps..][..w.taps], [w.bias[c]]);
+        let per = w.isa.rows_per_step(g.out_w, 1);
+        for (i, rows) in out.chunks_mut(per * g.out_w).enumerate() {
+            let oy = i * per;
+            let x = planes[lay.row(&g1, oy)..].as_ptr();
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU runs the weights' kernel (asserted); reads within `planes`
+            // (asserted above), writes `rows` (whole output rows).
+            unsafe {
+                match w.isa {
+                    Isa::Avx2 => avx2::dw_row(x, &lay.taps, wc, bias[0], leaky, rows),
+                    Isa::Avx512 => avx512::rows::<1>(
+                        x,
+                        lay.row(&g1, 1),
+                        rows.len() / g.out_w,
+                        &lay.taps,
+                        wc,
+                        &bias,
+                        leaky,
+                        g.out_w,
+                        rows.as_mut_ptr(),
+                        (0, 1),
+                        1,
+                    ),
+                }
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (x, rows, leaky, wc, bias);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -768,21 +735,6 @@ mod tests {
             dilation: (1, 1),
             pad: (pad, pad),
             batched: true,
-        }
-    }
-
-    #[test]
-    fn every_other_takes_even_elements() {
-        for n in 0usize..40 {
-            for extra in [0usize, 1] {
-                let src: Vec<f32> = (0..(2 * n + extra).saturating_sub(1))
-                    .map(|i| i as f32)
-                    .collect();
-                let mut dst = vec![-1.0; n];
-                every_other(&src, &mut dst);
-                let want: Vec<f32> = (0..n).map(|j| (2 * j) as f32).collect();
-                assert_eq!(dst, want, "n {n} extra {extra}");
-            }
         }
     }
 

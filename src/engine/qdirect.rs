@@ -278,25 +278,12 @@ fn fill(p: &Plan, lay: &Layout, x: &[u8], planes: &mut [u32]) {
                     interleave(src, flip, line);
                     for phx in 0..lay.sw {
                         let out = &mut dst[row(phx)..][..lay.wq];
-                        place((line, out), (pw, phx, lay.sw), pad, every_other);
+                        place((line, out), (pw, phx, lay.sw), pad);
                     }
                 }
             }
         },
     );
-}
-
-/// [`vnni::every_other`] (the CPU has AVX-512: plans are made only where [`available`]).
-fn every_other(src: &[u32], dst: &mut [u32]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the kernels run only where the CPU has AVX-512 (`conv` asserts it).
-    unsafe {
-        vnni::every_other(src, dst)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    for (d, s) in dst.iter_mut().zip(src.iter().step_by(2)) {
-        *d = *s;
-    }
 }
 
 /// [`vnni::interleave`] (the CPU has AVX-512: plans are made only where [`available`]).

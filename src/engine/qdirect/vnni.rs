@@ -196,25 +196,3 @@ pub(super) unsafe fn interleave(src: [&[u8]; 4], flip: u32, out: &mut [u32]) {
         *o = u32::from_le_bytes([src[0][j], src[1][j], src[2][j], src[3][j]]) ^ flip;
     }
 }
-
-/// `dst[j] = src[2j]` for every `j` of `dst` (`src` holds at least `2·dst.len() − 1` words): a
-/// stride-2 plane's phase, 16 words per step.
-///
-/// # Safety
-/// AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn every_other(src: &[u32], dst: &mut [u32]) {
-    assert!(src.len() + 1 >= 2 * dst.len());
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let mut j = 0;
-    while j + L <= dst.len() && 2 * j + 2 * L <= src.len() {
-        let a = _mm512_loadu_si512(src.as_ptr().add(2 * j) as *const _);
-        let b = _mm512_loadu_si512(src.as_ptr().add(2 * j + L) as *const _);
-        let v = _mm512_permutex2var_epi32(a, even, b);
-        _mm512_storeu_si512(dst.as_mut_ptr().add(j) as *mut _, v);
-        j += L;
-    }
-    for (d, s) in dst[j..].iter_mut().zip(src[2 * j..].iter().step_by(2)) {
-        *d = *s;
-    }
-}
