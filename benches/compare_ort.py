@@ -462,7 +462,7 @@ def write_results(rows: list[dict], e2e: list[dict], vlm: list[dict], args) -> N
         "",
         "\"plain tract\" is the same binary with `LOOKOUT_PLAIN_TRACT=1`: tract's own plan, without lookout's",
         "QConv, QdqConv, QConcat, QMatMul, FastQuantize, FastDynQuantize, SelectTopk, PlannedResize, AxisSoftmax,",
-        "SeparableMaxPool, PoolChannelsLast, ChannelsFirst, HardSwish, PanelConv (and its direct convs), ConvInteger as exact f32 convolutions, dropped zero terms, FusedAttention, Gelu, RowMatMul, StoreOrder,",
+        "SeparableMaxPool, PoolChannelsLast, StridedCopy, ChannelsFirst, HardSwish, PanelConv (and its direct convs), ConvInteger as exact f32 convolutions, dropped zero terms, FusedAttention, Gelu, RowMatMul, StoreOrder,",
         "BlockBinary, symbolic lengths declared at least 1 and constant folding (src/engine/); the heap policy",
         "(src/engine/heap.rs: freed tensors kept) is the binary's and holds for both columns,",
         "measured in the same run. OpenVINO \"—\": its ONNX frontend refuses the file (both QLinearConv files; 2026.4.1",

@@ -15,6 +15,7 @@ mod attention;
 mod blockbin;
 mod chfirst;
 mod convint;
+mod downsample;
 mod dynquant;
 mod fconv;
 mod fdirect;
@@ -78,6 +79,7 @@ pub use attention::{fuse_attention, FusedAttention, NO_ATTENTION_ENV};
 pub use blockbin::{BlockBinary, NO_BLOCKBINARY_ENV};
 pub use chfirst::{channels_first, NO_CHANNELS_FIRST_ENV};
 pub use convint::{replace_conv_integer, NO_CONVINT_ENV};
+pub use downsample::{StridedCopy, StridedCopyPass, NO_STRIDED_COPY_ENV};
 pub use dynquant::{FastDynQuantize, FastDynQuantizePass};
 pub use fconv::{PanelConv, PanelConvPass, NO_PANELCONV_ENV};
 pub use fdirect::F32_KERNEL_ENV;
@@ -685,6 +687,7 @@ pub fn passes() -> Vec<Box<dyn GraphPass>> {
         Box::new(softmax::AxisSoftmaxPass),
         Box::new(maxpool::PoolChannelsLastPass),
         Box::new(maxpool::SeparableMaxPoolPass),
+        Box::new(downsample::StridedCopyPass),
         Box::new(chfirst::ChannelsFirstPass),
         Box::new(hswish::HardSwishPass),
         Box::new(fconv::PanelConvPass::ALL),
