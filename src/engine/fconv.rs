@@ -35,7 +35,7 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::element_wise::ElementWiseOp;
 use tract_core::ops::identity::Identity;
 use tract_core::ops::math::Max;
-use tract_core::ops::nn::LeakyRelu;
+use tract_core::ops::nn::{LeakyRelu, Silu};
 use tract_linalg::mmm::EagerPackedInput;
 use tract_linalg::mmm::{
     AsInputValue, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul, PackedExoticFact, Query,
@@ -43,7 +43,7 @@ use tract_linalg::mmm::{
 use tract_linalg::pack::PackedFormat;
 use tract_linalg::{BinOp, WeightType};
 
-use super::fdirect;
+use super::fdirect::{self, Act};
 use super::im2col::{fill_padded, Geometry};
 use super::pass::{env_off, GraphPass, Stage};
 
@@ -60,8 +60,8 @@ struct Params {
     /// layout tract's declutter gave it (a batch axis or not, axes of size 1).
     out_shape: TVec<usize>,
     kernel: Kernel,
-    /// The slope of a LeakyRelu fused into the kernel's store, as tract fuses it.
-    leaky: Option<Tensor>,
+    /// The activation fused into the kernel's store (a LeakyRelu as tract fuses it, or a Silu).
+    act: Act,
 }
 
 /// Which product runs the conv.
@@ -91,11 +91,16 @@ struct TractProduct {
 }
 
 impl Kernel {
-    /// Whether the kernel can apply a LeakyRelu of slope `alpha` in its store.
-    fn can_fuse_leaky(&self, alpha: f32) -> bool {
-        match self {
-            Kernel::Tract(t) => t.mmm.can_fuse(&FusedSpec::LeakyRelu(&tensor0(alpha))),
-            Kernel::Direct(_) | Kernel::Depthwise(_) | Kernel::Pointwise(..) => true,
+    /// Whether the kernel can apply `act` in its store.
+    fn can_fuse(&self, act: Act) -> bool {
+        match (self, act) {
+            (Kernel::Tract(_), Act::Silu) => false,
+            (Kernel::Tract(t), Act::Leaky(alpha)) => {
+                t.mmm.can_fuse(&FusedSpec::LeakyRelu(&tensor0(alpha)))
+            }
+            (Kernel::Tract(_), Act::Linear) => true,
+            (Kernel::Direct(w) | Kernel::Pointwise(w, _), act) => act.fuses(w.isa()),
+            (Kernel::Depthwise(w), act) => act.fuses(w.isa()),
         }
     }
 
@@ -144,7 +149,11 @@ impl Op for PanelConv {
             g.pad,
             g.c_in,
             g.c_out,
-            if p.leaky.is_some() { ", LeakyRelu" } else { "" },
+            match p.act {
+                Act::Linear => "",
+                Act::Leaky(_) => ", LeakyRelu",
+                Act::Silu => ", Silu",
+            },
             g.c_out,
             g.k(),
             g.n(),
@@ -173,17 +182,13 @@ impl EvalOp for PanelConv {
         );
         let x = x.try_as_plain_ram()?;
         let x = x.as_slice::<f32>()?;
-        let alpha = p
-            .leaky
-            .as_ref()
-            .map(|a| a.cast_to_scalar::<f32>())
-            .transpose()?;
+        let act = p.act;
         let out = match &p.kernel {
-            Kernel::Tract(t) => t.run(g, p.leaky.as_ref(), x)?,
-            Kernel::Direct(w) => written(p, |y| fdirect::conv(g, w, alpha, x, y))?,
-            Kernel::Depthwise(w) => written(p, |y| fdirect::depthwise(g, w, alpha, x, y))?,
+            Kernel::Tract(t) => t.run(g, act, x)?,
+            Kernel::Direct(w) => written(p, |y| fdirect::conv(g, w, act, x, y))?,
+            Kernel::Depthwise(w) => written(p, |y| fdirect::depthwise(g, w, act, x, y))?,
             Kernel::Pointwise(w, last) => {
-                written(p, |y| fdirect::pointwise(g, w, alpha, x, y, *last))?
+                written(p, |y| fdirect::pointwise(g, w, act, x, y, *last))?
             }
         };
         Ok(tvec!(out.into_tvalue()))
@@ -200,8 +205,14 @@ fn written(p: &Params, write: impl FnOnce(&mut [f32])) -> TractResult<Tensor> {
 
 impl TractProduct {
     /// The conv of `x` on tract's kernel: im2col panels made lazily from a padded copy of the
-    /// input, the bias and the LeakyRelu of slope `leaky` fused into the store.
-    fn run(&self, g: &Geometry, leaky: Option<&Tensor>, x: &[f32]) -> TractResult<Tensor> {
+    /// input, the bias and the LeakyRelu `act` (the only activation planned on it) fused into the
+    /// store.
+    fn run(&self, g: &Geometry, act: Act, x: &[f32]) -> TractResult<Tensor> {
+        let alpha = match act {
+            Act::Leaky(alpha) => Some(tensor0(alpha)),
+            Act::Linear => None,
+            Act::Silu => bail!("PanelConv: a Silu planned on tract's kernel"),
+        };
         let (hp, wp) = g.padded_hw();
         let mut planes = vec![0f32; g.c_in * hp * wp];
         fill_padded(g, x, 0.0, &mut planes, |d, s| d.copy_from_slice(s));
@@ -228,7 +239,7 @@ impl TractProduct {
                 },
                 FusedSpec::BinPerRow(self.bias.view(), BinOp::Add),
             ];
-            if let Some(alpha) = leaky {
+            if let Some(alpha) = &alpha {
                 specs.push(FusedSpec::LeakyRelu(alpha));
             }
             specs.push(FusedSpec::Store(store));
@@ -509,7 +520,7 @@ fn plan(
                 out_shape: geo.out_shape(),
                 geo,
                 kernel,
-                leaky: None,
+                act: Act::Linear,
             }),
         });
     }
@@ -555,16 +566,19 @@ fn plan(
                 b_format,
                 bias,
             }),
-            leaky: None,
+            act: Act::Linear,
         }),
     })
 }
 
-/// The slope of `node` when it is an f32 LeakyRelu, or 0 when it is a Relu (tract-onnx's `Relu`
-/// becomes `max(x, 0)` against a constant zero), reading `input`.
-fn leaky_alpha(model: &TypedModel, node: &TypedNode, input: OutletId) -> Option<f32> {
+/// The activation `node` applies to `input`: an f32 LeakyRelu, a Relu (tract-onnx's `Relu` becomes
+/// `max(x, 0)` against a constant zero: slope 0) or a Silu.
+fn activation(model: &TypedModel, node: &TypedNode, input: OutletId) -> Option<Act> {
     if let Some(ew) = node.op_as::<ElementWiseOp>() {
-        return Some(ew.0.downcast_ref::<LeakyRelu>()?.alpha);
+        if ew.0.is::<Silu>() && model.outlet_fact(input).ok()?.datum_type == f32::datum_type() {
+            return Some(Act::Silu);
+        }
+        return Some(Act::Leaky(ew.0.downcast_ref::<LeakyRelu>()?.alpha));
     }
     // The max's output of the conv output's shape: the node then becomes an identity of it.
     let bin = node.op_as::<TypedBinOp>()?;
@@ -582,7 +596,7 @@ fn leaky_alpha(model: &TypedModel, node: &TypedNode, input: OutletId) -> Option<
         .konst
         .as_ref()?;
     let zero = zero.as_uniform()?.cast_to_scalar::<f32>().ok()?;
-    (zero == 0.0 && zero.is_sign_positive()).then_some(0.0)
+    (zero == 0.0 && zero.is_sign_positive()).then_some(Act::Leaky(0.0))
 }
 
 /// Swaps tract's f32 [`Conv`] (group 1 or depthwise, NCHW with batch 1 or CHW, not 1x1) for
@@ -647,19 +661,19 @@ fn swap_convs(model: &mut TypedModel, isa: Option<fdirect::Isa>, pointwise: bool
                     absorbed.push((add, wire));
                     wire = OutletId::new(add, 0);
                 }
-                // The LeakyRelu or Relu that alone reads the output, unless that output is also
-                // a model output.
-                let leaky = match model.outlet_successors(wire) {
+                // The LeakyRelu, Relu or Silu that alone reads the output, unless that output is
+                // also a model output.
+                let act = match model.outlet_successors(wire) {
                     [only] if !model.outputs.contains(&wire) => {
                         let next = &model.nodes()[only.node];
-                        leaky_alpha(model, next, wire).map(|a| (only.node, a))
+                        activation(model, next, wire).map(|a| (only.node, a))
                     }
                     _ => None,
                 };
-                let leaky = leaky.filter(|(_, alpha)| op.params.kernel.can_fuse_leaky(*alpha));
-                if let Some((id, alpha)) = leaky {
+                let act = act.filter(|(_, act)| op.params.kernel.can_fuse(*act));
+                if let Some((id, act)) = act {
                     if let Some(p) = Arc::get_mut(&mut op.params) {
-                        p.leaky = Some(tensor0(alpha));
+                        p.act = act;
                     }
                     absorbed.push((id, wire));
                 }
@@ -700,7 +714,7 @@ mod tests {
     use tract_core::ops::change_axes::wire_with_rank_broadcast;
     use tract_core::ops::cnn::{KernelFormat, PaddingSpec, PoolSpec};
     use tract_core::ops::math::max;
-    use tract_core::ops::nn::{leaky_relu, DataFormat};
+    use tract_core::ops::nn::{leaky_relu, silu::silu, DataFormat};
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
     type Pair = (usize, usize);
@@ -718,8 +732,9 @@ mod tests {
 
     /// One conv (`c_in → c_out` in `group` groups, kernel, stride, dilation, pads before and
     /// after) on a `[1, c_in, h, w]` source (`[c_in, h, w]`, tract's CHW, unless `batched`), with
-    /// a LeakyRelu of slope `act` after it (a Relu, `max(x, 0)`, at slope 0) when given, and (when
-    /// `shared`) its output also a model output, so that the activation cannot be folded in.
+    /// the activation `act` after it (a LeakyRelu, a Relu as `max(x, 0)` at slope 0, or tract's
+    /// Silu), and (when `shared`) its output also a model output, so that the activation cannot
+    /// be folded in.
     #[allow(clippy::too_many_arguments)]
     fn model(
         c_in: usize,
@@ -730,7 +745,7 @@ mod tests {
         d: Pair,
         pads: ([usize; 2], [usize; 2]),
         group: usize,
-        act: Option<f32>,
+        act: Act,
         shared: bool,
         batched: bool,
     ) -> TypedModel {
@@ -769,15 +784,18 @@ mod tests {
         let y = m.wire_node("conv", conv, &[x, w, b]).unwrap()[0];
         let mut outputs = vec![];
         match act {
-            Some(0.0) => {
+            Act::Leaky(0.0) => {
                 let zero = m.add_const("zero", tensor0(0f32)).unwrap();
                 let relu = wire_with_rank_broadcast("act", &mut m, max(), &[y, zero]).unwrap();
                 outputs.push(relu[0]);
             }
-            Some(alpha) => outputs.push(m.wire_node("act", leaky_relu(alpha), &[y]).unwrap()[0]),
-            None => {}
+            Act::Leaky(alpha) => {
+                outputs.push(m.wire_node("act", leaky_relu(alpha), &[y]).unwrap()[0])
+            }
+            Act::Silu => outputs.push(m.wire_node("act", silu(), &[y]).unwrap()[0]),
+            Act::Linear => {}
         }
-        if shared || act.is_none() {
+        if shared || act == Act::Linear {
             outputs.push(y);
         }
         m.select_output_outlets(&outputs).unwrap();
@@ -859,13 +877,15 @@ mod tests {
                     continue;
                 }
                 for (act, shared, batched) in [
-                    (None, false, true),
-                    (Some(0.1), false, true),
-                    (Some(0.1), true, true),
-                    (Some(0.1), false, false),
-                    (Some(0.0), false, true),
+                    (Act::Linear, false, true),
+                    (Act::Leaky(0.1), false, true),
+                    (Act::Leaky(0.1), true, true),
+                    (Act::Leaky(0.1), false, false),
+                    (Act::Leaky(0.0), false, true),
+                    (Act::Silu, false, true),
+                    (Act::Silu, true, false),
                 ] {
-                    let leaky = act.is_some();
+                    let activated = act != Act::Linear;
                     let tract = model(c_in, c_out, hw, k, s, d, pads, group, act, shared, batched);
                     let mut ours = tract.clone().into_decluttered().unwrap();
                     let n = swap_convs(&mut ours, isa, true);
@@ -877,8 +897,9 @@ mod tests {
                         .map(|n| n.op().name().to_string())
                         .collect();
                     assert!(names.iter().any(|n| n == "PanelConv"), "{names:?}");
-                    // Folded in: no LeakyRelu or Relu left, unless the conv's output is read twice
-                    // or the kernel cannot fuse one (SVE's f32 kernel, under qemu-aarch64).
+                    // Folded in: no LeakyRelu, Relu or Silu left, unless the conv's output is read
+                    // twice or the kernel cannot fuse it (SVE's f32 kernel under qemu-aarch64, a
+                    // Silu on tract's or the AVX2 kernels).
                     let op = ours
                         .nodes()
                         .iter()
@@ -895,17 +916,18 @@ mod tests {
                         !pointwise || !names.iter().any(|n| n.contains("Add")),
                         "{names:?}"
                     );
-                    let fused = op.params.leaky.is_some();
-                    assert!(!fused || (leaky && !shared));
+                    let fused = op.params.act != Act::Linear;
+                    assert!(!fused || (op.params.act == act && !shared));
                     assert_eq!(
                         names
                             .iter()
-                            .any(|n| n.contains("LeakyRelu") || n.contains("Max")),
-                        leaky && !fused,
+                            .any(|n| ["LeakyRelu", "Max", "Silu"].iter().any(|a| n.contains(a))),
+                        activated && !fused,
                         "{names:?}"
                     );
-                    if leaky && !shared && cfg!(target_arch = "x86_64") {
-                        assert!(fused, "x86-64's f32 kernels fuse a LeakyRelu");
+                    if activated && !shared && cfg!(target_arch = "x86_64") {
+                        let can = act != Act::Silu || isa == Some(fdirect::Isa::Avx512);
+                        assert_eq!(fused, can, "x86-64's f32 kernels fuse {act:?} ({isa:?})");
                     }
                     let tract = tract.into_optimized().unwrap();
                     let x = Tensor::from_shape(
@@ -924,7 +946,7 @@ mod tests {
                             for (x, y) in a.iter().zip(b.iter()) {
                                 assert!(
                                     (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
-                                    "{c_in}→{c_out} {hw:?} k {k:?} s {s:?} d {d:?} leaky {leaky} \
+                                    "{c_in}→{c_out} {hw:?} k {k:?} s {s:?} d {d:?} {act:?} \
                                  threads {threads} kernel {isa:?}: tract {x}, ours {y}"
                                 );
                             }

@@ -1,7 +1,7 @@
 //! [`super::fconv::PanelConv`]'s product on x86 CPUs with AVX2 and FMA, or AVX-512: a direct f32
-//! convolution, with the bias and a LeakyRelu (or Relu) in the same pass. This file lays out the
-//! input and shares out the work; `avx2.rs` and `avx512.rs` hold the kernels ([`Isa`]), which sum
-//! in the same order and so give the same bits.
+//! convolution, with the bias and a LeakyRelu, Relu or (AVX-512: [`Act::Silu`]) Silu in the same
+//! pass. This file lays out the input and shares out the work; `avx2.rs` and `avx512.rs` hold the
+//! kernels ([`Isa`]), which sum in the same order and so give the same bits.
 //!
 //! Why not tract's matrix product there: measured on a 2-core AMD EPYC (Zen 3, 2026-12-06),
 //! nanodet-g-int8-qdq's three float convs (its stem 3→32 at stride 2, then 32→32 and 32→16 at
@@ -65,6 +65,26 @@ pub(super) const CT: usize = 6;
 pub(super) const CT4: usize = 4;
 /// Output columns per kernel step (two 8-float vectors).
 const COLS: usize = 16;
+
+/// The activation a kernel applies in its store, after the bias, while the sums are in registers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Act {
+    /// None.
+    Linear,
+    /// tract's LeakyRelu of this slope (a Relu, tract's `max(x, 0)`, at slope 0).
+    Leaky(f32),
+    /// `x·sigmoid(x)`, tract's `Silu` (its declutter makes it of `x * Sigmoid(x)`): YOLOX-Nano
+    /// follows 104 of its convs with one. On AVX-512 `x / (1 + e^−x)` with [`super::vmath::exp512`];
+    /// the AVX2 kernels (never planned with it: [`Act::fuses`]) take it element by element.
+    Silu,
+}
+
+impl Act {
+    /// Whether kernels on `isa` fuse this activation.
+    pub(super) fn fuses(self, isa: Isa) -> bool {
+        !matches!(self, Act::Silu) || isa == Isa::Avx512
+    }
+}
 
 /// Which instruction set the kernels run on, chosen when a plan is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +276,7 @@ impl Weights {
         t: Tile,
         (x, rs, rows): (*const f32, usize, usize),
         taps: &[usize],
-        leaky: Option<f32>,
+        act: Act,
         out_w: usize,
         out: *mut f32,
         (n, ps): (usize, usize),
@@ -275,9 +295,9 @@ impl Weights {
                     for r in 0..rows {
                         let (x, out) = (x.add(r * rs), out.add(r * out_w));
                         if six {
-                            avx2::row6(x, taps, wt, bias, leaky, out_w, out, n, channels)
+                            avx2::row6(x, taps, wt, bias, act, out_w, out, n, channels)
                         } else {
-                            avx2::row4(x, taps, wt, bias, leaky, out_w, out, n, channels)
+                            avx2::row4(x, taps, wt, bias, act, out_w, out, n, channels)
                         }
                     }
                 }
@@ -288,7 +308,7 @@ impl Weights {
                     taps,
                     wt,
                     bias,
-                    leaky,
+                    act,
                     out_w,
                     out,
                     (n, ps),
@@ -301,7 +321,7 @@ impl Weights {
                     taps,
                     wt,
                     bias,
-                    leaky,
+                    act,
                     out_w,
                     out,
                     (n, ps),
@@ -311,7 +331,7 @@ impl Weights {
         };
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (
-            x, rs, rows, taps, wt, bias, leaky, out_w, out, n, ps, channels,
+            x, rs, rows, taps, wt, bias, act, out_w, out, n, ps, channels,
         );
     }
 }
@@ -412,8 +432,8 @@ fn fill_plane(
 }
 
 /// The conv of `x` (`[1, c_in, in_h, in_w]`, flattened) into `out` (`[c_out][out_h·out_w]`, every
-/// element written), plus the bias, through a LeakyRelu of slope `leaky` when given.
-pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut [f32]) {
+/// element written), plus the bias, through the activation `act`.
+pub(super) fn conv(g: &Geometry, w: &Weights, act: Act, x: &[f32], out: &mut [f32]) {
     let n = g.n();
     assert!(
         w.isa.runs()
@@ -423,7 +443,7 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
             && out.len() == g.c_out * n
     );
     if w.isa == Isa::Avx512 {
-        return conv_grid(g, w, leaky, x, out);
+        return conv_grid(g, w, act, x, out);
     }
     let lay = Layout::of(g);
     let mut planes = Scratch::<f32>::stale(lay.len(g));
@@ -442,7 +462,7 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
                 let out = dst.at(t.c0 * n + oy * g.out_w);
                 // SAFETY: the CPU runs the kernel (asserted); reads within `planes` (asserted
                 // above); writes the tile's channels of row `oy`, which no other unit writes.
-                unsafe { w.rows(t, (x, 0, 1), &lay.taps, leaky, g.out_w, out, (n, 1)) };
+                unsafe { w.rows(t, (x, 0, 1), &lay.taps, act, g.out_w, out, (n, 1)) };
             }
         },
     );
@@ -451,7 +471,7 @@ pub(super) fn conv(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out
 /// [`conv`] on AVX-512, over the grid of [`super::grid`]: vectors of 16 consecutive positions
 /// across output rows (a 52-column map computes 54 lanes per row, not 64), at every stride from
 /// row- and column-phase planes. Work is shared out by (grid block, channel tile).
-fn conv_grid(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut [f32]) {
+fn conv_grid(g: &Geometry, w: &Weights, act: Act, x: &[f32], out: &mut [f32]) {
     let n = g.n();
     let lay = GridLayout::of(g, g.c_in);
     let mut planes = Scratch::<f32>::stale(lay.len);
@@ -469,7 +489,7 @@ fn conv_grid(g: &Geometry, w: &Weights, leaky: Option<f32>, x: &[f32], out: &mut
                 let wb = (
                     &w.w[t.at..][..t.width * w.k],
                     &w.bias[t.at / w.k.max(1)..][..t.width],
-                    leaky,
+                    act,
                 );
                 let grid = Grid {
                     wq: lay.wq,
@@ -550,7 +570,7 @@ const POINTWISE_BLOCK_BYTES: usize = 32 << 10;
 pub(super) fn pointwise(
     g: &Geometry,
     w: &Weights,
-    leaky: Option<f32>,
+    act: Act,
     x: &[f32],
     out: &mut [f32],
     channels_last: bool,
@@ -607,7 +627,7 @@ pub(super) fn pointwise(
                 // end at `n16`, so channel c's reads end before `c·n + n16 ≤ k·n`; the tail's patch
                 // holds 16 floats per channel. Writes the tile's channels of positions
                 // `p0 .. p0 + cols`, which no other unit writes.
-                unsafe { w.rows(t, (xp, 0, 1), taps, leaky, cols, out, strides) };
+                unsafe { w.rows(t, (xp, 0, 1), taps, act, cols, out, strides) };
             }
         },
     );
@@ -642,17 +662,11 @@ impl DwWeights {
 }
 
 /// The depthwise conv of `x` (`[1, c, in_h, in_w]`, flattened; group = c) into `out`
-/// (`[c][out_h·out_w]`, every element written), plus the bias, through a LeakyRelu of slope
-/// `leaky`. Each task takes whole channels: it copies one channel's padded (phase-split) planes
+/// (`[c][out_h·out_w]`, every element written), plus the bias, through the activation
+/// `act`. Each task takes whole channels: it copies one channel's padded (phase-split) planes
 /// into a scratch of its own, which stays in the second-level cache while every output row of
 /// that channel reads it, so the input is read from memory once.
-pub(super) fn depthwise(
-    g: &Geometry,
-    w: &DwWeights,
-    leaky: Option<f32>,
-    x: &[f32],
-    out: &mut [f32],
-) {
+pub(super) fn depthwise(g: &Geometry, w: &DwWeights, act: Act, x: &[f32], out: &mut [f32]) {
     let n = g.n();
     assert!(
         w.isa.runs()
@@ -692,7 +706,7 @@ pub(super) fn depthwise(
             // (asserted above), writes `rows` (whole output rows).
             unsafe {
                 match w.isa {
-                    Isa::Avx2 => avx2::dw_row(x, &lay.taps, wc, bias[0], leaky, rows),
+                    Isa::Avx2 => avx2::dw_row(x, &lay.taps, wc, bias[0], act, rows),
                     Isa::Avx512 => avx512::rows::<1>(
                         x,
                         lay.row(&g1, 1),
@@ -700,7 +714,7 @@ pub(super) fn depthwise(
                         &lay.taps,
                         wc,
                         &bias,
-                        leaky,
+                        act,
                         g.out_w,
                         rows.as_mut_ptr(),
                         (0, 1),
@@ -709,7 +723,7 @@ pub(super) fn depthwise(
                 }
             };
             #[cfg(not(target_arch = "x86_64"))]
-            let _ = (x, rows, leaky, wc, bias);
+            let _ = (x, rows, act, wc, bias);
         }
     });
 }
@@ -741,7 +755,8 @@ mod tests {
     /// Every instruction set's kernels give the same bits (the same sums in the same order) on
     /// every row width from 1 to 140 columns and 9 or 5 output rows: each tail step, every main
     /// step, short rows taken several at a time (and a last group of fewer), channel tiles of six
-    /// and four, depthwise, with and without a LeakyRelu or Relu. The products against tract's
+    /// and four, depthwise, with and without a LeakyRelu or Relu (and a Silu, to a few ulps). The
+    /// products against tract's
     /// plan: `fconv`'s tests.
     #[test]
     fn instruction_sets_agree() {
@@ -756,16 +771,16 @@ mod tests {
                 let x = values(c_in * g.in_h * g.in_w, w as u64);
                 let wt = values(c_out * g.k(), 7);
                 let bias = values(c_out, 9);
-                for leaky in [None, Some(0.0), Some(0.1)] {
+                for act in [Act::Linear, Act::Leaky(0.0), Act::Leaky(0.1), Act::Silu] {
                     let outs: Vec<(Vec<f32>, Vec<f32>)> = isas
                         .iter()
                         .map(|&isa| {
                             let mut y = vec![f32::NAN; c_out * g.n()];
                             let ws = Weights::pack(&wt, &bias, c_out, g.k(), isa);
                             if k == 1 {
-                                pointwise(&g, &ws, leaky, &x, &mut y, false);
+                                pointwise(&g, &ws, act, &x, &mut y, false);
                             } else {
-                                conv(&g, &ws, leaky, &x, &mut y);
+                                conv(&g, &ws, act, &x, &mut y);
                             }
                             let gd = Geometry {
                                 c_out: c_in,
@@ -773,21 +788,27 @@ mod tests {
                             };
                             let mut d = vec![f32::NAN; c_in * gd.n()];
                             let dw = DwWeights::new(&wt, &bias, c_in, k * k, isa);
-                            depthwise(&gd, &dw, leaky, &x, &mut d);
+                            depthwise(&gd, &dw, act, &x, &mut d);
                             (y, d)
                         })
                         .collect();
+                    // The same bits, but for a Silu: the AVX2 kernels' element-wise `exp`
+                    // and AVX-512's `exp512` round differently (a few ulps).
+                    let same = |a: &[f32], b: &[f32]| {
+                        a.len() == b.len()
+                            && a.iter().zip(b).all(|(a, b)| match act {
+                                Act::Silu => (a - b).abs() <= 1e-6 * (1.0 + a.abs()),
+                                _ => a.to_bits() == b.to_bits(),
+                            })
+                    };
                     for (isa, got) in isas.iter().zip(&outs).skip(1) {
-                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                        assert_eq!(
-                            bits(&got.0),
-                            bits(&outs[0].0),
-                            "{isa:?} {c_in}→{c_out} k {k} s {s} width {w} leaky {leaky:?}"
+                        assert!(
+                            same(&got.0, &outs[0].0),
+                            "{isa:?} {c_in}→{c_out} k {k} s {s} width {w} {act:?}"
                         );
-                        assert_eq!(
-                            bits(&got.1),
-                            bits(&outs[0].1),
-                            "{isa:?} depthwise {c_in} k {k} s {s} width {w} leaky {leaky:?}"
+                        assert!(
+                            same(&got.1, &outs[0].1),
+                            "{isa:?} depthwise {c_in} k {k} s {s} width {w} {act:?}"
                         );
                     }
                 }

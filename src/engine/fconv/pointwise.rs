@@ -8,7 +8,7 @@ use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math::Add;
 
-use super::{fdirect, Geometry, Kernel, PanelConv, Params};
+use super::{fdirect, Act, Geometry, Kernel, PanelConv, Params};
 
 /// The [`PanelConv`] on lookout's [`fdirect::pointwise`] for an f32 matrix product that is a 1x1
 /// conv (tract's `declutter_as_einsum` turns every 1x1 stride-1 unpadded conv into one): weights
@@ -154,7 +154,7 @@ pub(super) fn plan_pointwise(
             ),
             geo,
             out_shape: out_shape.into(),
-            leaky: None,
+            act: Act::Linear,
         }),
     };
     Ok((op, bias_add))

@@ -1,6 +1,6 @@
 //! [`super`]'s kernels on AVX2 and FMA: 8 floats per vector, 16 vector registers.
 
-use super::COLS;
+use super::{Act, COLS};
 use std::arch::x86_64::*;
 
 /// `x > 0 ? x : alpha·x` (tract's LeakyRelu) on 8 lanes.
@@ -13,29 +13,36 @@ unsafe fn leaky_relu(v: __m256, alpha: __m256) -> __m256 {
     )
 }
 
-/// Bias, LeakyRelu (a Relu at slope 0) and the store of one channel's 16 columns (`lanes` of
+/// Bias, activation and the store of one channel's 16 columns (`lanes` of
 /// them kept).
 #[inline(always)]
-unsafe fn finish(
-    (lo, hi): (__m256, __m256),
-    bias: f32,
-    leaky: Option<f32>,
-    dst: *mut f32,
-    lanes: usize,
-) {
+unsafe fn finish((lo, hi): (__m256, __m256), bias: f32, act: Act, dst: *mut f32, lanes: usize) {
     let b = _mm256_set1_ps(bias);
     let (mut lo, mut hi) = (_mm256_add_ps(lo, b), _mm256_add_ps(hi, b));
-    match leaky {
+    match act {
         // Slope 0 is a Relu: tract's `max(x, 0)` gives +0 where x ≤ 0 (x·0 would give -0).
-        Some(0.0) => {
+        Act::Leaky(0.0) => {
             let z = _mm256_setzero_ps();
             (lo, hi) = (_mm256_max_ps(lo, z), _mm256_max_ps(hi, z));
         }
-        Some(alpha) => {
+        Act::Leaky(alpha) => {
             let a = _mm256_set1_ps(alpha);
             (lo, hi) = (leaky_relu(lo, a), leaky_relu(hi, a));
         }
-        None => {}
+        // Not planned on AVX2 (`Act::fuses`); element by element, so that it is still right.
+        Act::Silu => {
+            let mut tmp = [0f32; COLS];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), lo);
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), hi);
+            for v in &mut tmp {
+                *v /= 1.0 + (-*v).exp();
+            }
+            (lo, hi) = (
+                _mm256_loadu_ps(tmp.as_ptr()),
+                _mm256_loadu_ps(tmp.as_ptr().add(8)),
+            );
+        }
+        Act::Linear => {}
     }
     if lanes == COLS {
         _mm256_storeu_ps(dst, lo);
@@ -66,7 +73,7 @@ macro_rules! row_kernel {
             taps: &[usize],
             w: &[f32],
             bias: &[f32],
-            leaky: Option<f32>,
+            act: Act,
             out_w: usize,
             out: *mut f32,
             n: usize,
@@ -91,7 +98,7 @@ macro_rules! row_kernel {
                 let lanes = COLS.min(out_w - x0);
                 $(
                     if $j < channels {
-                        finish(($lo, $hi), bias[$j], leaky, out.add($j * n + x0), lanes);
+                        finish(($lo, $hi), bias[$j], act, out.add($j * n + x0), lanes);
                     }
                 )+
                 x0 += COLS;
@@ -112,7 +119,7 @@ pub(super) unsafe fn dw_row(
     taps: &[usize],
     w: &[f32],
     bias: f32,
-    leaky: Option<f32>,
+    act: Act,
     row: &mut [f32],
 ) {
     assert!(w.len() >= taps.len());
@@ -137,10 +144,10 @@ pub(super) unsafe fn dw_row(
             a7 = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(56)), b, a7);
         }
         let o = out.add(x0);
-        finish((a0, a1), bias, leaky, o, COLS);
-        finish((a2, a3), bias, leaky, o.add(16), COLS);
-        finish((a4, a5), bias, leaky, o.add(32), COLS);
-        finish((a6, a7), bias, leaky, o.add(48), COLS);
+        finish((a0, a1), bias, act, o, COLS);
+        finish((a2, a3), bias, act, o.add(16), COLS);
+        finish((a4, a5), bias, act, o.add(32), COLS);
+        finish((a6, a7), bias, act, o.add(48), COLS);
         x0 += 4 * COLS;
     }
     while x0 < out_w {
@@ -151,7 +158,7 @@ pub(super) unsafe fn dw_row(
             lo = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(t)), b, lo);
             hi = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(t + 8)), b, hi);
         }
-        finish((lo, hi), bias, leaky, out.add(x0), COLS.min(out_w - x0));
+        finish((lo, hi), bias, act, out.add(x0), COLS.min(out_w - x0));
         x0 += COLS;
     }
 }

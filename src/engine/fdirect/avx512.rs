@@ -17,16 +17,18 @@
 use std::arch::x86_64::*;
 
 use super::super::grid::Grid;
+use super::super::vmath::exp512;
+use super::Act;
 
 /// Floats per vector.
 const L: usize = 16;
 
-/// Bias, LeakyRelu (a Relu at slope 0) and the store of `lanes` (1..=16) floats of `v`, `ps`
+/// Bias, activation and the store of `lanes` (1..=16) floats of `v`, `ps`
 /// floats apart (1: one vector store).
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn finish(v: __m512, bias: f32, leaky: Option<f32>, dst: *mut f32, lanes: usize, ps: usize) {
-    let v = activate(v, bias, leaky);
+unsafe fn finish(v: __m512, bias: f32, act: Act, dst: *mut f32, lanes: usize, ps: usize) {
+    let v = activate(v, bias, act);
     if ps != 1 {
         // Channels last: a value per position, `ps` (the channel count) apart.
         let mut lane = [0f32; L];
@@ -41,19 +43,25 @@ unsafe fn finish(v: __m512, bias: f32, leaky: Option<f32>, dst: *mut f32, lanes:
     }
 }
 
-/// `v` plus the bias, through the LeakyRelu (a Relu at slope 0).
+/// `v` plus the bias, through the activation.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn activate(v: __m512, bias: f32, leaky: Option<f32>) -> __m512 {
+unsafe fn activate(v: __m512, bias: f32, act: Act) -> __m512 {
     let mut v = _mm512_add_ps(v, _mm512_set1_ps(bias));
-    match leaky {
+    match act {
         // Slope 0 is a Relu: tract's `max(x, 0)` gives +0 where x ≤ 0 (x·0 would give -0).
-        Some(0.0) => v = _mm512_max_ps(v, _mm512_setzero_ps()),
-        Some(alpha) => {
+        Act::Leaky(0.0) => v = _mm512_max_ps(v, _mm512_setzero_ps()),
+        Act::Leaky(alpha) => {
             let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
             v = _mm512_mask_blend_ps(positive, _mm512_mul_ps(v, _mm512_set1_ps(alpha)), v);
         }
-        None => {}
+        Act::Silu => {
+            // x / (1 + e^−x): e^−x overflows to +inf below x ≈ −88, giving −0 as x·sigmoid(x)
+            // rounds there.
+            let e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
+            v = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0), e));
+        }
+        Act::Linear => {}
     }
     v
 }
@@ -87,7 +95,7 @@ unsafe fn step<const R: usize, const V: usize, const W: usize>(
     taps: &[usize],
     w: *const f32,
     bias: &[f32],
-    leaky: Option<f32>,
+    act: Act,
     n: usize,
     channels: usize,
 ) {
@@ -115,7 +123,7 @@ unsafe fn step<const R: usize, const V: usize, const W: usize>(
             for (v, acc) in acc.iter().enumerate() {
                 if v * L < b.cols {
                     let dst = b.out.add(j * n + r * b.os + v * L * b.ps);
-                    finish(*acc, bias[j], leaky, dst, b.cols - v * L, b.ps);
+                    finish(*acc, bias[j], act, dst, b.cols - v * L, b.ps);
                 }
             }
         }
@@ -158,7 +166,7 @@ pub(super) unsafe fn rows<const W: usize>(
     taps: &[usize],
     w: &[f32],
     bias: &[f32],
-    leaky: Option<f32>,
+    act: Act,
     out_w: usize,
     out: *mut f32,
     (n, ps): (usize, usize),
@@ -182,7 +190,7 @@ pub(super) unsafe fn rows<const W: usize>(
         ($(($r:literal, $v:literal)),*) => {
             match (rows, vectors) {
                 $(($r, $v) => {
-                    return step::<$r, $v, W>(block(0, 0, out_w), taps, w, bias, leaky, n, channels)
+                    return step::<$r, $v, W>(block(0, 0, out_w), taps, w, bias, act, n, channels)
                 })*
                 _ => {}
             }
@@ -216,22 +224,22 @@ pub(super) unsafe fn rows<const W: usize>(
             let cols = (out_w - x0).min(wide);
             let b = block(x0, cols);
             match wide / L {
-                8 => step::<1, 8, W>(b, taps, w, bias, leaky, n, channels),
-                6 => step::<1, 6, W>(b, taps, w, bias, leaky, n, channels),
-                4 => step::<1, 4, W>(b, taps, w, bias, leaky, n, channels),
-                _ => step::<1, 1, W>(b, taps, w, bias, leaky, n, channels),
+                8 => step::<1, 8, W>(b, taps, w, bias, act, n, channels),
+                6 => step::<1, 6, W>(b, taps, w, bias, act, n, channels),
+                4 => step::<1, 4, W>(b, taps, w, bias, act, n, channels),
+                _ => step::<1, 1, W>(b, taps, w, bias, act, n, channels),
             }
             x0 += cols;
         }
         let (b, cols) = (block(x0, out_w - x0), out_w - x0);
         match cols.div_ceil(L) {
-            7 => step::<1, 7, W>(b, taps, w, bias, leaky, n, channels),
-            6 => step::<1, 6, W>(b, taps, w, bias, leaky, n, channels),
-            5 => step::<1, 5, W>(b, taps, w, bias, leaky, n, channels),
-            4 => step::<1, 4, W>(b, taps, w, bias, leaky, n, channels),
-            3 => step::<1, 3, W>(b, taps, w, bias, leaky, n, channels),
-            2 => step::<1, 2, W>(b, taps, w, bias, leaky, n, channels),
-            1 => step::<1, 1, W>(b, taps, w, bias, leaky, n, channels),
+            7 => step::<1, 7, W>(b, taps, w, bias, act, n, channels),
+            6 => step::<1, 6, W>(b, taps, w, bias, act, n, channels),
+            5 => step::<1, 5, W>(b, taps, w, bias, act, n, channels),
+            4 => step::<1, 4, W>(b, taps, w, bias, act, n, channels),
+            3 => step::<1, 3, W>(b, taps, w, bias, act, n, channels),
+            2 => step::<1, 2, W>(b, taps, w, bias, act, n, channels),
+            1 => step::<1, 1, W>(b, taps, w, bias, act, n, channels),
             _ => {}
         }
     }
@@ -252,7 +260,7 @@ unsafe fn grid_step<const V: usize, const W: usize>(
     f0: usize,
     grid: &Grid,
     taps: &[usize],
-    (w, bias, leaky): (*const f32, &[f32], Option<f32>),
+    (w, bias, act): (*const f32, &[f32], Act),
     (out, n): (*mut f32, usize),
     channels: usize,
 ) {
@@ -278,7 +286,7 @@ unsafe fn grid_step<const V: usize, const W: usize>(
     for (j, acc) in acc.iter().enumerate().take(channels) {
         for (acc, &(mask, o)) in acc.iter().zip(&lanes) {
             let dst = out.add(j * n + o);
-            let v = activate(*acc, bias[j], leaky);
+            let v = activate(*acc, bias[j], act);
             match mask {
                 0 => {}
                 u16::MAX => _mm512_storeu_ps(dst, v),
@@ -300,12 +308,12 @@ pub(super) unsafe fn grid_run<const W: usize>(
     x: *const f32,
     (lo, grid): (usize, Grid),
     taps: &[usize],
-    (w, bias, leaky): (&[f32], &[f32], Option<f32>),
+    (w, bias, act): (&[f32], &[f32], Act),
     out: (*mut f32, usize),
     channels: usize,
 ) {
     assert!(w.len() >= taps.len() * W && bias.len() >= W && channels <= W);
-    let wb = (w.as_ptr(), bias, leaky);
+    let wb = (w.as_ptr(), bias, act);
     let mut f0 = lo;
     while grid.end.saturating_sub(f0) > 3 * L {
         grid_step::<4, W>(x, f0, &grid, taps, wb, out, channels);
