@@ -556,6 +556,10 @@ pub fn plain_tract() -> bool {
 /// passes.
 pub const FPDET_ENV: &str = "LOOKOUT_FPDET";
 
+/// Set to `1` to let tract's declutter split the products that read a `Concat`
+/// ([`pass::declutter_keeping_concats`] keeps them whole).
+pub const SPLIT_CONCAT_ENV: &str = "LOOKOUT_SPLIT_CONCAT";
+
 /// Whether the fp32 detector ops are wanted: not under [`PLAIN_TRACT_ENV`] (where no pass runs
 /// anyway) and not turned off by [`FPDET_ENV`]`=0`.
 pub fn fpdet_enabled() -> bool {
@@ -741,7 +745,11 @@ pub fn optimize_at(
     run(&mut typed, Stage::BeforeOptimise)?;
     // tract's `into_optimized` in its two halves, with the passes that need its decluttering
     // between them.
-    typed.declutter()?;
+    if fpdet_enabled() && !pass::env_off(SPLIT_CONCAT_ENV) {
+        pass::declutter_keeping_concats(&mut typed)?;
+    } else {
+        typed.declutter()?;
+    }
     run(&mut typed, Stage::BeforeCodegen)?;
     typed.optimize()?;
     run(&mut typed, Stage::AfterOptimise)?;
