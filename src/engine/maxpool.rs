@@ -813,13 +813,20 @@ mod tests {
             ((3, 3), (2, 2), ([0, 1], [1, 0]), false, [1, 2, 35, 36]),
             ((9, 9), (1, 1), ([4, 4], [4, 4]), false, [1, 2, 36, 33]),
         ];
-        // Spread values with a NaN, and maxima that tie between +0 and -0 (which one a pool
-        // keeps depends on its order of taps).
+        // Spread values with a NaN, and on x86-64 maxima that tie between +0 and -0 (which one
+        // a pool keeps depends on its order of taps and on the max instruction). On aarch64
+        // tract's own pool keeps +0 on such ties whatever the order (seen under qemu: its
+        // `fmax`-like step), so there the ties are not tract's sequential fold to compare with.
         let spread = |i: usize| ((i * 7919 % 1009) as f32 - 500.0) / 13.0;
         let zeros = |i: usize| [0.0, -0.0, -1.0, -0.0, 0.0][i * 7 % 5];
+        let patterns: Vec<&dyn Fn(usize) -> f32> = if cfg!(target_arch = "x86_64") {
+            vec![&spread, &zeros]
+        } else {
+            vec![&spread]
+        };
         for (&(k, s, pads, ceil, shape), values) in cases
             .iter()
-            .flat_map(|case| [(case, &spread as &dyn Fn(usize) -> f32), (case, &zeros)])
+            .flat_map(|case| patterns.iter().map(move |p| (case, *p)))
         {
             let len: usize = shape.iter().product();
             let mut v: Vec<f32> = (0..len).map(values).collect();
