@@ -225,10 +225,11 @@ unsafe fn place_rows_avx512(
         while j < count {
             let m = count - j;
             if y + PREFETCH_ROWS < rows {
+                // Wrapping: the second line may lie past the input's end (a hint reads nothing).
                 let ahead = s.add(PREFETCH_ROWS * src_rs + sw * j) as *const i8;
                 _mm_prefetch::<_MM_HINT_T0>(ahead);
                 if sw == 2 {
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
                 }
             }
             let v = if sw == 1 {
@@ -237,9 +238,10 @@ unsafe fn place_rows_avx512(
                 // Elements 2j .. 2j + 2·min(m, 16) − 1 of the row: two masked loads.
                 let need = 2 * m.min(L) - 1;
                 let a = _mm512_maskz_loadu_epi32(mask(need), s.add(2 * j) as *const _);
+                // Its lanes may all be masked off, past the row's end: a wrapping address.
                 let b = _mm512_maskz_loadu_epi32(
                     mask(need.saturating_sub(L)),
-                    s.add(2 * j + L) as *const _,
+                    s.wrapping_add(2 * j + L) as *const _,
                 );
                 _mm512_permutex2var_epi32(a, even, b)
             };

@@ -230,7 +230,11 @@ unsafe fn normalise_avx512(row: &mut [f32], lanes: &[[f32; 2]]) {
     while j < row.len() {
         let m = row.len() - j;
         let a = _mm512_maskz_loadu_ps(mask(2 * m), st.add(2 * j));
-        let b = _mm512_maskz_loadu_ps(mask((2 * m).saturating_sub(16)), st.add(2 * j + 16));
+        // All its lanes may be masked off, past the pairs' end: a wrapping address.
+        let b = _mm512_maskz_loadu_ps(
+            mask((2 * m).saturating_sub(16)),
+            st.wrapping_add(2 * j + 16),
+        );
         let (max, sum) = (
             _mm512_permutex2var_ps(a, even, b),
             _mm512_permutex2var_ps(a, odd, b),
