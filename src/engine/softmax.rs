@@ -132,36 +132,40 @@ fn reduce_lanes(x: &[f32], n: usize, inner: usize, first: usize, stats: &mut [[f
         let (o, i) = (lane / inner, lane % inner);
         let len = rest.len().min(inner - i);
         let (now, later) = rest.split_at_mut(len);
-        let base = o * n * inner + i;
-        #[cfg(target_arch = "x86_64")]
-        if super::vmath::avx512f() {
-            assert!(base + (n - 1) * inner + len <= x.len());
-            for (b, block) in now.chunks_mut(BLOCK).enumerate() {
-                // SAFETY: AVX-512F checked; the block's lanes of every row lie within `x`
-                // (asserted for the last row).
-                unsafe { block_stats(x[base + b * BLOCK..].as_ptr(), n, inner, block) };
-            }
-            lane += len;
-            rest = later;
-            continue;
-        }
-        for s in now.iter_mut() {
-            *s = [f32::NEG_INFINITY, 0.0];
-        }
-        for k in 0..n {
-            for (s, &v) in now.iter_mut().zip(&x[base + k * inner..][..len]) {
-                // NaN-propagating like tract's `partial_cmp` fold is not: a NaN lane gives NaN
-                // outputs either way, through exp(NaN − max).
-                s[0] = if v > s[0] { v } else { s[0] };
-            }
-        }
-        for k in 0..n {
-            for (s, &v) in now.iter_mut().zip(&x[base + k * inner..][..len]) {
-                s[1] += (v - s[0]).exp();
-            }
-        }
+        segment_stats(x, o * n * inner + i, n, inner, now);
         lane += len;
         rest = later;
+    }
+}
+
+/// The max and sum of exponentials of `stats.len()` lanes of one `outer` block, the first at
+/// `base`: on AVX-512 by [`block_stats`], else row by row.
+fn segment_stats(x: &[f32], base: usize, n: usize, inner: usize, stats: &mut [[f32; 2]]) {
+    let len = stats.len();
+    #[cfg(target_arch = "x86_64")]
+    if super::vmath::avx512f() {
+        assert!(base + (n - 1) * inner + len <= x.len());
+        for (b, block) in stats.chunks_mut(BLOCK).enumerate() {
+            // SAFETY: AVX-512F checked; the block's lanes of every row lie within `x`
+            // (asserted for the last row).
+            unsafe { block_stats(x[base + b * BLOCK..].as_ptr(), n, inner, block) };
+        }
+        return;
+    }
+    for s in stats.iter_mut() {
+        *s = [f32::NEG_INFINITY, 0.0];
+    }
+    for k in 0..n {
+        for (s, &v) in stats.iter_mut().zip(&x[base + k * inner..][..len]) {
+            // NaN-propagating like tract's `partial_cmp` fold is not: a NaN lane gives NaN
+            // outputs either way, through exp(NaN − max).
+            s[0] = if v > s[0] { v } else { s[0] };
+        }
+    }
+    for k in 0..n {
+        for (s, &v) in stats.iter_mut().zip(&x[base + k * inner..][..len]) {
+            s[1] += (v - s[0]).exp();
+        }
     }
 }
 
